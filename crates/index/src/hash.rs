@@ -1,0 +1,553 @@
+//! Content ids and the verification data that lets a downloader check pieces from many sources.
+//!
+//! A [`ContentId`] is the BLAKE3 hash of a file, the same value `b3sum` prints. Hashing a file
+//! also yields its bao outboard: the pre-order list of hash pairs of the BLAKE3 tree down to
+//! chunk groups of [`BLOCK_BYTES`], without a size prefix. Outboards are stored in the index and
+//! handed to peers, who turn them into [`PieceHashes`] with [`piece_hashes`]: the walk checks
+//! every pair it reads against the content id, so one expected hash per piece comes out, each
+//! proven against the root. A piece's hash is then checked with BLAKE3 alone ([`PieceHashes::verify`]).
+//!
+//! Files are streamed through a bounded buffer; nothing here reads a whole file into memory.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bao_tree::io::outboard::PreOrderOutboard;
+use bao_tree::io::sync::CreateOutboard;
+use bao_tree::{BaoTree, BlockSize};
+use blake3::hazmat::{self, ChainingValue, HasherExt, Mode};
+
+/// Log2 of the number of 1 KiB BLAKE3 chunks in one bao block (16 chunks, 16 KiB).
+pub const BLOCK_SIZE_LOG: u8 = 4;
+/// Bytes in one bao block, the smallest unit the outboard can prove.
+pub const BLOCK_BYTES: u64 = 1024 << BLOCK_SIZE_LOG;
+
+/// Size of the read buffer used when hashing files.
+const READ_BUFFER: usize = 1 << 20;
+
+/// Bytes per hash pair in an outboard.
+const PAIR_BYTES: usize = 64;
+
+/// The bao block size of every outboard this crate makes.
+pub fn block_size() -> BlockSize {
+    BlockSize::from_chunk_log(BLOCK_SIZE_LOG)
+}
+
+/// Why hashing a file or parsing a content id failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("open {path} for hashing: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stat {path} for hashing: {source}")]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read {path} while hashing: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("content id must be 64 hex characters, got {len} characters")]
+    IdLength { len: usize },
+    #[error("content id {input:?} is not hexadecimal")]
+    IdHex { input: String },
+}
+
+/// Why an outboard could not be turned into piece hashes.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("outboard for {size} bytes must be {expected} bytes long, got {actual}")]
+    OutboardSize {
+        size: u64,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("outboard does not match the content id: hash pair at byte {offset} is wrong")]
+    Outboard { offset: u64 },
+    #[error("piece size {piece_size} must be a power of two of at least {BLOCK_BYTES} bytes")]
+    PieceSize { piece_size: u64 },
+}
+
+/// The BLAKE3 hash of a file's content, used to name it on the network.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentId(pub [u8; 32]);
+
+impl ContentId {
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl From<blake3::Hash> for ContentId {
+    fn from(hash: blake3::Hash) -> Self {
+        ContentId(*hash.as_bytes())
+    }
+}
+
+impl From<ContentId> for blake3::Hash {
+    fn from(id: ContentId) -> Self {
+        blake3::Hash::from_bytes(id.0)
+    }
+}
+
+impl fmt::Display for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentId({self})")
+    }
+}
+
+impl FromStr for ContentId {
+    type Err = HashError;
+
+    /// Parses exactly 64 hex digits (either case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 {
+            return Err(HashError::IdLength {
+                len: s.chars().count(),
+            });
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| HashError::IdHex {
+            input: s.to_owned(),
+        })?;
+        Ok(ContentId(bytes))
+    }
+}
+
+/// A file's content id, its size and its pre-order bao outboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashed {
+    pub id: ContentId,
+    pub size: u64,
+    /// Pre-order hash pairs at [`BLOCK_BYTES`] granularity, no size prefix.
+    pub outboard: Vec<u8>,
+}
+
+/// Hashes a file, streaming it through a bounded buffer.
+pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
+    let file = File::open(path).map_err(|source| HashError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| HashError::Stat {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    hash_reader(file, size).map_err(|source| HashError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Hashes the first `size` bytes of `file`.
+pub(crate) fn hash_reader(file: File, size: u64) -> io::Result<Hashed> {
+    let reader = BufReader::with_capacity(READ_BUFFER, file);
+    let outboard = PreOrderOutboard::<Vec<u8>>::create_sized(reader, size, block_size())?;
+    Ok(Hashed {
+        id: outboard.root.into(),
+        size,
+        outboard: outboard.data,
+    })
+}
+
+/// Hashes bytes already in memory (tests and small data).
+pub fn hash_bytes(data: &[u8]) -> Hashed {
+    let size = data.len() as u64;
+    match PreOrderOutboard::<Vec<u8>>::create_sized(data, size, block_size()) {
+        Ok(outboard) => Hashed {
+            id: outboard.root.into(),
+            size,
+            outboard: outboard.data,
+        },
+        // Reading from a slice of exactly `size` bytes cannot fail.
+        Err(e) => unreachable!("hashing an in-memory slice failed: {e}"),
+    }
+}
+
+/// The outboard length, in bytes, of a file of `size` bytes.
+pub fn outboard_size(size: u64) -> u64 {
+    BaoTree::new(size, block_size()).outboard_size()
+}
+
+/// The expected hash of every piece of a file, each proven against its content id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceHashes {
+    /// Bytes per piece, a power of two of at least [`BLOCK_BYTES`].
+    pub piece_size: u64,
+    /// Size of the whole file.
+    pub size: u64,
+    /// One hash per piece: the BLAKE3 chaining value of the piece's subtree, or the root hash
+    /// when a single piece covers the file.
+    pub hashes: Vec<blake3::Hash>,
+}
+
+/// Checks `outboard` against `id` and extracts one expected hash per piece of `piece_size` bytes.
+///
+/// Hash pairs that lie inside a piece's own subtree are not needed to verify the piece and are
+/// skipped unread; every pair above the pieces is checked.
+pub fn piece_hashes(
+    id: &ContentId,
+    size: u64,
+    outboard: &[u8],
+    piece_size: u64,
+) -> Result<PieceHashes, VerifyError> {
+    if !piece_size.is_power_of_two() || piece_size < BLOCK_BYTES {
+        return Err(VerifyError::PieceSize { piece_size });
+    }
+    let expected = outboard_size(size);
+    if outboard.len() as u64 != expected {
+        return Err(VerifyError::OutboardSize {
+            size,
+            expected,
+            actual: outboard.len() as u64,
+        });
+    }
+    let mut walk = Walk {
+        outboard,
+        cursor: 0,
+        piece_size,
+        hashes: Vec::with_capacity(piece_count(size, piece_size) as usize),
+    };
+    walk.node(0, size, id.0, true)?;
+    debug_assert_eq!(walk.cursor, outboard.len());
+    debug_assert_eq!(walk.hashes.len() as u64, piece_count(size, piece_size));
+    Ok(PieceHashes {
+        piece_size,
+        size,
+        hashes: walk.hashes,
+    })
+}
+
+fn piece_count(size: u64, piece_size: u64) -> u64 {
+    size.div_ceil(piece_size).max(1)
+}
+
+/// Number of bao blocks over `len` bytes; an empty range is still one block.
+fn blocks(len: u64) -> u64 {
+    len.div_ceil(BLOCK_BYTES).max(1)
+}
+
+/// A pre-order walk over the outboard, recording piece hashes.
+struct Walk<'a> {
+    outboard: &'a [u8],
+    /// Byte offset of the next unread hash pair.
+    cursor: usize,
+    piece_size: u64,
+    hashes: Vec<blake3::Hash>,
+}
+
+impl Walk<'_> {
+    /// Visits the node covering `len` bytes from `start`, whose hash must be `expected`.
+    fn node(
+        &mut self,
+        start: u64,
+        len: u64,
+        expected: ChainingValue,
+        is_root: bool,
+    ) -> Result<(), VerifyError> {
+        if start.is_multiple_of(self.piece_size) && len <= self.piece_size {
+            self.hashes.push(blake3::Hash::from_bytes(expected));
+            // A subtree over n blocks holds n - 1 pairs, all below this piece.
+            self.cursor += (blocks(len) as usize - 1) * PAIR_BYTES;
+            return Ok(());
+        }
+        // Unreachable for valid piece sizes: every node above a piece is longer than a block.
+        let offset = self.cursor as u64;
+        if len <= BLOCK_BYTES {
+            return Err(VerifyError::Outboard { offset });
+        }
+        let pair = self
+            .outboard
+            .get(self.cursor..self.cursor + PAIR_BYTES)
+            .ok_or(VerifyError::Outboard { offset })?;
+        let mut left = [0u8; 32];
+        let mut right = [0u8; 32];
+        left.copy_from_slice(&pair[..32]);
+        right.copy_from_slice(&pair[32..]);
+        self.cursor += PAIR_BYTES;
+        let merged = if is_root {
+            *hazmat::merge_subtrees_root(&left, &right, Mode::Hash).as_bytes()
+        } else {
+            hazmat::merge_subtrees_non_root(&left, &right, Mode::Hash)
+        };
+        // Constant-time comparison through blake3::Hash's PartialEq.
+        if blake3::Hash::from_bytes(merged) != blake3::Hash::from_bytes(expected) {
+            return Err(VerifyError::Outboard { offset });
+        }
+        let left_len = hazmat::left_subtree_len(len);
+        self.node(start, left_len, left, false)?;
+        self.node(start + left_len, len - left_len, right, false)
+    }
+}
+
+impl PieceHashes {
+    /// Number of pieces; an empty file has one empty piece.
+    pub fn count(&self) -> u64 {
+        piece_count(self.size, self.piece_size)
+    }
+
+    /// Byte range of piece `index`; the last piece may be shorter.
+    pub fn range(&self, index: u64) -> Range<u64> {
+        let start = index.saturating_mul(self.piece_size).min(self.size);
+        let end = start.saturating_add(self.piece_size).min(self.size);
+        start..end
+    }
+
+    /// True when `data` is exactly piece `index` of the file.
+    pub fn verify(&self, index: u64, data: &[u8]) -> bool {
+        let Some(expected) = self.hashes.get(index as usize) else {
+            return false;
+        };
+        if index >= self.count() {
+            return false;
+        }
+        let range = self.range(index);
+        if data.len() as u64 != range.end - range.start {
+            return false;
+        }
+        let actual = if self.count() == 1 {
+            blake3::hash(data)
+        } else {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(range.start);
+            hasher.update(data);
+            blake3::Hash::from_bytes(hasher.finalize_non_root())
+        };
+        actual == *expected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+
+    /// Deterministic, non-repeating test data.
+    fn data(size: u64) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ size;
+        (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// The piece hash computed directly from the data, independently of the outboard.
+    fn direct_piece_hash(data: &[u8], range: Range<u64>, single: bool) -> blake3::Hash {
+        let piece = &data[range.start as usize..range.end as usize];
+        if single {
+            blake3::hash(piece)
+        } else {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(range.start);
+            hasher.update(piece);
+            blake3::Hash::from_bytes(hasher.finalize_non_root())
+        }
+    }
+
+    const SIZES: &[u64] = &[
+        0,
+        1,
+        1023,
+        1024,
+        16383,
+        16384,
+        16385,
+        3 * 16384 + 7,
+        MIB,
+        MIB + 1,
+        5 * MIB + 12345,
+    ];
+    const PIECE_SIZES: &[u64] = &[16 * KIB, 64 * KIB, MIB, 4 * MIB];
+
+    #[test]
+    fn piece_hashes_match_direct_computation() {
+        for &size in SIZES {
+            let content = data(size);
+            let hashed = hash_bytes(&content);
+            assert_eq!(hashed.id, ContentId::from(blake3::hash(&content)));
+            assert_eq!(hashed.size, size);
+            assert_eq!(hashed.outboard.len() as u64, outboard_size(size));
+            for &piece_size in PIECE_SIZES {
+                let pieces = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size)
+                    .unwrap_or_else(|e| panic!("size {size} piece {piece_size}: {e}"));
+                assert_eq!(pieces.count(), size.div_ceil(piece_size).max(1));
+                assert_eq!(pieces.hashes.len() as u64, pieces.count());
+                let single = pieces.count() == 1;
+                let mut covered = 0;
+                for index in 0..pieces.count() {
+                    let range = pieces.range(index);
+                    assert_eq!(range.start, covered, "pieces must tile the file");
+                    covered = range.end;
+                    let expected = direct_piece_hash(&content, range.clone(), single);
+                    assert_eq!(
+                        pieces.hashes[index as usize], expected,
+                        "size {size} piece size {piece_size} index {index}"
+                    );
+                    let piece = &content[range.start as usize..range.end as usize];
+                    assert!(pieces.verify(index, piece));
+                }
+                assert_eq!(covered, size);
+                if single {
+                    assert_eq!(pieces.hashes[0], blake3::Hash::from(hashed.id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_exactly_its_piece() {
+        let size = 5 * MIB + 12345;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        for &piece_size in PIECE_SIZES {
+            let pieces = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+            for bad in [0, pieces.count() / 2, pieces.count() - 1] {
+                let mut tampered = content.clone();
+                let range = pieces.range(bad);
+                let at = (range.start + (range.end - range.start) / 3) as usize;
+                tampered[at] ^= 0x01;
+                for index in 0..pieces.count() {
+                    let r = pieces.range(index);
+                    let piece = &tampered[r.start as usize..r.end as usize];
+                    assert_eq!(pieces.verify(index, piece), index != bad);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_and_indices_fail() {
+        let content = data(3 * 16384 + 7);
+        let hashed = hash_bytes(&content);
+        let pieces = piece_hashes(&hashed.id, hashed.size, &hashed.outboard, 16 * KIB).unwrap();
+        assert_eq!(pieces.count(), 4);
+        assert_eq!(pieces.range(3), 49152..49159);
+        assert!(!pieces.verify(3, &content[49152..49158]));
+        assert!(!pieces.verify(0, &content[..16383]));
+        assert!(!pieces.verify(4, &[]));
+        assert!(pieces.verify(3, &content[49152..]));
+    }
+
+    #[test]
+    fn empty_file_is_one_empty_piece() {
+        let hashed = hash_bytes(&[]);
+        assert!(hashed.outboard.is_empty());
+        assert_eq!(hashed.id, ContentId::from(blake3::hash(&[])));
+        let pieces = piece_hashes(&hashed.id, 0, &[], MIB).unwrap();
+        assert_eq!(pieces.count(), 1);
+        assert_eq!(pieces.range(0), 0..0);
+        assert!(pieces.verify(0, &[]));
+        assert!(!pieces.verify(0, b"x"));
+    }
+
+    #[test]
+    fn tampered_outboards_are_refused() {
+        let size = MIB + 1;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        // At block-sized pieces every pair is read, so every byte matters.
+        for at in (0..hashed.outboard.len())
+            .step_by(97)
+            .chain([hashed.outboard.len() - 1])
+        {
+            let mut outboard = hashed.outboard.clone();
+            outboard[at] ^= 0x80;
+            let err = piece_hashes(&hashed.id, size, &outboard, BLOCK_BYTES).unwrap_err();
+            assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
+        }
+        // The root pair is checked whenever the file spans more than one piece.
+        let mut outboard = hashed.outboard.clone();
+        outboard[0] ^= 1;
+        let err = piece_hashes(&hashed.id, size, &outboard, MIB).unwrap_err();
+        assert!(matches!(err, VerifyError::Outboard { offset: 0 }), "{err}");
+        // A different id refuses a correct outboard.
+        let other = ContentId::from(blake3::hash(b"other"));
+        let err = piece_hashes(&other, size, &hashed.outboard, MIB).unwrap_err();
+        assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
+        // Wrong lengths and piece sizes.
+        let err = piece_hashes(&hashed.id, size, &hashed.outboard[64..], MIB).unwrap_err();
+        assert!(matches!(err, VerifyError::OutboardSize { .. }), "{err}");
+        let err = piece_hashes(&hashed.id, size + BLOCK_BYTES, &hashed.outboard, MIB).unwrap_err();
+        assert!(matches!(err, VerifyError::OutboardSize { .. }), "{err}");
+        for piece_size in [0, 1, 8 * KIB, 3 * BLOCK_BYTES] {
+            let err = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap_err();
+            assert!(matches!(err, VerifyError::PieceSize { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn hash_file_matches_hash_bytes_and_b3sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = data(3 * MIB + 5);
+        std::fs::write(&path, &content).unwrap();
+        let from_file = hash_file(&path).unwrap();
+        assert_eq!(from_file, hash_bytes(&content));
+        assert_eq!(
+            from_file.id.to_string(),
+            blake3::hash(&content).to_hex().as_str()
+        );
+        // `b3sum` of "abc".
+        assert_eq!(
+            hash_bytes(b"abc").id.to_string(),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        let err = hash_file(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(err, HashError::Open { .. }));
+        assert!(err.to_string().contains("missing"));
+    }
+
+    #[test]
+    fn content_id_parses_its_display() {
+        let id = hash_bytes(b"abc").id;
+        let text = id.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<ContentId>().unwrap(), id);
+        assert_eq!(text.to_uppercase().parse::<ContentId>().unwrap(), id);
+        for bad in [
+            "",
+            "abc",
+            &text[1..],
+            &format!("{text}0"),
+            &text.replace('6', "g"),
+        ] {
+            assert!(bad.parse::<ContentId>().is_err(), "{bad:?} parsed");
+        }
+        let err = "abc".parse::<ContentId>().unwrap_err();
+        assert!(err.to_string().contains("64 hex"), "{err}");
+    }
+}
+
+/// A content id travels in JSON as its hex string, as `b3sum` prints it.
+impl serde::Serialize for ContentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}

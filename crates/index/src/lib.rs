@@ -1,0 +1,30 @@
+//! The shared directory of a shoal node: safe names, BLAKE3 content ids, bao verification data,
+//! and the redb index that ties them together.
+//!
+//! Invariants for the whole crate: it does no networking, everything is synchronous (the node
+//! calls it through `spawn_blocking`), and memory stays bounded whatever the file sizes (files are
+//! streamed, only outboards are held).
+//!
+//! Map of the modules:
+//!
+//! - [`name`]: checks names that callers send and resolves them under the share root without
+//!   leaving it. Nothing hidden (leading `.`) is ever addressable.
+//! - [`hash`]: content ids (BLAKE3, as `b3sum` prints them), pre-order bao outboards at 16 KiB
+//!   granularity, and per-piece hashes proven against the id for multi-source downloads.
+//!   Pure computation apart from reading the file being hashed.
+//! - [`store`]: the `index_*` tables in the node's redb database: name → entry, id → names,
+//!   id → outboard, always updated together in one transaction.
+//! - [`share`]: the shared directory itself: parallel incremental scans and lookups.
+
+pub mod hash;
+pub mod name;
+pub mod share;
+pub mod store;
+
+pub use hash::{
+    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError,
+    hash_bytes, hash_file, piece_hashes,
+};
+pub use name::{NameError, SafeName, check_name};
+pub use share::{ScanReport, Share, ShareError};
+pub use store::{FileEntry, IndexStore, StoreError};

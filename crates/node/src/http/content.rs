@@ -1,0 +1,103 @@
+//! File data over HTTP: `GET`/`HEAD /content/<id>`, `/files/<name>` and `/outboard/<id>`.
+//!
+//! Files are streamed from disk in bounded chunks (never read whole), with `Content-Length`,
+//! `Accept-Ranges`, single-range `Range` (206/416), `If-Range`, and an `ETag` equal to the
+//! content id, so that curl and aria2c can download and resume. A file whose size, mtime or inode
+//! no longer match the index is not served under the id it had (404 until the next scan).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shoal_index::{ContentId, FileEntry};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::range::{self, Wanted};
+use crate::api::{Api, ApiError};
+use crate::faults::status_of;
+
+fn error_response(error: ApiError) -> Response {
+    (status_of(&error), format!("{error}\n")).into_response()
+}
+
+/// `GET /content/<id>`.
+pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Ok(id) = id.parse::<ContentId>() else {
+        return error_response(ApiError::NotFound(id));
+    };
+    match api.file(&id.to_string()).await {
+        Ok((name, entry)) => serve(&api, &method, &name, entry, &headers).await,
+        Err(error) => error_response(error),
+    }
+}
+
+/// `GET /files/<name>` (the name is percent-decoded once by the router).
+pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match api.file(&name).await {
+        Ok((name, entry)) => serve(&api, &method, &name, entry, &headers).await,
+        Err(error) => error_response(error),
+    }
+}
+
+/// `GET /outboard/<id>`: the bao outboard (pre-order, 16 KiB chunk groups) of a file.
+pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<ContentId>() else {
+        return error_response(ApiError::NotFound(id));
+    };
+    match api.outboard(id).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers: &HeaderMap) -> Response {
+    let path = match shoal_index::check_name(name).and_then(|n| n.resolve_existing(api.share().root())) {
+        Ok(path) => path,
+        Err(error) => return error_response(error.into()),
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(_) => return error_response(ApiError::NotFound(name.to_string())),
+    };
+    match file.metadata().await {
+        Ok(meta) if entry.matches(&meta) => {}
+        _ => return error_response(ApiError::NotFound(format!("{name} (changed since it was indexed)"))),
+    }
+    let etag = format!("\"{}\"", entry.id);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let wanted = if if_range_ok { range::parse(range_header, entry.size) } else { Wanted::Whole };
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")))
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    let span = match wanted {
+        Wanted::Whole => {
+            builder = builder.status(StatusCode::OK);
+            0..entry.size
+        }
+        Wanted::Part(span) => {
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", span.start, span.end - 1, entry.size));
+            span
+        }
+        Wanted::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", entry.size))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    };
+    builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
+    if method == Method::HEAD {
+        return builder.body(Body::empty()).unwrap_or_default();
+    }
+    if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
+        return error_response(ApiError::Internal(format!("seek {name}: {error}")));
+    }
+    let reader = file.take(span.end - span.start);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+    builder.body(Body::from_stream(stream)).unwrap_or_default()
+}

@@ -1,0 +1,147 @@
+//! Starting and stopping a node: state directory, store, secret, share, peers, server, and the
+//! background tasks (rescans, introductions, peer exchange), all under one cancellation token
+//! and one task tracker so that shutdown waits for them instead of sleeping.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{Api, Inner};
+use crate::client::Client;
+use crate::options::NodeOptions;
+use crate::peer_url::{SelfUrl, default_url};
+use crate::peers::Peers;
+use crate::search::SeenQueries;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("creating the state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("opening the state store {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
+    #[error("the secret file {path}: {source}")]
+    Secret { path: PathBuf, source: std::io::Error },
+    #[error("opening the shared directory {path}: {reason}")]
+    Share { path: PathBuf, reason: String },
+    #[error("the node URL: {0}")]
+    Url(#[from] crate::peer_url::UrlError),
+    #[error("reading the listening address: {0}")]
+    Listener(std::io::Error),
+    #[error("the peer table: {0}")]
+    Peers(#[from] crate::peers::PeerError),
+}
+
+/// A running node.
+pub struct Node {
+    api: Api,
+    local_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    secret_file: Option<PathBuf>,
+}
+
+/// The name of the store file inside the state directory.
+pub const STORE_FILE: &str = "shoal.redb";
+/// The name of the secret file inside the state directory.
+pub const SECRET_FILE: &str = "secret";
+
+/// Reads the secret kept in `state`, making one first if there is none. The file is readable by
+/// the owner alone. Returns the secret and the file's path.
+pub fn load_or_create_secret(state: &Path) -> Result<(String, PathBuf), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.join(SECRET_FILE);
+    let error = |source| StartError::Secret { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_string(), path)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(error)?;
+    file.write_all(format!("{secret}\n").as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    Ok((secret, path))
+}
+
+impl Node {
+    /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
+    pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<Node, StartError> {
+        let local_addr = listener.local_addr().map_err(StartError::Listener)?;
+        std::fs::create_dir_all(&options.state).map_err(|source| StartError::StateDir { path: options.state.clone(), source })?;
+        let store_path = options.state.join(STORE_FILE);
+        let db = {
+            let path = store_path.clone();
+            tokio::task::spawn_blocking(move || redb::Database::create(&path))
+                .await
+                .map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?
+                .map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?
+        };
+        let db = Arc::new(db);
+        let (secret, secret_file) = match &options.secret {
+            Some(secret) => (secret.clone(), None),
+            None => {
+                let (secret, path) = load_or_create_secret(&options.state)?;
+                (secret, Some(path))
+            }
+        };
+        let share = {
+            let (dir, db) = (options.dir.clone(), db.clone());
+            tokio::task::spawn_blocking(move || shoal_index::Share::open(&dir, db))
+                .await
+                .map_err(|e| StartError::Share { path: options.dir.clone(), reason: e.to_string() })?
+                .map_err(|e| StartError::Share { path: options.dir.clone(), reason: e.to_string() })?
+        };
+        let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
+        let me = SelfUrl::new(&url, local_addr)?;
+        let peers = Peers::load(me, options.peer.clone(), db)?;
+        for peer in &options.peers {
+            if let Err(error) = peers.add(peer) {
+                tracing::warn!(%peer, %error, "ignoring a configured peer");
+            }
+        }
+        let client = Client::new(options.connect_timeout);
+        let api = Api::new(Inner { options: options.clone(), share: Arc::new(share), peers, client, seen: SeenQueries::default(), secret });
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let router = crate::http::router(api.clone());
+        tasks.spawn(crate::http::serve(listener, router, shutdown.child_token(), options.max_connections, options.request_timeout));
+        tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token()));
+        tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
+        tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
+        Ok(Node { api, local_addr, shutdown, tasks, secret_file })
+    }
+
+    /// The facade, for in-process callers (the CLI's shell, tests).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// This node's URL.
+    pub fn url(&self) -> &str {
+        self.api.url()
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Where the generated secret is kept, when the secret was not given.
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.secret_file.as_deref()
+    }
+
+    /// Stops accepting, lets open requests finish (bounded), and waits for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

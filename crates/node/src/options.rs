@@ -1,0 +1,65 @@
+//! Everything a node can be told, with the defaults a user gets from `shoal serve`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::peers::PeerOptions;
+
+/// How a node runs. Built by the CLI from flags; tests build it directly.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The shared directory; created if missing.
+    pub dir: PathBuf,
+    /// The state directory: the redb store and the secret.
+    pub state: PathBuf,
+    /// The URL this node gives to others; by default its bound address (loopback for a wildcard).
+    pub url: Option<String>,
+    /// The owner's secret for `fetch`; by default one is made and kept in the state directory.
+    pub secret: Option<String>,
+    /// Peers to know from the start (`--peer` and the peers file).
+    pub peers: Vec<String>,
+    /// How many nodes a search may reach in a line, this one included (the seed's 6).
+    pub ttl: u32,
+    /// How long a search started here may take before it answers with what it has.
+    pub search_deadline: Duration,
+    /// Largest file content sent inside an XML-RPC answer; larger files get a fault naming the
+    /// HTTP path to use.
+    pub max_rpc_content: u64,
+    /// Largest XML-RPC request body accepted.
+    pub max_rpc_body: usize,
+    /// How long a client may take to send a request's headers or an XML-RPC body.
+    pub request_timeout: Duration,
+    /// Most connections served at once; further ones are closed at once.
+    pub max_connections: usize,
+    /// How often the share is scanned for added, changed and removed files.
+    pub rescan_interval: Duration,
+    /// How often known peers are asked for the peers they know.
+    pub peer_exchange_interval: Duration,
+    /// Time allowed to open a connection to a peer.
+    pub connect_timeout: Duration,
+    /// Backoff and dropping of failing peers.
+    pub peer: PeerOptions,
+}
+
+impl NodeOptions {
+    /// Defaults for a node sharing `dir` with its state in `state`.
+    pub fn new(dir: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
+        NodeOptions {
+            dir: dir.into(),
+            state: state.into(),
+            url: None,
+            secret: None,
+            peers: Vec::new(),
+            ttl: crate::search::MAX_HISTORY as u32,
+            search_deadline: Duration::from_secs(5),
+            max_rpc_content: 16 << 20,
+            max_rpc_body: 1 << 20,
+            request_timeout: Duration::from_secs(20),
+            max_connections: 1024,
+            rescan_interval: Duration::from_secs(10),
+            peer_exchange_interval: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(3),
+            peer: PeerOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Peer URLs: one spelling for every way of writing the same node.
+//!
+//! The seed compares URLs as strings, so `http://localhost:4242/` and `http://127.0.0.1:4242`
+//! are two different peers to it, and a node can end up asking itself. Every URL that enters the
+//! peer table, a history list or a self-check goes through [`normalize`] first.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Why a peer URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("peer URL {0:?} is not a valid URL")]
+    Invalid(String),
+    #[error("peer URL {0:?} must use http or https")]
+    Scheme(String),
+    #[error("peer URL {0:?} has no host")]
+    NoHost(String),
+}
+
+/// The canonical spelling of a peer URL: lower-case scheme and host, `localhost` as
+/// `127.0.0.1`, an explicit port, no query or fragment, and no trailing slash.
+pub fn normalize(raw: &str) -> Result<String, UrlError> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(raw.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UrlError::Scheme(raw.to_string()));
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => "127.0.0.1".to_string(),
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        None => return Err(UrlError::NoHost(raw.to_string())),
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let path = url.path().trim_end_matches('/');
+    Ok(format!("{}://{host}:{port}{path}", url.scheme()))
+}
+
+/// Recognises this node's own URL in any spelling.
+#[derive(Debug, Clone)]
+pub struct SelfUrl {
+    /// The URL this node gives to others (normalised).
+    pub url: String,
+    port: u16,
+    hosts: Vec<String>,
+}
+
+impl SelfUrl {
+    /// `url` is the node's public URL; `listen` the address its socket is bound to.
+    pub fn new(url: &str, listen: std::net::SocketAddr) -> Result<Self, UrlError> {
+        let url = normalize(url)?;
+        let parsed = reqwest::Url::parse(&url).map_err(|_| UrlError::Invalid(url.clone()))?;
+        let mut hosts = vec![parsed.host_str().unwrap_or_default().to_string()];
+        let ip = listen.ip();
+        hosts.push(ip.to_string());
+        if ip.is_unspecified() || ip.is_loopback() {
+            hosts.extend(["127.0.0.1".to_string(), "[::1]".to_string(), "0.0.0.0".to_string()]);
+        }
+        Ok(SelfUrl { port: parsed.port_or_known_default().unwrap_or(listen.port()), url, hosts })
+    }
+
+    /// True when `other` (any spelling) names this node.
+    pub fn is_me(&self, other: &str) -> bool {
+        let Ok(other) = normalize(other) else { return false };
+        if other == self.url {
+            return true;
+        }
+        let Ok(parsed) = reqwest::Url::parse(&other) else { return false };
+        let host = match parsed.host() {
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            Some(other) => other.to_string(),
+            None => return false,
+        };
+        parsed.port_or_known_default() == Some(self.port)
+            && (self.hosts.contains(&host) || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback() && self.hosts.iter().any(|h| h == "127.0.0.1")))
+    }
+}
+
+/// The URL a node announces when none is given: its bound address, with a wildcard address
+/// replaced by loopback (give `--url` to be reachable from other machines).
+pub fn default_url(listen: std::net::SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { listen.ip() };
+    match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{}", listen.port()),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{}", listen.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_url_are_equal() {
+        for raw in ["http://localhost:4242", "http://LOCALHOST:4242/", "http://127.0.0.1:4242", " http://127.0.0.1:4242// "] {
+            assert_eq!(normalize(raw).unwrap(), "http://127.0.0.1:4242", "{raw}");
+        }
+        assert_eq!(normalize("http://Example.org").unwrap(), "http://example.org:80");
+        assert_eq!(normalize("http://h:1/RPC2/").unwrap(), "http://h:1/RPC2");
+        assert!(matches!(normalize("ftp://h"), Err(UrlError::Scheme(_))));
+        assert!(matches!(normalize("not a url"), Err(UrlError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_node_knows_itself() {
+        let me = SelfUrl::new("http://127.0.0.1:4242", "0.0.0.0:4242".parse().unwrap()).unwrap();
+        for raw in ["http://localhost:4242/", "http://127.0.0.1:4242", "http://127.0.0.2:4242", "http://0.0.0.0:4242"] {
+            assert!(me.is_me(raw), "{raw}");
+        }
+        for raw in ["http://127.0.0.1:4243", "http://example.org:4242", "garbage"] {
+            assert!(!me.is_me(raw), "{raw}");
+        }
+    }
+}
