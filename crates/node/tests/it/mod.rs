@@ -1,0 +1,5 @@
+//! Modules of the integration test binary; `util` starts nodes.
+
+mod util;
+
+mod network;

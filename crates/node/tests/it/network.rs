@@ -1,0 +1,241 @@
+//! Multi-node behaviour of issue 2: the seed's methods, search across hops without loops,
+//! fetch, the index, the peer table, file data over HTTP.
+
+use std::time::Duration;
+
+use shoal_node::faults::{ACCESS_DENIED, EXISTS, NOT_FOUND, TOO_LARGE};
+use shoal_xmlrpc::Value;
+
+use super::util::{SECRET, TestNode, binary, line, mesh, read, s, strings};
+
+fn code(result: Result<Value, shoal_xmlrpc::Fault>) -> i32 {
+    result.expect_err("a fault").code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_finds_text_and_binary_two_hops_away() {
+    let nodes = line(3).await;
+    nodes[2].add("notes.txt", b"plain text\n").await;
+    nodes[2].add("dir/blob.bin", &binary(70_000)).await;
+    let text = nodes[0].call("query", vec![s("notes.txt"), strings(&[])]).await.unwrap();
+    assert_eq!(text, Value::String("plain text\n".into()));
+    let blob = nodes[0].call("query", vec![s("dir/blob.bin"), strings(&[])]).await.unwrap();
+    assert_eq!(blob, Value::Base64(binary(70_000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_limits_the_depth_like_the_seed() {
+    let nodes = line(3).await;
+    nodes[2].add("far.txt", b"far").await;
+    // With five nodes already in the history, the receiving node searches only itself.
+    let full: Vec<String> = (0..5).map(|i| format!("http://10.255.255.{i}:1")).collect();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    assert_eq!(code(nodes[0].call("query", vec![s("far.txt"), strings(&full)]).await), NOT_FOUND);
+    // With four, the query may go one hop more, which is not enough for two hops.
+    assert_eq!(code(nodes[0].call("query", vec![s("far.txt"), strings(&full[..4])]).await), NOT_FOUND);
+    assert_eq!(nodes[0].call("query", vec![s("far.txt"), strings(&full[..3])]).await, Ok(s("far")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_of_nodes_answers_a_miss_without_deadlock() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    a.knows(&[&b]).await;
+    b.knows(&[&c]).await;
+    c.knows(&[&a]).await;
+    b.knows(&[&a]).await;
+    let miss = tokio::time::timeout(Duration::from_secs(30), a.call("query", vec![s("nowhere"), strings(&[])])).await.expect("no deadlock");
+    assert_eq!(code(miss), NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_in_a_mesh_costs_at_most_two_messages_per_link() {
+    let nodes = mesh(8).await;
+    let before: u64 = nodes.iter().map(|n| n.node.api().messages_sent()).sum();
+    assert_eq!(code(nodes[0].call("query", vec![s("nowhere"), strings(&[])]).await), NOT_FOUND);
+    let sent: u64 = nodes.iter().map(|n| n.node.api().messages_sent()).sum::<u64>() - before;
+    let links = 8 * 7 / 2;
+    assert!(sent <= 2 * links, "{sent} messages for {links} links");
+    assert!(sent >= 7, "every peer of the first node was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_id_is_answered_once() {
+    let a = TestNode::start().await;
+    a.add("here.txt", b"x").await;
+    let params = |id: &str| vec![s("here.txt"), strings(&[]), s(id), Value::Integer(6), Value::Integer(1000)];
+    assert!(a.call("shoal.locate", params("q-1")).await.is_ok());
+    assert_eq!(code(a.call("shoal.locate", params("q-1")).await), NOT_FOUND);
+    assert!(a.call("shoal.locate", params("q-2")).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_downloads_verifies_and_never_overwrites() {
+    let nodes = line(3).await;
+    let data = binary(3 << 20);
+    nodes[2].add("big/file.bin", &data).await;
+    assert_eq!(code(nodes[0].call("fetch", vec![s("big/file.bin"), s("wrong")]).await), ACCESS_DENIED);
+    assert!(!nodes[0].path("big/file.bin").exists());
+    assert_eq!(nodes[0].call("fetch", vec![s("big/file.bin"), s(SECRET)]).await, Ok(Value::Integer(0)));
+    assert_eq!(read(&nodes[0].path("big/file.bin")), data);
+    // The fetched file is indexed at once and served to others.
+    let list = nodes[0].call("list", vec![]).await.unwrap();
+    assert_eq!(list, Value::Array(vec![s("big/file.bin")]));
+    // Fetching again refuses to overwrite, even a file with other content.
+    nodes[0].write("big/file.bin", b"mine");
+    assert_eq!(code(nodes[0].call("fetch", vec![s("big/file.bin"), s(SECRET)]).await), EXISTS);
+    assert_eq!(read(&nodes[0].path("big/file.bin")), b"mine");
+    // Nothing partial is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(nodes[0].path("big")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("file.bin")]);
+    assert_eq!(code(nodes[0].call("fetch", vec![s("missing.bin"), s(SECRET)]).await), NOT_FOUND);
+    assert!(!nodes[0].path("missing.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_returns_every_holder_with_ids() {
+    let nodes = mesh(3).await;
+    nodes[1].add("music/song.ogg", b"la la").await;
+    nodes[2].add("music/song.ogg", b"la la").await;
+    nodes[2].add("music/other.OGG", b"other").await;
+    nodes[2].add("notes.txt", b"n").await;
+    let found = nodes[0].call("shoal.search", vec![s("*.ogg")]).await.unwrap();
+    let Value::Array(items) = found else { panic!("an array") };
+    let matches: Vec<_> = items.into_iter().map(|v| shoal_node::api::match_from_value(v).unwrap()).collect();
+    assert_eq!(matches.len(), 2, "{matches:?}");
+    let song = matches.iter().find(|m| m.name == "music/song.ogg").unwrap();
+    assert_eq!(song.id.to_string(), blake3::hash(b"la la").to_hex().to_string());
+    let mut urls = song.urls.clone();
+    urls.sort();
+    let mut expected = vec![nodes[1].url.clone(), nodes[2].url.clone()];
+    expected.sort();
+    assert_eq!(urls, expected);
+    assert_eq!(song.size, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_content_names_the_http_path() {
+    let a = TestNode::start_with(|o| o.max_rpc_content = 1000).await;
+    a.add("big.bin", &binary(5000)).await;
+    let fault = a.call("query", vec![s("big.bin"), strings(&[])]).await.unwrap_err();
+    assert_eq!(fault.code, TOO_LARGE);
+    assert!(fault.message.contains("/files/big.bin"), "{}", fault.message);
+    let body = reqwest::get(format!("{}/files/big.bin", a.url)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&body[..], &binary(5000)[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_list_and_introspection() {
+    let a = TestNode::start().await;
+    a.add("a.txt", b"abc").await;
+    let Value::Struct(info) = a.call("shoal.info", vec![s("a.txt")]).await.unwrap() else { panic!() };
+    let id = blake3::hash(b"abc").to_hex().to_string();
+    assert_eq!(info["id"], s(&id));
+    assert_eq!(info["size"], Value::Integer(3));
+    assert_eq!(info["content"], s(&format!("/content/{id}")));
+    let outboard = reqwest::get(format!("{}/outboard/{id}", a.url)).await.unwrap();
+    assert_eq!(outboard.status(), 200);
+    let Value::Array(methods) = a.call("system.listMethods", vec![]).await.unwrap() else { panic!() };
+    for name in ["hello", "query", "fetch", "list", "shoal.search", "shoal.peers"] {
+        assert!(methods.contains(&s(name)), "{name}");
+    }
+    let Value::String(help) = a.call("system.methodHelp", vec![s("query")]).await.unwrap() else { panic!() };
+    assert!(help.contains("history"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_the_directory_and_survives_restarts() {
+    let a = TestNode::start().await;
+    a.add("one.txt", b"1").await;
+    a.write("two.txt", b"2");
+    std::fs::remove_file(a.path("one.txt")).unwrap();
+    a.rescan().await;
+    assert_eq!(a.call("list", vec![]).await.unwrap(), Value::Array(vec![s("two.txt")]));
+    let (dir, state) = a.stop().await;
+    let a = TestNode::start_in(dir, state, |_| {}).await;
+    let report = a.node.api().rescan().await.unwrap();
+    assert_eq!(report.hashed_bytes, 0, "unchanged files are not hashed again after a restart");
+    assert_eq!(a.call("list", vec![]).await.unwrap(), Value::Array(vec![s("two.txt")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answers_query_from_disk_before_any_rescan() {
+    let a = TestNode::start().await;
+    a.write("fresh.txt", b"just now");
+    assert_eq!(a.call("query", vec![s("fresh.txt"), strings(&[])]).await, Ok(s("just now")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_persist_skip_self_and_are_exchanged() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    let me_spelt_otherwise = a.url.replace("127.0.0.1", "localhost") + "/";
+    a.call("hello", vec![s(&me_spelt_otherwise)]).await.unwrap();
+    assert!(a.node.api().peers().is_empty(), "a node never lists itself");
+    a.knows(&[&b]).await;
+    b.knows(&[&c]).await;
+    assert_eq!(a.node.api().exchange_peers().await, 1, "a learns c from b");
+    let peers: Vec<String> = a.node.api().peers().into_iter().map(|p| p.url).collect();
+    assert_eq!(peers.len(), 2);
+    let (dir, state) = a.stop().await;
+    let a = TestNode::start_in(dir, state, |_| {}).await;
+    assert_eq!(a.node.api().peers().len(), 2, "the peer table survives a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_backs_off_and_the_search_still_answers() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    b.add("x.txt", b"x").await;
+    let dead = TestNode::start().await;
+    let dead_url = dead.url.clone();
+    dead.stop().await;
+    a.knows(&[&b]).await;
+    a.call("hello", vec![s(&dead_url)]).await.unwrap();
+    assert_eq!(a.call("query", vec![s("x.txt"), strings(&[])]).await, Ok(s("x")));
+    assert_eq!(code(a.call("query", vec![s("y.txt"), strings(&[])]).await), NOT_FOUND);
+    let dead_row = a.node.api().peers().into_iter().find(|p| p.url == dead_url).expect("kept after one failure");
+    assert!(dead_row.failures >= 1 && dead_row.backing_off, "{dead_row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_data_supports_ranges_etags_and_head() {
+    let a = TestNode::start().await;
+    let data = binary(100_000);
+    a.add("d.bin", &data).await;
+    let id = blake3::hash(&data).to_hex().to_string();
+    let client = reqwest::Client::new();
+    let url = format!("{}/content/{id}", a.url);
+    let part = client.get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["etag"], format!("\"{id}\"").as_str());
+    assert_eq!(part.headers()["content-range"], "bytes 10-19/100000");
+    assert_eq!(&part.bytes().await.unwrap()[..], &data[10..20]);
+    let beyond = client.get(&url).header("range", "bytes=100000-").send().await.unwrap();
+    assert_eq!(beyond.status(), 416);
+    let head = client.head(format!("{}/files/d.bin", a.url)).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], "100000");
+    // A file changed since it was indexed is not served under its old id.
+    a.write("d.bin", b"changed");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_downloads_and_resumes_from_a_node() {
+    let a = TestNode::start().await;
+    let data = binary(200_000);
+    a.add("c.bin", &data).await;
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("c.bin");
+    std::fs::write(&target, &data[..50_000]).unwrap();
+    let status = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "-C", "-", "-o"])
+        .arg(&target)
+        .arg(format!("{}/files/c.bin", a.url))
+        .status()
+        .expect("curl runs");
+    assert!(status.success());
+    assert_eq!(read(&target), data);
+}
