@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::client::{CallError, Client};
 use crate::download;
+use crate::downloads::{DownloadInfo, Downloads, Status};
+use crate::engine::{Job, RateLimiter};
 use crate::options::NodeOptions;
 use crate::peers::{PeerError, PeerInfo, PeerKind, Peers};
 use crate::search::{self, MAX_HISTORY, SeenQueries};
@@ -84,6 +86,8 @@ pub struct Inner {
     pub client: Client,
     pub seen: SeenQueries,
     pub secret: String,
+    pub downloads: Downloads,
+    pub upload_limit: Option<Arc<RateLimiter>>,
 }
 
 /// The facade. Cheap to clone.
@@ -336,7 +340,8 @@ impl Api {
         }
         let mut merged: Vec<Match> = Vec::new();
         let local = self.list().await?;
-        for (name, entry) in local.into_iter().filter(|(name, _)| search::matches(pattern, name)) {
+        let by_id = pattern.parse::<ContentId>().ok();
+        for (name, entry) in local.into_iter().filter(|(name, entry)| by_id.map_or_else(|| search::matches(pattern, name), |id| id == entry.id)) {
             merge(&mut merged, Match { name, size: entry.size, id: entry.id, urls: vec![self.url().to_string()] });
         }
         let mut history = route.history;
@@ -419,23 +424,87 @@ impl Api {
         Route { query_id: search::new_query_id(), history: Vec::new(), ttl: self.inner.options.ttl, budget: self.inner.options.search_deadline }
     }
 
-    /// The seed's `fetch(name, secret)`: download `name` from the network into the share.
+    /// The seed's `fetch(name, secret)`: download `name` from the network into the share, from
+    /// every shoal node that holds it at once, or from a seed node through `query`.
     pub async fn fetch(&self, name: &str, secret: &str) -> Result<(), ApiError> {
         self.check_secret(secret)?;
         let name = check_name(name)?;
-        let target = {
-            let root = self.inner.share.root().to_path_buf();
-            let name = name.clone();
-            blocking(move || name.resolve_new(&root)).await??
-        };
+        let target = self.share_target(&name).await?;
         if tokio::fs::symlink_metadata(&target).await.is_ok() {
             return Err(ApiError::Exists(name.to_string()));
         }
-        let mut route = self.new_route();
-        self.inner.seen.first_time(&route.query_id);
-        route.ttl = self.inner.options.ttl;
-        let hit = self.forward_locate(&name, route).await?;
-        download::fetch_hit(self, &name, &target, hit).await
+        let found = self.search(name.as_str(), self.new_route()).await?;
+        let best = found
+            .into_iter()
+            .filter(|m| m.name == name.as_str())
+            .map(|mut m| {
+                m.urls.retain(|u| u != self.url());
+                m
+            })
+            .filter(|m| !m.urls.is_empty())
+            .max_by_key(|m| m.urls.len());
+        let Some(best) = best else {
+            // No shoal node has it: a seed node may, through query.
+            let route = self.new_route();
+            self.inner.seen.first_time(&route.query_id);
+            let hit = self.forward_locate(&name, route).await?;
+            return download::fetch_hit(self, &name, &target, hit).await;
+        };
+        let job = Job { name: name.to_string(), target, id: Some(best.id), size: Some(best.size), peers: best.urls, mirrors: Vec::new(), force: false, by_node: true };
+        let mut status = self.start_download(job);
+        loop {
+            let now = status.borrow_and_update().clone();
+            match now {
+                Status::Running => {}
+                Status::Done => return Ok(()),
+                Status::Failed(reason) => return Err(ApiError::Download { name: name.to_string(), reason }),
+                Status::Cancelled => return Err(ApiError::Download { name: name.to_string(), reason: "cancelled".into() }),
+            }
+            if status.changed().await.is_err() {
+                return Err(ApiError::Download { name: name.to_string(), reason: "the node is shutting down".into() });
+            }
+        }
+    }
+
+    /// Where `name` goes in the share (checked: no way out of it).
+    pub async fn share_target(&self, name: &SafeName) -> Result<std::path::PathBuf, ApiError> {
+        let root = self.inner.share.root().to_path_buf();
+        let name = name.clone();
+        Ok(blocking(move || name.resolve_new(&root)).await??)
+    }
+
+    /// Starts a download in the background; a finished file inside the share is indexed.
+    pub fn start_download(&self, job: Job) -> tokio::sync::watch::Receiver<Status> {
+        let share = self.inner.share.clone();
+        self.inner.downloads.start(
+            job,
+            Box::new(move |outcome| {
+                let Ok(relative) = outcome.path.strip_prefix(share.root()) else { return Ok(()) };
+                let name = check_name(&relative.to_string_lossy()).map_err(|e| e.to_string())?;
+                let Some(outboard) = outcome.outboard else { return Ok(()) };
+                share.add_file(&name, shoal_index::Hashed { id: outcome.id, size: outcome.size, outboard }).map_err(|e| e.to_string())
+            }),
+        )
+    }
+
+    /// The node's downloads with their progress.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.inner.downloads.list()
+    }
+
+    /// The node's download manager.
+    pub fn download_manager(&self) -> &Downloads {
+        &self.inner.downloads
+    }
+
+    /// The limiter for served file data, when `--max-upload-rate` is set.
+    pub fn upload_limit(&self) -> Option<&Arc<RateLimiter>> {
+        self.inner.upload_limit.as_ref()
+    }
+
+    /// The URLs of the peers to ask now.
+    pub fn live_peer_urls(&self) -> Vec<String> {
+        self.inner.peers.live(&[]).into_iter().map(|(url, _)| url).collect()
     }
 }
 

@@ -15,6 +15,8 @@
 pub mod api;
 pub mod client;
 pub mod download;
+pub mod downloads;
+pub mod engine;
 pub mod faults;
 pub mod http;
 pub mod node;

@@ -11,6 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{Api, Inner};
 use crate::client::Client;
+use crate::downloads::Downloads;
+use crate::engine::{Engine, Job};
 use crate::options::NodeOptions;
 use crate::peer_url::{SelfUrl, default_url};
 use crate::peers::Peers;
@@ -99,17 +101,35 @@ impl Node {
         };
         let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
         let me = SelfUrl::new(&url, local_addr)?;
-        let peers = Peers::load(me, options.peer.clone(), db)?;
+        let peers = Peers::load(me, options.peer.clone(), db.clone())?;
         for peer in &options.peers {
             if let Err(error) = peers.add(peer) {
                 tracing::warn!(%peer, %error, "ignoring a configured peer");
             }
         }
         let client = Client::new(options.connect_timeout);
-        let api = Api::new(Inner { options: options.clone(), share: Arc::new(share), peers, client, seen: SeenQueries::default(), secret });
-
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let engine = Engine::new(db, client.http().clone(), options.engine.clone()).map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?;
+        let pending = engine.records().all().map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?;
+        let downloads = Downloads::new(engine, tasks.clone(), shutdown.child_token());
+        let upload_limit = options.max_upload_rate.map(crate::engine::rate_limiter);
+        let inner = Inner { options: options.clone(), share: Arc::new(share), peers, client, seen: SeenQueries::default(), secret, downloads, upload_limit };
+        let api = Api::new(inner);
+        // Downloads the node had running when it stopped go on.
+        for record in pending.into_iter().filter(|r| r.by_node) {
+            tracing::info!(target = %record.target, "resuming a download");
+            api.start_download(Job {
+                name: record.name,
+                target: PathBuf::from(record.target),
+                id: record.id.and_then(|id| id.parse().ok()),
+                size: Some(record.size),
+                peers: record.peers,
+                mirrors: record.mirrors,
+                force: record.force,
+                by_node: true,
+            });
+        }
         let router = crate::http::router(api.clone());
         tasks.spawn(crate::http::serve(listener, router, shutdown.child_token(), options.max_connections, options.request_timeout));
         tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token()));

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engine::EngineOptions;
 use crate::peers::PeerOptions;
 
 /// How a node runs. Built by the CLI from flags; tests build it directly.
@@ -39,6 +40,10 @@ pub struct NodeOptions {
     pub connect_timeout: Duration,
     /// Backoff and dropping of failing peers.
     pub peer: PeerOptions,
+    /// Cap on the rate this node serves file data at, in bytes per second (all clients together).
+    pub max_upload_rate: Option<u64>,
+    /// How downloads behave (rate cap, stall timeout, patience through outages).
+    pub engine: EngineOptions,
 }
 
 impl NodeOptions {
@@ -60,6 +65,8 @@ impl NodeOptions {
             peer_exchange_interval: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(3),
             peer: PeerOptions::default(),
+            max_upload_rate: None,
+            engine: EngineOptions::default(),
         }
     }
 }

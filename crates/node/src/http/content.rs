@@ -99,5 +99,20 @@ async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers
     }
     let reader = file.take(span.end - span.start);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
-    builder.body(Body::from_stream(stream)).unwrap_or_default()
+    match api.upload_limit().cloned() {
+        None => builder.body(Body::from_stream(stream)).unwrap_or_default(),
+        Some(limit) => {
+            use futures_util::StreamExt;
+            let throttled = stream.then(move |chunk| {
+                let limit = limit.clone();
+                async move {
+                    if let Ok(bytes) = &chunk {
+                        crate::engine::throttle(&limit, bytes.len()).await;
+                    }
+                    chunk
+                }
+            });
+            builder.body(Body::from_stream(throttled)).unwrap_or_default()
+        }
+    }
 }

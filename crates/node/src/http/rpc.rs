@@ -28,6 +28,9 @@ pub const METHODS: &[(&str, &str)] = &[
     ("shoal.info", "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths."),
     ("shoal.peers", "shoal.peers() -> [url]. The peers this node knows (peer exchange)."),
     ("shoal.stats", "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node."),
+    ("shoal.download", "shoal.download(secret, targets, {output, hash, force}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share."),
+    ("shoal.downloads", "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress."),
+    ("shoal.cancel", "shoal.cancel(secret, target) -> 0. Stop a download, keeping its progress (owner only)."),
     ("system.listMethods", "system.listMethods() -> [name]."),
     ("system.methodHelp", "system.methodHelp(name) -> text."),
 ];
@@ -217,6 +220,54 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
             fields.insert("messages_sent".into(), shoal_xmlrpc::size_value(api.messages_sent()));
             Value::Struct(fields)
         }
+        "shoal.download" => {
+            let secret = p.string("secret")?;
+            api.check_secret(&secret)?;
+            let targets = p.strings("targets")?;
+            let extra = match p.next() {
+                None | Some(Value::Nil) => BTreeMap::new(),
+                Some(Value::Struct(fields)) => fields,
+                Some(_) => return Err(p.bad("options", "a struct")),
+            };
+            p.done()?;
+            let text = |key: &str| match extra.get(key) {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            };
+            let hash = match text("hash") {
+                Some(h) => Some(h.parse().map_err(|_| Dispatch::Bad("shoal.download: hash must be 64 hex characters".into()))?),
+                None => None,
+            };
+            let output = text("output").map(std::path::PathBuf::from).unwrap_or_else(|| api.share().root().to_path_buf());
+            let force = matches!(extra.get("force"), Some(Value::Boolean(true)));
+            let peers = api.live_peer_urls();
+            let mut job = crate::engine::resolve::resolve(api.client(), &peers, &targets, hash, Some(&output))
+                .await
+                .map_err(|e| Dispatch::Api(ApiError::NotFound(e.to_string())))?;
+            job.force = force;
+            job.by_node = true;
+            job.peers.retain(|u| u != api.url());
+            let mut fields = BTreeMap::new();
+            fields.insert("name".into(), Value::String(job.name.clone()));
+            fields.insert("target".into(), Value::String(job.target.to_string_lossy().into_owned()));
+            api.start_download(job);
+            Value::Struct(fields)
+        }
+        "shoal.downloads" => {
+            p.done()?;
+            let rows = serde_json::to_value(api.downloads()).unwrap_or_default();
+            json_to_value(rows)
+        }
+        "shoal.cancel" => {
+            let secret = p.string("secret")?;
+            api.check_secret(&secret)?;
+            let target = p.string("target")?;
+            p.done()?;
+            if !api.download_manager().cancel(std::path::Path::new(&target)) {
+                return Err(Dispatch::Api(ApiError::NotFound(target)));
+            }
+            Value::Integer(0)
+        }
         "system.listMethods" => {
             p.done()?;
             Value::Array(METHODS.iter().map(|(name, _)| Value::String(name.to_string())).collect())
@@ -230,4 +281,20 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
         other => return Err(Dispatch::Bad(format!("method \"{}\" is not supported", other.chars().take(100).collect::<String>()))),
     };
     Ok(value)
+}
+
+/// JSON (from serde) as an XML-RPC value: objects become structs, numbers integers or doubles,
+/// null becomes nil.
+fn json_to_value(json: serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(u) => shoal_xmlrpc::size_value(u),
+            None => Value::Double(n.as_f64().unwrap_or_default()),
+        },
+        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::Array(items) => Value::Array(items.into_iter().map(json_to_value).collect()),
+        serde_json::Value::Object(fields) => Value::Struct(fields.into_iter().map(|(k, v)| (k, json_to_value(v))).collect()),
+    }
 }

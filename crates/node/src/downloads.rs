@@ -1,0 +1,156 @@
+//! The node's background downloads: started by `fetch`, `shoal.download` or `shoal get` handing
+//! over, listed with their progress, resumed when the node starts again.
+//!
+//! Each download is one task on the node's tracker, under a child of the node's cancellation
+//! token; a second request for the same target adds its sources to the running download.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Engine, Job, NewSource, Outcome, Progress};
+
+/// Where a download stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "detail")]
+pub enum Status {
+    Running,
+    Done,
+    Failed(String),
+    Cancelled,
+}
+
+/// One row of `shoal.downloads`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadInfo {
+    pub name: String,
+    pub target: String,
+    pub id: Option<String>,
+    pub size: u64,
+    pub done: u64,
+    pub live_sources: usize,
+    pub sources: Vec<crate::engine::SourceStat>,
+    pub status: Status,
+}
+
+struct Running {
+    name: String,
+    id: Option<String>,
+    progress: Arc<Progress>,
+    more: mpsc::Sender<NewSource>,
+    cancel: CancellationToken,
+    status: watch::Receiver<Status>,
+}
+
+/// The table of downloads of a node.
+pub struct Downloads {
+    engine: Engine,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    table: Mutex<HashMap<PathBuf, Running>>,
+}
+
+/// Called with the outcome of a finished download (the node indexes files in its share).
+pub type OnDone = Box<dyn FnOnce(Outcome) -> Result<(), String> + Send>;
+
+impl Downloads {
+    pub fn new(engine: Engine, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
+        Downloads { engine, tracker, shutdown, table: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Running>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts `job` in the background (or adds its sources to the running download of the same
+    /// target). Returns a receiver that sees the download's status change.
+    pub fn start(&self, job: Job, on_done: OnDone) -> watch::Receiver<Status> {
+        let mut table = self.lock();
+        if let Some(running) = table.get(&job.target)
+            && *running.status.borrow() == Status::Running
+        {
+            for peer in job.peers {
+                let _ = running.more.try_send(NewSource::Peer(peer));
+            }
+            for mirror in job.mirrors {
+                let _ = running.more.try_send(NewSource::Mirror(mirror));
+            }
+            return running.status.clone();
+        }
+        let progress = Arc::new(Progress::default());
+        let (more_tx, more_rx) = mpsc::channel(64);
+        let (status_tx, status_rx) = watch::channel(Status::Running);
+        let cancel = self.shutdown.child_token();
+        table.insert(
+            job.target.clone(),
+            Running {
+                name: job.name.clone(),
+                id: job.id.map(|id| id.to_string()),
+                progress: progress.clone(),
+                more: more_tx,
+                cancel: cancel.clone(),
+                status: status_rx.clone(),
+            },
+        );
+        let engine = self.engine.clone();
+        self.tracker.spawn(async move {
+            let name = job.name.clone();
+            let status = match engine.run(job, progress, cancel, more_rx).await {
+                Ok(outcome) => match on_done(outcome) {
+                    Ok(()) => Status::Done,
+                    Err(error) => Status::Failed(error),
+                },
+                Err(crate::engine::EngineError::Cancelled { .. }) => Status::Cancelled,
+                Err(error) => {
+                    tracing::warn!(%name, %error, "download failed");
+                    Status::Failed(error.to_string())
+                }
+            };
+            let _ = status_tx.send(status);
+        });
+        status_rx
+    }
+
+    /// Cancels the download of `target` (its progress is kept for a later resume).
+    pub fn cancel(&self, target: &Path) -> bool {
+        match self.lock().get(target) {
+            Some(running) => {
+                running.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every download this node knows of, running or finished since it started.
+    pub fn list(&self) -> Vec<DownloadInfo> {
+        let mut rows: Vec<DownloadInfo> = self
+            .lock()
+            .iter()
+            .map(|(target, r)| {
+                let sources = r.progress.sources();
+                DownloadInfo {
+                    name: r.name.clone(),
+                    target: target.to_string_lossy().into_owned(),
+                    id: r.id.clone(),
+                    size: r.progress.total.load(Ordering::Relaxed),
+                    done: r.progress.done.load(Ordering::Relaxed),
+                    live_sources: sources.iter().filter(|s| s.state == crate::engine::SourceState::Live).count(),
+                    sources,
+                    status: r.status.borrow().clone(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.target.cmp(&b.target));
+        rows
+    }
+}

@@ -1,0 +1,861 @@
+//! The multi-source download engine: one file from shoal peers and plain HTTP mirrors at once,
+//! every piece verified, resumable after any crash, patient through outages.
+//!
+//! The engine does not know where sources come from: it takes a [`Job`] with peer and mirror URLs
+//! (search, the CLI and the node fill it in) and a channel on which more sources may arrive while
+//! it runs. Invariants:
+//! - no piece is written or counted before it passes its check against the content id (when any
+//!   shoal node can give the file's verification data; otherwise the whole file is checked at the
+//!   end against `--hash`, or its content id is reported);
+//! - the partial file is hidden beside the target and the final name appears only by an atomic
+//!   rename (or a no-clobber link) once the file is complete and checked;
+//! - memory is bounded: each source holds at most one piece in memory;
+//! - progress (which pieces are written) is in the state store, so only pieces in flight are
+//!   fetched again after SIGKILL.
+//!
+//! See [`pieces`] for the scheduling (speed-sized claims, stealing, endgame duplicates).
+
+pub mod pieces;
+pub mod record;
+pub mod resolve;
+
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use shoal_index::{ContentId, PieceHashes};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use pieces::{Next, Pieces, WorkerId};
+use record::{Record, Records};
+
+/// The piece size: 1 MiB, a whole number of bao chunk groups.
+pub const PIECE_SIZE: u64 = 1 << 20;
+
+/// A token-bucket rate limiter counting KiB.
+pub type RateLimiter = governor::DefaultDirectRateLimiter;
+
+/// A limiter for `bytes_per_second` (at least 1 KiB/s).
+pub fn rate_limiter(bytes_per_second: u64) -> Arc<RateLimiter> {
+    let kib = NonZeroU32::new(u32::try_from(bytes_per_second / 1024).unwrap_or(u32::MAX).max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN);
+    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(kib).allow_burst(burst)))
+}
+
+/// Waits until `bytes` may pass `limiter`.
+pub async fn throttle(limiter: &RateLimiter, bytes: usize) {
+    let mut kib = bytes.div_ceil(1024) as u32;
+    while kib > 0 {
+        let take = kib.min(256);
+        if let Some(n) = NonZeroU32::new(take) {
+            let _ = limiter.until_n_ready(n).await;
+        }
+        kib -= take;
+    }
+}
+
+/// Parses a rate such as `25M`, `500K`, `1.5MiB` or `1000000` (bytes per second).
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a rate like 25M, 500K or 100000"))?;
+    let factor = match unit.trim().to_ascii_lowercase().trim_end_matches("/s").trim_end_matches('b').trim_end_matches('i') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("{text:?} has an unknown unit (use K, M or G)")),
+    };
+    let rate = (value * factor) as u64;
+    if rate < 1024 {
+        return Err(format!("{text:?} is below the smallest rate, 1K"));
+    }
+    Ok(rate)
+}
+
+/// What to download.
+#[derive(Debug, Clone, Default)]
+pub struct Job {
+    /// A name for display and for the summary.
+    pub name: String,
+    /// The final path.
+    pub target: PathBuf,
+    /// The content id, when known (from a peer or `--hash`).
+    pub id: Option<ContentId>,
+    /// The size, when known.
+    pub size: Option<u64>,
+    /// Base URLs of shoal nodes that hold the content.
+    pub peers: Vec<String>,
+    /// Plain HTTP URLs that serve the same bytes.
+    pub mirrors: Vec<String>,
+    /// Replace an existing file at the target.
+    pub force: bool,
+    /// Run by a node, which resumes it when it starts again.
+    pub by_node: bool,
+}
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Cap on the download rate in bytes per second.
+    pub max_rate: Option<u64>,
+    /// A source that sends nothing for this long is dropped for now and retried later.
+    pub stall_timeout: Duration,
+    /// With no progress from any source for this long, the download stops (its progress kept).
+    pub give_up_after: Duration,
+    /// Bad pieces from one source before it is banned.
+    pub max_bad_pieces: u32,
+    /// How often progress is committed to the state store.
+    pub commit_interval: Duration,
+    /// First retry delay of a failing source; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_rate: None,
+            stall_timeout: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(300),
+            max_bad_pieces: 3,
+            commit_interval: Duration::from_millis(100),
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The state of one source, as shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    Connecting,
+    Live,
+    Retrying,
+    Banned,
+    Idle,
+}
+
+/// Per-source figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceStat {
+    pub url: String,
+    pub kind: &'static str,
+    pub state: SourceState,
+    /// Verified bytes this source contributed.
+    pub bytes: u64,
+    pub bad_pieces: u32,
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
+/// Live progress of a download, shared with whoever displays it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+    /// Bytes received that were not used (lost races, stolen tails, bad pieces).
+    pub wasted: AtomicU64,
+    /// Bytes found already done on disk when the download (re)started.
+    pub resumed: AtomicU64,
+    pub sources: Mutex<Vec<SourceStat>>,
+    pub waiting: AtomicBool,
+}
+
+impl Progress {
+    pub fn sources(&self) -> Vec<SourceStat> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn live_sources(&self) -> usize {
+        self.sources().iter().filter(|s| s.state == SourceState::Live).count()
+    }
+
+    fn update(&self, index: usize, change: impl FnOnce(&mut SourceStat)) {
+        if let Some(stat) = self.sources.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+            change(stat);
+        }
+    }
+}
+
+/// What a finished download produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub id: ContentId,
+    pub size: u64,
+    /// The verification data, when it was fetched or computed (for indexing).
+    pub outboard: Option<Vec<u8>>,
+    pub sources: Vec<SourceStat>,
+}
+
+/// Why a download stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} already exists; use --force to replace it")]
+    Exists(PathBuf),
+    #[error("no source for {0}: give peers, mirrors or a name the network has")]
+    NoSources(String),
+    #[error("could not learn the size of {name}: {reason}")]
+    Size { name: String, reason: String },
+    #[error("not enough space in {dir}: {needed} bytes needed, {free} free")]
+    NoSpace { dir: PathBuf, needed: u64, free: u64 },
+    #[error("{step} {path}: {source}")]
+    Io { step: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("every source failed or was banned ({done} of {total} bytes kept; run again to resume): {last}")]
+    SourcesExhausted { done: u64, total: u64, last: String },
+    #[error("no source answered for {after:?} ({done} of {total} bytes kept; run again to resume)")]
+    GaveUp { after: Duration, done: u64, total: u64 },
+    #[error("the downloaded file's content id is {actual}, not the expected {expected}; the data was discarded")]
+    HashMismatch { expected: ContentId, actual: ContentId },
+    #[error("the download was cancelled ({done} of {total} bytes kept; run again to resume)")]
+    Cancelled { done: u64, total: u64 },
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+/// A source to add to a running download.
+#[derive(Debug, Clone)]
+pub enum NewSource {
+    Peer(String),
+    Mirror(String),
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    url: reqwest::Url,
+    kind: &'static str,
+    index: usize,
+}
+
+/// The engine: a state store for resume records and an HTTP client.
+#[derive(Clone)]
+pub struct Engine {
+    records: Records,
+    http: reqwest::Client,
+    options: EngineOptions,
+}
+
+/// Shared by the workers of one download.
+struct Ctx {
+    http: reqwest::Client,
+    options: EngineOptions,
+    pieces: Mutex<Pieces>,
+    hashes: Option<PieceHashes>,
+    size: u64,
+    piece_size: u64,
+    file: Arc<std::fs::File>,
+    part: PathBuf,
+    progress: Arc<Progress>,
+    changed: Notify,
+    dirty: AtomicBool,
+    last_progress: Mutex<Instant>,
+    limiter: Option<Arc<RateLimiter>>,
+    cancel: CancellationToken,
+    fatal: Mutex<Option<EngineError>>,
+}
+
+impl Ctx {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pieces> {
+        self.pieces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn piece_range(&self, index: u64) -> Range<u64> {
+        let start = index * self.piece_size;
+        start..(start + self.piece_size).min(self.size)
+    }
+}
+
+/// Why one range request ended early.
+enum RunError {
+    /// The source failed (connection, status, stall): retry later.
+    Source(String),
+    /// The source sent a piece that failed its check.
+    Bad(u64),
+    /// The source can never serve this file (wrong size, no ranges).
+    Unusable(String),
+    /// Writing failed: the whole download stops.
+    Fatal(EngineError),
+}
+
+/// The partial file beside a target: hidden, so the index never shows it.
+pub fn part_path(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.shoal-part"))
+}
+
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a valid out-pointer for the call.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+fn allocate(file: &std::fs::File, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if size == 0 {
+        return Ok(());
+    }
+    // SAFETY: the descriptor is open for writing for the duration of the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+impl Engine {
+    pub fn new(db: Arc<redb::Database>, http: reqwest::Client, options: EngineOptions) -> Result<Self, EngineError> {
+        Ok(Engine { records: Records::new(db)?, http, options })
+    }
+
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Learns the size of the file from the first source that answers a HEAD request.
+    async fn probe_size(&self, sources: &[Source]) -> Result<u64, String> {
+        let mut last = String::from("no source answered");
+        for source in sources {
+            let request = self.http.head(source.url.clone()).timeout(self.options.stall_timeout);
+            match request.send().await {
+                Ok(r) if r.status().is_success() => match r.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
+                    Some(len) => return Ok(len),
+                    None => last = format!("{} sent no Content-Length", source.url),
+                },
+                Ok(r) => last = format!("{} answered HTTP {}", source.url, r.status()),
+                Err(e) => last = format!("{}: {e}", source.url),
+            }
+        }
+        Err(last)
+    }
+
+    /// Fetches and checks the verification data from the first peer that has it.
+    async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[String]) -> Option<(PieceHashes, Vec<u8>)> {
+        let limit = shoal_index::hash::outboard_size(size) as usize + 1;
+        for peer in peers {
+            let Ok(url) = crate::download::node_url(peer, &format!("/outboard/{id}")) else { continue };
+            let Ok(response) = self.http.get(url.clone()).timeout(self.options.stall_timeout.max(Duration::from_secs(30))).send().await else { continue };
+            if !response.status().is_success() {
+                continue;
+            }
+            let Ok(bytes) = crate::client::read_capped(response, url.as_str(), limit).await else { continue };
+            match shoal_index::piece_hashes(&id, size, &bytes, PIECE_SIZE) {
+                Ok(hashes) => return Some((hashes, bytes)),
+                Err(error) => tracing::warn!(%peer, %error, "a peer sent bad verification data"),
+            }
+        }
+        None
+    }
+
+    /// Runs a download to the end. `more` brings sources found while it runs.
+    pub async fn run(&self, job: Job, progress: Arc<Progress>, cancel: CancellationToken, mut more: mpsc::Receiver<NewSource>) -> Result<Outcome, EngineError> {
+        let target = job.target.clone();
+        if !job.force && tokio::fs::symlink_metadata(&target).await.is_ok() {
+            return Err(EngineError::Exists(target));
+        }
+        let mut sources: Vec<Source> = Vec::new();
+        let add_source = |sources: &mut Vec<Source>, new: NewSource, id: Option<ContentId>| {
+            let (url, kind) = match &new {
+                NewSource::Peer(base) => match id.map(|id| crate::download::node_url(base, &format!("/content/{id}"))) {
+                    Some(Ok(url)) => (url, "peer"),
+                    _ => return,
+                },
+                NewSource::Mirror(url) => match reqwest::Url::parse(url) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror"),
+                    _ => return,
+                },
+            };
+            if !sources.iter().any(|s| s.url == url) {
+                let index = sources.len();
+                sources.push(Source { url, kind, index });
+            }
+        };
+        for peer in &job.peers {
+            add_source(&mut sources, NewSource::Peer(peer.clone()), job.id);
+        }
+        for mirror in &job.mirrors {
+            add_source(&mut sources, NewSource::Mirror(mirror.clone()), job.id);
+        }
+        let previous = self.records.get(&target)?;
+        if sources.is_empty() {
+            return Err(EngineError::NoSources(job.name.clone()));
+        }
+        let size = match job.size {
+            Some(size) => size,
+            None => self.probe_size(&sources).await.map_err(|reason| EngineError::Size { name: job.name.clone(), reason })?,
+        };
+        let (hashes, outboard) = match job.id {
+            Some(id) => match self.piece_hashes(id, size, &job.peers).await {
+                Some((hashes, outboard)) => (Some(hashes), Some(outboard)),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let count = size.div_ceil(PIECE_SIZE).max(1);
+        let part = part_path(&target);
+        let id_text = job.id.map(|id| id.to_string());
+        let resumable = previous.as_ref().filter(|r| r.size == size && r.piece_size == PIECE_SIZE && r.id == id_text);
+        let mut done = match resumable {
+            Some(record) if part.exists() => record::decode_done(&record.done, count),
+            _ => vec![false; count as usize],
+        };
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(|source| EngineError::Io { step: "create directory", path: dir.to_path_buf(), source })?;
+        }
+        let file = {
+            let part = part.clone();
+            let fresh = !done.iter().any(|d| *d);
+            tokio::task::spawn_blocking(move || -> Result<std::fs::File, EngineError> {
+                let io = |step: &'static str| {
+                    let path = part.clone();
+                    move |source| EngineError::Io { step, path, source }
+                };
+                let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(fresh).open(&part).map_err(io("open"))?;
+                let have = file.metadata().map_err(io("stat"))?.len();
+                if have < size {
+                    let dir = part.parent().unwrap_or(Path::new("."));
+                    if let Some(free) = free_space(dir)
+                        && free < size - have
+                    {
+                        return Err(EngineError::NoSpace { dir: dir.to_path_buf(), needed: size - have, free });
+                    }
+                    allocate(&file, size).map_err(|source| {
+                        if source.raw_os_error() == Some(libc::ENOSPC) {
+                            EngineError::NoSpace { dir: dir.to_path_buf(), needed: size - have, free: free_space(dir).unwrap_or(0) }
+                        } else {
+                            io("allocate")(source)
+                        }
+                    })?;
+                }
+                Ok(file)
+            })
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))??
+        };
+        let file = Arc::new(file);
+        // Pieces the record calls done are checked again when hashes allow (a power cut may
+        // have lost writes the record had seen).
+        if let Some(hashes) = &hashes {
+            let (file, hashes_copy, flags) = (file.clone(), hashes.clone(), done.clone());
+            done = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::new();
+                flags
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        *d && {
+                            let range = hashes_copy.range(i as u64);
+                            buf.resize((range.end - range.start) as usize, 0);
+                            file.read_exact_at(&mut buf, range.start).is_ok() && hashes_copy.verify(i as u64, &buf)
+                        }
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))?;
+        }
+        let pieces = Pieces::new(count, &done);
+        let resumed: u64 = (0..count).filter(|i| done[*i as usize]).map(|i| piece_len(i, size)).sum();
+        progress.total.store(size, Ordering::Relaxed);
+        progress.done.store(resumed, Ordering::Relaxed);
+        progress.resumed.store(resumed, Ordering::Relaxed);
+        let mut record = Record {
+            target: target.to_string_lossy().into_owned(),
+            name: job.name.clone(),
+            id: id_text,
+            size,
+            piece_size: PIECE_SIZE,
+            peers: job.peers.clone(),
+            mirrors: job.mirrors.clone(),
+            expect: None,
+            force: job.force,
+            by_node: job.by_node,
+            done: record::encode_done(&done),
+        };
+        self.records.put(&record)?;
+
+        let ctx = Arc::new(Ctx {
+            http: self.http.clone(),
+            options: self.options.clone(),
+            pieces: Mutex::new(pieces),
+            hashes,
+            size,
+            piece_size: PIECE_SIZE,
+            file,
+            part: part.clone(),
+            progress: progress.clone(),
+            changed: Notify::new(),
+            dirty: AtomicBool::new(false),
+            last_progress: Mutex::new(Instant::now()),
+            limiter: self.options.max_rate.map(rate_limiter),
+            cancel: cancel.child_token(),
+            fatal: Mutex::new(None),
+        });
+        let mut workers = JoinSet::new();
+        let spawn = |workers: &mut JoinSet<()>, source: Source| {
+            progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(SourceStat {
+                url: source.url.to_string(),
+                kind: source.kind,
+                state: SourceState::Connecting,
+                bytes: 0,
+                bad_pieces: 0,
+                failures: 0,
+                last_error: None,
+            });
+            workers.spawn(worker(ctx.clone(), source));
+        };
+        for source in sources.iter().cloned() {
+            spawn(&mut workers, source);
+        }
+        let mut commit_tick = tokio::time::interval(self.options.commit_interval);
+        let mut more_open = true;
+        let result = loop {
+            if ctx.lock().is_finished() {
+                break Ok(());
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    break Err(EngineError::Cancelled { done: progress.done.load(Ordering::Relaxed), total: size });
+                }
+                _ = commit_tick.tick() => {
+                    self.commit(&ctx, &mut record).await?;
+                }
+                new = more.recv(), if more_open => match new {
+                    Some(new) => {
+                        let before = sources.len();
+                        add_source(&mut sources, new, job.id);
+                        if sources.len() > before {
+                            let source = sources[before].clone();
+                            spawn(&mut workers, source);
+                        }
+                    }
+                    None => more_open = false,
+                },
+                joined = workers.join_next() => {
+                    if let Some(Err(error)) = &joined {
+                        tracing::warn!(%error, "a download worker failed");
+                    }
+                    if let Some(error) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        break Err(error);
+                    }
+                    if joined.is_none() || workers.is_empty() {
+                        if ctx.lock().is_finished() {
+                            break Ok(());
+                        }
+                        let done = progress.done.load(Ordering::Relaxed);
+                        let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                        let last = progress.sources().iter().filter_map(|s| s.last_error.clone()).next_back().unwrap_or_default();
+                        break Err(if waited >= self.options.give_up_after {
+                            EngineError::GaveUp { after: self.options.give_up_after, done, total: size }
+                        } else {
+                            EngineError::SourcesExhausted { done, total: size, last }
+                        });
+                    }
+                }
+            }
+        };
+        ctx.cancel.cancel();
+        while workers.join_next().await.is_some() {}
+        self.commit(&ctx, &mut record).await?;
+        result?;
+        self.finish(job, ctx, outboard).await
+    }
+
+    async fn commit(&self, ctx: &Arc<Ctx>, record: &mut Record) -> Result<(), EngineError> {
+        if !ctx.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        record.done = record::encode_done(&ctx.lock().done_flags());
+        let (records, record) = (self.records.clone(), record.clone());
+        tokio::task::spawn_blocking(move || records.put(&record)).await.map_err(|e| EngineError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Checks the whole file when no piece hashes were had, syncs it, and moves it into place.
+    async fn finish(&self, job: Job, ctx: Arc<Ctx>, outboard: Option<Vec<u8>>) -> Result<Outcome, EngineError> {
+        let part = ctx.part.clone();
+        let target = job.target.clone();
+        let io = |step: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EngineError::Io { step, path, source }
+        };
+        ctx.file.sync_all().map_err(io("sync", &part))?;
+        let (id, outboard) = match (ctx.hashes.is_some(), job.id, outboard) {
+            (true, Some(id), Some(outboard)) => (id, Some(outboard)),
+            (_, expected, _) => {
+                let path = part.clone();
+                let hashed = tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
+                    .await
+                    .map_err(|e| EngineError::Task(e.to_string()))?
+                    .map_err(|e| EngineError::Io { step: "hash", path: part.clone(), source: std::io::Error::other(e.to_string()) })?;
+                if let Some(expected) = expected
+                    && expected != hashed.id
+                {
+                    let _ = std::fs::remove_file(&part);
+                    self.records.remove(&target)?;
+                    return Err(EngineError::HashMismatch { expected, actual: hashed.id });
+                }
+                (hashed.id, Some(hashed.outboard))
+            }
+        };
+        if job.force {
+            tokio::fs::rename(&part, &target).await.map_err(io("rename", &target))?;
+        } else {
+            match tokio::fs::hard_link(&part, &target).await {
+                Ok(()) => {
+                    let _ = tokio::fs::remove_file(&part).await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
+                Err(e) => return Err(io("link", &target)(e)),
+            }
+        }
+        if let Some(dir) = target.parent()
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        self.records.remove(&target)?;
+        Ok(Outcome { path: target, id, size: ctx.size, outboard, sources: ctx.progress.sources() })
+    }
+}
+
+fn piece_len(index: u64, size: u64) -> u64 {
+    let start = index * PIECE_SIZE;
+    (start + PIECE_SIZE).min(size).saturating_sub(start)
+}
+
+/// One source's loop: claim, fetch, verify, write; back off on failure.
+async fn worker(ctx: Arc<Ctx>, source: Source) {
+    let me: WorkerId = source.index;
+    let mut want: u64 = 4;
+    let mut failures: u32 = 0;
+    let mut bad: u32 = 0;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
+        let next = ctx.lock().claim(me, want);
+        let run = match next {
+            Next::Finished => {
+                ctx.progress.update(me, |s| s.state = SourceState::Idle);
+                ctx.changed.notify_waiters();
+                return;
+            }
+            Next::Wait => {
+                tokio::select! {
+                    () = ctx.changed.notified() => {}
+                    () = ctx.cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            Next::Fetch(run) => run,
+        };
+        let started = Instant::now();
+        let outcome = fetch_run(&ctx, &source, run.clone()).await;
+        ctx.lock().release(me, run.clone());
+        ctx.changed.notify_waiters();
+        match outcome {
+            Ok(bytes) => {
+                failures = 0;
+                ctx.progress.update(me, |s| s.failures = 0);
+                // Size the next claim to about a second of this source's speed.
+                let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                want = ((rate / ctx.piece_size as f64).round() as u64).clamp(1, 64);
+            }
+            Err(RunError::Fatal(error)) => {
+                ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
+                ctx.cancel.cancel();
+                return;
+            }
+            Err(RunError::Unusable(reason)) => {
+                ctx.progress.update(me, |s| {
+                    s.state = SourceState::Banned;
+                    s.last_error = Some(reason.clone());
+                });
+                tracing::warn!(source = %source.url, %reason, "source cannot serve this file");
+                return;
+            }
+            Err(RunError::Bad(index)) => {
+                bad += 1;
+                ctx.progress.wasted.fetch_add(piece_len(index, ctx.size), Ordering::Relaxed);
+                let banned = bad >= ctx.options.max_bad_pieces;
+                ctx.progress.update(me, |s| {
+                    s.bad_pieces = bad;
+                    s.last_error = Some(format!("piece {index} failed verification"));
+                    if banned {
+                        s.state = SourceState::Banned;
+                    }
+                });
+                tracing::warn!(source = %source.url, index, "a piece failed verification");
+                if banned {
+                    return;
+                }
+            }
+            Err(RunError::Source(reason)) => {
+                failures += 1;
+                ctx.progress.update(me, |s| {
+                    s.state = SourceState::Retrying;
+                    s.failures = failures;
+                    s.last_error = Some(reason.clone());
+                });
+                tracing::debug!(source = %source.url, %reason, "source failed; retrying later");
+                let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if waited >= ctx.options.give_up_after {
+                    return;
+                }
+                let all_down = ctx.progress.live_sources() == 0;
+                ctx.progress.waiting.store(all_down, Ordering::Relaxed);
+                let backoff = ctx.options.backoff.saturating_mul(1 << failures.min(16)).min(ctx.options.max_backoff);
+                tokio::select! {
+                    () = ctx.cancel.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Fetches pieces `run` from one source in one range request. Returns the bytes used.
+async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u64, RunError> {
+    let me = source.index;
+    let start = ctx.piece_range(run.start).start;
+    let end = ctx.piece_range(run.end - 1).end;
+    let request = ctx.http.get(source.url.clone()).header(reqwest::header::RANGE, format!("bytes={}-{}", start, end - 1));
+    let response = tokio::select! {
+        () = ctx.cancel.cancelled() => return Ok(0),
+        sent = tokio::time::timeout(ctx.options.stall_timeout, request.send()) => match sent {
+            Err(_) => return Err(RunError::Source(format!("no answer within {:?}", ctx.options.stall_timeout))),
+            Ok(Err(e)) => return Err(RunError::Source(format!("request failed: {e}"))),
+            Ok(Ok(response)) => response,
+        },
+    };
+    let status = response.status();
+    if status == reqwest::StatusCode::PARTIAL_CONTENT {
+        let content_range = response.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let expected = format!("bytes {}-{}/{}", start, end - 1, ctx.size);
+        if content_range != expected {
+            return Err(RunError::Unusable(format!("answered {content_range:?} to a request for {expected:?} (a different file?)")));
+        }
+    } else if status == reqwest::StatusCode::OK {
+        if start != 0 || response.content_length().is_some_and(|len| len != ctx.size) {
+            return Err(RunError::Unusable("does not support ranges, or serves a file of another size".into()));
+        }
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::NOT_FOUND {
+        return Err(RunError::Source(format!("HTTP {status}")));
+    } else {
+        return Err(RunError::Unusable(format!("HTTP {status}")));
+    }
+    ctx.progress.update(me, |s| s.state = SourceState::Live);
+    ctx.progress.waiting.store(false, Ordering::Relaxed);
+    let mut stream = response.bytes_stream();
+    let mut index = run.start;
+    let mut buf: Vec<u8> = Vec::with_capacity(ctx.piece_range(index).end as usize - ctx.piece_range(index).start as usize);
+    let mut used = 0u64;
+    loop {
+        let piece = ctx.piece_range(index);
+        let piece_len = (piece.end - piece.start) as usize;
+        if buf.len() >= piece_len {
+            let rest = buf.split_off(piece_len);
+            let data = std::mem::replace(&mut buf, rest);
+            if ctx.lock().is_mine(me, index) {
+                let (ctx2, offset) = (ctx.clone(), piece.start);
+                let checked = tokio::task::spawn_blocking(move || {
+                    if let Some(hashes) = &ctx2.hashes
+                        && !hashes.verify(index, &data)
+                    {
+                        return Ok(false);
+                    }
+                    ctx2.file.write_all_at(&data, offset).map(|()| true)
+                })
+                .await
+                .map_err(|e| RunError::Fatal(EngineError::Task(e.to_string())))?;
+                match checked {
+                    Ok(true) => {}
+                    Ok(false) => return Err(RunError::Bad(index)),
+                    Err(source) => {
+                        let error = if source.raw_os_error() == Some(libc::ENOSPC) {
+                            let dir = ctx.part.parent().unwrap_or(Path::new(".")).to_path_buf();
+                            EngineError::NoSpace { free: free_space(&dir).unwrap_or(0), dir, needed: ctx.size }
+                        } else {
+                            EngineError::Io { step: "write", path: ctx.part.clone(), source }
+                        };
+                        return Err(RunError::Fatal(error));
+                    }
+                }
+                let len = piece_len as u64;
+                if ctx.lock().complete(index) {
+                    used += len;
+                    ctx.progress.done.fetch_add(len, Ordering::Relaxed);
+                    ctx.progress.update(me, |s| s.bytes += len);
+                    ctx.dirty.store(true, Ordering::Release);
+                    *ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    ctx.changed.notify_waiters();
+                } else {
+                    ctx.progress.wasted.fetch_add(len, Ordering::Relaxed);
+                }
+            } else {
+                ctx.progress.wasted.fetch_add(piece_len as u64, Ordering::Relaxed);
+            }
+            index += 1;
+            if index >= run.end || !ctx.lock().is_mine(me, index) {
+                // Done, or the rest was stolen or won elsewhere: drop the response.
+                return Ok(used);
+            }
+            continue;
+        }
+        let chunk = tokio::select! {
+            () = ctx.cancel.cancelled() => return Ok(used),
+            next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => match next {
+                Err(_) => return Err(RunError::Source(format!("stalled: no data for {:?}", ctx.options.stall_timeout))),
+                Ok(None) => return Err(RunError::Source("closed the connection early".into())),
+                Ok(Some(Err(e))) => return Err(RunError::Source(format!("read failed: {e}"))),
+                Ok(Some(Ok(chunk))) => chunk,
+            },
+        };
+        if let Some(limiter) = &ctx.limiter {
+            throttle(limiter, chunk.len()).await;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("25M"), Ok(25 << 20));
+        assert_eq!(parse_rate("500K"), Ok(500 << 10));
+        assert_eq!(parse_rate("1.5MiB"), Ok(1572864));
+        assert_eq!(parse_rate("2048"), Ok(2048));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("5X").is_err());
+    }
+
+    #[test]
+    fn part_files_are_hidden_beside_the_target() {
+        assert_eq!(part_path(Path::new("/a/b/c.iso")), PathBuf::from("/a/b/.c.iso.shoal-part"));
+    }
+}

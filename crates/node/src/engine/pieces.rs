@@ -1,0 +1,242 @@
+//! Which piece is done, which is being fetched and by whom: the scheduler's state, with no I/O.
+//!
+//! Workers (one per source) claim runs of consecutive missing pieces sized to their speed, so
+//! that one HTTP range request carries several pieces. When nothing is missing any more, an idle
+//! worker steals the far half of the longest run another worker has claimed but not reached yet,
+//! and when only pieces in progress remain, it fetches one of them a second time (endgame): the
+//! first verified copy wins, so the tail never waits on the slowest source.
+
+use std::ops::Range;
+
+/// Identifies a worker (a source).
+pub type WorkerId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    Claimed { by: WorkerId, second: Option<WorkerId> },
+    Done,
+}
+
+/// What a worker should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Fetch these pieces (one range request).
+    Fetch(Range<u64>),
+    /// Nothing to take now; wait for a change.
+    Wait,
+    /// Every piece is done.
+    Finished,
+}
+
+/// The piece table of one download.
+#[derive(Debug, Clone)]
+pub struct Pieces {
+    slots: Vec<Slot>,
+    done: u64,
+    /// Every piece before this one is claimed or done: where the search for missing ones starts.
+    cursor: usize,
+}
+
+impl Pieces {
+    /// `count` pieces, with those in `done` already verified and written.
+    pub fn new(count: u64, done: &[bool]) -> Self {
+        let slots: Vec<Slot> = (0..count as usize).map(|i| if done.get(i).copied().unwrap_or(false) { Slot::Done } else { Slot::Missing }).collect();
+        let done = slots.iter().filter(|s| **s == Slot::Done).count() as u64;
+        Pieces { slots, done, cursor: 0 }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    pub fn done_count(&self) -> u64 {
+        self.done
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done == self.count()
+    }
+
+    pub fn is_done(&self, index: u64) -> bool {
+        self.slots.get(index as usize) == Some(&Slot::Done)
+    }
+
+    /// The done flags, for the resume record.
+    pub fn done_flags(&self) -> Vec<bool> {
+        self.slots.iter().map(|s| *s == Slot::Done).collect()
+    }
+
+    /// The next run for `worker`, at most `want` pieces long.
+    pub fn claim(&mut self, worker: WorkerId, want: u64) -> Next {
+        if self.is_finished() {
+            return Next::Finished;
+        }
+        let want = want.max(1) as usize;
+        // 1. The first run of missing pieces.
+        while self.cursor < self.slots.len() && self.slots[self.cursor] != Slot::Missing {
+            self.cursor += 1;
+        }
+        if self.cursor < self.slots.len() {
+            let start = self.cursor;
+            let mut end = start;
+            while end < self.slots.len() && end - start < want && self.slots[end] == Slot::Missing {
+                self.slots[end] = Slot::Claimed { by: worker, second: None };
+                end += 1;
+            }
+            self.cursor = end;
+            return Next::Fetch(start as u64..end as u64);
+        }
+        // 2. Steal the far half of the longest run another worker has not reached yet. The first
+        //    piece of each run is taken to be in progress and stays with its owner.
+        let mut best: Option<(usize, usize)> = None;
+        let mut i = 0;
+        while i < self.slots.len() {
+            if let Slot::Claimed { by, .. } = self.slots[i]
+                && by != worker
+            {
+                let start = i;
+                while i < self.slots.len() && matches!(self.slots[i], Slot::Claimed { by: b, .. } if b == by) {
+                    i += 1;
+                }
+                if i - start >= 2 && best.is_none_or(|(s, e)| i - start > e - s) {
+                    best = Some((start, i));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if let Some((start, end)) = best {
+            let from = start + (end - start).div_ceil(2);
+            let to = end.min(from + want);
+            for slot in &mut self.slots[from..to] {
+                *slot = Slot::Claimed { by: worker, second: None };
+            }
+            return Next::Fetch(from as u64..to as u64);
+        }
+        // 3. Endgame: fetch a piece in progress elsewhere a second time.
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Slot::Claimed { by, second: second @ None } = slot
+                && *by != worker
+            {
+                *second = Some(worker);
+                return Next::Fetch(index as u64..index as u64 + 1);
+            }
+        }
+        Next::Wait
+    }
+
+    /// True while `worker` should still fetch piece `index`.
+    pub fn is_mine(&self, worker: WorkerId, index: u64) -> bool {
+        matches!(self.slots.get(index as usize), Some(Slot::Claimed { by, second }) if *by == worker || *second == Some(worker))
+    }
+
+    /// Marks a piece verified and written. Returns false when another copy won already.
+    pub fn complete(&mut self, index: u64) -> bool {
+        match self.slots.get_mut(index as usize) {
+            Some(slot) if *slot != Slot::Done => {
+                *slot = Slot::Done;
+                self.done += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back what `worker` claimed in `range` and has not completed.
+    pub fn release(&mut self, worker: WorkerId, range: Range<u64>) {
+        let end = (range.end as usize).min(self.slots.len());
+        for index in range.start as usize..end {
+            match self.slots[index] {
+                Slot::Claimed { by, second } if by == worker => {
+                    self.slots[index] = match second {
+                        Some(other) => Slot::Claimed { by: other, second: None },
+                        None => Slot::Missing,
+                    };
+                    self.cursor = self.cursor.min(index);
+                }
+                Slot::Claimed { by, second: Some(other) } if other == worker => {
+                    self.slots[index] = Slot::Claimed { by, second: None };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Marks a piece missing again (its data on disk failed a check).
+    pub fn forget(&mut self, index: u64) {
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            if *slot == Slot::Done {
+                self.done -= 1;
+            }
+            *slot = Slot::Missing;
+            self.cursor = self.cursor.min(index as usize);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_consecutive_runs() {
+        let mut pieces = Pieces::new(10, &[]);
+        assert_eq!(pieces.claim(0, 4), Next::Fetch(0..4));
+        assert_eq!(pieces.claim(1, 4), Next::Fetch(4..8));
+        assert_eq!(pieces.claim(2, 4), Next::Fetch(8..10));
+        assert!(pieces.is_mine(0, 3) && !pieces.is_mine(0, 4));
+    }
+
+    #[test]
+    fn resumed_pieces_are_skipped() {
+        let mut pieces = Pieces::new(4, &[true, true, false, true]);
+        assert_eq!(pieces.done_count(), 3);
+        assert_eq!(pieces.claim(0, 8), Next::Fetch(2..3));
+        assert!(pieces.complete(2));
+        assert_eq!(pieces.claim(0, 8), Next::Finished);
+    }
+
+    #[test]
+    fn an_idle_worker_steals_the_far_half_of_a_slow_run() {
+        let mut pieces = Pieces::new(8, &[]);
+        assert_eq!(pieces.claim(0, 8), Next::Fetch(0..8));
+        assert_eq!(pieces.claim(1, 8), Next::Fetch(4..8));
+        assert!(!pieces.is_mine(0, 4), "the slow worker sees its tail is gone");
+        assert!(pieces.is_mine(0, 3));
+    }
+
+    #[test]
+    fn the_last_piece_is_fetched_twice_and_the_first_copy_wins() {
+        let mut pieces = Pieces::new(2, &[]);
+        assert_eq!(pieces.claim(0, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(3, 1), Next::Fetch(1..2));
+        assert_eq!(pieces.claim(1, 4), Next::Fetch(0..1), "endgame duplicate");
+        assert_eq!(pieces.claim(2, 4), Next::Fetch(1..2));
+        assert_eq!(pieces.claim(4, 4), Next::Wait);
+        assert!(pieces.complete(0));
+        assert!(!pieces.complete(0), "the second copy loses");
+        assert!(!pieces.is_mine(1, 0));
+    }
+
+    #[test]
+    fn released_pieces_go_back_to_others() {
+        let mut pieces = Pieces::new(6, &[]);
+        assert_eq!(pieces.claim(0, 3), Next::Fetch(0..3));
+        assert!(pieces.complete(0));
+        pieces.release(0, 0..3);
+        assert_eq!(pieces.claim(1, 6), Next::Fetch(1..6));
+        pieces.forget(0);
+        assert_eq!(pieces.claim(2, 6), Next::Fetch(0..1));
+    }
+
+    #[test]
+    fn releasing_a_duplicated_piece_keeps_the_other_copy_going() {
+        let mut pieces = Pieces::new(1, &[]);
+        assert_eq!(pieces.claim(0, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(1, 1), Next::Fetch(0..1));
+        pieces.release(0, 0..1);
+        assert!(pieces.is_mine(1, 0));
+        assert_eq!(pieces.claim(2, 1), Next::Fetch(0..1), "a new second copy may start");
+    }
+}

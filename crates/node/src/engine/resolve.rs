@@ -1,0 +1,187 @@
+//! Turning what a user typed into a [`Job`]: file names and content ids are searched across the
+//! known peers (`shoal.search`), http(s) URLs are mirrors, and all of them may be mixed (a
+//! content id found on peers plus mirrors of the same bytes is the P2SP case).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shoal_index::ContentId;
+use shoal_xmlrpc::Value;
+
+use super::Job;
+use crate::api::{Match, match_from_value};
+use crate::client::Client;
+
+/// What one TARGET argument is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Name(String),
+    Id(ContentId),
+    Url(String),
+}
+
+/// Classifies a TARGET argument.
+pub fn classify(raw: &str) -> Target {
+    if raw.starts_with("http://") || raw.starts_with("https://") {
+        Target::Url(raw.to_string())
+    } else if let Ok(id) = raw.parse::<ContentId>() {
+        Target::Id(id)
+    } else {
+        Target::Name(raw.to_string())
+    }
+}
+
+/// Why targets could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no peer has {0} (asked {1} peers)")]
+    NotFound(String, usize),
+    #[error("{name} has several versions in the network; pick one with --hash: {ids}")]
+    Ambiguous { name: String, ids: String },
+    #[error("the targets name different files: {0}")]
+    Conflict(String),
+    #[error("give at least one target: a file name, a content id or URLs")]
+    Empty,
+}
+
+/// Asks every peer in `peers` for `pattern` (name or id) and merges what they know.
+pub async fn search(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
+    let calls = peers.iter().map(|peer| async move {
+        match client.call(peer, "shoal.search", &[Value::String(pattern.to_string())], deadline, 16 << 20).await {
+            Ok(Value::Array(items)) => items.into_iter().filter_map(match_from_value).collect(),
+            _ => Vec::new(),
+        }
+    });
+    let mut merged: Vec<Match> = Vec::new();
+    for found in futures_util::future::join_all(calls).await.into_iter().flatten() {
+        match merged.iter_mut().find(|m| m.id == found.id && m.name == found.name) {
+            Some(existing) => {
+                for url in found.urls {
+                    if !existing.urls.contains(&url) {
+                        existing.urls.push(url);
+                    }
+                }
+            }
+            None => merged.push(found),
+        }
+    }
+    merged
+}
+
+/// The file name a URL points at.
+fn url_file_name(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let last = url.path_segments()?.next_back()?.to_string();
+    let decoded = percent_decode(&last);
+    (!decoded.is_empty() && !decoded.starts_with('.') && !decoded.contains(['/', '\\', '\0'])).then_some(decoded)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds the job for `targets`. `output` is a file path, or a directory to put the file in
+/// (default: the current directory).
+pub async fn resolve(client: &Client, peers: &[String], targets: &[String], hash: Option<ContentId>, output: Option<&Path>) -> Result<Job, ResolveError> {
+    if targets.is_empty() {
+        return Err(ResolveError::Empty);
+    }
+    let mut job = Job { id: hash, ..Job::default() };
+    let mut name: Option<String> = None;
+    let deadline = Duration::from_secs(10);
+    for target in targets {
+        match classify(target) {
+            Target::Url(url) => {
+                if name.is_none() {
+                    name = url_file_name(&url);
+                }
+                job.mirrors.push(url);
+            }
+            Target::Id(id) => {
+                if job.id.is_some_and(|known| known != id) {
+                    return Err(ResolveError::Conflict(format!("{} and {id}", job.id.map(|i| i.to_string()).unwrap_or_default())));
+                }
+                job.id = Some(id);
+            }
+            Target::Name(wanted) => {
+                let found: Vec<Match> = search(client, peers, &wanted, deadline).await.into_iter().filter(|m| m.name == wanted).collect();
+                let found: Vec<Match> = match job.id {
+                    Some(id) => found.into_iter().filter(|m| m.id == id).collect(),
+                    None => found,
+                };
+                match found.as_slice() {
+                    [] => return Err(ResolveError::NotFound(wanted, peers.len())),
+                    [one] => {
+                        job.id = Some(one.id);
+                        job.size = Some(one.size);
+                        job.peers.extend(one.urls.iter().cloned());
+                    }
+                    many => {
+                        let ids = many.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().join(", ");
+                        return Err(ResolveError::Ambiguous { name: wanted, ids });
+                    }
+                }
+                name = Some(wanted);
+            }
+        }
+    }
+    // A content id: find who holds it (when no name search did already).
+    if let Some(id) = job.id
+        && job.peers.is_empty()
+        && !peers.is_empty()
+    {
+        let found: Vec<Match> = search(client, peers, &id.to_string(), deadline).await.into_iter().filter(|m| m.id == id).collect();
+        for m in &found {
+            job.size = Some(m.size);
+            job.peers.extend(m.urls.iter().cloned());
+            if name.is_none() {
+                name = m.name.rsplit('/').next().map(String::from);
+            }
+        }
+        if found.is_empty() && job.mirrors.is_empty() {
+            return Err(ResolveError::NotFound(id.to_string(), peers.len()));
+        }
+    }
+    job.peers.sort();
+    job.peers.dedup();
+    let name = name.or_else(|| job.id.map(|id| id.to_string())).unwrap_or_else(|| "download".to_string());
+    let file_name = name.rsplit('/').next().unwrap_or(&name).to_string();
+    job.target = match output {
+        Some(path) if path.is_dir() => path.join(&file_name),
+        Some(path) => path.to_path_buf(),
+        None => PathBuf::from(&file_name),
+    };
+    job.name = name;
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_classified() {
+        let id = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        assert_eq!(classify(id), Target::Id(id.parse().unwrap()));
+        assert_eq!(classify("http://m/x.iso"), Target::Url("http://m/x.iso".into()));
+        assert_eq!(classify("notes.txt"), Target::Name("notes.txt".into()));
+        assert_eq!(url_file_name("http://m/dir/a%20b.iso?x=1"), Some("a b.iso".into()));
+        assert_eq!(url_file_name("http://m/"), None);
+        assert_eq!(url_file_name("http://m/.."), None);
+    }
+}
