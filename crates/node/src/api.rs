@@ -297,8 +297,12 @@ impl Api {
                         self.inner.peers.succeeded(peer, Some(PeerKind::Shoal));
                         return None;
                     }
-                    // Any other fault: the peer does not know the extension; it is a seed node.
-                    Some(_) => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
+                    // The peer does not know the extension: it is a seed node.
+                    Some(crate::faults::BAD_CALL) if is_unknown_method(&error) => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
+                    Some(_) => {
+                        self.inner.peers.succeeded(peer, None);
+                        return None;
+                    }
                     None => {
                         tracing::debug!(%error, "a peer failed");
                         self.inner.peers.failed(peer);
@@ -389,8 +393,8 @@ impl Api {
                     None => {
                         self.inner.peers.failed(peer);
                     }
-                    Some(code) if code != crate::faults::NOT_FOUND => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
-                    Some(_) => self.inner.peers.succeeded(peer, Some(PeerKind::Shoal)),
+                    Some(crate::faults::BAD_CALL) if is_unknown_method(&error) => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
+                    Some(_) => self.inner.peers.succeeded(peer, None),
                 }
                 Vec::new()
             }
@@ -506,6 +510,12 @@ impl Api {
     pub fn live_peer_urls(&self) -> Vec<String> {
         self.inner.peers.live(&[]).into_iter().map(|(url, _)| url).collect()
     }
+}
+
+/// True for the fault a server gives for a method it does not have (Python: `method "x" is not
+/// supported`), which tells a seed node from a shoal node.
+fn is_unknown_method(error: &CallError) -> bool {
+    matches!(error, CallError::Fault { fault, .. } if fault.message.contains("not supported"))
 }
 
 fn history_value(history: &[String]) -> Value {

@@ -44,12 +44,16 @@ pub struct Node {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     secret_file: Option<PathBuf>,
+    url_file: PathBuf,
 }
 
 /// The name of the store file inside the state directory.
 pub const STORE_FILE: &str = "shoal.redb";
 /// The name of the secret file inside the state directory.
 pub const SECRET_FILE: &str = "secret";
+/// The file in the state directory that names the URL of the node running on it, so that
+/// commands started beside it hand their work to it instead of opening the store twice.
+pub const URL_FILE: &str = "node.url";
 
 /// Reads the secret kept in `state`, making one first if there is none. The file is readable by
 /// the owner alone. Returns the secret and the file's path.
@@ -135,7 +139,11 @@ impl Node {
         tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
-        Ok(Node { api, local_addr, shutdown, tasks, secret_file })
+        let url_file = options.state.join(URL_FILE);
+        if let Err(error) = std::fs::write(&url_file, format!("{}\n", api.url())) {
+            tracing::warn!(path = %url_file.display(), %error, "could not record the node's URL");
+        }
+        Ok(Node { api, local_addr, shutdown, tasks, secret_file, url_file })
     }
 
     /// The facade, for in-process callers (the CLI's shell, tests).
@@ -163,5 +171,6 @@ impl Node {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        let _ = std::fs::remove_file(&self.url_file);
     }
 }

@@ -250,6 +250,14 @@ impl Peers {
     }
 }
 
+/// The peer URLs kept in a state store, for commands that run without a node.
+pub fn stored_urls(db: &redb::Database) -> Vec<String> {
+    let Ok(read) = db.begin_read() else { return Vec::new() };
+    let Ok(rows) = read.open_table(PEERS) else { return Vec::new() };
+    let Ok(iter) = rows.iter() else { return Vec::new() };
+    iter.filter_map(|row| row.ok().map(|(url, _)| url.value().to_string())).collect()
+}
+
 impl PeerState {
     fn new(kind: PeerKind) -> Self {
         PeerState { kind, failures: 0, first_failure: None, retry_at: None }
