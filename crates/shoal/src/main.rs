@@ -1,7 +1,9 @@
 //! The `shoal` command: a thin layer over `shoal-node` that reads flags, sets up logging, and
-//! prints errors as one line with their whole cause chain (exit code 2 on error).
+//! prints errors as one line with their whole cause chain: exit code 1 when a command fails, 2
+//! for a usage error (from clap).
 
 mod cli;
+mod get;
 mod serve;
 
 use clap::Parser;
@@ -22,13 +24,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Get(args) => get::run(args).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal: {error:#}");
-            std::process::ExitCode::from(2)
+            std::process::ExitCode::from(1)
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<NodeOptions> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut options = node_options(&args.node)?;
     options.secret = args.secret.clone();
+    options.max_upload_rate = args.max_upload_rate;
     let listener = tokio::net::TcpListener::bind(args.node.listen).await.with_context(|| format!("listening on {}", args.node.listen))?;
     let node = Node::start(options, listener).await.context("starting the node")?;
     println!("listening on http://{}", node.local_addr());

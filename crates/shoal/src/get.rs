@@ -1,0 +1,209 @@
+//! `shoal get`: download one file from peers and mirrors at once, with a progress bar (or
+//! `--json` lines, or nothing with `--quiet`), resumable by running the same command again.
+//!
+//! Without a node it opens the state store itself (for the peer table and resume records). When
+//! a node runs on the same state directory the store is locked; then the download is handed to
+//! that node (`shoal.download`) and its progress is shown from `shoal.downloads`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use shoal_node::client::Client;
+use shoal_node::engine::{Engine, EngineOptions, Outcome, Progress, SourceStat, resolve};
+use shoal_xmlrpc::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::GetArgs;
+
+/// Prints progress as a bar, as JSON lines, or not at all.
+struct Reporter {
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+}
+
+impl Reporter {
+    fn new(quiet: bool, json: bool) -> Self {
+        let bar = (!quiet && !json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Reporter { json, bar, started: Instant::now() }
+    }
+
+    fn update(&self, done: u64, total: u64, live: usize, waiting: bool) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(if waiting { "waiting for a source…".to_string() } else { format!("{live} sources") });
+        }
+        if self.json {
+            let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+            println!("{}", serde_json::json!({"event": "progress", "done": done, "total": total, "live_sources": live, "waiting": waiting, "elapsed": elapsed}));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], elapsed: Duration, json: bool, quiet: bool) {
+    let rate = size as f64 / elapsed.as_secs_f64().max(0.001) / (1024.0 * 1024.0);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "path": outcome_path, "id": id, "size": size, "seconds": elapsed.as_secs_f64(), "sources": sources})
+        );
+        return;
+    }
+    if quiet {
+        return;
+    }
+    println!("saved {} ({size} bytes, {rate:.1} MiB/s)", outcome_path.display());
+    println!("content id {id}");
+    let total: u64 = sources.iter().map(|s| s.bytes).sum::<u64>().max(1);
+    for source in sources.iter().filter(|s| s.bytes > 0 || s.bad_pieces > 0) {
+        let share = source.bytes as f64 * 100.0 / total as f64;
+        let bad = if source.bad_pieces > 0 { format!(", {} bad pieces", source.bad_pieces) } else { String::new() };
+        println!("  {:>5.1}%  {:>12} bytes  {} {}{bad}", share, source.bytes, source.kind, source.url);
+    }
+}
+
+pub async fn run(args: GetArgs) -> anyhow::Result<()> {
+    let state = args.state.clone().unwrap_or_else(crate::serve::default_state);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating the state directory {}", state.display()))?;
+    let store = state.join(shoal_node::node::STORE_FILE);
+    let opened = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || redb::Database::create(&store)).await?
+    };
+    let db = match opened {
+        Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return hand_to_node(&args, &state).await,
+        Err(error) => return Err(error).with_context(|| format!("opening the state store {}", store.display())),
+    };
+    let mut peers = args.peers.clone();
+    if let Some(file) = &args.peers_file {
+        peers.extend(crate::serve::read_peers_file(file)?);
+    }
+    peers.extend(shoal_node::peers::stored_urls(&db));
+    peers.sort();
+    peers.dedup();
+    let hash = args.hash.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+    let client = Client::new(Duration::from_secs(3));
+    let output = args.output.clone();
+    let mut job = resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
+    job.force = args.force;
+    if !args.force && job.target.exists() {
+        bail!("{} already exists; use --force to replace it", job.target.display());
+    }
+    let options = EngineOptions { max_rate: args.max_download_rate, give_up_after: Duration::from_secs(args.retry_for), ..EngineOptions::default() };
+    let engine = Engine::new(db, client.http().clone(), options)?;
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let (_more_tx, more_rx) = tokio::sync::mpsc::channel(1);
+    let reporter = Reporter::new(args.quiet, args.json);
+    let started = Instant::now();
+    let expected_hash = hash;
+    let download = engine.run(job, progress.clone(), cancel.clone(), more_rx);
+    tokio::pin!(download);
+    let mut ticks = tokio::time::interval(Duration::from_millis(if args.json { 1000 } else { 200 }));
+    let result: Result<Outcome, shoal_node::engine::EngineError> = loop {
+        tokio::select! {
+            result = &mut download => break result,
+            _ = ticks.tick() => reporter.update(
+                progress.done.load(Ordering::Relaxed),
+                progress.total.load(Ordering::Relaxed),
+                progress.live_sources(),
+                progress.waiting.load(Ordering::Relaxed),
+            ),
+            _ = tokio::signal::ctrl_c() => {
+                cancel.cancel();
+            }
+        }
+    };
+    reporter.finish();
+    let outcome = result?;
+    if let Some(expected) = expected_hash
+        && expected != outcome.id
+    {
+        bail!("the file's content id is {}, not --hash {expected}", outcome.id);
+    }
+    summary(&outcome.path, &outcome.id.to_string(), outcome.size, &outcome.sources, started.elapsed(), args.json, args.quiet);
+    Ok(())
+}
+
+/// Hands the download to the node running on `state` and follows its progress.
+async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
+    let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE))
+        .with_context(|| format!("the state store in {} is in use, but no node URL is recorded there", state.display()))?;
+    let url = url.trim().to_string();
+    let (secret, _) = shoal_node::node::load_or_create_secret(state).context("reading the node's secret")?;
+    let client = Client::new(Duration::from_secs(3));
+    let output: PathBuf = match &args.output {
+        Some(path) => std::path::absolute(path)?,
+        None => std::env::current_dir()?,
+    };
+    let mut options = std::collections::BTreeMap::new();
+    options.insert("output".to_string(), Value::String(output.to_string_lossy().into_owned()));
+    options.insert("force".to_string(), Value::Boolean(args.force));
+    if let Some(hash) = &args.hash {
+        options.insert("hash".to_string(), Value::String(hash.clone()));
+    }
+    let targets = Value::Array(args.targets.iter().cloned().map(Value::String).collect());
+    let started = client
+        .call(&url, "shoal.download", &[Value::String(secret), targets, Value::Struct(options)], Duration::from_secs(60), 1 << 20)
+        .await
+        .with_context(|| format!("handing the download to the node at {url}"))?;
+    let Value::Struct(fields) = started else { bail!("the node at {url} gave an unexpected answer") };
+    let Some(Value::String(target)) = fields.get("target").cloned() else { bail!("the node at {url} did not say where it downloads to") };
+    if !args.quiet && !args.json {
+        eprintln!("a node runs on this state directory; it downloads to {target}");
+    }
+    let reporter = Reporter::new(args.quiet, args.json);
+    let started_at = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        ticks.tick().await;
+        let rows = client.call(&url, "shoal.downloads", &[], Duration::from_secs(10), 16 << 20).await?;
+        let Value::Array(rows) = rows else { bail!("the node at {url} gave an unexpected download list") };
+        let Some(Value::Struct(row)) = rows.into_iter().find(|r| matches!(r, Value::Struct(f) if f.get("target") == Some(&Value::String(target.clone())))) else {
+            bail!("the node at {url} does not list the download of {target}");
+        };
+        let number = |key: &str| row.get(key).and_then(shoal_xmlrpc::as_i64).unwrap_or(0) as u64;
+        let status = row.get("status").cloned();
+        reporter.update(number("done"), number("size"), number("live_sources") as usize, false);
+        let Some(Value::Struct(status)) = status else { continue };
+        match status.get("state") {
+            Some(Value::String(s)) if s == "running" => continue,
+            Some(Value::String(s)) if s == "done" => {
+                reporter.finish();
+                let id = match row.get("id") {
+                    Some(Value::String(id)) => id.clone(),
+                    _ => String::new(),
+                };
+                summary(Path::new(&target), &id, number("size"), &[], started_at.elapsed(), args.json, args.quiet);
+                return Ok(());
+            }
+            _ => {
+                reporter.finish();
+                let detail = match status.get("detail") {
+                    Some(Value::String(d)) => d.clone(),
+                    _ => "stopped".to_string(),
+                };
+                bail!("the node's download of {target} failed: {detail}");
+            }
+        }
+    }
+}
