@@ -462,7 +462,7 @@ impl Api {
                 Status::Running => {}
                 Status::Done => return Ok(()),
                 Status::Failed(reason) => return Err(ApiError::Download { name: name.to_string(), reason }),
-                Status::Cancelled => return Err(ApiError::Download { name: name.to_string(), reason: "cancelled".into() }),
+                Status::Paused => return Err(ApiError::Download { name: name.to_string(), reason: "paused; resume it to go on".into() }),
             }
             if status.changed().await.is_err() {
                 return Err(ApiError::Download { name: name.to_string(), reason: "the node is shutting down".into() });
@@ -489,6 +489,27 @@ impl Api {
                 share.add_file(&name, shoal_index::Hashed { id: outcome.id, size: outcome.size, outboard }).map_err(|e| e.to_string())
             }),
         )
+    }
+
+    /// Continues a paused, failed or interrupted download from its saved progress.
+    pub fn resume_download(&self, target: &std::path::Path) -> Result<(), ApiError> {
+        let job = self.inner.downloads.saved_job(target).ok_or_else(|| ApiError::NotFound(format!("a paused download to {}", target.display())))?;
+        self.start_download(job);
+        Ok(())
+    }
+
+    /// Finds the target path of a download by its target path or its name.
+    pub fn download_target(&self, key: &str) -> Result<std::path::PathBuf, ApiError> {
+        let rows = self.downloads();
+        rows.iter()
+            .find(|d| d.target == key)
+            .or_else(|| rows.iter().find(|d| d.name == key))
+            .map(|d| std::path::PathBuf::from(&d.target))
+            .or_else(|| {
+                let records = self.inner.downloads.engine().records().all().ok()?;
+                records.into_iter().find(|r| r.target == key || r.name == key).map(|r| std::path::PathBuf::from(r.target))
+            })
+            .ok_or_else(|| ApiError::NotFound(format!("a download named {key}")))
     }
 
     /// The node's downloads with their progress.

@@ -22,7 +22,8 @@ pub enum Status {
     Running,
     Done,
     Failed(String),
-    Cancelled,
+    /// Stopped by its owner; its progress is kept and `resume` continues it.
+    Paused,
 }
 
 /// One row of `shoal.downloads`.
@@ -109,7 +110,7 @@ impl Downloads {
                     Ok(()) => Status::Done,
                     Err(error) => Status::Failed(error),
                 },
-                Err(crate::engine::EngineError::Cancelled { .. }) => Status::Cancelled,
+                Err(crate::engine::EngineError::Cancelled { .. }) => Status::Paused,
                 Err(error) => {
                     tracing::warn!(%name, %error, "download failed");
                     Status::Failed(error.to_string())
@@ -120,15 +121,60 @@ impl Downloads {
         status_rx
     }
 
-    /// Cancels the download of `target` (its progress is kept for a later resume).
-    pub fn cancel(&self, target: &Path) -> bool {
+    /// Pauses the download of `target`, keeping its progress. Returns false when it is not
+    /// running.
+    pub fn pause(&self, target: &Path) -> bool {
         match self.lock().get(target) {
-            Some(running) => {
+            Some(running) if *running.status.borrow() == Status::Running => {
                 running.cancel.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// Stops the download of `target` for good: its progress record and partial file are
+    /// removed. Returns false when the node knows no such download.
+    pub async fn cancel(&self, target: &Path) -> bool {
+        let status = self.lock().get(target).map(|r| {
+            r.cancel.cancel();
+            r.status.clone()
+        });
+        let known_record = self.engine.records().get(target).ok().flatten().is_some();
+        if status.is_none() && !known_record {
+            return false;
+        }
+        if let Some(mut status) = status {
+            while *status.borrow_and_update() == Status::Running {
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.lock().remove(target);
+        if let Err(error) = self.engine.records().remove(target) {
+            tracing::warn!(%error, "could not remove a cancelled download's record");
+        }
+        let _ = tokio::fs::remove_file(crate::engine::part_path(target)).await;
+        true
+    }
+
+    /// The saved job of a download that is not running (paused, failed, or left by a restart).
+    pub fn saved_job(&self, target: &Path) -> Option<Job> {
+        if self.lock().get(target).is_some_and(|r| *r.status.borrow() == Status::Running) {
+            return None;
+        }
+        let record = self.engine.records().get(target).ok().flatten()?;
+        Some(Job {
+            name: record.name,
+            target: PathBuf::from(record.target),
+            id: record.id.and_then(|id| id.parse().ok()),
+            size: Some(record.size),
+            peers: record.peers,
+            mirrors: record.mirrors,
+            force: record.force,
+            by_node: true,
+        })
     }
 
     /// Every download this node knows of, running or finished since it started.

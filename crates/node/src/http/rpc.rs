@@ -30,7 +30,10 @@ pub const METHODS: &[(&str, &str)] = &[
     ("shoal.stats", "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node."),
     ("shoal.download", "shoal.download(secret, targets, {output, hash, force}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share."),
     ("shoal.downloads", "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress."),
-    ("shoal.cancel", "shoal.cancel(secret, target) -> 0. Stop a download, keeping its progress (owner only)."),
+    ("shoal.pause", "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only)."),
+    ("shoal.resume", "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only)."),
+    ("shoal.cancel", "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only)."),
+    ("shoal.peer_table", "shoal.peer_table() -> [{url, kind, failures, backing_off}]. The peer table with each peer's state."),
     ("system.listMethods", "system.listMethods() -> [name]."),
     ("system.methodHelp", "system.methodHelp(name) -> text."),
 ];
@@ -258,15 +261,28 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
             let rows = serde_json::to_value(api.downloads()).unwrap_or_default();
             json_to_value(rows)
         }
-        "shoal.cancel" => {
+        "shoal.pause" | "shoal.resume" | "shoal.cancel" => {
             let secret = p.string("secret")?;
             api.check_secret(&secret)?;
-            let target = p.string("target")?;
+            let key = p.string("target")?;
             p.done()?;
-            if !api.download_manager().cancel(std::path::Path::new(&target)) {
-                return Err(Dispatch::Api(ApiError::NotFound(target)));
+            let target = api.download_target(&key)?;
+            match method {
+                "shoal.pause" => {
+                    if !api.download_manager().pause(&target) {
+                        return Err(Dispatch::Api(ApiError::NotFound(format!("a running download to {}", target.display()))));
+                    }
+                }
+                "shoal.resume" => api.resume_download(&target)?,
+                _ => {
+                    api.download_manager().cancel(&target).await;
+                }
             }
             Value::Integer(0)
+        }
+        "shoal.peer_table" => {
+            p.done()?;
+            json_to_value(serde_json::to_value(api.peers()).unwrap_or_default())
         }
         "system.listMethods" => {
             p.done()?;
