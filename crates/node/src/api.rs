@@ -122,6 +122,11 @@ impl Api {
         &self.inner.peers.me().url
     }
 
+    /// The owner's secret, for the owner's own in-process shell.
+    pub fn secret(&self) -> &str {
+        &self.inner.secret
+    }
+
     /// Checks the owner's secret in constant time.
     pub fn check_secret(&self, given: &str) -> Result<(), ApiError> {
         use subtle::ConstantTimeEq;

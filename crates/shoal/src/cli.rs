@@ -1,12 +1,19 @@
-//! Command-line flags, with help text and examples for every subcommand.
+//! Command-line flags, with help text and an example for every subcommand. Settings that can
+//! also come from the environment or the config file are `Option`s here; [`crate::config`]
+//! resolves them in order.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, about = "A peer-to-peer file-sharing node and multi-source downloader", propagate_version = true)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A peer-to-peer file-sharing node and multi-source downloader",
+    long_about = "A peer-to-peer file-sharing node and multi-source downloader.\n\nSettings come from flags, then SHOAL_* environment variables, then <state>/config.toml, then defaults; `shoal config` shows what is in force.",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,8 +26,83 @@ pub enum Command {
     Serve(ServeArgs),
     /// Download a file from peers and HTTP mirrors at once, every piece verified; run the same
     /// command again to resume.
-    #[command(after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get 5f1c…(64 hex) -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash 5f1c…\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)")]
+    #[command(after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)")]
     Get(GetArgs),
+    /// Start a node and open a prompt (the seed's client), or attach to a running node.
+    #[command(after_help = "Examples:\n  shoal shell --dir ./shared --peers-file urls.txt\n  shoal shell --node                 (attach to the node on this state directory)\n  echo 'search iso' | shoal shell --node http://127.0.0.1:4242")]
+    Shell(ShellArgs),
+    /// Search the network for file names (glob with * and ?, or a substring) or a content id.
+    #[command(after_help = "Examples:\n  shoal search '*.iso'\n  shoal search notes --json")]
+    Search(SearchArgs),
+    /// List the files the node shares.
+    #[command(after_help = "Example:\n  shoal ls --json")]
+    Ls(RemoteArgs),
+    /// List the node's peers and their state.
+    #[command(after_help = "Example:\n  shoal peers")]
+    Peers(RemoteArgs),
+    /// List the node's downloads with their progress.
+    #[command(after_help = "Example:\n  shoal downloads --json")]
+    Downloads(RemoteArgs),
+    /// Show the node's URL, counters and health.
+    #[command(after_help = "Example:\n  shoal status --node http://127.0.0.1:4242")]
+    Status(RemoteArgs),
+    /// Print the settings in force and where each came from.
+    #[command(after_help = "Examples:\n  shoal config\n  SHOAL_LISTEN=127.0.0.1:9000 shoal config --json")]
+    Config(ConfigArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  shoal completions bash > ~/.local/share/bash-completion/completions/shoal\n  shoal completions zsh > ~/.zfunc/_shoal")]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  shoal man > shoal.1 && man ./shoal.1")]
+    Man,
+}
+
+impl Command {
+    /// True for the commands that only print a report (no node, no download runs in them).
+    pub fn prints_a_report(&self) -> bool {
+        matches!(
+            self,
+            Command::Search(_) | Command::Ls(_) | Command::Peers(_) | Command::Downloads(_) | Command::Status(_) | Command::Config(_) | Command::Completions { .. } | Command::Man
+        )
+    }
+}
+
+/// Flags of a node (serve, shell, config).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// The directory to share, created if missing [default: ./shared].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Address and port to listen on; port 0 picks a free one [default: 0.0.0.0:4242].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The URL other nodes reach this one at [default: http://<listen address>, loopback for 0.0.0.0].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A peer to know from the start (repeatable).
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
+    /// A file of peer URLs, one a line; blank lines and # comments are ignored (the seed's urls.txt).
+    #[arg(long, value_name = "FILE")]
+    pub peers_file: Option<PathBuf>,
+    /// The state directory (index, peers, downloads, secret) [default: the platform's data directory + /shoal].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The owner's secret for fetch [default: made once and kept in the state directory].
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Cap the rate this node serves file data at (all clients together), e.g. 25M.
+    #[arg(long, value_name = "RATE")]
+    pub max_upload_rate: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -28,7 +110,7 @@ pub struct GetArgs {
     /// File names, content ids (64 hex characters) or http(s) URLs of mirrors, mixed freely.
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Where to save: a file path, or an existing directory (default: the current directory).
+    /// Where to save: a file path, or an existing directory [default: the current directory].
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// A peer to search (repeatable); the state directory's peer table is searched too.
@@ -41,8 +123,8 @@ pub struct GetArgs {
     #[arg(long, value_name = "CONTENT_ID")]
     pub hash: Option<String>,
     /// Cap the download rate, e.g. 10M, 500K.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub max_download_rate: Option<u64>,
+    #[arg(long, value_name = "RATE")]
+    pub max_download_rate: Option<String>,
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
@@ -56,45 +138,51 @@ pub struct GetArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub retry_for: u64,
     /// The state directory (peer table, resume records).
-    #[arg(long, env = "SHOAL_STATE")]
-    pub state: Option<PathBuf>,
-}
-
-/// A rate such as 25M or 500K, in bytes per second.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    shoal_node::engine::parse_rate(text)
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct NodeArgs {
-    /// The directory to share (created if missing).
-    #[arg(long, default_value = "./shared", env = "SHOAL_DIR")]
-    pub dir: PathBuf,
-    /// Address and port to listen on; port 0 picks a free one.
-    #[arg(long, default_value = "0.0.0.0:4242", env = "SHOAL_LISTEN")]
-    pub listen: SocketAddr,
-    /// The URL other nodes reach this one at (default: http://<listen address>, loopback for 0.0.0.0).
-    #[arg(long, env = "SHOAL_URL")]
-    pub url: Option<String>,
-    /// A peer to know from the start (repeatable).
-    #[arg(long = "peer", value_name = "URL")]
-    pub peers: Vec<String>,
-    /// A file of peer URLs, one a line; blank lines and # comments are ignored (the seed's urls.txt).
-    #[arg(long, value_name = "FILE")]
-    pub peers_file: Option<PathBuf>,
-    /// The state directory (store, secret); default: the platform's data directory + /shoal.
-    #[arg(long, env = "SHOAL_STATE")]
+    #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub struct ShellArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// The owner's secret for fetch (default: made once and kept in the state directory).
-    #[arg(long, env = "SHOAL_SECRET", hide_env_values = true)]
+    /// Attach to a running node instead of starting one: its URL, or none for the node running
+    /// on the state directory.
+    #[arg(long = "node", value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub attach: Option<String>,
+    /// The owner's secret [default: the state directory's].
+    #[arg(long)]
     pub secret: Option<String>,
-    /// Cap the rate this node serves file data at (all clients together), e.g. 25M.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub max_upload_rate: Option<u64>,
+}
+
+/// How a command finds the node it talks to.
+#[derive(Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// The node's URL [default: the node running on the state directory].
+    #[arg(long = "node", value_name = "URL")]
+    pub node: Option<String>,
+    /// The state directory of the local node.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// A glob (*.iso), a substring, or a content id; empty lists everything.
+    #[arg(default_value = "")]
+    pub pattern: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

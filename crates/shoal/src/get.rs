@@ -81,7 +81,9 @@ fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], ela
 }
 
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
-    let state = args.state.clone().unwrap_or_else(crate::serve::default_state);
+    let layers = crate::config::Layers::load(args.state.as_deref())?;
+    let state = layers.state.clone();
+    let max_rate = crate::serve::rate(&layers, "max_download_rate", args.max_download_rate.clone())?;
     std::fs::create_dir_all(&state).with_context(|| format!("creating the state directory {}", state.display()))?;
     let store = state.join(shoal_node::node::STORE_FILE);
     let opened = {
@@ -93,7 +95,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return hand_to_node(&args, &state).await,
         Err(error) => return Err(error).with_context(|| format!("opening the state store {}", store.display())),
     };
-    let mut peers = args.peers.clone();
+    let mut peers = layers.list("peers", &args.peers).0;
     if let Some(file) = &args.peers_file {
         peers.extend(crate::serve::read_peers_file(file)?);
     }
@@ -108,7 +110,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     if !args.force && job.target.exists() {
         bail!("{} already exists; use --force to replace it", job.target.display());
     }
-    let options = EngineOptions { max_rate: args.max_download_rate, give_up_after: Duration::from_secs(args.retry_for), ..EngineOptions::default() };
+    let options = EngineOptions { max_rate, give_up_after: Duration::from_secs(args.retry_for), ..EngineOptions::default() };
     let engine = Engine::new(db, client.http().clone(), options)?;
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();

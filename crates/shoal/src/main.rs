@@ -3,13 +3,25 @@
 //! for a usage error (from clap).
 
 mod cli;
+mod commands;
+mod config;
 mod get;
+mod output;
+mod remote;
 mod serve;
+mod shell;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if cli.command.prints_a_report() {
+        // A report piped into `head` ends quietly when the pipe closes, as other tools do.
+        // SAFETY: setting a signal's disposition to the default has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
@@ -25,6 +37,18 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Get(args) => get::run(args).await,
+            cli::Command::Shell(args) => shell::run(args).await,
+            cli::Command::Search(args) => commands::search(args).await,
+            cli::Command::Ls(args) => commands::ls(args).await,
+            cli::Command::Peers(args) => commands::peers(args).await,
+            cli::Command::Downloads(args) => commands::downloads(args).await,
+            cli::Command::Status(args) => commands::status(args).await,
+            cli::Command::Config(args) => commands::config(args),
+            cli::Command::Completions { shell } => {
+                commands::completions(shell);
+                Ok(())
+            }
+            cli::Command::Man => commands::man(),
         }
     });
     match result {

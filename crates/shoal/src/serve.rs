@@ -1,14 +1,13 @@
 //! `shoal serve`: run a node until SIGINT or SIGTERM, then shut down cleanly.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use anyhow::Context;
 use shoal_node::{Node, NodeOptions};
 
 use crate::cli::{NodeArgs, ServeArgs};
-
-/// The default state directory: the platform's data directory, then `shoal`.
-pub fn default_state() -> std::path::PathBuf {
-    dirs::data_dir().unwrap_or_else(|| std::path::PathBuf::from(".")).join("shoal")
-}
+use crate::config::Layers;
 
 /// Reads a peers file in the seed's `urls.txt` format.
 pub fn read_peers_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
@@ -16,28 +15,49 @@ pub fn read_peers_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from).collect())
 }
 
-/// Node options from the shared node flags.
-pub fn node_options(args: &NodeArgs) -> anyhow::Result<NodeOptions> {
-    let mut options = NodeOptions::new(&args.dir, args.state.clone().unwrap_or_else(default_state));
-    options.url = args.url.clone();
-    options.peers = args.peers.clone();
-    if let Some(file) = &args.peers_file {
-        options.peers.extend(read_peers_file(file)?);
+/// Parses a rate setting (`--max-upload-rate` and the like).
+pub fn rate(layers: &Layers, key: &'static str, flag: Option<String>) -> anyhow::Result<Option<u64>> {
+    match layers.get(key, flag).value {
+        Some(text) => Ok(Some(shoal_node::engine::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?)),
+        None => Ok(None),
     }
-    Ok(options)
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut options = node_options(&args.node)?;
-    options.secret = args.secret.clone();
-    options.max_upload_rate = args.max_upload_rate;
-    let listener = tokio::net::TcpListener::bind(args.node.listen).await.with_context(|| format!("listening on {}", args.node.listen))?;
+/// Node options and the address to listen on, from flags, environment, config file, defaults.
+pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr, Layers)> {
+    let layers = Layers::load(args.state.as_deref())?;
+    let dir = layers.get("dir", args.dir.as_ref().map(|p| p.display().to_string())).value.unwrap_or_default();
+    let listen_text = layers.get("listen", args.listen.clone()).value.unwrap_or_default();
+    let listen: SocketAddr = listen_text.parse().map_err(|_| anyhow::anyhow!("--listen: {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:4242)"))?;
+    let mut options = NodeOptions::new(PathBuf::from(dir), layers.state.clone());
+    options.url = layers.get("url", args.url.clone()).value;
+    options.peers = layers.list("peers", &args.peers).0;
+    if let Some(file) = layers.get("peers_file", args.peers_file.as_ref().map(|p| p.display().to_string())).value {
+        options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
+    }
+    options.secret = layers.get("secret", None).value;
+    Ok((options, listen, layers))
+}
+
+/// Starts a node from the node flags, printing where it listens.
+pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Option<String>) -> anyhow::Result<Node> {
+    let (mut options, listen, layers) = node_options(args)?;
+    if secret.is_some() {
+        options.secret = secret;
+    }
+    options.max_upload_rate = rate(&layers, "max_upload_rate", max_upload_rate)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let node = Node::start(options, listener).await.context("starting the node")?;
     println!("listening on http://{}", node.local_addr());
     if let Some(path) = node.secret_file() {
         println!("secret for fetch is kept in {}", path.display());
     }
     println!("node URL {}", node.url());
+    Ok(node)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let node = start(&args.node, args.secret.clone(), args.max_upload_rate.clone()).await?;
     wait_for_signal().await?;
     eprintln!("shutting down");
     node.shutdown().await;

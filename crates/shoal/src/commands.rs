@@ -1,0 +1,187 @@
+//! The scriptable subcommands that talk to a running node: `search`, `ls`, `peers`,
+//! `downloads`, `status`; and `config`, `completions`, `man`. Tables for people, `--json` for
+//! scripts.
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, ConfigArgs, RemoteArgs, SearchArgs};
+use crate::config::{Layers, Setting};
+use crate::output::{size, table};
+use crate::remote::Remote;
+
+fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
+    Remote::find(args.node.as_deref(), args.state.as_deref())
+}
+
+/// Rows of matches: name, size, holders, id.
+pub fn matches_table(found: &[shoal_node::Match], with_holders: bool) -> String {
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|m| {
+            let mut row = vec![m.name.clone(), size(m.size)];
+            if with_holders {
+                row.push(m.urls.len().to_string());
+            }
+            row.push(m.id.to_string());
+            row
+        })
+        .collect();
+    if with_holders { table(&["NAME", "SIZE", "NODES", "CONTENT ID"], &rows) } else { table(&["NAME", "SIZE", "CONTENT ID"], &rows) }
+}
+
+pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let node = remote(&args.remote)?;
+    let found = node.search(&args.pattern).await?;
+    if args.remote.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else if found.is_empty() {
+        println!("nothing matches {:?}", args.pattern);
+    } else {
+        print!("{}", matches_table(&found, true));
+    }
+    Ok(())
+}
+
+pub async fn ls(args: RemoteArgs) -> anyhow::Result<()> {
+    let node = remote(&args)?;
+    let files = node.files().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&files)?);
+    } else if files.is_empty() {
+        println!("the share is empty");
+    } else {
+        print!("{}", matches_table(&files, false));
+    }
+    Ok(())
+}
+
+pub fn peers_table(rows: &serde_json::Value) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|p| {
+                    let state = if p["backing_off"].as_bool() == Some(true) { "backing off" } else { "ok" };
+                    vec![p["url"].as_str().unwrap_or_default().to_string(), p["kind"].as_str().unwrap_or_default().to_string(), state.to_string(), p["failures"].to_string()]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["URL", "KIND", "STATE", "FAILURES"], &rows)
+}
+
+pub async fn peers(args: RemoteArgs) -> anyhow::Result<()> {
+    let node = remote(&args)?;
+    let rows = node.json("shoal.peer_table").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.as_array().is_none_or(|r| r.is_empty()) {
+        println!("no peers known");
+    } else {
+        print!("{}", peers_table(&rows));
+    }
+    Ok(())
+}
+
+pub fn downloads_table(rows: &serde_json::Value) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|d| {
+                    let total = d["size"].as_u64().unwrap_or(0);
+                    let done = d["done"].as_u64().unwrap_or(0);
+                    let percent = if total == 0 { 0.0 } else { done as f64 * 100.0 / total as f64 };
+                    let state = d["status"]["state"].as_str().unwrap_or("?").to_string();
+                    let detail = d["status"]["detail"].as_str().map(|s| format!(": {s}")).unwrap_or_default();
+                    vec![
+                        d["name"].as_str().unwrap_or_default().to_string(),
+                        format!("{percent:5.1}%"),
+                        format!("{} / {}", size(done), size(total)),
+                        d["live_sources"].to_string(),
+                        format!("{state}{detail}"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["NAME", "DONE", "BYTES", "SOURCES", "STATE"], &rows)
+}
+
+pub async fn downloads(args: RemoteArgs) -> anyhow::Result<()> {
+    let node = remote(&args)?;
+    let rows = node.json("shoal.downloads").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.as_array().is_none_or(|r| r.is_empty()) {
+        println!("no downloads");
+    } else {
+        print!("{}", downloads_table(&rows));
+    }
+    Ok(())
+}
+
+pub async fn status(args: RemoteArgs) -> anyhow::Result<()> {
+    let node = remote(&args)?;
+    let stats = node.json("shoal.stats").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        println!("node      {}", stats["url"].as_str().unwrap_or_default());
+        println!("files     {}", stats["files"]);
+        println!("peers     {}", stats["peers"]);
+        println!("messages  {} sent", stats["messages_sent"]);
+    }
+    Ok(())
+}
+
+/// Every setting in force, for `shoal config`.
+pub fn settings(layers: &Layers, node: &crate::cli::NodeArgs) -> Vec<Setting> {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    vec![
+        layers.state_setting(),
+        layers.get("dir", path(&node.dir)),
+        layers.get("listen", node.listen.clone()),
+        layers.get("url", node.url.clone()),
+        layers.list("peers", &node.peers).1,
+        layers.get("peers_file", path(&node.peers_file)),
+        {
+            let mut secret = layers.get("secret", None);
+            secret.value = secret.value.map(|_| "(set, hidden)".to_string());
+            secret
+        },
+        layers.get("max_upload_rate", None),
+        layers.get("max_download_rate", None),
+        layers.get("node", None),
+    ]
+}
+
+pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
+    let layers = Layers::load(args.node.state.as_deref())?;
+    let settings = settings(&layers, &args.node);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = settings
+        .iter()
+        .map(|s| {
+            let origin = match &s.from {
+                Some(from) => format!("{} ({from})", s.origin),
+                None => s.origin.to_string(),
+            };
+            vec![s.key.to_string(), s.value.clone().unwrap_or_else(|| "(none)".into()), origin]
+        })
+        .collect();
+    print!("{}", table(&["KEY", "VALUE", "FROM"], &rows));
+    Ok(())
+}
+
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+}
+
+pub fn man() -> anyhow::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(())
+}
