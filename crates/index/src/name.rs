@@ -144,6 +144,13 @@ impl SafeName {
         let joined = canonical_root.join(&self.0);
         let canonical = match joined.canonicalize() {
             Ok(path) => path,
+            // A dangling link answers as a link out of the share would: otherwise where it
+            // points could be probed (exists outside: refused; missing: not found).
+            Err(e) if is_missing(&e) && dangling_link(&canonical_root, &self.0) => {
+                return Err(NameError::Outside {
+                    name: self.0.clone(),
+                });
+            }
             Err(e) if is_missing(&e) => {
                 return Err(NameError::NotFound {
                     name: self.0.clone(),
@@ -322,6 +329,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("outdir")).unwrap();
         std::os::unix::fs::symlink(root.join("sub/file.txt"), root.join("inner")).unwrap();
         std::os::unix::fs::symlink(root.join(".hidden/secret"), root.join("peek")).unwrap();
+        std::os::unix::fs::symlink(outside.join("nothing"), root.join("dangling")).unwrap();
 
         let found = check_name("sub/file.txt")
             .unwrap()
@@ -338,6 +346,8 @@ mod tests {
             ("escape", true),
             ("outdir/secret", true),
             ("peek", true),
+            ("dangling", true),
+            ("dangling/below", true),
             ("missing", false),
             ("sub/missing", false),
             ("sub/file.txt/below", false),
@@ -389,4 +399,18 @@ mod tests {
         let err = check_name("sub").unwrap().resolve_new(&root).unwrap_err();
         assert!(matches!(err, NameError::NotAFile { .. }), "{err:?}");
     }
+}
+
+/// True when some component of `name` below `root` is a symlink whose target is missing.
+fn dangling_link(root: &Path, name: &str) -> bool {
+    let mut path = root.to_path_buf();
+    for component in name.split('/') {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return std::fs::metadata(&path).is_err(),
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }

@@ -442,6 +442,18 @@ impl Api {
         if tokio::fs::symlink_metadata(&target).await.is_ok() {
             return Err(ApiError::Exists(name.to_string()));
         }
+        // Directories this fetch creates are removed again if it fails (when still empty).
+        let created = missing_dirs(self.inner.share.root(), &target);
+        let result = self.fetch_into(&name, target).await;
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                let _ = tokio::fs::remove_dir(dir).await;
+            }
+        }
+        result
+    }
+
+    async fn fetch_into(&self, name: &SafeName, target: std::path::PathBuf) -> Result<(), ApiError> {
         let found = self.search(name.as_str(), self.new_route()).await?;
         let best = found
             .into_iter()
@@ -456,8 +468,8 @@ impl Api {
             // No shoal node has it: a seed node may, through query.
             let route = self.new_route();
             self.inner.seen.first_time(&route.query_id);
-            let hit = self.forward_locate(&name, route).await?;
-            return download::fetch_hit(self, &name, &target, hit).await;
+            let hit = self.forward_locate(name, route).await?;
+            return download::fetch_hit(self, name, &target, hit).await;
         };
         let job = Job { name: name.to_string(), target, id: Some(best.id), size: Some(best.size), peers: best.urls, mirrors: Vec::new(), force: false, by_node: true };
         let mut status = self.start_download(job);
@@ -542,6 +554,21 @@ impl Api {
 /// supported`), which tells a seed node from a shoal node.
 fn is_unknown_method(error: &CallError) -> bool {
     matches!(error, CallError::Fault { fault, .. } if fault.message.contains("not supported"))
+}
+
+/// The directories between `root` and `target`'s parent that do not exist yet, outermost first.
+fn missing_dirs(root: &std::path::Path, target: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut missing = Vec::new();
+    let mut dir = target.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    missing.reverse();
+    missing
 }
 
 fn history_value(history: &[String]) -> Value {

@@ -91,6 +91,8 @@ async fn fetch_downloads_verifies_and_never_overwrites() {
     assert_eq!(leftovers, vec![std::ffi::OsString::from("file.bin")]);
     assert_eq!(code(nodes[0].call("fetch", vec![s("missing.bin"), s(SECRET)]).await), NOT_FOUND);
     assert!(!nodes[0].path("missing.bin").exists());
+    assert_eq!(code(nodes[0].call("fetch", vec![s("new/dirs/missing.bin"), s(SECRET)]).await), NOT_FOUND);
+    assert!(!nodes[0].path("new").exists(), "a failed fetch leaves no directories behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
