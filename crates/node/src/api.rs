@@ -23,6 +23,9 @@ use crate::search::{self, MAX_HISTORY, SeenQueries};
 pub enum ApiError {
     #[error("{0} was not found")]
     NotFound(String),
+    /// Not found, with the reason in full (e.g. what a download's targets resolved to).
+    #[error("{0}")]
+    Unresolved(String),
     #[error("access denied")]
     AccessDenied,
     #[error("{name} is {size} bytes, over the {limit}-byte XML-RPC limit; GET {path} instead")]

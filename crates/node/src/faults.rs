@@ -25,7 +25,7 @@ pub const INTERNAL: i32 = 501;
 /// The fault an API error is answered with.
 pub fn fault_of(error: &ApiError) -> Fault {
     let code = match error {
-        ApiError::NotFound(_) => NOT_FOUND,
+        ApiError::NotFound(_) | ApiError::Unresolved(_) => NOT_FOUND,
         ApiError::AccessDenied => ACCESS_DENIED,
         ApiError::TooLarge { .. } => TOO_LARGE,
         ApiError::Exists(_) => EXISTS,
@@ -46,7 +46,7 @@ pub fn fault_of(error: &ApiError) -> Fault {
 pub fn status_of(error: &ApiError) -> axum::http::StatusCode {
     use axum::http::StatusCode;
     match error {
-        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::NotFound(_) | ApiError::Unresolved(_) => StatusCode::NOT_FOUND,
         ApiError::AccessDenied => StatusCode::FORBIDDEN,
         ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::Exists(_) => StatusCode::CONFLICT,

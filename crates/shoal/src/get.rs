@@ -151,7 +151,21 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE))
         .with_context(|| format!("the state store in {} is in use, but no node URL is recorded there", state.display()))?;
     let url = url.trim().to_string();
-    let (secret, _) = shoal_node::node::load_or_create_secret(state).context("reading the node's secret")?;
+    let layers = crate::config::Layers::load(Some(state))?;
+    let secret = match layers.get("secret", None).value {
+        Some(secret) => secret,
+        None => std::fs::read_to_string(state.join(shoal_node::node::SECRET_FILE))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .with_context(|| {
+                format!("the node on {} keeps no secret file (it was started with --secret); give the secret in SHOAL_SECRET", state.display())
+            })?,
+    };
+    let mut peers = layers.list("peers", &args.peers).0;
+    if let Some(file) = &args.peers_file {
+        peers.extend(crate::serve::read_peers_file(file)?);
+    }
     let client = Client::new(Duration::from_secs(3));
     let output: PathBuf = match &args.output {
         Some(path) => std::path::absolute(path)?,
@@ -160,6 +174,9 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     let mut options = std::collections::BTreeMap::new();
     options.insert("output".to_string(), Value::String(output.to_string_lossy().into_owned()));
     options.insert("force".to_string(), Value::Boolean(args.force));
+    if !peers.is_empty() {
+        options.insert("peers".to_string(), Value::Array(peers.into_iter().map(Value::String).collect()));
+    }
     if let Some(hash) = &args.hash {
         options.insert("hash".to_string(), Value::String(hash.clone()));
     }

@@ -194,9 +194,21 @@ async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
     }
 }
 
-/// Watches the node's downloads and reports each one that ends.
-async fn watch_downloads(remote: Remote, mut say: impl FnMut(String) + Send) {
-    let mut known: HashMap<String, String> = HashMap::new();
+/// Each download's target and state, as the node lists them now.
+async fn download_states(remote: &Remote) -> anyhow::Result<HashMap<String, String>> {
+    let rows = remote.json("shoal.downloads").await?;
+    Ok(rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| (row["target"].as_str().unwrap_or_default().to_string(), row["status"]["state"].as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
+/// Watches the node's downloads and reports each one that ends. `known` is the table as it
+/// stood before the prompt opened: a download missing from it is new, and is reported when it
+/// ends even if it ended before the first look.
+async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut say: impl FnMut(String) + Send) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Ok(rows) = remote.json("shoal.downloads").await else { continue };
@@ -204,7 +216,7 @@ async fn watch_downloads(remote: Remote, mut say: impl FnMut(String) + Send) {
             let target = row["target"].as_str().unwrap_or_default().to_string();
             let state = row["status"]["state"].as_str().unwrap_or_default().to_string();
             let before = known.insert(target, state.clone());
-            if before.as_deref() == Some("running") && state != "running" {
+            if state != "running" && before.as_deref().is_none_or(|before| before == "running") {
                 let name = row["name"].as_str().unwrap_or_default();
                 let detail = row["status"]["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
                 say(format!("download {name} {state}{detail}"));
@@ -257,7 +269,8 @@ async fn interactive(remote: &Remote, words: &Words, state: &std::path::Path) ->
     let _ = std::fs::create_dir_all(state);
     let _ = editor.load_history(&history);
     let mut printer = editor.create_external_printer().context("starting the message printer")?;
-    let watcher = tokio::spawn(watch_downloads(Remote::new(&remote.url, remote.secret.clone()), move |message| {
+    let known = download_states(remote).await.unwrap_or_default();
+    let watcher = tokio::spawn(watch_downloads(Remote::new(&remote.url, remote.secret.clone()), known, move |message| {
         let _ = printer.print(format!("{message}\n"));
     }));
     println!("shoal shell on {} — type help for the commands", remote.url);

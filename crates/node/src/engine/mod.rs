@@ -533,6 +533,8 @@ impl Engine {
                 break Ok(());
             }
             tokio::select! {
+                // Cancellation first: it also ends every worker, which must not read as failure.
+                biased;
                 () = cancel.cancelled() => {
                     break Err(EngineError::Cancelled { done: progress.done.load(Ordering::Relaxed), total: size });
                 }
@@ -560,6 +562,9 @@ impl Engine {
                     if joined.is_none() || workers.is_empty() {
                         if ctx.lock().is_finished() {
                             break Ok(());
+                        }
+                        if cancel.is_cancelled() {
+                            break Err(EngineError::Cancelled { done: progress.done.load(Ordering::Relaxed), total: size });
                         }
                         let done = progress.done.load(Ordering::Relaxed);
                         let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();

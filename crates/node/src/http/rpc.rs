@@ -28,7 +28,7 @@ pub const METHODS: &[(&str, &str)] = &[
     ("shoal.info", "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths."),
     ("shoal.peers", "shoal.peers() -> [url]. The peers this node knows (peer exchange)."),
     ("shoal.stats", "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node."),
-    ("shoal.download", "shoal.download(secret, targets, {output, hash, force}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share."),
+    ("shoal.download", "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share."),
     ("shoal.downloads", "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress."),
     ("shoal.pause", "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only)."),
     ("shoal.resume", "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only)."),
@@ -243,10 +243,18 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
             };
             let output = text("output").map(std::path::PathBuf::from).unwrap_or_else(|| api.share().root().to_path_buf());
             let force = matches!(extra.get("force"), Some(Value::Boolean(true)));
+            // Peers the caller names are learnt, then searched with the known ones.
+            if let Some(Value::Array(named)) = extra.get("peers") {
+                for peer in named.iter().take(64) {
+                    if let Value::String(url) = peer {
+                        api.hello(url)?;
+                    }
+                }
+            }
             let peers = api.live_peer_urls();
             let mut job = crate::engine::resolve::resolve(api.client(), &peers, &targets, hash, Some(&output))
                 .await
-                .map_err(|e| Dispatch::Api(ApiError::NotFound(e.to_string())))?;
+                .map_err(|e| Dispatch::Api(ApiError::Unresolved(e.to_string())))?;
             job.force = force;
             job.by_node = true;
             job.peers.retain(|u| u != api.url());
