@@ -91,6 +91,8 @@ pub struct Inner {
     pub secret: String,
     pub downloads: Downloads,
     pub upload_limit: Option<Arc<RateLimiter>>,
+    /// Cancelled when the node begins to shut down.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The facade. Cheap to clone.
@@ -274,11 +276,17 @@ impl Api {
             let (name, next) = (name.to_string(), next.clone());
             asks.spawn(async move { api.ask_locate(&peer, kind, &name, next).await });
         }
+        let stopping = self.inner.stopping.clone();
         loop {
-            match tokio::time::timeout_at(deadline.into(), asks.join_next()).await {
+            // A node that is shutting down answers what it has at once instead of waiting on others.
+            let next = tokio::select! {
+                () = stopping.cancelled() => Err(()),
+                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => next.map_err(drop),
+            };
+            match next {
                 Ok(Some(Ok(Some(hit)))) => return Ok(hit),
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return Err(ApiError::NotFound(name.to_string())),
+                Ok(None) | Err(()) => return Err(ApiError::NotFound(name.to_string())),
             }
         }
     }
@@ -373,7 +381,15 @@ impl Api {
             let (pattern, next) = (pattern.to_string(), next.clone());
             asks.spawn(async move { api.ask_search(&peer, &pattern, next).await });
         }
-        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline.into(), asks.join_next()).await {
+        let stopping = self.inner.stopping.clone();
+        loop {
+            let joined = tokio::select! {
+                () = stopping.cancelled() => break,
+                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => match next {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) | Err(_) => break,
+                },
+            };
             for found in joined.unwrap_or_default() {
                 merge(&mut merged, found);
             }

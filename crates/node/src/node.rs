@@ -118,7 +118,17 @@ impl Node {
         let pending = engine.records().all().map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?;
         let downloads = Downloads::new(engine, tasks.clone(), shutdown.child_token());
         let upload_limit = options.max_upload_rate.map(crate::engine::rate_limiter);
-        let inner = Inner { options: options.clone(), share: Arc::new(share), peers, client, seen: SeenQueries::default(), secret, downloads, upload_limit };
+        let inner = Inner {
+            options: options.clone(),
+            share: Arc::new(share),
+            peers,
+            client,
+            seen: SeenQueries::default(),
+            secret,
+            downloads,
+            upload_limit,
+            stopping: shutdown.child_token(),
+        };
         let api = Api::new(inner);
         // Downloads the node had running when it stopped go on.
         for record in pending.into_iter().filter(|r| r.by_node) {

@@ -29,9 +29,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use shoal_node::{Node, NodeOptions};
+use shoal_bench::{Network, Rpc, median, ms};
 use shoal_xmlrpc::{Fault, Value};
-use tempfile::TempDir;
 
 /// The node counts run when none are given.
 const NODE_COUNTS: [usize; 3] = [8, 16, 32];
@@ -41,8 +40,6 @@ const ANCHOR_SAMPLES: usize = 50;
 const SEARCH_DEADLINE: Duration = Duration::from_secs(10);
 /// The network counts as quiet once no node's message count changed for this long.
 const QUIET_FOR: Duration = Duration::from_millis(150);
-/// How often the message counts are read while waiting for quiet.
-const POLL_EVERY: Duration = Duration::from_millis(10);
 /// The name of the one file of the mesh, held by the last node only.
 const FILE_NAME: &str = "mesh-target.txt";
 /// The pattern that finds it.
@@ -59,69 +56,23 @@ fn repetitions(n: usize) -> usize {
 
 /// A running mesh: the nodes (node 0 first, the holder last) and their directories.
 struct Mesh {
-    nodes: Vec<Node>,
-    urls: Vec<String>,
-    dirs: Vec<(TempDir, TempDir)>,
+    net: Network,
 }
 
 impl Mesh {
     /// Binds `n` listeners, then starts each node with every other node as a configured peer,
     /// and waits until the introductions (`hello` from each node to each peer) have settled.
     async fn start(n: usize) -> anyhow::Result<Mesh> {
-        let mut listeners = Vec::with_capacity(n);
-        for _ in 0..n {
-            listeners.push(
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .context("binding 127.0.0.1:0")?,
-            );
-        }
-        let mut urls = Vec::with_capacity(n);
-        for listener in &listeners {
-            urls.push(format!(
-                "http://127.0.0.1:{}",
-                listener.local_addr()?.port()
-            ));
-        }
-        let mut nodes = Vec::with_capacity(n);
-        let mut dirs = Vec::with_capacity(n);
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let dir = tempfile::tempdir().context("creating a share directory")?;
-            let state = tempfile::tempdir().context("creating a state directory")?;
-            let mut options = NodeOptions::new(dir.path(), state.path());
+        let peers: Vec<Vec<usize>> = (0..n).map(|i| (0..n).filter(|&j| j != i).collect()).collect();
+        let net = Network::start(&peers, |options| {
             options.secret = Some("mesh-bench".to_string());
             options.search_deadline = SEARCH_DEADLINE;
             options.peer_exchange_interval = Duration::from_secs(3600);
-            options.peers = urls
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, url)| url.clone())
-                .collect();
-            let node = Node::start(options, listener)
-                .await
-                .with_context(|| format!("starting node {i}"))?;
-            ensure!(
-                node.url() == urls[i],
-                "node {i} calls itself {} instead of {}",
-                node.url(),
-                urls[i]
-            );
-            nodes.push(node);
-            dirs.push((dir, state));
-        }
-        let mesh = Mesh { nodes, urls, dirs };
-        let introductions = (n * (n - 1)) as u64;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mesh.messages() < introductions {
-            ensure!(
-                Instant::now() < deadline,
-                "the introductions did not finish within 30 s"
-            );
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+        })
+        .await?;
+        let mesh = Mesh { net };
         mesh.quiet().await;
-        for (i, node) in mesh.nodes.iter().enumerate() {
+        for (i, node) in mesh.net.nodes.iter().flatten().enumerate() {
             let peers = node.api().peers().len();
             ensure!(
                 peers == n - 1,
@@ -132,94 +83,18 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// Messages sent so far by all nodes together.
-    fn messages(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|node| node.api().messages_sent())
-            .sum()
-    }
-
     /// Waits until no node's message count has changed for [`QUIET_FOR`]; returns the total.
     async fn quiet(&self) -> u64 {
-        let mut last = self.messages();
-        let mut since = Instant::now();
-        loop {
-            tokio::time::sleep(POLL_EVERY).await;
-            let now = self.messages();
-            if now != last {
-                (last, since) = (now, Instant::now());
-            } else if since.elapsed() >= QUIET_FOR {
-                return now;
+        self.net.quiet(QUIET_FOR).await
+    }
+
+    /// Stops every node, one after another, each waiting for its tasks.
+    async fn shutdown(mut self) {
+        for i in 0..self.net.len() {
+            if let Some(node) = self.net.take(i) {
+                node.shutdown().await;
             }
         }
-    }
-
-    /// Peers that some node has seen fail (in backoff or with failures counted), over all nodes.
-    fn failing_peers(&self) -> usize {
-        self.nodes
-            .iter()
-            .map(|node| {
-                node.api()
-                    .peers()
-                    .iter()
-                    .filter(|peer| peer.failures > 0 || peer.backing_off)
-                    .count()
-            })
-            .sum()
-    }
-
-    /// Stops every node, each waiting for its tasks.
-    async fn shutdown(self) {
-        for node in self.nodes {
-            node.shutdown().await;
-        }
-    }
-}
-
-/// An XML-RPC client for one node, over real HTTP.
-struct Rpc {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Rpc {
-    fn new(url: &str) -> anyhow::Result<Rpc> {
-        // The nodes' own client turns Nagle off too; without it small calls pay delayed ACKs.
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Rpc {
-            http,
-            url: url.to_string(),
-        })
-    }
-
-    /// Calls `method`; the outer error is a transport or decoding failure, the inner one a fault.
-    async fn call(&self, method: &str, params: &[Value]) -> anyhow::Result<Result<Value, Fault>> {
-        let body = shoal_xmlrpc::encode_call(method, params);
-        let response = self
-            .http
-            .post(&self.url)
-            .header("content-type", "text/xml")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("calling {method} on {}", self.url))?;
-        ensure!(
-            response.status().is_success(),
-            "{method} on {}: HTTP {}",
-            self.url,
-            response.status()
-        );
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer to {method}"))?;
-        shoal_xmlrpc::decode_response(&bytes)
-            .with_context(|| format!("decoding the answer to {method}"))
     }
 }
 
@@ -274,18 +149,6 @@ impl Expect {
             (_, Ok(value)) => bail!("unexpected answer {value:?}"),
         }
         Ok(())
-    }
-}
-
-/// The median of `durations` (the mean of the middle two for an even count).
-fn median(durations: &[Duration]) -> Duration {
-    let mut sorted = durations.to_vec();
-    sorted.sort_unstable();
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => Duration::ZERO,
-        len if len % 2 == 0 => (sorted[mid - 1] + sorted[mid]) / 2,
-        _ => sorted[mid],
     }
 }
 
@@ -398,13 +261,13 @@ async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
     let content = format!("the one file of the {n}-node mesh\n")
         .repeat(64)
         .into_bytes();
-    let holder = mesh.nodes.last().context("an empty mesh")?;
-    std::fs::write(mesh.dirs[n - 1].0.path().join(FILE_NAME), &content)
+    let holder = mesh.net.node(n - 1).context("an empty mesh")?;
+    std::fs::write(mesh.net.dirs[n - 1].0.path().join(FILE_NAME), &content)
         .context("writing the file")?;
     holder.api().rescan().await.context("indexing the file")?;
-    let holder_url = mesh.urls[n - 1].clone();
+    let holder_url = mesh.net.urls[n - 1].clone();
 
-    let rpc = Rpc::new(&mesh.urls[0])?;
+    let rpc = Rpc::new(&mesh.net.urls[0])?;
     let anchor = anchor(&rpc).await?;
     let cases = [
         Case {
@@ -446,7 +309,7 @@ async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
             .with_context(|| format!("{n} nodes, {}", case.name))?;
         samples.push((case.name, sample));
     }
-    let failing_peers = mesh.failing_peers();
+    let failing_peers = mesh.net.failing_peers();
     let stopping = Instant::now();
     mesh.shutdown().await;
     let shutdown = stopping.elapsed();
@@ -461,10 +324,6 @@ async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
         failing_peers,
         shutdown,
     })
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 fn times(d: Duration, anchor: Duration) -> String {

@@ -76,7 +76,10 @@ impl TestNode {
     /// Tells this node about `others` through the seed's `hello`, over HTTP.
     pub async fn knows(&self, others: &[&TestNode]) {
         for other in others {
-            assert_eq!(self.call("hello", vec![Value::String(other.url.clone())]).await, Ok(Value::Integer(0)));
+            assert_eq!(
+                self.call("hello", vec![Value::String(other.url.clone())]).await,
+                Ok(Value::Integer(0))
+            );
         }
     }
 
