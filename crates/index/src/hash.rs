@@ -68,11 +68,7 @@ pub enum HashError {
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("outboard for {size} bytes must be {expected} bytes long, got {actual}")]
-    OutboardSize {
-        size: u64,
-        expected: u64,
-        actual: u64,
-    },
+    OutboardSize { size: u64, expected: u64, actual: u64 },
     #[error("outboard does not match the content id: hash pair at byte {offset} is wrong")]
     Outboard { offset: u64 },
     #[error("piece size {piece_size} must be a power of two of at least {BLOCK_BYTES} bytes")]
@@ -120,14 +116,10 @@ impl FromStr for ContentId {
     /// Parses exactly 64 hex digits (either case).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != 64 {
-            return Err(HashError::IdLength {
-                len: s.chars().count(),
-            });
+            return Err(HashError::IdLength { len: s.chars().count() });
         }
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| HashError::IdHex {
-            input: s.to_owned(),
-        })?;
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| HashError::IdHex { input: s.to_owned() })?;
         Ok(ContentId(bytes))
     }
 }
@@ -206,12 +198,7 @@ pub struct PieceHashes {
 ///
 /// Hash pairs that lie inside a piece's own subtree are not needed to verify the piece and are
 /// skipped unread; every pair above the pieces is checked.
-pub fn piece_hashes(
-    id: &ContentId,
-    size: u64,
-    outboard: &[u8],
-    piece_size: u64,
-) -> Result<PieceHashes, VerifyError> {
+pub fn piece_hashes(id: &ContentId, size: u64, outboard: &[u8], piece_size: u64) -> Result<PieceHashes, VerifyError> {
     if !piece_size.is_power_of_two() || piece_size < BLOCK_BYTES {
         return Err(VerifyError::PieceSize { piece_size });
     }
@@ -259,13 +246,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Visits the node covering `len` bytes from `start`, whose hash must be `expected`.
-    fn node(
-        &mut self,
-        start: u64,
-        len: u64,
-        expected: ChainingValue,
-        is_root: bool,
-    ) -> Result<(), VerifyError> {
+    fn node(&mut self, start: u64, len: u64, expected: ChainingValue, is_root: bool) -> Result<(), VerifyError> {
         if start.is_multiple_of(self.piece_size) && len <= self.piece_size {
             self.hashes.push(blake3::Hash::from_bytes(expected));
             // A subtree over n blocks holds n - 1 pairs, all below this piece.
@@ -338,6 +319,13 @@ impl PieceHashes {
     }
 }
 
+/// A content id travels in JSON as its hex string, as `b3sum` prints it.
+impl serde::Serialize for ContentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,19 +359,7 @@ mod tests {
         }
     }
 
-    const SIZES: &[u64] = &[
-        0,
-        1,
-        1023,
-        1024,
-        16383,
-        16384,
-        16385,
-        3 * 16384 + 7,
-        MIB,
-        MIB + 1,
-        5 * MIB + 12345,
-    ];
+    const SIZES: &[u64] = &[0, 1, 1023, 1024, 16383, 16384, 16385, 3 * 16384 + 7, MIB, MIB + 1, 5 * MIB + 12345];
     const PIECE_SIZES: &[u64] = &[16 * KIB, 64 * KIB, MIB, 4 * MIB];
 
     #[test]
@@ -473,10 +449,7 @@ mod tests {
         let content = data(size);
         let hashed = hash_bytes(&content);
         // At block-sized pieces every pair is read, so every byte matters.
-        for at in (0..hashed.outboard.len())
-            .step_by(97)
-            .chain([hashed.outboard.len() - 1])
-        {
+        for at in (0..hashed.outboard.len()).step_by(97).chain([hashed.outboard.len() - 1]) {
             let mut outboard = hashed.outboard.clone();
             outboard[at] ^= 0x80;
             let err = piece_hashes(&hashed.id, size, &outboard, BLOCK_BYTES).unwrap_err();
@@ -510,10 +483,7 @@ mod tests {
         std::fs::write(&path, &content).unwrap();
         let from_file = hash_file(&path).unwrap();
         assert_eq!(from_file, hash_bytes(&content));
-        assert_eq!(
-            from_file.id.to_string(),
-            blake3::hash(&content).to_hex().as_str()
-        );
+        assert_eq!(from_file.id.to_string(), blake3::hash(&content).to_hex().as_str());
         // `b3sum` of "abc".
         assert_eq!(
             hash_bytes(b"abc").id.to_string(),
@@ -531,23 +501,10 @@ mod tests {
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<ContentId>().unwrap(), id);
         assert_eq!(text.to_uppercase().parse::<ContentId>().unwrap(), id);
-        for bad in [
-            "",
-            "abc",
-            &text[1..],
-            &format!("{text}0"),
-            &text.replace('6', "g"),
-        ] {
+        for bad in ["", "abc", &text[1..], &format!("{text}0"), &text.replace('6', "g")] {
             assert!(bad.parse::<ContentId>().is_err(), "{bad:?} parsed");
         }
         let err = "abc".parse::<ContentId>().unwrap_err();
         assert!(err.to_string().contains("64 hex"), "{err}");
-    }
-}
-
-/// A content id travels in JSON as its hex string, as `b3sum` prints it.
-impl serde::Serialize for ContentId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }

@@ -21,10 +21,7 @@ pub mod name;
 pub mod share;
 pub mod store;
 
-pub use hash::{
-    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError,
-    hash_bytes, hash_file, piece_hashes,
-};
+pub use hash::{BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError, hash_bytes, hash_file, piece_hashes};
 pub use name::{NameError, SafeName, check_name};
 pub use share::{ScanReport, Share, ShareError};
 pub use store::{FileEntry, IndexStore, StoreError};

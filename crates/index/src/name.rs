@@ -147,27 +147,19 @@ impl SafeName {
             // A dangling link answers as a link out of the share would: otherwise where it
             // points could be probed (exists outside: refused; missing: not found).
             Err(e) if is_missing(&e) && dangling_link(&canonical_root, &self.0) => {
-                return Err(NameError::Outside {
-                    name: self.0.clone(),
-                });
+                return Err(NameError::Outside { name: self.0.clone() });
             }
             Err(e) if is_missing(&e) => {
-                return Err(NameError::NotFound {
-                    name: self.0.clone(),
-                });
+                return Err(NameError::NotFound { name: self.0.clone() });
             }
             Err(source) => return Err(self.io("canonicalize", source)),
         };
         if !is_inside(&canonical_root, &canonical) {
-            return Err(NameError::Outside {
-                name: self.0.clone(),
-            });
+            return Err(NameError::Outside { name: self.0.clone() });
         }
         let meta = std::fs::metadata(&canonical).map_err(|e| self.io("stat", e))?;
         if !meta.is_file() {
-            return Err(NameError::NotAFile {
-                name: self.0.clone(),
-            });
+            return Err(NameError::NotAFile { name: self.0.clone() });
         }
         Ok(canonical)
     }
@@ -191,20 +183,14 @@ impl SafeName {
                 Err(source) => return Err(self.io("stat component", source)),
             };
             if meta.file_type().is_symlink() {
-                return Err(NameError::Outside {
-                    name: self.0.clone(),
-                });
+                return Err(NameError::Outside { name: self.0.clone() });
             }
             if last {
                 if meta.is_dir() {
-                    return Err(NameError::NotAFile {
-                        name: self.0.clone(),
-                    });
+                    return Err(NameError::NotAFile { name: self.0.clone() });
                 }
             } else if !meta.is_dir() {
-                return Err(NameError::NotADirectory {
-                    name: self.0.clone(),
-                });
+                return Err(NameError::NotADirectory { name: self.0.clone() });
             }
         }
         Ok(canonical_root.join(&self.0))
@@ -240,10 +226,21 @@ fn canonical_root(root: &Path) -> Result<PathBuf, NameError> {
 
 /// A missing file, or a path that runs through a regular file as if it were a directory.
 fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+/// True when some component of `name` below `root` is a symlink whose target is missing.
+fn dangling_link(root: &Path, name: &str) -> bool {
+    let mut path = root.to_path_buf();
+    for component in name.split('/') {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return std::fs::metadata(&path).is_err(),
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -301,9 +298,7 @@ mod tests {
             ("C:x", |e| matches!(e, NameError::DriveLetter { .. })),
             ("c:", |e| matches!(e, NameError::DriveLetter { .. })),
             ("a/D:/b", |e| matches!(e, NameError::DriveLetter { .. })),
-            (&long_component, |e| {
-                matches!(e, NameError::ComponentTooLong { .. })
-            }),
+            (&long_component, |e| matches!(e, NameError::ComponentTooLong { .. })),
             (&long_name, |e| matches!(e, NameError::TooLong { .. })),
         ];
         for (raw, expected) in cases {
@@ -331,15 +326,9 @@ mod tests {
         std::os::unix::fs::symlink(root.join(".hidden/secret"), root.join("peek")).unwrap();
         std::os::unix::fs::symlink(outside.join("nothing"), root.join("dangling")).unwrap();
 
-        let found = check_name("sub/file.txt")
-            .unwrap()
-            .resolve_existing(&root)
-            .unwrap();
+        let found = check_name("sub/file.txt").unwrap().resolve_existing(&root).unwrap();
         assert_eq!(fs::read(found).unwrap(), b"hi");
-        let inner = check_name("inner")
-            .unwrap()
-            .resolve_existing(&root)
-            .unwrap();
+        let inner = check_name("inner").unwrap().resolve_existing(&root).unwrap();
         assert_eq!(fs::read(inner).unwrap(), b"hi");
 
         for (name, outside_expected) in [
@@ -352,10 +341,7 @@ mod tests {
             ("sub/missing", false),
             ("sub/file.txt/below", false),
         ] {
-            let err = check_name(name)
-                .unwrap()
-                .resolve_existing(&root)
-                .unwrap_err();
+            let err = check_name(name).unwrap().resolve_existing(&root).unwrap_err();
             if outside_expected {
                 assert!(matches!(err, NameError::Outside { .. }), "{name}: {err:?}");
                 let message = err.to_string();
@@ -364,10 +350,7 @@ mod tests {
                 assert!(matches!(err, NameError::NotFound { .. }), "{name}: {err:?}");
             }
         }
-        let err = check_name("sub")
-            .unwrap()
-            .resolve_existing(&root)
-            .unwrap_err();
+        let err = check_name("sub").unwrap().resolve_existing(&root).unwrap_err();
         assert!(matches!(err, NameError::NotAFile { .. }), "{err:?}");
     }
 
@@ -391,26 +374,9 @@ mod tests {
             let err = check_name(name).unwrap().resolve_new(&root).unwrap_err();
             assert!(matches!(err, NameError::Outside { .. }), "{name}: {err:?}");
         }
-        let err = check_name("file/below")
-            .unwrap()
-            .resolve_new(&root)
-            .unwrap_err();
+        let err = check_name("file/below").unwrap().resolve_new(&root).unwrap_err();
         assert!(matches!(err, NameError::NotADirectory { .. }), "{err:?}");
         let err = check_name("sub").unwrap().resolve_new(&root).unwrap_err();
         assert!(matches!(err, NameError::NotAFile { .. }), "{err:?}");
     }
-}
-
-/// True when some component of `name` below `root` is a symlink whose target is missing.
-fn dangling_link(root: &Path, name: &str) -> bool {
-    let mut path = root.to_path_buf();
-    for component in name.split('/') {
-        path.push(component);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => return std::fs::metadata(&path).is_err(),
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
 }

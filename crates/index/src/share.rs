@@ -62,11 +62,7 @@ pub enum ShareError {
     #[error("{path} is not a regular file")]
     NotAFile { path: PathBuf },
     #[error("{path} is {actual} bytes but was hashed as {hashed} bytes")]
-    SizeMismatch {
-        path: PathBuf,
-        hashed: u64,
-        actual: u64,
-    },
+    SizeMismatch { path: PathBuf, hashed: u64, actual: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -146,10 +142,7 @@ impl Share {
 
     /// Brings the index in line with the directory; see the module documentation.
     pub fn scan(&self) -> Result<ScanReport, ShareError> {
-        let _one_scan = self
-            .scan_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_scan = self.scan_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stored: HashMap<String, FileEntry> = self.store.list()?.into_iter().collect();
         let mut report = ScanReport::default();
         let (found, unreadable) = self.walk()?;
@@ -160,14 +153,8 @@ impl Share {
             seen.insert(found.name.clone());
             match stored.get(&found.name) {
                 Some(entry) if entry.matches(&found.meta) => report.unchanged += 1,
-                Some(_) => jobs.push(Job {
-                    found,
-                    existed: true,
-                }),
-                None => jobs.push(Job {
-                    found,
-                    existed: false,
-                }),
+                Some(_) => jobs.push(Job { found, existed: true }),
+                None => jobs.push(Job { found, existed: false }),
             }
         }
         self.hash_jobs(&jobs, &mut report)?;
@@ -277,13 +264,10 @@ impl Share {
         if jobs.is_empty() {
             return Ok(());
         }
-        let workers = thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(jobs.len());
+        let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (sender, results) =
-            mpsc::sync_channel::<(usize, Result<(Hashed, Metadata), Skip>)>(workers);
+        let (sender, results) = mpsc::sync_channel::<(usize, Result<(Hashed, Metadata), Skip>)>(workers);
         thread::scope(|scope| {
             for _ in 0..workers {
                 let sender = sender.clone();
@@ -311,10 +295,7 @@ impl Share {
                 let (hashed, meta) = match result {
                     Ok(done) => done,
                     Err(Skip::Changed) => {
-                        tracing::debug!(
-                            name = job.found.name,
-                            "changed while hashing, left for the next scan"
-                        );
+                        tracing::debug!(name = job.found.name, "changed while hashing, left for the next scan");
                         continue;
                     }
                     Err(Skip::Io(e)) => {
@@ -412,10 +393,7 @@ impl Share {
 
 /// True when `name` lies under directory `dir` ("" is the root).
 fn under(name: &str, dir: &str) -> bool {
-    dir.is_empty()
-        || name
-            .strip_prefix(dir)
-            .is_some_and(|rest| rest.starts_with('/'))
+    dir.is_empty() || name.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Hashes one file, making sure it did not change before or while it was read.
@@ -463,20 +441,11 @@ mod tests {
         }
 
         fn names(&self) -> Vec<String> {
-            self.share
-                .list()
-                .unwrap()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect()
+            self.share.list().unwrap().into_iter().map(|(n, _)| n).collect()
         }
 
         fn id_of(&self, name: &str) -> ContentId {
-            self.share
-                .lookup_name(&check_name(name).unwrap())
-                .unwrap()
-                .unwrap()
-                .id
+            self.share.lookup_name(&check_name(name).unwrap()).unwrap().unwrap().id
         }
     }
 
@@ -594,9 +563,7 @@ mod tests {
         let (name, _) = f.share.lookup_id(&id(&content)).unwrap().unwrap();
         assert_eq!(name, "copies/two.bin");
         let outboard = f.share.outboard(&id(&content)).unwrap().unwrap();
-        let pieces =
-            crate::hash::piece_hashes(&id(&content), 70_000, &outboard, crate::BLOCK_BYTES)
-                .unwrap();
+        let pieces = crate::hash::piece_hashes(&id(&content), 70_000, &outboard, crate::BLOCK_BYTES).unwrap();
         assert!(pieces.verify(0, &content[..16384]));
     }
 
@@ -627,14 +594,7 @@ mod tests {
             f.write(name, name.as_bytes());
         }
         f.share.scan().unwrap();
-        let search = |pattern: &str| -> Vec<String> {
-            f.share
-                .search(pattern)
-                .unwrap()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect()
-        };
+        let search = |pattern: &str| -> Vec<String> { f.share.search(pattern).unwrap().into_iter().map(|(n, _)| n).collect() };
         assert_eq!(search("").len(), 3);
         assert_eq!(search("*").len(), 3);
         assert_eq!(search("song"), ["Music/Song.MP3"]);
@@ -663,10 +623,7 @@ mod tests {
         let err = f.share.add_file(&name, short).unwrap_err();
         assert!(matches!(err, ShareError::SizeMismatch { .. }), "{err}");
         let missing = check_name("downloads/missing").unwrap();
-        let err = f
-            .share
-            .add_file(&missing, crate::hash::hash_bytes(b""))
-            .unwrap_err();
+        let err = f.share.add_file(&missing, crate::hash::hash_bytes(b"")).unwrap_err();
         assert!(matches!(err, ShareError::Stat { .. }), "{err}");
     }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use redb::{
-    MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
-    Table, TableDefinition, WriteTransaction,
+    MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 
 use crate::hash::ContentId;
@@ -48,10 +48,7 @@ pub enum StoreError {
 
 /// Wraps any redb error with the step that failed.
 fn db<E: Into<redb::Error>>(step: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Db {
-        step,
-        source: e.into(),
-    }
+    move |e| StoreError::Db { step, source: e.into() }
 }
 
 /// What the index knows about one file.
@@ -98,9 +95,7 @@ impl FileEntry {
             key: name.to_owned(),
             reason,
         };
-        let bytes: &[u8; ENTRY_LEN] = bytes
-            .try_into()
-            .map_err(|_| corrupt("entry has the wrong length"))?;
+        let bytes: &[u8; ENTRY_LEN] = bytes.try_into().map_err(|_| corrupt("entry has the wrong length"))?;
         if bytes[0] != ENTRY_VERSION {
             return Err(corrupt("unknown entry version"));
         }
@@ -150,15 +145,9 @@ struct WriteTables<'txn> {
 impl<'txn> WriteTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(WriteTables {
-            files: txn
-                .open_table(FILES)
-                .map_err(db("open table index_files"))?,
-            ids: txn
-                .open_multimap_table(IDS)
-                .map_err(db("open table index_ids"))?,
-            outboards: txn
-                .open_table(OUTBOARDS)
-                .map_err(db("open table index_outboards"))?,
+            files: txn.open_table(FILES).map_err(db("open table index_files"))?,
+            ids: txn.open_multimap_table(IDS).map_err(db("open table index_ids"))?,
+            outboards: txn.open_table(OUTBOARDS).map_err(db("open table index_outboards"))?,
         })
     }
 
@@ -174,14 +163,8 @@ impl<'txn> WriteTables<'txn> {
         {
             self.unlink(name, &old.id)?;
         }
-        self.ids
-            .insert(&entry.id.0, name)
-            .map_err(db("insert into index_ids"))?;
-        let present = self
-            .outboards
-            .get(&entry.id.0)
-            .map_err(db("read index_outboards"))?
-            .is_some();
+        self.ids.insert(&entry.id.0, name).map_err(db("insert into index_ids"))?;
+        let present = self.outboards.get(&entry.id.0).map_err(db("read index_outboards"))?.is_some();
         if !present {
             self.outboards
                 .insert(&entry.id.0, outboard)
@@ -206,18 +189,10 @@ impl<'txn> WriteTables<'txn> {
 
     /// Drops the mapping from `id` to `name`, and the outboard when no name is left.
     fn unlink(&mut self, name: &str, id: &ContentId) -> Result<(), StoreError> {
-        self.ids
-            .remove(&id.0, name)
-            .map_err(db("remove from index_ids"))?;
-        let orphan = self
-            .ids
-            .get(&id.0)
-            .map_err(db("read index_ids"))?
-            .is_empty();
+        self.ids.remove(&id.0, name).map_err(db("remove from index_ids"))?;
+        let orphan = self.ids.get(&id.0).map_err(db("read index_ids"))?.is_empty();
         if orphan {
-            self.outboards
-                .remove(&id.0)
-                .map_err(db("remove from index_outboards"))?;
+            self.outboards.remove(&id.0).map_err(db("remove from index_outboards"))?;
         }
         Ok(())
     }
@@ -246,28 +221,20 @@ impl IndexStore {
     /// The entry recorded for `name`.
     pub fn get(&self, name: &str) -> Result<Option<FileEntry>, StoreError> {
         let txn = self.read_txn()?;
-        let files = txn
-            .open_table(FILES)
-            .map_err(db("open table index_files"))?;
+        let files = txn.open_table(FILES).map_err(db("open table index_files"))?;
         let value = files.get(name).map_err(db("read index_files"))?;
-        value
-            .map(|v| FileEntry::decode(name, v.value()))
-            .transpose()
+        value.map(|v| FileEntry::decode(name, v.value())).transpose()
     }
 
     /// A name holding content `id` (the first in name order) and its entry.
     pub fn by_id(&self, id: &ContentId) -> Result<Option<(String, FileEntry)>, StoreError> {
         let txn = self.read_txn()?;
-        let ids = txn
-            .open_multimap_table(IDS)
-            .map_err(db("open table index_ids"))?;
+        let ids = txn.open_multimap_table(IDS).map_err(db("open table index_ids"))?;
         let name = match ids.get(&id.0).map_err(db("read index_ids"))?.next() {
             Some(name) => name.map_err(db("read index_ids"))?.value().to_owned(),
             None => return Ok(None),
         };
-        let files = txn
-            .open_table(FILES)
-            .map_err(db("open table index_files"))?;
+        let files = txn.open_table(FILES).map_err(db("open table index_files"))?;
         let value = files
             .get(name.as_str())
             .map_err(db("read index_files"))?
@@ -284,9 +251,7 @@ impl IndexStore {
     /// The outboard of content `id`, if any name holds it.
     pub fn outboard(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read_txn()?;
-        let outboards = txn
-            .open_table(OUTBOARDS)
-            .map_err(db("open table index_outboards"))?;
+        let outboards = txn.open_table(OUTBOARDS).map_err(db("open table index_outboards"))?;
         let value = outboards.get(&id.0).map_err(db("read index_outboards"))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
@@ -294,9 +259,7 @@ impl IndexStore {
     /// Every entry, sorted by name.
     pub fn list(&self) -> Result<Vec<(String, FileEntry)>, StoreError> {
         let txn = self.read_txn()?;
-        let files = txn
-            .open_table(FILES)
-            .map_err(db("open table index_files"))?;
+        let files = txn.open_table(FILES).map_err(db("open table index_files"))?;
         let mut out = Vec::new();
         for item in files.iter().map_err(db("iterate index_files"))? {
             let (key, value) = item.map_err(db("iterate index_files"))?;
@@ -329,10 +292,7 @@ impl IndexStore {
 
     /// Removes each name whose entry is still exactly the one given (a compare-and-delete, so an
     /// entry recorded meanwhile by someone else survives). Returns how many were removed.
-    pub(crate) fn remove_unchanged(
-        &self,
-        items: &[(String, FileEntry)],
-    ) -> Result<usize, StoreError> {
+    pub(crate) fn remove_unchanged(&self, items: &[(String, FileEntry)]) -> Result<usize, StoreError> {
         self.write(|tables| {
             let mut removed = 0;
             for (name, expected) in items {
@@ -356,14 +316,8 @@ impl IndexStore {
     }
 
     /// Runs `f` over the tables in one write transaction and commits if it succeeds.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(db("open write transaction"))?;
+    fn write<T>(&self, f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let txn = self.db.begin_write().map_err(db("open write transaction"))?;
         let out = {
             let mut tables = WriteTables::open(&txn)?;
             f(&mut tables)?
@@ -438,10 +392,7 @@ mod tests {
         store.put("two", &second, &outboard).unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
         assert!(store.remove("one").unwrap());
-        assert_eq!(
-            store.by_id(&first.id).unwrap(),
-            Some(("two".into(), second))
-        );
+        assert_eq!(store.by_id(&first.id).unwrap(), Some(("two".into(), second)));
         assert_eq!(store.outboard(&first.id).unwrap(), Some(outboard));
         assert!(store.remove("two").unwrap());
         assert_eq!(store.outboard(&first.id).unwrap(), None);
@@ -468,9 +419,7 @@ mod tests {
         store.put("kept", &old, &out).unwrap();
         store.put("gone", &old, &out).unwrap();
         store.put("kept", &newer, &newer_out).unwrap();
-        let removed = store
-            .remove_unchanged(&[("kept".into(), old), ("gone".into(), old)])
-            .unwrap();
+        let removed = store.remove_unchanged(&[("kept".into(), old), ("gone".into(), old)]).unwrap();
         assert_eq!(removed, 1);
         assert_eq!(store.get("kept").unwrap(), Some(newer));
         assert_eq!(store.get("gone").unwrap(), None);

@@ -102,7 +102,9 @@ pub struct Api {
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))
 }
 
 impl Api {
@@ -135,7 +137,11 @@ impl Api {
     /// Checks the owner's secret in constant time.
     pub fn check_secret(&self, given: &str) -> Result<(), ApiError> {
         use subtle::ConstantTimeEq;
-        if bool::from(given.as_bytes().ct_eq(self.inner.secret.as_bytes())) { Ok(()) } else { Err(ApiError::AccessDenied) }
+        if bool::from(given.as_bytes().ct_eq(self.inner.secret.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::AccessDenied)
+        }
     }
 
     /// Scans the share now, picking up added, changed and removed files.
@@ -181,9 +187,13 @@ impl Api {
         let name = check_name(name_or_id)?;
         let found = {
             let name = name.clone();
-            blocking(move || share.lookup_name(&name)).await?.map_err(|e| ApiError::Internal(e.to_string()))?
+            blocking(move || share.lookup_name(&name))
+                .await?
+                .map_err(|e| ApiError::Internal(e.to_string()))?
         };
-        found.map(|entry| (name.as_str().to_string(), entry)).ok_or_else(|| ApiError::NotFound(name_or_id.to_string()))
+        found
+            .map(|entry| (name.as_str().to_string(), entry))
+            .ok_or_else(|| ApiError::NotFound(name_or_id.to_string()))
     }
 
     /// The verification data (bao outboard) of a file of this share.
@@ -207,12 +217,21 @@ impl Api {
                 Err(NameError::NotFound { .. }) => return Ok(None),
                 Err(error) => return Err(ApiError::from(error)),
             };
-            let size = std::fs::metadata(&path).map_err(|e| ApiError::Internal(format!("stat {}: {e}", name)))?.len();
+            let size = std::fs::metadata(&path)
+                .map_err(|e| ApiError::Internal(format!("stat {}: {e}", name)))?
+                .len();
             if size > limit {
                 let path = format!("/files/{}", name.as_str());
-                return Err(ApiError::TooLarge { name: name.to_string(), size, limit, path });
+                return Err(ApiError::TooLarge {
+                    name: name.to_string(),
+                    size,
+                    limit,
+                    path,
+                });
             }
-            std::fs::read(&path).map(Some).map_err(|e| ApiError::Internal(format!("read {}: {e}", name)))
+            std::fs::read(&path)
+                .map(Some)
+                .map_err(|e| ApiError::Internal(format!("read {}: {e}", name)))
         })
         .await?
     }
@@ -225,7 +244,12 @@ impl Api {
             return Ok(content);
         }
         let ttl = MAX_HISTORY.saturating_sub(history.len()) as u32;
-        let route = Route { query_id: search::new_query_id(), history, ttl, budget: self.inner.options.search_deadline };
+        let route = Route {
+            query_id: search::new_query_id(),
+            history,
+            ttl,
+            budget: self.inner.options.search_deadline,
+        };
         self.inner.seen.first_time(&route.query_id);
         let hit = self.forward_locate(&name, route).await?;
         match hit.content {
@@ -234,11 +258,19 @@ impl Api {
                 let id = hit.id.ok_or_else(|| ApiError::NotFound(name.to_string()))?;
                 if hit.size > self.inner.options.max_rpc_content {
                     let path = format!("/content/{id}");
-                    return Err(ApiError::TooLarge { name: name.to_string(), size: hit.size, limit: self.inner.options.max_rpc_content, path });
+                    return Err(ApiError::TooLarge {
+                        name: name.to_string(),
+                        size: hit.size,
+                        limit: self.inner.options.max_rpc_content,
+                        path,
+                    });
                 }
                 download::fetch_verified_bytes(&self.inner.client, &hit.url, id, self.inner.options.max_rpc_content)
                     .await
-                    .map_err(|reason| ApiError::Download { name: name.to_string(), reason })
+                    .map_err(|reason| ApiError::Download {
+                        name: name.to_string(),
+                        reason,
+                    })
             }
         }
     }
@@ -252,10 +284,18 @@ impl Api {
         let found = {
             let share = self.inner.share.clone();
             let name = name.clone();
-            blocking(move || share.lookup_name(&name)).await?.map_err(|e| ApiError::Internal(e.to_string()))?
+            blocking(move || share.lookup_name(&name))
+                .await?
+                .map_err(|e| ApiError::Internal(e.to_string()))?
         };
         if let Some(entry) = found {
-            return Ok(Hit { url: self.url().to_string(), name: name.to_string(), size: entry.size, id: Some(entry.id), content: None });
+            return Ok(Hit {
+                url: self.url().to_string(),
+                name: name.to_string(),
+                size: entry.size,
+                id: Some(entry.id),
+                content: None,
+            });
         }
         self.forward_locate(&name, route).await
     }
@@ -269,7 +309,12 @@ impl Api {
         }
         let exclude: Vec<String> = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
         let deadline = Instant::now() + route.budget;
-        let next = Route { query_id: route.query_id, history, ttl: route.ttl - 1, budget: search::next_budget(route.budget) };
+        let next = Route {
+            query_id: route.query_id,
+            history,
+            ttl: route.ttl - 1,
+            budget: search::next_budget(route.budget),
+        };
         let mut asks = JoinSet::new();
         for (peer, kind) in self.inner.peers.live(&exclude) {
             let api = self.clone();
@@ -332,7 +377,13 @@ impl Api {
             Ok(value) => {
                 self.inner.peers.succeeded(peer, None);
                 let content = shoal_xmlrpc::content_bytes(value)?;
-                Some(Hit { url: peer.to_string(), name: name.to_string(), size: content.len() as u64, id: None, content: Some(content) })
+                Some(Hit {
+                    url: peer.to_string(),
+                    name: name.to_string(),
+                    size: content.len() as u64,
+                    id: None,
+                    content: Some(content),
+                })
             }
             Err(error) => {
                 if error.is_peer_failure() {
@@ -361,8 +412,19 @@ impl Api {
         let mut merged: Vec<Match> = Vec::new();
         let local = self.list().await?;
         let by_id = pattern.parse::<ContentId>().ok();
-        for (name, entry) in local.into_iter().filter(|(name, entry)| by_id.map_or_else(|| search::matches(pattern, name), |id| id == entry.id)) {
-            merge(&mut merged, Match { name, size: entry.size, id: entry.id, urls: vec![self.url().to_string()] });
+        for (name, entry) in local
+            .into_iter()
+            .filter(|(name, entry)| by_id.map_or_else(|| search::matches(pattern, name), |id| id == entry.id))
+        {
+            merge(
+                &mut merged,
+                Match {
+                    name,
+                    size: entry.size,
+                    id: entry.id,
+                    urls: vec![self.url().to_string()],
+                },
+            );
         }
         let mut history = route.history;
         history.push(self.url().to_string());
@@ -371,7 +433,12 @@ impl Api {
         }
         let exclude: Vec<String> = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
         let deadline = Instant::now() + route.budget;
-        let next = Route { query_id: route.query_id, history, ttl: route.ttl - 1, budget: search::next_budget(route.budget) };
+        let next = Route {
+            query_id: route.query_id,
+            history,
+            ttl: route.ttl - 1,
+            budget: search::next_budget(route.budget),
+        };
         let mut asks = JoinSet::new();
         for (peer, kind) in self.inner.peers.live(&exclude) {
             if kind == PeerKind::Seed {
@@ -433,7 +500,12 @@ impl Api {
             if kind == PeerKind::Seed {
                 continue;
             }
-            let Ok(Value::Array(urls)) = self.inner.client.call(&peer, "shoal.peers", &[], Duration::from_secs(5), 1 << 20).await else {
+            let Ok(Value::Array(urls)) = self
+                .inner
+                .client
+                .call(&peer, "shoal.peers", &[], Duration::from_secs(5), 1 << 20)
+                .await
+            else {
                 continue;
             };
             for url in urls.into_iter().take(256) {
@@ -449,7 +521,12 @@ impl Api {
 
     /// A fresh route for a search that starts at this node.
     pub fn new_route(&self) -> Route {
-        Route { query_id: search::new_query_id(), history: Vec::new(), ttl: self.inner.options.ttl, budget: self.inner.options.search_deadline }
+        Route {
+            query_id: search::new_query_id(),
+            history: Vec::new(),
+            ttl: self.inner.options.ttl,
+            budget: self.inner.options.search_deadline,
+        }
     }
 
     /// The seed's `fetch(name, secret)`: download `name` from the network into the share, from
@@ -490,18 +567,40 @@ impl Api {
             let hit = self.forward_locate(name, route).await?;
             return download::fetch_hit(self, name, &target, hit).await;
         };
-        let job = Job { name: name.to_string(), target, id: Some(best.id), size: Some(best.size), peers: best.urls, mirrors: Vec::new(), force: false, by_node: true };
+        let job = Job {
+            name: name.to_string(),
+            target,
+            id: Some(best.id),
+            size: Some(best.size),
+            peers: best.urls,
+            mirrors: Vec::new(),
+            force: false,
+            by_node: true,
+        };
         let mut status = self.start_download(job);
         loop {
             let now = status.borrow_and_update().clone();
             match now {
                 Status::Running => {}
                 Status::Done => return Ok(()),
-                Status::Failed(reason) => return Err(ApiError::Download { name: name.to_string(), reason }),
-                Status::Paused => return Err(ApiError::Download { name: name.to_string(), reason: "paused; resume it to go on".into() }),
+                Status::Failed(reason) => {
+                    return Err(ApiError::Download {
+                        name: name.to_string(),
+                        reason,
+                    });
+                }
+                Status::Paused => {
+                    return Err(ApiError::Download {
+                        name: name.to_string(),
+                        reason: "paused; resume it to go on".into(),
+                    });
+                }
             }
             if status.changed().await.is_err() {
-                return Err(ApiError::Download { name: name.to_string(), reason: "the node is shutting down".into() });
+                return Err(ApiError::Download {
+                    name: name.to_string(),
+                    reason: "the node is shutting down".into(),
+                });
             }
         }
     }
@@ -519,17 +618,32 @@ impl Api {
         self.inner.downloads.start(
             job,
             Box::new(move |outcome| {
-                let Ok(relative) = outcome.path.strip_prefix(share.root()) else { return Ok(()) };
+                let Ok(relative) = outcome.path.strip_prefix(share.root()) else {
+                    return Ok(());
+                };
                 let name = check_name(&relative.to_string_lossy()).map_err(|e| e.to_string())?;
                 let Some(outboard) = outcome.outboard else { return Ok(()) };
-                share.add_file(&name, shoal_index::Hashed { id: outcome.id, size: outcome.size, outboard }).map_err(|e| e.to_string())
+                share
+                    .add_file(
+                        &name,
+                        shoal_index::Hashed {
+                            id: outcome.id,
+                            size: outcome.size,
+                            outboard,
+                        },
+                    )
+                    .map_err(|e| e.to_string())
             }),
         )
     }
 
     /// Continues a paused, failed or interrupted download from its saved progress.
     pub fn resume_download(&self, target: &std::path::Path) -> Result<(), ApiError> {
-        let job = self.inner.downloads.saved_job(target).ok_or_else(|| ApiError::NotFound(format!("a paused download to {}", target.display())))?;
+        let job = self
+            .inner
+            .downloads
+            .saved_job(target)
+            .ok_or_else(|| ApiError::NotFound(format!("a paused download to {}", target.display())))?;
         self.start_download(job);
         Ok(())
     }
@@ -543,7 +657,10 @@ impl Api {
             .map(|d| std::path::PathBuf::from(&d.target))
             .or_else(|| {
                 let records = self.inner.downloads.engine().records().all().ok()?;
-                records.into_iter().find(|r| r.target == key || r.name == key).map(|r| std::path::PathBuf::from(r.target))
+                records
+                    .into_iter()
+                    .find(|r| r.target == key || r.name == key)
+                    .map(|r| std::path::PathBuf::from(r.target))
             })
             .ok_or_else(|| ApiError::NotFound(format!("a download named {key}")))
     }
@@ -638,7 +755,9 @@ fn hit_from_value(value: Value) -> Option<Hit> {
     Some(Hit {
         url: string_field(&fields, "url")?,
         name: string_field(&fields, "name")?,
-        size: field(&fields, "size").and_then(shoal_xmlrpc::as_i64).and_then(|n| u64::try_from(n).ok())?,
+        size: field(&fields, "size")
+            .and_then(shoal_xmlrpc::as_i64)
+            .and_then(|n| u64::try_from(n).ok())?,
         id: string_field(&fields, "id").and_then(|s| s.parse().ok()),
         content: field(&fields, "content").cloned().and_then(shoal_xmlrpc::content_bytes),
     })
@@ -658,12 +777,17 @@ pub fn match_value(found: &Match) -> Value {
 pub fn match_from_value(value: Value) -> Option<Match> {
     let Value::Struct(fields) = value else { return None };
     let urls = match field(&fields, "urls")? {
-        Value::Array(urls) => urls.iter().filter_map(|u| if let Value::String(s) = u { Some(s.clone()) } else { None }).collect(),
+        Value::Array(urls) => urls
+            .iter()
+            .filter_map(|u| if let Value::String(s) = u { Some(s.clone()) } else { None })
+            .collect(),
         _ => return None,
     };
     Some(Match {
         name: string_field(&fields, "name")?,
-        size: field(&fields, "size").and_then(shoal_xmlrpc::as_i64).and_then(|n| u64::try_from(n).ok())?,
+        size: field(&fields, "size")
+            .and_then(shoal_xmlrpc::as_i64)
+            .and_then(|n| u64::try_from(n).ok())?,
         id: string_field(&fields, "id")?.parse().ok()?,
         urls,
     })

@@ -60,7 +60,10 @@ impl Client {
             .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { http, sent: Arc::default() }
+        Client {
+            http,
+            sent: Arc::default(),
+        }
     }
 
     /// The underlying HTTP client, for streaming downloads.
@@ -86,34 +89,58 @@ impl Client {
                 .body(body)
                 .send()
                 .await
-                .map_err(|source| CallError::Transport { url: url.to_string(), source })?;
+                .map_err(|source| CallError::Transport {
+                    url: url.to_string(),
+                    source,
+                })?;
             if !response.status().is_success() {
-                return Err(CallError::Status { url: url.to_string(), status: response.status().as_u16() });
+                return Err(CallError::Status {
+                    url: url.to_string(),
+                    status: response.status().as_u16(),
+                });
             }
             let bytes = read_capped(response, url, limit).await?;
             match shoal_xmlrpc::decode_response(&bytes) {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(fault)) => Err(CallError::Fault { url: url.to_string(), fault }),
-                Err(source) => Err(CallError::Decode { url: url.to_string(), source }),
+                Ok(Err(fault)) => Err(CallError::Fault {
+                    url: url.to_string(),
+                    fault,
+                }),
+                Err(source) => Err(CallError::Decode {
+                    url: url.to_string(),
+                    source,
+                }),
             }
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(CallError::Timeout { url: url.to_string(), after: timeout }))
+        tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+            Err(CallError::Timeout {
+                url: url.to_string(),
+                after: timeout,
+            })
+        })
     }
 }
 
 /// Reads a response body, refusing it once it passes `limit` bytes.
 pub async fn read_capped(response: reqwest::Response, url: &str, limit: usize) -> Result<Vec<u8>, CallError> {
     if response.content_length().is_some_and(|len| len > limit as u64) {
-        return Err(CallError::TooLarge { url: url.to_string(), limit });
+        return Err(CallError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
     }
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| CallError::Transport { url: url.to_string(), source })?;
+        let chunk = chunk.map_err(|source| CallError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
         if out.len() + chunk.len() > limit {
-            return Err(CallError::TooLarge { url: url.to_string(), limit });
+            return Err(CallError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
         }
         out.extend_from_slice(&chunk);
     }

@@ -16,7 +16,9 @@ use crate::client::Client;
 
 /// The URL of a path on the node at `base` (any path in `base` is replaced).
 pub fn node_url(base: &str, path: &str) -> Result<reqwest::Url, String> {
-    reqwest::Url::parse(base).and_then(|url| url.join(path)).map_err(|e| format!("bad peer URL {base}: {e}"))
+    reqwest::Url::parse(base)
+        .and_then(|url| url.join(path))
+        .map_err(|e| format!("bad peer URL {base}: {e}"))
 }
 
 /// Fetches a whole small file by content id and checks it.
@@ -26,7 +28,9 @@ pub async fn fetch_verified_bytes(client: &Client, base: &str, id: ContentId, li
     if !response.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", response.status()));
     }
-    let bytes = crate::client::read_capped(response, url.as_str(), limit as usize).await.map_err(|e| e.to_string())?;
+    let bytes = crate::client::read_capped(response, url.as_str(), limit as usize)
+        .await
+        .map_err(|e| e.to_string())?;
     if blake3::hash(&bytes) != blake3::Hash::from(id.0) {
         return Err(format!("GET {url}: the data does not match its content id"));
     }
@@ -44,17 +48,28 @@ impl PartFile {
     pub fn beside(target: &Path) -> Self {
         let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tag = hex::encode(rand::random::<[u8; 4]>());
-        PartFile { path: target.with_file_name(format!(".{file_name}.{tag}.shoal-part")), placed: false }
+        PartFile {
+            path: target.with_file_name(format!(".{file_name}.{tag}.shoal-part")),
+            placed: false,
+        }
     }
 
     /// Syncs the data and links it under `target`, failing if `target` exists.
     pub async fn place(mut self, file: tokio::fs::File, target: &Path, name: &str) -> Result<(), ApiError> {
-        file.sync_all().await.map_err(|e| ApiError::Internal(format!("sync {}: {e}", self.path.display())))?;
+        file.sync_all()
+            .await
+            .map_err(|e| ApiError::Internal(format!("sync {}: {e}", self.path.display())))?;
         drop(file);
         match tokio::fs::hard_link(&self.path, target).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(ApiError::Exists(name.to_string())),
-            Err(e) => return Err(ApiError::Internal(format!("link {} to {}: {e}", self.path.display(), target.display()))),
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "link {} to {}: {e}",
+                    self.path.display(),
+                    target.display()
+                )));
+            }
         }
         self.placed = true;
         let _ = tokio::fs::remove_file(&self.path).await;
@@ -77,9 +92,14 @@ impl Drop for PartFile {
 
 /// Downloads what a search found into `target`, then indexes it.
 pub async fn fetch_hit(api: &Api, name: &SafeName, target: &Path, hit: Hit) -> Result<(), ApiError> {
-    let failed = |reason: String| ApiError::Download { name: name.to_string(), reason };
+    let failed = |reason: String| ApiError::Download {
+        name: name.to_string(),
+        reason,
+    };
     if let Some(parent) = target.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| ApiError::Internal(format!("create {}: {e}", parent.display())))?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ApiError::Internal(format!("create {}: {e}", parent.display())))?;
     }
     let part = PartFile::beside(target);
     let mut file = tokio::fs::OpenOptions::new()
@@ -93,7 +113,13 @@ pub async fn fetch_hit(api: &Api, name: &SafeName, target: &Path, hit: Hit) -> R
         (Some(content), _) => file.write_all(content).await.map_err(write_error)?,
         (None, Some(id)) => {
             let url = node_url(&hit.url, &format!("/content/{id}")).map_err(failed)?;
-            let response = api.client().http().get(url.clone()).send().await.map_err(|e| failed(format!("GET {url}: {e}")))?;
+            let response = api
+                .client()
+                .http()
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|e| failed(format!("GET {url}: {e}")))?;
             if !response.status().is_success() {
                 return Err(failed(format!("GET {url}: HTTP {}", response.status())));
             }

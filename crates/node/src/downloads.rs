@@ -61,7 +61,12 @@ pub type OnDone = Box<dyn FnOnce(Outcome) -> Result<(), String> + Send>;
 
 impl Downloads {
     pub fn new(engine: Engine, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
-        Downloads { engine, tracker, shutdown, table: Mutex::new(HashMap::new()) }
+        Downloads {
+            engine,
+            tracker,
+            shutdown,
+            table: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn engine(&self) -> &Engine {

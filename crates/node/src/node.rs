@@ -61,7 +61,10 @@ pub fn load_or_create_secret(state: &Path) -> Result<(String, PathBuf), StartErr
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = state.join(SECRET_FILE);
-    let error = |source| StartError::Secret { path: path.clone(), source };
+    let error = |source| StartError::Secret {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_string(), path)),
         Ok(_) => {}
@@ -69,7 +72,13 @@ pub fn load_or_create_secret(state: &Path) -> Result<(String, PathBuf), StartErr
         Err(e) => return Err(error(e)),
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(error)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(error)?;
     file.write_all(format!("{secret}\n").as_bytes()).map_err(error)?;
     file.sync_all().map_err(error)?;
     Ok((secret, path))
@@ -79,14 +88,23 @@ impl Node {
     /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
     pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<Node, StartError> {
         let local_addr = listener.local_addr().map_err(StartError::Listener)?;
-        std::fs::create_dir_all(&options.state).map_err(|source| StartError::StateDir { path: options.state.clone(), source })?;
+        std::fs::create_dir_all(&options.state).map_err(|source| StartError::StateDir {
+            path: options.state.clone(),
+            source,
+        })?;
         let store_path = options.state.join(STORE_FILE);
         let db = {
             let path = store_path.clone();
             tokio::task::spawn_blocking(move || redb::Database::create(&path))
                 .await
-                .map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?
-                .map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?
+                .map_err(|e| StartError::Store {
+                    path: store_path.clone(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| StartError::Store {
+                    path: store_path.clone(),
+                    reason: e.to_string(),
+                })?
         };
         let db = Arc::new(db);
         let (secret, secret_file) = match &options.secret {
@@ -100,8 +118,14 @@ impl Node {
             let (dir, db) = (options.dir.clone(), db.clone());
             tokio::task::spawn_blocking(move || shoal_index::Share::open(&dir, db))
                 .await
-                .map_err(|e| StartError::Share { path: options.dir.clone(), reason: e.to_string() })?
-                .map_err(|e| StartError::Share { path: options.dir.clone(), reason: e.to_string() })?
+                .map_err(|e| StartError::Share {
+                    path: options.dir.clone(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| StartError::Share {
+                    path: options.dir.clone(),
+                    reason: e.to_string(),
+                })?
         };
         let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
         let me = SelfUrl::new(&url, local_addr)?;
@@ -114,8 +138,14 @@ impl Node {
         let client = Client::new(options.connect_timeout);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let engine = Engine::new(db, client.http().clone(), options.engine.clone()).map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?;
-        let pending = engine.records().all().map_err(|e| StartError::Store { path: store_path.clone(), reason: e.to_string() })?;
+        let engine = Engine::new(db, client.http().clone(), options.engine.clone()).map_err(|e| StartError::Store {
+            path: store_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let pending = engine.records().all().map_err(|e| StartError::Store {
+            path: store_path.clone(),
+            reason: e.to_string(),
+        })?;
         let downloads = Downloads::new(engine, tasks.clone(), shutdown.child_token());
         let upload_limit = options.max_upload_rate.map(crate::engine::rate_limiter);
         let inner = Inner {
@@ -145,7 +175,13 @@ impl Node {
             });
         }
         let router = crate::http::router(api.clone());
-        tasks.spawn(crate::http::serve(listener, router, shutdown.child_token(), options.max_connections, options.request_timeout));
+        tasks.spawn(crate::http::serve(
+            listener,
+            router,
+            shutdown.child_token(),
+            options.max_connections,
+            options.request_timeout,
+        ));
         tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
@@ -153,7 +189,14 @@ impl Node {
         if let Err(error) = std::fs::write(&url_file, format!("{}\n", api.url())) {
             tracing::warn!(path = %url_file.display(), %error, "could not record the node's URL");
         }
-        Ok(Node { api, local_addr, shutdown, tasks, secret_file, url_file })
+        Ok(Node {
+            api,
+            local_addr,
+            shutdown,
+            tasks,
+            secret_file,
+            url_file,
+        })
     }
 
     /// The facade, for in-process callers (the CLI's shell, tests).

@@ -56,7 +56,11 @@ impl SelfUrl {
         if ip.is_unspecified() || ip.is_loopback() {
             hosts.extend(["127.0.0.1".to_string(), "[::1]".to_string(), "0.0.0.0".to_string()]);
         }
-        Ok(SelfUrl { port: parsed.port_or_known_default().unwrap_or(listen.port()), url, hosts })
+        Ok(SelfUrl {
+            port: parsed.port_or_known_default().unwrap_or(listen.port()),
+            url,
+            hosts,
+        })
     }
 
     /// True when `other` (any spelling) names this node.
@@ -72,14 +76,21 @@ impl SelfUrl {
             None => return false,
         };
         parsed.port_or_known_default() == Some(self.port)
-            && (self.hosts.contains(&host) || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback() && self.hosts.iter().any(|h| h == "127.0.0.1")))
+            && (self.hosts.contains(&host)
+                || host
+                    .parse::<Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback() && self.hosts.iter().any(|h| h == "127.0.0.1")))
     }
 }
 
 /// The URL a node announces when none is given: its bound address, with a wildcard address
 /// replaced by loopback (give `--url` to be reachable from other machines).
 pub fn default_url(listen: std::net::SocketAddr) -> String {
-    let ip = if listen.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { listen.ip() };
+    let ip = if listen.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        listen.ip()
+    };
     match ip {
         IpAddr::V4(v4) => format!("http://{v4}:{}", listen.port()),
         IpAddr::V6(v6) => format!("http://[{v6}]:{}", listen.port()),
@@ -92,7 +103,12 @@ mod tests {
 
     #[test]
     fn spellings_of_one_url_are_equal() {
-        for raw in ["http://localhost:4242", "http://LOCALHOST:4242/", "http://127.0.0.1:4242", " http://127.0.0.1:4242// "] {
+        for raw in [
+            "http://localhost:4242",
+            "http://LOCALHOST:4242/",
+            "http://127.0.0.1:4242",
+            " http://127.0.0.1:4242// ",
+        ] {
             assert_eq!(normalize(raw).unwrap(), "http://127.0.0.1:4242", "{raw}");
         }
         assert_eq!(normalize("http://Example.org").unwrap(), "http://example.org:80");
@@ -104,7 +120,12 @@ mod tests {
     #[test]
     fn a_node_knows_itself() {
         let me = SelfUrl::new("http://127.0.0.1:4242", "0.0.0.0:4242".parse().unwrap()).unwrap();
-        for raw in ["http://localhost:4242/", "http://127.0.0.1:4242", "http://127.0.0.2:4242", "http://0.0.0.0:4242"] {
+        for raw in [
+            "http://localhost:4242/",
+            "http://127.0.0.1:4242",
+            "http://127.0.0.2:4242",
+            "http://0.0.0.0:4242",
+        ] {
             assert!(me.is_me(raw), "{raw}");
         }
         for raw in ["http://127.0.0.1:4243", "http://example.org:4242", "garbage"] {

@@ -125,7 +125,12 @@ impl Peers {
                 table.insert(url.value().to_string(), PeerState::new(PeerKind::from_code(kind.value())));
             }
         }
-        Ok(Peers { me, options, db, table: Mutex::new(table) })
+        Ok(Peers {
+            me,
+            options,
+            db,
+            table: Mutex::new(table),
+        })
     }
 
     /// This node's own URL.
@@ -179,7 +184,12 @@ impl Peers {
         let mut rows: Vec<_> = self
             .lock()
             .iter()
-            .map(|(url, s)| PeerInfo { url: url.clone(), kind: s.kind, failures: s.failures, backing_off: s.retry_at.is_some_and(|at| at > now) })
+            .map(|(url, s)| PeerInfo {
+                url: url.clone(),
+                kind: s.kind,
+                failures: s.failures,
+                backing_off: s.retry_at.is_some_and(|at| at > now),
+            })
             .collect();
         rows.sort_by(|a, b| a.url.cmp(&b.url));
         rows
@@ -260,7 +270,12 @@ pub fn stored_urls(db: &redb::Database) -> Vec<String> {
 
 impl PeerState {
     fn new(kind: PeerKind) -> Self {
-        PeerState { kind, failures: 0, first_failure: None, retry_at: None }
+        PeerState {
+            kind,
+            failures: 0,
+            first_failure: None,
+            retry_at: None,
+        }
     }
 }
 
@@ -280,14 +295,19 @@ mod tests {
         let peers = table(dir.path(), PeerOptions::default());
         assert!(matches!(peers.add("http://localhost:4000/"), Err(PeerError::IsSelf(_))));
         assert_eq!(peers.add("http://localhost:5000/").unwrap(), ("http://127.0.0.1:5000".into(), true));
-        assert_eq!(peers.add("http://127.0.0.1:5000").unwrap().1, false);
+        assert!(!peers.add("http://127.0.0.1:5000").unwrap().1);
         assert_eq!(peers.list().len(), 1);
     }
 
     #[test]
     fn a_failing_peer_backs_off_then_is_dropped_only_after_repeated_failures() {
         let dir = tempfile::tempdir().unwrap();
-        let options = PeerOptions { drop_after_failures: 3, drop_after: Duration::ZERO, backoff: Duration::from_secs(60), ..Default::default() };
+        let options = PeerOptions {
+            drop_after_failures: 3,
+            drop_after: Duration::ZERO,
+            backoff: Duration::from_secs(60),
+            ..Default::default()
+        };
         let peers = table(dir.path(), options);
         let (url, _) = peers.add("http://127.0.0.1:5000").unwrap();
         assert!(!peers.failed(&url));
@@ -304,7 +324,11 @@ mod tests {
     #[test]
     fn failures_must_span_time_before_a_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let options = PeerOptions { drop_after_failures: 1, drop_after: Duration::from_secs(3600), ..Default::default() };
+        let options = PeerOptions {
+            drop_after_failures: 1,
+            drop_after: Duration::from_secs(3600),
+            ..Default::default()
+        };
         let peers = table(dir.path(), options);
         let (url, _) = peers.add("http://127.0.0.1:5000").unwrap();
         for _ in 0..10 {

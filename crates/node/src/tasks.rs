@@ -19,7 +19,12 @@ pub async fn rescan_loop(api: Api, shutdown: CancellationToken) {
         }
         match api.rescan().await {
             Ok(report) if report.added + report.changed + report.removed > 0 => {
-                tracing::info!(added = report.added, changed = report.changed, removed = report.removed, "share rescanned")
+                tracing::info!(
+                    added = report.added,
+                    changed = report.changed,
+                    removed = report.removed,
+                    "share rescanned"
+                )
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "rescanning the share failed"),
@@ -34,7 +39,11 @@ pub async fn introduce(api: Api, shutdown: CancellationToken) {
     let calls = api.peers().into_iter().map(|peer| {
         let (api, me) = (api.clone(), me.clone());
         async move {
-            if let Err(error) = api.client().call(&peer.url, "hello", &[me], Duration::from_secs(5), 64 * 1024).await {
+            if let Err(error) = api
+                .client()
+                .call(&peer.url, "hello", &[me], Duration::from_secs(5), 64 * 1024)
+                .await
+            {
                 tracing::debug!(peer = %peer.url, %error, "introduction failed");
             }
         }

@@ -370,7 +370,7 @@ fn stat_of<'a>(sources: &'a [SourceStat], server: &FaultServer) -> &'a SourceSta
         .unwrap_or_else(|| panic!("no source stat for {}: {sources:#?}", server.url))
 }
 
-fn peer_stat<'a>(sources: &'a [SourceStat]) -> &'a SourceStat {
+fn peer_stat(sources: &[SourceStat]) -> &SourceStat {
     sources
         .iter()
         .find(|s| s.kind == "peer")

@@ -133,13 +133,9 @@ async fn python_client(script: &str, args: &[&str]) -> Json {
         .expect("the Python client's stdout");
     // Stdout is closed, so the process has finished or is about to.
     let status = process.0.wait().expect("the Python client's status");
-    assert!(
-        status.success(),
-        "the Python client failed ({status}); it printed:\n{out}"
-    );
+    assert!(status.success(), "the Python client failed ({status}); it printed:\n{out}");
     let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the Python client printed no JSON ({e}):\n{out}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("the Python client printed no JSON ({e}):\n{out}"))
 }
 
 fn fault_code(result: &Result<Value, shoal_xmlrpc::Fault>) -> Option<i32> {
@@ -208,14 +204,8 @@ async fn python_client_calls_a_shoal_node() {
         other.url
     );
     assert_eq!(out["list"], serde_json::json!(["blob.bin", "hello.txt"]));
-    assert_eq!(
-        out["text"],
-        serde_json::json!({"type": "str", "value": TEXT})
-    );
-    assert_eq!(
-        out["text_default_history"],
-        serde_json::json!({"type": "str", "value": TEXT})
-    );
+    assert_eq!(out["text"], serde_json::json!({"type": "str", "value": TEXT}));
+    assert_eq!(out["text_default_history"], serde_json::json!({"type": "str", "value": TEXT}));
     assert_eq!(out["binary"]["type"], "Binary");
     assert!(
         out["binary"]["hex"] == hex(&blob),
@@ -223,22 +213,10 @@ async fn python_client_calls_a_shoal_node() {
     );
     assert_eq!(out["outside"]["fault"], ACCESS_DENIED, "{}", out["outside"]);
     assert_eq!(out["missing"]["fault"], NOT_FOUND, "{}", out["missing"]);
-    assert_eq!(
-        out["wrong_secret"]["fault"], ACCESS_DENIED,
-        "{}",
-        out["wrong_secret"]
-    );
-    let methods: Vec<&str> = out["methods"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(Json::as_str)
-        .collect();
+    assert_eq!(out["wrong_secret"]["fault"], ACCESS_DENIED, "{}", out["wrong_secret"]);
+    let methods: Vec<&str> = out["methods"].as_array().expect("a list").iter().filter_map(Json::as_str).collect();
     for method in ["query", "hello", "fetch", "list"] {
-        assert!(
-            methods.contains(&method),
-            "system.listMethods lacks {method}: {methods:?}"
-        );
+        assert!(methods.contains(&method), "system.listMethods lacks {method}: {methods:?}");
     }
     assert!(
         !out["help"].as_str().expect("a string").trim().is_empty(),
@@ -249,10 +227,7 @@ async fn python_client_calls_a_shoal_node() {
         "an unknown method gives a fault: {}",
         out["unknown"]
     );
-    assert_eq!(
-        out["list_after"], out["list"],
-        "the node still answers after an unknown method"
-    );
+    assert_eq!(out["list_after"], out["list"], "the node still answers after an unknown method");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,46 +239,26 @@ async fn shoal_finds_and_fetches_a_file_only_a_seed_node_has() {
     p.write("seed-only.txt", TEXT.as_bytes());
     p.write("seed-only.bin", &blob);
     a.knows(&[&b]).await;
-    assert_eq!(
-        b.call("hello", vec![s(&p.url)]).await,
-        Ok(Value::Integer(0))
-    );
+    assert_eq!(b.call("hello", vec![s(&p.url)]).await, Ok(Value::Integer(0)));
 
     // A -> B (shoal.locate) -> P (shoal.locate refused, then the seed's query).
-    assert_eq!(
-        a.call("query", vec![s("seed-only.txt"), strings(&[])])
-            .await,
-        Ok(s(TEXT))
-    );
-    let kinds: Vec<(String, PeerKind)> = b
-        .node
-        .api()
-        .peers()
-        .into_iter()
-        .map(|p| (p.url, p.kind))
-        .collect();
+    assert_eq!(a.call("query", vec![s("seed-only.txt"), strings(&[])]).await, Ok(s(TEXT)));
+    let kinds: Vec<(String, PeerKind)> = b.node.api().peers().into_iter().map(|p| (p.url, p.kind)).collect();
     assert!(
         kinds.contains(&(p.url.clone(), PeerKind::Seed)),
         "B takes P for a seed node: {kinds:?}"
     );
 
-    assert_eq!(
-        a.call("fetch", vec![s("seed-only.bin"), s(SECRET)]).await,
-        Ok(Value::Integer(0))
-    );
+    assert_eq!(a.call("fetch", vec![s("seed-only.bin"), s(SECRET)]).await, Ok(Value::Integer(0)));
     assert!(
         file_hex(&a.path("seed-only.bin")) == hex(&blob),
         "the fetched binary file is byte-identical"
     );
-    assert_eq!(
-        a.call("fetch", vec![s("seed-only.txt"), s(SECRET)]).await,
-        Ok(Value::Integer(0))
-    );
+    assert_eq!(a.call("fetch", vec![s("seed-only.txt"), s(SECRET)]).await, Ok(Value::Integer(0)));
     assert_eq!(read(&a.path("seed-only.txt")), TEXT.as_bytes());
     // Fetched files are shared at once.
     assert_eq!(
-        a.call("query", vec![s("seed-only.bin"), strings(&[])])
-            .await,
+        a.call("query", vec![s("seed-only.bin"), strings(&[])]).await,
         Ok(Value::Base64(blob))
     );
 }
@@ -342,34 +297,23 @@ async fn seed_nodes_fetch_a_file_only_shoal_has() {
     );
     assert_eq!(out["fetch_txt"], 0);
     assert_eq!(read(&p.path("shoal-only.txt")), TEXT.as_bytes());
-    assert_eq!(
-        out["query_txt"],
-        serde_json::json!({"type": "str", "value": TEXT})
-    );
-    assert!(
-        !q.path("shoal-only.bin").exists(),
-        "Q only passed the file on"
-    );
+    assert_eq!(out["query_txt"], serde_json::json!({"type": "str", "value": TEXT}));
+    assert!(!q.path("shoal-only.bin").exists(), "Q only passed the file on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_node_in_a_cycle_does_not_hang_shoal() {
     // A search deadline longer than the test's bound, so that a hang shows as a hang.
-    let shoal =
-        TestNode::start_with(|options| options.search_deadline = Duration::from_secs(120)).await;
+    let shoal = TestNode::start_with(|options| options.search_deadline = Duration::from_secs(120)).await;
     let p = SeedNode::start(&[&shoal.url]).await;
-    assert_eq!(
-        shoal.call("hello", vec![s(&p.url)]).await,
-        Ok(Value::Integer(0))
-    );
+    assert_eq!(shoal.call("hello", vec![s(&p.url)]).await, Ok(Value::Integer(0)));
     p.write("in-seed.txt", TEXT.as_bytes());
 
     let bound = Duration::from_secs(30);
     // shoal -> P -> shoal (history [shoal, P]) -> no one left.
-    let missing =
-        tokio::time::timeout(bound, shoal.call("query", vec![s("missing"), strings(&[])]))
-            .await
-            .expect("shoal answers a query in a cycle with a seed node");
+    let missing = tokio::time::timeout(bound, shoal.call("query", vec![s("missing"), strings(&[])]))
+        .await
+        .expect("shoal answers a query in a cycle with a seed node");
     assert_eq!(fault_code(&missing), Some(NOT_FOUND), "{missing:?}");
 
     // P -> shoal -> (P is in the history) no one left; P is free again afterwards.
@@ -379,11 +323,8 @@ async fn a_seed_node_in_a_cycle_does_not_hang_shoal() {
     assert_eq!(fault_code(&from_seed), Some(NOT_FOUND), "{from_seed:?}");
 
     // The cycle still finds what is in it.
-    let found = tokio::time::timeout(
-        bound,
-        shoal.call("query", vec![s("in-seed.txt"), strings(&[])]),
-    )
-    .await
-    .expect("shoal answers in time");
+    let found = tokio::time::timeout(bound, shoal.call("query", vec![s("in-seed.txt"), strings(&[])]))
+        .await
+        .expect("shoal answers in time");
     assert_eq!(found, Ok(s(TEXT)));
 }

@@ -22,14 +22,20 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Share a directory and answer the network until Ctrl-C.
-    #[command(after_help = "Examples:\n  shoal serve\n  shoal serve --dir ./a --listen 127.0.0.1:4242 --state ./a-state\n  shoal serve --dir ./b --listen 127.0.0.1:4243 --state ./b-state --peer http://127.0.0.1:4242")]
+    #[command(
+        after_help = "Examples:\n  shoal serve\n  shoal serve --dir ./a --listen 127.0.0.1:4242 --state ./a-state\n  shoal serve --dir ./b --listen 127.0.0.1:4243 --state ./b-state --peer http://127.0.0.1:4242"
+    )]
     Serve(ServeArgs),
     /// Download a file from peers and HTTP mirrors at once, every piece verified; run the same
     /// command again to resume.
-    #[command(after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)")]
+    #[command(
+        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)"
+    )]
     Get(GetArgs),
     /// Start a node and open a prompt (the seed's client), or attach to a running node.
-    #[command(after_help = "Examples:\n  shoal shell --dir ./shared --peers-file urls.txt\n  shoal shell --node                 (attach to the node on this state directory)\n  echo 'search iso' | shoal shell --node http://127.0.0.1:4242")]
+    #[command(
+        after_help = "Examples:\n  shoal shell --dir ./shared --peers-file urls.txt\n  shoal shell --node                 (attach to the node on this state directory)\n  echo 'search iso' | shoal shell --node http://127.0.0.1:4242"
+    )]
     Shell(ShellArgs),
     /// Search the network for file names (glob with * and ?, or a substring) or a content id.
     #[command(after_help = "Examples:\n  shoal search '*.iso'\n  shoal search notes --json")]
@@ -50,7 +56,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  shoal config\n  SHOAL_LISTEN=127.0.0.1:9000 shoal config --json")]
     Config(ConfigArgs),
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  shoal completions bash > ~/.local/share/bash-completion/completions/shoal\n  shoal completions zsh > ~/.zfunc/_shoal")]
+    #[command(
+        after_help = "Examples:\n  shoal completions bash > ~/.local/share/bash-completion/completions/shoal\n  shoal completions zsh > ~/.zfunc/_shoal"
+    )]
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -65,7 +73,14 @@ impl Command {
     pub fn prints_a_report(&self) -> bool {
         matches!(
             self,
-            Command::Search(_) | Command::Ls(_) | Command::Peers(_) | Command::Downloads(_) | Command::Status(_) | Command::Config(_) | Command::Completions { .. } | Command::Man
+            Command::Search(_)
+                | Command::Ls(_)
+                | Command::Peers(_)
+                | Command::Downloads(_)
+                | Command::Status(_)
+                | Command::Config(_)
+                | Command::Completions { .. }
+                | Command::Man
         )
     }
 }

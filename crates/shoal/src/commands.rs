@@ -26,7 +26,11 @@ pub fn matches_table(found: &[shoal_node::Match], with_holders: bool) -> String 
             row
         })
         .collect();
-    if with_holders { table(&["NAME", "SIZE", "NODES", "CONTENT ID"], &rows) } else { table(&["NAME", "SIZE", "CONTENT ID"], &rows) }
+    if with_holders {
+        table(&["NAME", "SIZE", "NODES", "CONTENT ID"], &rows)
+    } else {
+        table(&["NAME", "SIZE", "CONTENT ID"], &rows)
+    }
 }
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
@@ -61,8 +65,17 @@ pub fn peers_table(rows: &serde_json::Value) -> String {
         .map(|rows| {
             rows.iter()
                 .map(|p| {
-                    let state = if p["backing_off"].as_bool() == Some(true) { "backing off" } else { "ok" };
-                    vec![p["url"].as_str().unwrap_or_default().to_string(), p["kind"].as_str().unwrap_or_default().to_string(), state.to_string(), p["failures"].to_string()]
+                    let state = if p["backing_off"].as_bool() == Some(true) {
+                        "backing off"
+                    } else {
+                        "ok"
+                    };
+                    vec![
+                        p["url"].as_str().unwrap_or_default().to_string(),
+                        p["kind"].as_str().unwrap_or_default().to_string(),
+                        state.to_string(),
+                        p["failures"].to_string(),
+                    ]
                 })
                 .collect()
         })

@@ -55,7 +55,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("dir", "SHOAL_DIR", "the shared directory"),
     ("listen", "SHOAL_LISTEN", "address and port to listen on"),
     ("url", "SHOAL_URL", "the URL other nodes reach this node at"),
-    ("peers", "SHOAL_PEERS", "peers to know from the start (comma-separated in the environment)"),
+    (
+        "peers",
+        "SHOAL_PEERS",
+        "peers to know from the start (comma-separated in the environment)",
+    ),
     ("peers_file", "SHOAL_PEERS_FILE", "a file of peer URLs"),
     ("secret", "SHOAL_SECRET", "the owner's secret"),
     ("max_upload_rate", "SHOAL_MAX_UPLOAD_RATE", "cap on the rate file data is served at"),
@@ -104,27 +108,57 @@ impl Layers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", file_path.display())),
         };
-        Ok(Layers { state, state_origin, file, file_path, env })
+        Ok(Layers {
+            state,
+            state_origin,
+            file,
+            file_path,
+            env,
+        })
     }
 
     /// A single-valued setting: the flag if given, else the environment, the file, the default.
     pub fn get(&self, key: &'static str, flag: Option<String>) -> Setting {
         let env_key = KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, e, _)| *e).unwrap_or_default();
         if let Some(value) = flag {
-            return Setting { key, value: Some(value), origin: Origin::Flag, from: None };
+            return Setting {
+                key,
+                value: Some(value),
+                origin: Origin::Flag,
+                from: None,
+            };
         }
         if let Some(value) = self.env.get(env_key) {
-            return Setting { key, value: Some(value.clone()), origin: Origin::Env, from: Some(env_key.to_string()) };
+            return Setting {
+                key,
+                value: Some(value.clone()),
+                origin: Origin::Env,
+                from: Some(env_key.to_string()),
+            };
         }
         if let Some(value) = self.file.get(key) {
             let text = match value {
                 toml::Value::String(s) => s.clone(),
-                toml::Value::Array(items) => items.iter().map(|i| i.as_str().map(String::from).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(","),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(String::from).unwrap_or_else(|| i.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => other.to_string(),
             };
-            return Setting { key, value: Some(text), origin: Origin::File, from: Some(self.file_path.display().to_string()) };
+            return Setting {
+                key,
+                value: Some(text),
+                origin: Origin::File,
+                from: Some(self.file_path.display().to_string()),
+            };
         }
-        Setting { key, value: default_of(key).map(String::from), origin: Origin::Default, from: None }
+        Setting {
+            key,
+            value: default_of(key).map(String::from),
+            origin: Origin::Default,
+            from: None,
+        }
     }
 
     /// A list setting (peers): flags if any were given, else the environment (comma-separated),
@@ -132,7 +166,11 @@ impl Layers {
     pub fn list(&self, key: &'static str, flags: &[String]) -> (Vec<String>, Setting) {
         let flag = (!flags.is_empty()).then(|| flags.join(","));
         let setting = self.get(key, flag);
-        let items = setting.value.as_deref().map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default();
+        let items = setting
+            .value
+            .as_deref()
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
         (items, setting)
     }
 
@@ -164,7 +202,10 @@ mod tests {
 
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
-        let l = layers("dir = \"/from-file\"\nlisten = \"127.0.0.1:1\"\nurl = \"http://f:1\"", &[("SHOAL_LISTEN", "127.0.0.1:2"), ("SHOAL_URL", "http://e:1")]);
+        let l = layers(
+            "dir = \"/from-file\"\nlisten = \"127.0.0.1:1\"\nurl = \"http://f:1\"",
+            &[("SHOAL_LISTEN", "127.0.0.1:2"), ("SHOAL_URL", "http://e:1")],
+        );
         assert_eq!(l.get("url", Some("http://flag:1".into())).origin, Origin::Flag);
         let listen = l.get("listen", None);
         assert_eq!((listen.value.as_deref(), listen.origin), (Some("127.0.0.1:2"), Origin::Env));

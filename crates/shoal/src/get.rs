@@ -36,18 +36,29 @@ impl Reporter {
             );
             bar
         });
-        Reporter { json, bar, started: Instant::now() }
+        Reporter {
+            json,
+            bar,
+            started: Instant::now(),
+        }
     }
 
     fn update(&self, done: u64, total: u64, live: usize, waiting: bool) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
             bar.set_position(done);
-            bar.set_message(if waiting { "waiting for a source…".to_string() } else { format!("{live} sources") });
+            bar.set_message(if waiting {
+                "waiting for a source…".to_string()
+            } else {
+                format!("{live} sources")
+            });
         }
         if self.json {
             let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-            println!("{}", serde_json::json!({"event": "progress", "done": done, "total": total, "live_sources": live, "waiting": waiting, "elapsed": elapsed}));
+            println!(
+                "{}",
+                serde_json::json!({"event": "progress", "done": done, "total": total, "live_sources": live, "waiting": waiting, "elapsed": elapsed})
+            );
         }
     }
 
@@ -75,7 +86,11 @@ fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], ela
     let total: u64 = sources.iter().map(|s| s.bytes).sum::<u64>().max(1);
     for source in sources.iter().filter(|s| s.bytes > 0 || s.bad_pieces > 0) {
         let share = source.bytes as f64 * 100.0 / total as f64;
-        let bad = if source.bad_pieces > 0 { format!(", {} bad pieces", source.bad_pieces) } else { String::new() };
+        let bad = if source.bad_pieces > 0 {
+            format!(", {} bad pieces", source.bad_pieces)
+        } else {
+            String::new()
+        };
         println!("  {:>5.1}%  {:>12} bytes  {} {}{bad}", share, source.bytes, source.kind, source.url);
     }
 }
@@ -102,7 +117,12 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     peers.extend(shoal_node::peers::stored_urls(&db));
     peers.sort();
     peers.dedup();
-    let hash = args.hash.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+    let hash = args
+        .hash
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
     let client = Client::new(Duration::from_secs(3));
     let output = args.output.clone();
     let mut job = resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
@@ -110,7 +130,11 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     if !args.force && job.target.exists() {
         bail!("{} already exists; use --force to replace it", job.target.display());
     }
-    let options = EngineOptions { max_rate, give_up_after: Duration::from_secs(args.retry_for), ..EngineOptions::default() };
+    let options = EngineOptions {
+        max_rate,
+        give_up_after: Duration::from_secs(args.retry_for),
+        ..EngineOptions::default()
+    };
     let engine = Engine::new(db, client.http().clone(), options)?;
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
@@ -142,14 +166,26 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     {
         bail!("the file's content id is {}, not --hash {expected}", outcome.id);
     }
-    summary(&outcome.path, &outcome.id.to_string(), outcome.size, &outcome.sources, started.elapsed(), args.json, args.quiet);
+    summary(
+        &outcome.path,
+        &outcome.id.to_string(),
+        outcome.size,
+        &outcome.sources,
+        started.elapsed(),
+        args.json,
+        args.quiet,
+    );
     Ok(())
 }
 
 /// Hands the download to the node running on `state` and follows its progress.
 async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
-    let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE))
-        .with_context(|| format!("the state store in {} is in use, but no node URL is recorded there", state.display()))?;
+    let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE)).with_context(|| {
+        format!(
+            "the state store in {} is in use, but no node URL is recorded there",
+            state.display()
+        )
+    })?;
     let url = url.trim().to_string();
     let layers = crate::config::Layers::load(Some(state))?;
     let secret = match layers.get("secret", None).value {
@@ -159,7 +195,10 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
             .ok()
             .filter(|s| !s.is_empty())
             .with_context(|| {
-                format!("the node on {} keeps no secret file (it was started with --secret); give the secret in SHOAL_SECRET", state.display())
+                format!(
+                    "the node on {} keeps no secret file (it was started with --secret); give the secret in SHOAL_SECRET",
+                    state.display()
+                )
             })?,
     };
     let mut peers = layers.list("peers", &args.peers).0;
@@ -182,11 +221,21 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     }
     let targets = Value::Array(args.targets.iter().cloned().map(Value::String).collect());
     let started = client
-        .call(&url, "shoal.download", &[Value::String(secret), targets, Value::Struct(options)], Duration::from_secs(60), 1 << 20)
+        .call(
+            &url,
+            "shoal.download",
+            &[Value::String(secret), targets, Value::Struct(options)],
+            Duration::from_secs(60),
+            1 << 20,
+        )
         .await
         .with_context(|| format!("handing the download to the node at {url}"))?;
-    let Value::Struct(fields) = started else { bail!("the node at {url} gave an unexpected answer") };
-    let Some(Value::String(target)) = fields.get("target").cloned() else { bail!("the node at {url} did not say where it downloads to") };
+    let Value::Struct(fields) = started else {
+        bail!("the node at {url} gave an unexpected answer")
+    };
+    let Some(Value::String(target)) = fields.get("target").cloned() else {
+        bail!("the node at {url} did not say where it downloads to")
+    };
     if !args.quiet && !args.json {
         eprintln!("a node runs on this state directory; it downloads to {target}");
     }
@@ -196,8 +245,13 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     loop {
         ticks.tick().await;
         let rows = client.call(&url, "shoal.downloads", &[], Duration::from_secs(10), 16 << 20).await?;
-        let Value::Array(rows) = rows else { bail!("the node at {url} gave an unexpected download list") };
-        let Some(Value::Struct(row)) = rows.into_iter().find(|r| matches!(r, Value::Struct(f) if f.get("target") == Some(&Value::String(target.clone())))) else {
+        let Value::Array(rows) = rows else {
+            bail!("the node at {url} gave an unexpected download list")
+        };
+        let Some(Value::Struct(row)) = rows
+            .into_iter()
+            .find(|r| matches!(r, Value::Struct(f) if f.get("target") == Some(&Value::String(target.clone()))))
+        else {
             bail!("the node at {url} does not list the download of {target}");
         };
         let number = |key: &str| row.get(key).and_then(shoal_xmlrpc::as_i64).unwrap_or(0) as u64;
@@ -212,7 +266,15 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
                     Some(Value::String(id)) => id.clone(),
                     _ => String::new(),
                 };
-                summary(Path::new(&target), &id, number("size"), &[], started_at.elapsed(), args.json, args.quiet);
+                summary(
+                    Path::new(&target),
+                    &id,
+                    number("size"),
+                    &[],
+                    started_at.elapsed(),
+                    args.json,
+                    args.quiet,
+                );
                 return Ok(());
             }
             _ => {

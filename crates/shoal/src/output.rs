@@ -9,7 +9,11 @@ pub fn colour() -> bool {
 
 /// Bold text when colour is on.
 pub fn bold(text: &str) -> String {
-    if colour() { format!("\x1b[1m{text}\x1b[0m") } else { text.to_string() }
+    if colour() {
+        format!("\x1b[1m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 /// A size in bytes as people read it.
@@ -21,7 +25,11 @@ pub fn size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
@@ -61,7 +69,10 @@ mod tests {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 << 30), "3.0 GiB");
-        let t = table(&["NAME", "SIZE"], &[vec!["a".into(), "1 B".into()], vec!["longer".into(), "2 B".into()]]);
+        let t = table(
+            &["NAME", "SIZE"],
+            &[vec!["a".into(), "1 B".into()], vec!["longer".into(), "2 B".into()]],
+        );
         assert!(t.contains("a       1 B\n"), "{t:?}");
     }
 }

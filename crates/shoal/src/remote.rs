@@ -26,7 +26,11 @@ pub fn to_json(value: &Value) -> serde_json::Value {
         Value::String(s) => s.clone().into(),
         Value::Double(d) => (*d).into(),
         Value::Base64(bytes) => hex::encode(bytes).into(),
-        Value::Struct(fields) => fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<serde_json::Map<_, _>>().into(),
+        Value::Struct(fields) => fields
+            .iter()
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
         Value::Array(items) => items.iter().map(to_json).collect::<Vec<_>>().into(),
         Value::Nil => serde_json::Value::Null,
         other => format!("{other:?}").into(),
@@ -36,7 +40,11 @@ pub fn to_json(value: &Value) -> serde_json::Value {
 impl Remote {
     /// A node at `url` with an optional secret.
     pub fn new(url: &str, secret: Option<String>) -> Remote {
-        Remote { url: url.to_string(), secret, client: Client::new(Duration::from_secs(3)) }
+        Remote {
+            url: url.to_string(),
+            secret,
+            client: Client::new(Duration::from_secs(3)),
+        }
     }
 
     /// The node a command means: `--node`, then `SHOAL_NODE`, then the config file, then the
@@ -59,17 +67,25 @@ impl Remote {
     }
 
     fn local_secret(state: &Path) -> Option<String> {
-        std::fs::read_to_string(state.join(shoal_node::node::SECRET_FILE)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+        std::fs::read_to_string(state.join(shoal_node::node::SECRET_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 
     /// One call, with a clear error naming the node.
     pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, CallError> {
-        self.client.call(&self.url, method, &params, Duration::from_secs(60), 64 << 20).await
+        self.client
+            .call(&self.url, method, &params, Duration::from_secs(60), 64 << 20)
+            .await
     }
 
     /// A call whose failure is an error for the user.
     pub async fn must(&self, method: &str, params: Vec<Value>) -> anyhow::Result<Value> {
-        self.call(method, params).await.map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("{method} on the node at {}", self.url))
+        self.call(method, params)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("{method} on the node at {}", self.url))
     }
 
     fn secret(&self) -> anyhow::Result<Value> {
@@ -87,25 +103,40 @@ impl Remote {
     /// The node's own files with sizes and ids (a search that does not leave the node).
     pub async fn files(&self) -> anyhow::Result<Vec<shoal_node::Match>> {
         let qid = Value::String(hex::encode(rand_bytes()));
-        let found = self.must("shoal.search", vec![Value::String(String::new()), qid, Value::Integer(1)]).await?;
+        let found = self
+            .must("shoal.search", vec![Value::String(String::new()), qid, Value::Integer(1)])
+            .await?;
         Ok(as_matches(found))
     }
 
     pub async fn fetch(&self, name: &str) -> Result<Value, CallError> {
-        let secret = self.secret().map_err(|e| CallError::Fault { url: self.url.clone(), fault: shoal_xmlrpc::Fault::new(200, e.to_string()) })?;
+        let secret = self.secret().map_err(|e| CallError::Fault {
+            url: self.url.clone(),
+            fault: shoal_xmlrpc::Fault::new(200, e.to_string()),
+        })?;
         self.call("fetch", vec![Value::String(name.to_string()), secret]).await
     }
 
     pub async fn download(&self, targets: &[String]) -> anyhow::Result<String> {
-        let answer = self.must("shoal.download", vec![self.secret()?, Value::Array(targets.iter().cloned().map(Value::String).collect())]).await?;
+        let answer = self
+            .must(
+                "shoal.download",
+                vec![self.secret()?, Value::Array(targets.iter().cloned().map(Value::String).collect())],
+            )
+            .await?;
         match answer {
-            Value::Struct(fields) => Ok(fields.get("name").map(|v| to_json(v).as_str().unwrap_or_default().to_string()).unwrap_or_default()),
+            Value::Struct(fields) => Ok(fields
+                .get("name")
+                .map(|v| to_json(v).as_str().unwrap_or_default().to_string())
+                .unwrap_or_default()),
             _ => Ok(String::new()),
         }
     }
 
     pub async fn control(&self, method: &str, target: &str) -> anyhow::Result<()> {
-        self.must(method, vec![self.secret()?, Value::String(target.to_string())]).await.map(drop)
+        self.must(method, vec![self.secret()?, Value::String(target.to_string())])
+            .await
+            .map(drop)
     }
 
     pub async fn hello(&self, url: &str) -> anyhow::Result<()> {

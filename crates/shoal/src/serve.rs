@@ -12,13 +12,20 @@ use crate::config::Layers;
 /// Reads a peers file in the seed's `urls.txt` format.
 pub fn read_peers_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the peers file {}", path.display()))?;
-    Ok(text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from).collect())
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 /// Parses a rate setting (`--max-upload-rate` and the like).
 pub fn rate(layers: &Layers, key: &'static str, flag: Option<String>) -> anyhow::Result<Option<u64>> {
     match layers.get(key, flag).value {
-        Some(text) => Ok(Some(shoal_node::engine::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?)),
+        Some(text) => Ok(Some(
+            shoal_node::engine::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?,
+        )),
         None => Ok(None),
     }
 }
@@ -26,13 +33,21 @@ pub fn rate(layers: &Layers, key: &'static str, flag: Option<String>) -> anyhow:
 /// Node options and the address to listen on, from flags, environment, config file, defaults.
 pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr, Layers)> {
     let layers = Layers::load(args.state.as_deref())?;
-    let dir = layers.get("dir", args.dir.as_ref().map(|p| p.display().to_string())).value.unwrap_or_default();
+    let dir = layers
+        .get("dir", args.dir.as_ref().map(|p| p.display().to_string()))
+        .value
+        .unwrap_or_default();
     let listen_text = layers.get("listen", args.listen.clone()).value.unwrap_or_default();
-    let listen: SocketAddr = listen_text.parse().map_err(|_| anyhow::anyhow!("--listen: {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:4242)"))?;
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--listen: {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:4242)"))?;
     let mut options = NodeOptions::new(PathBuf::from(dir), layers.state.clone());
     options.url = layers.get("url", args.url.clone()).value;
     options.peers = layers.list("peers", &args.peers).0;
-    if let Some(file) = layers.get("peers_file", args.peers_file.as_ref().map(|p| p.display().to_string())).value {
+    if let Some(file) = layers
+        .get("peers_file", args.peers_file.as_ref().map(|p| p.display().to_string()))
+        .value
+    {
         options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
     }
     options.secret = layers.get("secret", None).value;
@@ -46,7 +61,9 @@ pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Opt
         options.secret = secret;
     }
     options.max_upload_rate = rate(&layers, "max_upload_rate", max_upload_rate)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
     let node = Node::start(options, listener).await.context("starting the node")?;
     println!("listening on http://{}", node.local_addr());
     if let Some(path) = node.secret_file() {

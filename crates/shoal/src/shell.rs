@@ -24,9 +24,21 @@ use crate::remote::Remote;
 
 /// The commands, their usage and what they do (for `help`).
 pub const COMMANDS: &[(&str, &str, &str)] = &[
-    ("fetch", "fetch NAME", "download NAME from the network into this node's share and wait for it"),
-    ("get", "get TARGET...", "download in the background: names, content ids or mirror URLs"),
-    ("search", "search PATTERN", "find files across the network (glob with * and ?, or a substring)"),
+    (
+        "fetch",
+        "fetch NAME",
+        "download NAME from the network into this node's share and wait for it",
+    ),
+    (
+        "get",
+        "get TARGET...",
+        "download in the background: names, content ids or mirror URLs",
+    ),
+    (
+        "search",
+        "search PATTERN",
+        "find files across the network (glob with * and ?, or a substring)",
+    ),
     ("downloads", "downloads", "the node's downloads with their progress"),
     ("pause", "pause NAME", "pause a download, keeping its progress"),
     ("resume", "resume NAME", "continue a paused or failed download"),
@@ -78,7 +90,14 @@ impl Completer for ShellHelper {
                 _ => Vec::new(),
             }
         };
-        let pairs = choices.into_iter().filter(|c| c.starts_with(word)).map(|c| Pair { display: c.clone(), replacement: c }).collect();
+        let pairs = choices
+            .into_iter()
+            .filter(|c| c.starts_with(word))
+            .map(|c| Pair {
+                display: c.clone(),
+                replacement: c,
+            })
+            .collect();
         Ok((start, pairs))
     }
 }
@@ -158,7 +177,10 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
             }
             "peers" => {
                 let rows = remote.json("shoal.peer_table").await?;
-                let urls = rows.as_array().map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect()).unwrap_or_default();
+                let urls = rows
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect())
+                    .unwrap_or_default();
                 Words::set(&words.peers, urls);
                 if rows.as_array().is_none_or(|r| r.is_empty()) {
                     println!("no peers known");
@@ -185,7 +207,10 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
 async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
     loop {
         let rows = remote.json("shoal.downloads").await?;
-        let running = rows.as_array().map(|r| r.iter().filter(|d| d["status"]["state"] == "running").count()).unwrap_or(0);
+        let running = rows
+            .as_array()
+            .map(|r| r.iter().filter(|d| d["status"]["state"] == "running").count())
+            .unwrap_or(0);
         if running == 0 {
             print!("{}", downloads_table(&rows));
             return Ok(());
@@ -201,7 +226,12 @@ async fn download_states(remote: &Remote) -> anyhow::Result<HashMap<String, Stri
         .as_array()
         .into_iter()
         .flatten()
-        .map(|row| (row["target"].as_str().unwrap_or_default().to_string(), row["status"]["state"].as_str().unwrap_or_default().to_string()))
+        .map(|row| {
+            (
+                row["target"].as_str().unwrap_or_default().to_string(),
+                row["status"]["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect())
 }
 
@@ -242,10 +272,19 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
     };
     let words = Words::default();
     if let Ok(rows) = remote.json("shoal.peer_table").await {
-        Words::set(&words.peers, rows.as_array().map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect()).unwrap_or_default());
+        Words::set(
+            &words.peers,
+            rows.as_array()
+                .map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+        );
     }
     let state = crate::config::Layers::load(args.node.state.as_deref())?.state;
-    let result = if std::io::stdin().is_terminal() { interactive(&remote, &words, &state).await } else { piped(&remote, &words).await };
+    let result = if std::io::stdin().is_terminal() {
+        interactive(&remote, &words, &state).await
+    } else {
+        piped(&remote, &words).await
+    };
     if let Some(node) = node {
         node.shutdown().await;
     }
@@ -263,16 +302,21 @@ async fn piped(remote: &Remote, words: &Words) -> anyhow::Result<()> {
 }
 
 async fn interactive(remote: &Remote, words: &Words, state: &std::path::Path) -> anyhow::Result<()> {
-    let mut editor: rustyline::Editor<ShellHelper, rustyline::history::FileHistory> = rustyline::Editor::new().context("starting the line editor")?;
+    let mut editor: rustyline::Editor<ShellHelper, rustyline::history::FileHistory> =
+        rustyline::Editor::new().context("starting the line editor")?;
     editor.set_helper(Some(ShellHelper { words: words.clone() }));
     let history = state.join("shell_history");
     let _ = std::fs::create_dir_all(state);
     let _ = editor.load_history(&history);
     let mut printer = editor.create_external_printer().context("starting the message printer")?;
     let known = download_states(remote).await.unwrap_or_default();
-    let watcher = tokio::spawn(watch_downloads(Remote::new(&remote.url, remote.secret.clone()), known, move |message| {
-        let _ = printer.print(format!("{message}\n"));
-    }));
+    let watcher = tokio::spawn(watch_downloads(
+        Remote::new(&remote.url, remote.secret.clone()),
+        known,
+        move |message| {
+            let _ = printer.print(format!("{message}\n"));
+        },
+    ));
     println!("shoal shell on {} — type help for the commands", remote.url);
     let mut editor = Some(editor);
     loop {

@@ -232,8 +232,11 @@ fn hand_over(node_extra: &[&str], seed: u64, knows_holder: bool, get_env: &[(&st
     let target = root.path().join("out").join("d.bin");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     let (target_s, state_s) = (path(&target), path(&state));
-    let (status, _, stderr) =
-        Proc::shoal_env(&["get", "d.bin", "--peer", &holder.url, "-o", &target_s, "--state", &state_s], get_env).finish(RUN_LIMIT);
+    let (status, _, stderr) = Proc::shoal_env(
+        &["get", "d.bin", "--peer", &holder.url, "-o", &target_s, "--state", &state_s],
+        get_env,
+    )
+    .finish(RUN_LIMIT);
     assert!(status.success(), "handing over succeeds: {stderr}");
     assert!(
         stderr.contains("a node runs on this state directory"),

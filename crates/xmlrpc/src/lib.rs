@@ -41,7 +41,10 @@ pub struct Fault {
 
 impl Fault {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Fault { code, message: message.into() }
+        Fault {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -72,9 +75,9 @@ fn prescan(text: &str) -> Result<Scan, DecodeError> {
     let mut depth = 0usize;
     let mut is_fault = false;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|_| DecodeError::Malformed { position: reader.buffer_position() })?;
+        let event = reader.read_event().map_err(|_| DecodeError::Malformed {
+            position: reader.buffer_position(),
+        })?;
         match event {
             Event::DocType(_) => return Err(DecodeError::Doctype),
             Event::Start(start) => {
@@ -103,7 +106,10 @@ pub fn decode_call(body: &[u8]) -> Result<Call, DecodeError> {
     let text = as_text(body)?;
     prescan(text)?;
     let call = MethodCall::from_xml(text).map_err(|_| DecodeError::NotXmlRpc { what: "method call" })?;
-    Ok(Call { method: call.name.into_owned(), params: call.params })
+    Ok(Call {
+        method: call.name.into_owned(),
+        params: call.params,
+    })
 }
 
 /// Decodes a `<methodResponse>` document: the returned value, or the fault it carries.
@@ -130,7 +136,13 @@ fn with_prolog(xml: Result<String, dxr::Error>) -> String {
 
 /// Encodes a `<methodCall>` document.
 pub fn encode_call(method: &str, params: &[Value]) -> String {
-    with_prolog(MethodCall { name: Cow::Borrowed(method), params: params.to_vec() }.to_xml())
+    with_prolog(
+        MethodCall {
+            name: Cow::Borrowed(method),
+            params: params.to_vec(),
+        }
+        .to_xml(),
+    )
 }
 
 /// Encodes a successful `<methodResponse>` document.
@@ -140,16 +152,21 @@ pub fn encode_response(value: Value) -> String {
 
 /// Encodes a fault `<methodResponse>` document.
 pub fn encode_fault(fault: &Fault) -> String {
-    with_prolog(FaultResponse { fault: dxr::Fault::new(fault.code, fault.message.clone()) }.to_xml())
+    with_prolog(
+        FaultResponse {
+            fault: dxr::Fault::new(fault.code, fault.message.clone()),
+        }
+        .to_xml(),
+    )
 }
 
 /// True when `bytes` can travel as an XML-RPC string and come back unchanged: valid UTF-8 with
 /// only the characters XML 1.0 allows, and no carriage return (XML parsers turn `\r\n` into `\n`).
 pub fn is_safe_text(bytes: &[u8]) -> bool {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.chars().all(|c| {
-            matches!(c, '\t' | '\n' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-        }),
+        Ok(text) => text
+            .chars()
+            .all(|c| matches!(c, '\t' | '\n' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')),
         Err(_) => false,
     }
 }
@@ -207,9 +224,11 @@ mod tests {
 
     #[test]
     fn decodes_untyped_and_empty_params() {
-        let call = decode_call(b"<methodCall><methodName>hello</methodName><params><param><value>u</value></param></params></methodCall>").unwrap();
+        let call = decode_call(b"<methodCall><methodName>hello</methodName><params><param><value>u</value></param></params></methodCall>")
+            .unwrap();
         assert_eq!(call.params, vec![Value::String("u".into())]);
-        let call = decode_call(b"<?xml version='1.0'?>\n<methodCall>\n<methodName>list</methodName>\n<params>\n</params>\n</methodCall>\n").unwrap();
+        let call = decode_call(b"<?xml version='1.0'?>\n<methodCall>\n<methodName>list</methodName>\n<params>\n</params>\n</methodCall>\n")
+            .unwrap();
         assert!(call.params.is_empty());
     }
 
@@ -217,7 +236,13 @@ mod tests {
     fn round_trips_calls_responses_and_faults() {
         let params = vec![Value::Integer(7), Value::Base64(vec![0, 1, 255]), Value::String("<&>".into())];
         let call = decode_call(encode_call("m", &params).as_bytes()).unwrap();
-        assert_eq!(call, Call { method: "m".into(), params });
+        assert_eq!(
+            call,
+            Call {
+                method: "m".into(),
+                params
+            }
+        );
         let value = decode_response(encode_response(Value::Long(1 << 40)).as_bytes()).unwrap();
         assert_eq!(value, Ok(Value::Long(1 << 40)));
         let fault = decode_response(encode_fault(&Fault::new(100, "nope")).as_bytes()).unwrap();
@@ -241,11 +266,20 @@ mod tests {
             "</data></array></value>".repeat(10_000)
         );
         check(&deep, DecodeError::TooDeep);
-        assert!(matches!(decode_call(b"<methodCall><methodName>m</methodName>"), Err(DecodeError::NotXmlRpc { .. }) | Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_call(b"<methodCall><methodName>m</methodName>"),
+            Err(DecodeError::NotXmlRpc { .. }) | Err(DecodeError::Malformed { .. })
+        ));
         assert!(matches!(decode_call(b"<a><b></a>"), Err(DecodeError::Malformed { .. })));
         assert_eq!(decode_call(b"\xff\xfe"), Err(DecodeError::NotUtf8));
-        assert!(matches!(decode_call(b"<methodCall><methodName>m</methodName><params><param><value><int>x</int></value></param></params></methodCall>"), Err(DecodeError::NotXmlRpc { .. })));
-        assert!(matches!(decode_call(b"<methodCall><methodName>m</methodName><params><param><value>&undefined;</value></param></params></methodCall>"), Err(_)));
+        assert!(matches!(
+            decode_call(b"<methodCall><methodName>m</methodName><params><param><value><int>x</int></value></param></params></methodCall>"),
+            Err(DecodeError::NotXmlRpc { .. })
+        ));
+        assert!(
+            decode_call(b"<methodCall><methodName>m</methodName><params><param><value>&undefined;</value></param></params></methodCall>")
+                .is_err()
+        );
     }
 
     #[test]
@@ -254,7 +288,9 @@ mod tests {
         for binary in [&b"a\r\nb"[..], b"\0", b"\xff", b"\x1b["] {
             assert_eq!(content_value(binary.to_vec()), Value::Base64(binary.to_vec()));
         }
-        let value = decode_response(encode_response(content_value(vec![0, 13, 10, 200])).as_bytes()).unwrap().unwrap();
+        let value = decode_response(encode_response(content_value(vec![0, 13, 10, 200])).as_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(content_bytes(value), Some(vec![0, 13, 10, 200]));
     }
 }

@@ -74,11 +74,7 @@ impl Mesh {
         mesh.quiet().await;
         for (i, node) in mesh.net.nodes.iter().flatten().enumerate() {
             let peers = node.api().peers().len();
-            ensure!(
-                peers == n - 1,
-                "node {i} knows {peers} peers, not {}",
-                n - 1
-            );
+            ensure!(peers == n - 1, "node {i} knows {peers} peers, not {}", n - 1);
         }
         Ok(mesh)
     }
@@ -114,22 +110,12 @@ impl Expect {
     fn check(&self, answer: Result<Value, Fault>) -> anyhow::Result<()> {
         match (self, answer) {
             (Expect::Content(expected), Ok(value)) => {
-                let content =
-                    shoal_xmlrpc::content_bytes(value).context("query returned no content")?;
-                ensure!(
-                    &content == expected,
-                    "query returned {} bytes that are not the file",
-                    content.len()
-                );
+                let content = shoal_xmlrpc::content_bytes(value).context("query returned no content")?;
+                ensure!(&content == expected, "query returned {} bytes that are not the file", content.len());
             }
             (Expect::HeldBy { name, url }, Ok(Value::Array(matches))) => {
-                ensure!(
-                    matches.len() == 1,
-                    "shoal.search returned {} matches, not 1",
-                    matches.len()
-                );
-                let found = shoal_node::api::match_from_value(matches[0].clone())
-                    .context("shoal.search returned a malformed match")?;
+                ensure!(matches.len() == 1, "shoal.search returned {} matches, not 1", matches.len());
+                let found = shoal_node::api::match_from_value(matches[0].clone()).context("shoal.search returned a malformed match")?;
                 ensure!(
                     &found.name == name && found.urls == [url.clone()],
                     "shoal.search found {} at {:?}, not {name} at {url}",
@@ -140,11 +126,7 @@ impl Expect {
             (Expect::Fault(code), Err(fault)) => {
                 ensure!(fault.code == *code, "expected fault {code}, got {fault}")
             }
-            (Expect::Empty, Ok(Value::Array(matches))) => ensure!(
-                matches.is_empty(),
-                "expected no matches, got {}",
-                matches.len()
-            ),
+            (Expect::Empty, Ok(Value::Array(matches))) => ensure!(matches.is_empty(), "expected no matches, got {}", matches.len()),
             (_, Err(fault)) => bail!("unexpected {fault}"),
             (_, Ok(value)) => bail!("unexpected answer {value:?}"),
         }
@@ -192,12 +174,7 @@ impl Sample {
 
 /// Runs `case` once to warm up and then `repetitions` times, one after another, each from a
 /// quiet network to a quiet network.
-async fn measure(
-    mesh: &Mesh,
-    rpc: &Rpc,
-    case: &Case,
-    repetitions: usize,
-) -> anyhow::Result<Sample> {
+async fn measure(mesh: &Mesh, rpc: &Rpc, case: &Case, repetitions: usize) -> anyhow::Result<Sample> {
     let mut sample = Sample {
         latencies: Vec::new(),
         messages: Vec::new(),
@@ -207,9 +184,7 @@ async fn measure(
         let started = Instant::now();
         let answer = rpc.call(case.method, &case.params).await?;
         let latency = started.elapsed();
-        case.expect
-            .check(answer)
-            .with_context(|| format!("{} (run {run})", case.name))?;
+        case.expect.check(answer).with_context(|| format!("{} (run {run})", case.name))?;
         let after = mesh.quiet().await;
         if run > 0 {
             sample.latencies.push(latency);
@@ -227,10 +202,7 @@ async fn anchor(rpc: &Rpc) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let answer = rpc.call("list", &[]).await?;
         let latency = started.elapsed();
-        ensure!(
-            matches!(answer, Ok(Value::Array(_))),
-            "list() did not return an array"
-        );
+        ensure!(matches!(answer, Ok(Value::Array(_))), "list() did not return an array");
         if run > 0 {
             latencies.push(latency);
         }
@@ -253,17 +225,12 @@ struct MeshReport {
 async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
     ensure!(n >= 2, "a mesh needs at least 2 nodes, not {n}");
     let started = Instant::now();
-    let mesh = Mesh::start(n)
-        .await
-        .with_context(|| format!("building the {n}-node mesh"))?;
+    let mesh = Mesh::start(n).await.with_context(|| format!("building the {n}-node mesh"))?;
     let setup = started.elapsed();
 
-    let content = format!("the one file of the {n}-node mesh\n")
-        .repeat(64)
-        .into_bytes();
+    let content = format!("the one file of the {n}-node mesh\n").repeat(64).into_bytes();
     let holder = mesh.net.node(n - 1).context("an empty mesh")?;
-    std::fs::write(mesh.net.dirs[n - 1].0.path().join(FILE_NAME), &content)
-        .context("writing the file")?;
+    std::fs::write(mesh.net.dirs[n - 1].0.path().join(FILE_NAME), &content).context("writing the file")?;
     holder.api().rescan().await.context("indexing the file")?;
     let holder_url = mesh.net.urls[n - 1].clone();
 
@@ -288,10 +255,7 @@ async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
         Case {
             name: "miss: query",
             method: "query",
-            params: vec![
-                Value::String("no-such-file".into()),
-                Value::Array(Vec::new()),
-            ],
+            params: vec![Value::String("no-such-file".into()), Value::Array(Vec::new())],
             expect: Expect::Fault(100),
         },
         Case {
@@ -333,8 +297,7 @@ fn times(d: Duration, anchor: Duration) -> String {
 /// The target, for the miss cases of the 32-node mesh: every run within [`TARGET_LATENCY`] and
 /// with at most [`TARGET_MESSAGES_PER_LINK`] messages per link.
 fn target_holds(report: &MeshReport, sample: &Sample) -> bool {
-    sample.latency_max() <= TARGET_LATENCY
-        && sample.messages_max() <= TARGET_MESSAGES_PER_LINK * report.links
+    sample.latency_max() <= TARGET_LATENCY && sample.messages_max() <= TARGET_MESSAGES_PER_LINK * report.links
 }
 
 fn print_markdown(reports: &[MeshReport]) {
@@ -393,11 +356,7 @@ fn print_markdown(reports: &[MeshReport]) {
                     ms(s.latency_max()),
                     ms(s.latency_median()),
                     s.messages_max(),
-                    if target_holds(r, s) {
-                        "holds"
-                    } else {
-                        "DOES NOT HOLD"
-                    }
+                    if target_holds(r, s) { "holds" } else { "DOES NOT HOLD" }
                 );
             }
         }
@@ -436,10 +395,7 @@ fn print_json(reports: &[MeshReport]) -> anyhow::Result<()> {
             })
         })
         .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({ "meshes": meshes }))?
-    );
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "meshes": meshes }))?);
     Ok(())
 }
 
@@ -449,11 +405,7 @@ async fn run() -> anyhow::Result<()> {
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--json" => json = true,
-            other => counts.push(
-                other
-                    .parse::<usize>()
-                    .with_context(|| format!("{other:?} is not a node count"))?,
-            ),
+            other => counts.push(other.parse::<usize>().with_context(|| format!("{other:?} is not a node count"))?),
         }
     }
     if counts.is_empty() {

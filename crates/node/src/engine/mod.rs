@@ -72,8 +72,16 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a rate like 25M, 500K or 100000"))?;
-    let factor = match unit.trim().to_ascii_lowercase().trim_end_matches("/s").trim_end_matches('b').trim_end_matches('i') {
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate like 25M, 500K or 100000"))?;
+    let factor = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("/s")
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
         "" => 1.0,
         "k" => 1024.0,
         "m" => 1024.0 * 1024.0,
@@ -216,7 +224,11 @@ pub enum EngineError {
     #[error("not enough space in {dir}: {needed} bytes needed, {free} free")]
     NoSpace { dir: PathBuf, needed: u64, free: u64 },
     #[error("{step} {path}: {source}")]
-    Io { step: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("every source failed or was banned ({done} of {total} bytes kept; run again to resume): {last}")]
     SourcesExhausted { done: u64, total: u64, last: String },
     #[error("no source answered for {after:?} ({done} of {total} bytes kept; run again to resume)")]
@@ -326,7 +338,11 @@ fn allocate(file: &std::fs::File, size: u64) -> std::io::Result<()> {
 
 impl Engine {
     pub fn new(db: Arc<redb::Database>, http: reqwest::Client, options: EngineOptions) -> Result<Self, EngineError> {
-        Ok(Engine { records: Records::new(db)?, http, options })
+        Ok(Engine {
+            records: Records::new(db)?,
+            http,
+            options,
+        })
     }
 
     pub fn records(&self) -> &Records {
@@ -343,7 +359,11 @@ impl Engine {
         for source in sources {
             let request = self.http.head(source.url.clone()).timeout(self.options.stall_timeout);
             match request.send().await {
-                Ok(r) if r.status().is_success() => match r.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
+                Ok(r) if r.status().is_success() => match r
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                {
                     Some(len) => return Ok(len),
                     None => last = format!("{} sent no Content-Length", source.url),
                 },
@@ -358,12 +378,24 @@ impl Engine {
     async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[String]) -> Option<(PieceHashes, Vec<u8>)> {
         let limit = shoal_index::hash::outboard_size(size) as usize + 1;
         for peer in peers {
-            let Ok(url) = crate::download::node_url(peer, &format!("/outboard/{id}")) else { continue };
-            let Ok(response) = self.http.get(url.clone()).timeout(self.options.stall_timeout.max(Duration::from_secs(30))).send().await else { continue };
+            let Ok(url) = crate::download::node_url(peer, &format!("/outboard/{id}")) else {
+                continue;
+            };
+            let Ok(response) = self
+                .http
+                .get(url.clone())
+                .timeout(self.options.stall_timeout.max(Duration::from_secs(30)))
+                .send()
+                .await
+            else {
+                continue;
+            };
             if !response.status().is_success() {
                 continue;
             }
-            let Ok(bytes) = crate::client::read_capped(response, url.as_str(), limit).await else { continue };
+            let Ok(bytes) = crate::client::read_capped(response, url.as_str(), limit).await else {
+                continue;
+            };
             match shoal_index::piece_hashes(&id, size, &bytes, PIECE_SIZE) {
                 Ok(hashes) => return Some((hashes, bytes)),
                 Err(error) => tracing::warn!(%peer, %error, "a peer sent bad verification data"),
@@ -373,7 +405,13 @@ impl Engine {
     }
 
     /// Runs a download to the end. `more` brings sources found while it runs.
-    pub async fn run(&self, job: Job, progress: Arc<Progress>, cancel: CancellationToken, mut more: mpsc::Receiver<NewSource>) -> Result<Outcome, EngineError> {
+    pub async fn run(
+        &self,
+        job: Job,
+        progress: Arc<Progress>,
+        cancel: CancellationToken,
+        mut more: mpsc::Receiver<NewSource>,
+    ) -> Result<Outcome, EngineError> {
         let target = job.target.clone();
         if !job.force && tokio::fs::symlink_metadata(&target).await.is_ok() {
             return Err(EngineError::Exists(target));
@@ -407,7 +445,10 @@ impl Engine {
         }
         let size = match job.size {
             Some(size) => size,
-            None => self.probe_size(&sources).await.map_err(|reason| EngineError::Size { name: job.name.clone(), reason })?,
+            None => self.probe_size(&sources).await.map_err(|reason| EngineError::Size {
+                name: job.name.clone(),
+                reason,
+            })?,
         };
         let (hashes, outboard) = match job.id {
             Some(id) => match self.piece_hashes(id, size, &job.peers).await {
@@ -419,13 +460,19 @@ impl Engine {
         let count = size.div_ceil(PIECE_SIZE).max(1);
         let part = part_path(&target);
         let id_text = job.id.map(|id| id.to_string());
-        let resumable = previous.as_ref().filter(|r| r.size == size && r.piece_size == PIECE_SIZE && r.id == id_text);
+        let resumable = previous
+            .as_ref()
+            .filter(|r| r.size == size && r.piece_size == PIECE_SIZE && r.id == id_text);
         let mut done = match resumable {
             Some(record) if part.exists() => record::decode_done(&record.done, count),
             _ => vec![false; count as usize],
         };
         if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|source| EngineError::Io { step: "create directory", path: dir.to_path_buf(), source })?;
+            tokio::fs::create_dir_all(dir).await.map_err(|source| EngineError::Io {
+                step: "create directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let file = {
             let part = part.clone();
@@ -435,18 +482,32 @@ impl Engine {
                     let path = part.clone();
                     move |source| EngineError::Io { step, path, source }
                 };
-                let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(fresh).open(&part).map_err(io("open"))?;
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(fresh)
+                    .open(&part)
+                    .map_err(io("open"))?;
                 let have = file.metadata().map_err(io("stat"))?.len();
                 if have < size {
                     let dir = part.parent().unwrap_or(Path::new("."));
                     if let Some(free) = free_space(dir)
                         && free < size - have
                     {
-                        return Err(EngineError::NoSpace { dir: dir.to_path_buf(), needed: size - have, free });
+                        return Err(EngineError::NoSpace {
+                            dir: dir.to_path_buf(),
+                            needed: size - have,
+                            free,
+                        });
                     }
                     allocate(&file, size).map_err(|source| {
                         if source.raw_os_error() == Some(libc::ENOSPC) {
-                            EngineError::NoSpace { dir: dir.to_path_buf(), needed: size - have, free: free_space(dir).unwrap_or(0) }
+                            EngineError::NoSpace {
+                                dir: dir.to_path_buf(),
+                                needed: size - have,
+                                free: free_space(dir).unwrap_or(0),
+                            }
                         } else {
                             io("allocate")(source)
                         }
@@ -597,7 +658,9 @@ impl Engine {
         }
         record.done = record::encode_done(&ctx.lock().done_flags());
         let (records, record) = (self.records.clone(), record.clone());
-        tokio::task::spawn_blocking(move || records.put(&record)).await.map_err(|e| EngineError::Task(e.to_string()))??;
+        tokio::task::spawn_blocking(move || records.put(&record))
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))??;
         Ok(())
     }
 
@@ -617,13 +680,20 @@ impl Engine {
                 let hashed = tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
                     .await
                     .map_err(|e| EngineError::Task(e.to_string()))?
-                    .map_err(|e| EngineError::Io { step: "hash", path: part.clone(), source: std::io::Error::other(e.to_string()) })?;
+                    .map_err(|e| EngineError::Io {
+                        step: "hash",
+                        path: part.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
                 if let Some(expected) = expected
                     && expected != hashed.id
                 {
                     let _ = std::fs::remove_file(&part);
                     self.records.remove(&target)?;
-                    return Err(EngineError::HashMismatch { expected, actual: hashed.id });
+                    return Err(EngineError::HashMismatch {
+                        expected,
+                        actual: hashed.id,
+                    });
                 }
                 (hashed.id, Some(hashed.outboard))
             }
@@ -645,7 +715,13 @@ impl Engine {
             let _ = dir.sync_all();
         }
         self.records.remove(&target)?;
-        Ok(Outcome { path: target, id, size: ctx.size, outboard, sources: ctx.progress.sources() })
+        Ok(Outcome {
+            path: target,
+            id,
+            size: ctx.size,
+            outboard,
+            sources: ctx.progress.sources(),
+        })
     }
 }
 
@@ -736,7 +812,11 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                 }
                 let all_down = ctx.progress.live_sources() == 0;
                 ctx.progress.waiting.store(all_down, Ordering::Relaxed);
-                let backoff = ctx.options.backoff.saturating_mul(1 << failures.min(16)).min(ctx.options.max_backoff);
+                let backoff = ctx
+                    .options
+                    .backoff
+                    .saturating_mul(1 << failures.min(16))
+                    .min(ctx.options.max_backoff);
                 tokio::select! {
                     () = ctx.cancel.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
@@ -751,7 +831,10 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
     let me = source.index;
     let start = ctx.piece_range(run.start).start;
     let end = ctx.piece_range(run.end - 1).end;
-    let request = ctx.http.get(source.url.clone()).header(reqwest::header::RANGE, format!("bytes={}-{}", start, end - 1));
+    let request = ctx
+        .http
+        .get(source.url.clone())
+        .header(reqwest::header::RANGE, format!("bytes={}-{}", start, end - 1));
     let response = tokio::select! {
         () = ctx.cancel.cancelled() => return Ok(0),
         sent = tokio::time::timeout(ctx.options.stall_timeout, request.send()) => match sent {
@@ -762,14 +845,22 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
     };
     let status = response.status();
     if status == reqwest::StatusCode::PARTIAL_CONTENT {
-        let content_range = response.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let content_range = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let expected = format!("bytes {}-{}/{}", start, end - 1, ctx.size);
         if content_range != expected {
-            return Err(RunError::Unusable(format!("answered {content_range:?} to a request for {expected:?} (a different file?)")));
+            return Err(RunError::Unusable(format!(
+                "answered {content_range:?} to a request for {expected:?} (a different file?)"
+            )));
         }
     } else if status == reqwest::StatusCode::OK {
         if start != 0 || response.content_length().is_some_and(|len| len != ctx.size) {
-            return Err(RunError::Unusable("does not support ranges, or serves a file of another size".into()));
+            return Err(RunError::Unusable(
+                "does not support ranges, or serves a file of another size".into(),
+            ));
         }
     } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::NOT_FOUND {
         return Err(RunError::Source(format!("HTTP {status}")));
@@ -806,9 +897,17 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
                     Err(source) => {
                         let error = if source.raw_os_error() == Some(libc::ENOSPC) {
                             let dir = ctx.part.parent().unwrap_or(Path::new(".")).to_path_buf();
-                            EngineError::NoSpace { free: free_space(&dir).unwrap_or(0), dir, needed: ctx.size }
+                            EngineError::NoSpace {
+                                free: free_space(&dir).unwrap_or(0),
+                                dir,
+                                needed: ctx.size,
+                            }
                         } else {
-                            EngineError::Io { step: "write", path: ctx.part.clone(), source }
+                            EngineError::Io {
+                                step: "write",
+                                path: ctx.part.clone(),
+                                source,
+                            }
                         };
                         return Err(RunError::Fatal(error));
                     }

@@ -41,7 +41,15 @@ pub struct Pieces {
 impl Pieces {
     /// `count` pieces, with those in `done` already verified and written.
     pub fn new(count: u64, done: &[bool]) -> Self {
-        let slots: Vec<Slot> = (0..count as usize).map(|i| if done.get(i).copied().unwrap_or(false) { Slot::Done } else { Slot::Missing }).collect();
+        let slots: Vec<Slot> = (0..count as usize)
+            .map(|i| {
+                if done.get(i).copied().unwrap_or(false) {
+                    Slot::Done
+                } else {
+                    Slot::Missing
+                }
+            })
+            .collect();
         let done = slots.iter().filter(|s| **s == Slot::Done).count() as u64;
         Pieces { slots, done, cursor: 0 }
     }

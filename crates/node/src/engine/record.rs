@@ -44,7 +44,10 @@ pub struct RecordError {
 }
 
 fn err(step: &'static str) -> impl Fn(&dyn std::fmt::Display) -> RecordError {
-    move |e| RecordError { step, reason: e.to_string() }
+    move |e| RecordError {
+        step,
+        reason: e.to_string(),
+    }
 }
 
 pub fn encode_done(done: &[bool]) -> String {
@@ -57,7 +60,9 @@ pub fn encode_done(done: &[bool]) -> String {
 
 pub fn decode_done(hex_bits: &str, count: u64) -> Vec<bool> {
     let bytes = hex::decode(hex_bits).unwrap_or_default();
-    (0..count as usize).map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect()
+    (0..count as usize)
+        .map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .collect()
 }
 
 /// The downloads table of a state store.
@@ -78,7 +83,9 @@ impl Records {
         let key = target.to_string_lossy();
         let txn = self.db.begin_read().map_err(|e| err("begin read")(&e))?;
         let table = txn.open_table(DOWNLOADS).map_err(|e| err("open table")(&e))?;
-        let Some(value) = table.get(key.as_ref()).map_err(|e| err("read")(&e))? else { return Ok(None) };
+        let Some(value) = table.get(key.as_ref()).map_err(|e| err("read")(&e))? else {
+            return Ok(None);
+        };
         Ok(serde_json::from_str(value.value()).ok())
     }
 

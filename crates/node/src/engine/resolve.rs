@@ -47,7 +47,10 @@ pub enum ResolveError {
 /// Asks every peer in `peers` for `pattern` (name or id) and merges what they know.
 pub async fn search(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
     let calls = peers.iter().map(|peer| async move {
-        match client.call(peer, "shoal.search", &[Value::String(pattern.to_string())], deadline, 16 << 20).await {
+        match client
+            .call(peer, "shoal.search", &[Value::String(pattern.to_string())], deadline, 16 << 20)
+            .await
+        {
             Ok(Value::Array(items)) => items.into_iter().filter_map(match_from_value).collect(),
             _ => Vec::new(),
         }
@@ -97,11 +100,20 @@ fn percent_decode(text: &str) -> String {
 
 /// Builds the job for `targets`. `output` is a file path, or a directory to put the file in
 /// (default: the current directory).
-pub async fn resolve(client: &Client, peers: &[String], targets: &[String], hash: Option<ContentId>, output: Option<&Path>) -> Result<Job, ResolveError> {
+pub async fn resolve(
+    client: &Client,
+    peers: &[String],
+    targets: &[String],
+    hash: Option<ContentId>,
+    output: Option<&Path>,
+) -> Result<Job, ResolveError> {
     if targets.is_empty() {
         return Err(ResolveError::Empty);
     }
-    let mut job = Job { id: hash, ..Job::default() };
+    let mut job = Job {
+        id: hash,
+        ..Job::default()
+    };
     let mut name: Option<String> = None;
     let deadline = Duration::from_secs(10);
     for target in targets {
@@ -114,12 +126,19 @@ pub async fn resolve(client: &Client, peers: &[String], targets: &[String], hash
             }
             Target::Id(id) => {
                 if job.id.is_some_and(|known| known != id) {
-                    return Err(ResolveError::Conflict(format!("{} and {id}", job.id.map(|i| i.to_string()).unwrap_or_default())));
+                    return Err(ResolveError::Conflict(format!(
+                        "{} and {id}",
+                        job.id.map(|i| i.to_string()).unwrap_or_default()
+                    )));
                 }
                 job.id = Some(id);
             }
             Target::Name(wanted) => {
-                let found: Vec<Match> = search(client, peers, &wanted, deadline).await.into_iter().filter(|m| m.name == wanted).collect();
+                let found: Vec<Match> = search(client, peers, &wanted, deadline)
+                    .await
+                    .into_iter()
+                    .filter(|m| m.name == wanted)
+                    .collect();
                 let found: Vec<Match> = match job.id {
                     Some(id) => found.into_iter().filter(|m| m.id == id).collect(),
                     None => found,
@@ -145,7 +164,11 @@ pub async fn resolve(client: &Client, peers: &[String], targets: &[String], hash
         && job.peers.is_empty()
         && !peers.is_empty()
     {
-        let found: Vec<Match> = search(client, peers, &id.to_string(), deadline).await.into_iter().filter(|m| m.id == id).collect();
+        let found: Vec<Match> = search(client, peers, &id.to_string(), deadline)
+            .await
+            .into_iter()
+            .filter(|m| m.id == id)
+            .collect();
         for m in &found {
             job.size = Some(m.size);
             job.peers.extend(m.urls.iter().cloned());
@@ -159,7 +182,9 @@ pub async fn resolve(client: &Client, peers: &[String], targets: &[String], hash
     }
     job.peers.sort();
     job.peers.dedup();
-    let name = name.or_else(|| job.id.map(|id| id.to_string())).unwrap_or_else(|| "download".to_string());
+    let name = name
+        .or_else(|| job.id.map(|id| id.to_string()))
+        .unwrap_or_else(|| "download".to_string());
     let file_name = name.rsplit('/').next().unwrap_or(&name).to_string();
     job.target = match output {
         Some(path) if path.is_dir() => path.join(&file_name),

@@ -65,11 +65,20 @@ async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers
     }
     let etag = format!("\"{}\"", entry.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let if_range_ok = headers.get(header::IF_RANGE).is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
-    let wanted = if if_range_ok { range::parse(range_header, entry.size) } else { Wanted::Whole };
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let wanted = if if_range_ok {
+        range::parse(range_header, entry.size)
+    } else {
+        Wanted::Whole
+    };
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")))
+        .header(
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        )
         .header(header::CONTENT_TYPE, "application/octet-stream");
     let span = match wanted {
         Wanted::Whole => {
@@ -77,9 +86,10 @@ async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers
             0..entry.size
         }
         Wanted::Part(span) => {
-            builder = builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", span.start, span.end - 1, entry.size));
+            builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", span.start, span.end - 1, entry.size),
+            );
             span
         }
         Wanted::Unsatisfiable => {

@@ -19,12 +19,22 @@ pub enum Wanted {
 /// Reads a `Range` header against a file of `size` bytes.
 pub fn parse(header: Option<&str>, size: u64) -> Wanted {
     let Some(header) = header else { return Wanted::Whole };
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Wanted::Whole };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Wanted::Whole;
+    };
     if spec.contains(',') {
         return Wanted::Whole;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return Wanted::Whole };
-    let number = |s: &str| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Wanted::Whole;
+    };
+    let number = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
     match (first.trim(), last.trim()) {
         ("", suffix) => match number(suffix) {
             Some(0) => Wanted::Unsatisfiable,

@@ -20,20 +20,56 @@ use crate::faults::{BAD_CALL, fault_of};
 /// `system.methodHelp`.
 pub const METHODS: &[(&str, &str)] = &[
     ("hello", "hello(url) -> 0. Learn the node at url."),
-    ("query", "query(name, history=[]) -> content. The file from this node or the first node of the network that has it; fault 100 when none has it, 200 for a name outside the share, 300 when it is over the size limit."),
-    ("fetch", "fetch(name, secret) -> 0. Download name from the network into this node's share (owner only)."),
+    (
+        "query",
+        "query(name, history=[]) -> content. The file from this node or the first node of the network that has it; fault 100 when none has it, 200 for a name outside the share, 300 when it is over the size limit.",
+    ),
+    (
+        "fetch",
+        "fetch(name, secret) -> 0. Download name from the network into this node's share (owner only).",
+    ),
     ("list", "list() -> [name]. This node's own files."),
-    ("shoal.search", "shoal.search(pattern) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) across the network."),
-    ("shoal.locate", "shoal.locate(name, history, query_id, ttl, budget_ms) -> {url, name, size, id}. Where a file is; answered once per query id."),
-    ("shoal.info", "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths."),
+    (
+        "shoal.search",
+        "shoal.search(pattern) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) across the network.",
+    ),
+    (
+        "shoal.locate",
+        "shoal.locate(name, history, query_id, ttl, budget_ms) -> {url, name, size, id}. Where a file is; answered once per query id.",
+    ),
+    (
+        "shoal.info",
+        "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths.",
+    ),
     ("shoal.peers", "shoal.peers() -> [url]. The peers this node knows (peer exchange)."),
-    ("shoal.stats", "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node."),
-    ("shoal.download", "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share."),
-    ("shoal.downloads", "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress."),
-    ("shoal.pause", "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only)."),
-    ("shoal.resume", "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only)."),
-    ("shoal.cancel", "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only)."),
-    ("shoal.peer_table", "shoal.peer_table() -> [{url, kind, failures, backing_off}]. The peer table with each peer's state."),
+    (
+        "shoal.stats",
+        "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node.",
+    ),
+    (
+        "shoal.download",
+        "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share.",
+    ),
+    (
+        "shoal.downloads",
+        "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress.",
+    ),
+    (
+        "shoal.pause",
+        "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only).",
+    ),
+    (
+        "shoal.resume",
+        "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only).",
+    ),
+    (
+        "shoal.cancel",
+        "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only).",
+    ),
+    (
+        "shoal.peer_table",
+        "shoal.peer_table() -> [{url, kind, failures, backing_off}]. The peer table with each peer's state.",
+    ),
     ("system.listMethods", "system.listMethods() -> [name]."),
     ("system.methodHelp", "system.methodHelp(name) -> text."),
 ];
@@ -94,7 +130,10 @@ impl Params {
         match self.next() {
             Some(Value::String(s)) => Ok(s),
             Some(_) => Err(self.bad(what, "a string")),
-            None => Err(Dispatch::Bad(format!("{}: missing parameter {} ({what})", self.method, self.position))),
+            None => Err(Dispatch::Bad(format!(
+                "{}: missing parameter {} ({what})",
+                self.method, self.position
+            ))),
         }
     }
 
@@ -152,7 +191,11 @@ fn route_from(api: &Api, query_id: Option<String>, ttl: Option<i64>, history: Ve
 }
 
 async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, Dispatch> {
-    let mut p = Params { method: method.to_string(), values: params.into_iter(), position: 0 };
+    let mut p = Params {
+        method: method.to_string(),
+        values: params.into_iter(),
+        position: 0,
+    };
     let value = match method {
         "hello" => {
             let url = p.string("url")?;
@@ -238,10 +281,15 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
                 _ => None,
             };
             let hash = match text("hash") {
-                Some(h) => Some(h.parse().map_err(|_| Dispatch::Bad("shoal.download: hash must be 64 hex characters".into()))?),
+                Some(h) => Some(
+                    h.parse()
+                        .map_err(|_| Dispatch::Bad("shoal.download: hash must be 64 hex characters".into()))?,
+                ),
                 None => None,
             };
-            let output = text("output").map(std::path::PathBuf::from).unwrap_or_else(|| api.share().root().to_path_buf());
+            let output = text("output")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| api.share().root().to_path_buf());
             let force = matches!(extra.get("force"), Some(Value::Boolean(true)));
             // Peers the caller names are learnt, then searched with the known ones.
             if let Some(Value::Array(named)) = extra.get("peers") {
@@ -278,7 +326,10 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
             match method {
                 "shoal.pause" => {
                     if !api.download_manager().pause(&target) {
-                        return Err(Dispatch::Api(ApiError::NotFound(format!("a running download to {}", target.display()))));
+                        return Err(Dispatch::Api(ApiError::NotFound(format!(
+                            "a running download to {}",
+                            target.display()
+                        ))));
                     }
                 }
                 "shoal.resume" => api.resume_download(&target)?,
@@ -302,7 +353,12 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
             let help = METHODS.iter().find(|(m, _)| *m == name).map(|(_, help)| *help).unwrap_or("");
             Value::String(help.to_string())
         }
-        other => return Err(Dispatch::Bad(format!("method \"{}\" is not supported", other.chars().take(100).collect::<String>()))),
+        other => {
+            return Err(Dispatch::Bad(format!(
+                "method \"{}\" is not supported",
+                other.chars().take(100).collect::<String>()
+            )));
+        }
     };
     Ok(value)
 }

@@ -32,7 +32,10 @@ async fn history_limits_the_depth_like_the_seed() {
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
     assert_eq!(code(nodes[0].call("query", vec![s("far.txt"), strings(&full)]).await), NOT_FOUND);
     // With four, the query may go one hop more, which is not enough for two hops.
-    assert_eq!(code(nodes[0].call("query", vec![s("far.txt"), strings(&full[..4])]).await), NOT_FOUND);
+    assert_eq!(
+        code(nodes[0].call("query", vec![s("far.txt"), strings(&full[..4])]).await),
+        NOT_FOUND
+    );
     assert_eq!(nodes[0].call("query", vec![s("far.txt"), strings(&full[..3])]).await, Ok(s("far")));
 }
 
@@ -45,7 +48,9 @@ async fn a_cycle_of_nodes_answers_a_miss_without_deadlock() {
     b.knows(&[&c]).await;
     c.knows(&[&a]).await;
     b.knows(&[&a]).await;
-    let miss = tokio::time::timeout(Duration::from_secs(30), a.call("query", vec![s("nowhere"), strings(&[])])).await.expect("no deadlock");
+    let miss = tokio::time::timeout(Duration::from_secs(30), a.call("query", vec![s("nowhere"), strings(&[])]))
+        .await
+        .expect("no deadlock");
     assert_eq!(code(miss), NOT_FOUND);
 }
 
@@ -75,9 +80,15 @@ async fn fetch_downloads_verifies_and_never_overwrites() {
     let nodes = line(3).await;
     let data = binary(3 << 20);
     nodes[2].add("big/file.bin", &data).await;
-    assert_eq!(code(nodes[0].call("fetch", vec![s("big/file.bin"), s("wrong")]).await), ACCESS_DENIED);
+    assert_eq!(
+        code(nodes[0].call("fetch", vec![s("big/file.bin"), s("wrong")]).await),
+        ACCESS_DENIED
+    );
     assert!(!nodes[0].path("big/file.bin").exists());
-    assert_eq!(nodes[0].call("fetch", vec![s("big/file.bin"), s(SECRET)]).await, Ok(Value::Integer(0)));
+    assert_eq!(
+        nodes[0].call("fetch", vec![s("big/file.bin"), s(SECRET)]).await,
+        Ok(Value::Integer(0))
+    );
     assert_eq!(read(&nodes[0].path("big/file.bin")), data);
     // The fetched file is indexed at once and served to others.
     let list = nodes[0].call("list", vec![]).await.unwrap();
@@ -87,11 +98,17 @@ async fn fetch_downloads_verifies_and_never_overwrites() {
     assert_eq!(code(nodes[0].call("fetch", vec![s("big/file.bin"), s(SECRET)]).await), EXISTS);
     assert_eq!(read(&nodes[0].path("big/file.bin")), b"mine");
     // Nothing partial is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(nodes[0].path("big")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(nodes[0].path("big"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("file.bin")]);
     assert_eq!(code(nodes[0].call("fetch", vec![s("missing.bin"), s(SECRET)]).await), NOT_FOUND);
     assert!(!nodes[0].path("missing.bin").exists());
-    assert_eq!(code(nodes[0].call("fetch", vec![s("new/dirs/missing.bin"), s(SECRET)]).await), NOT_FOUND);
+    assert_eq!(
+        code(nodes[0].call("fetch", vec![s("new/dirs/missing.bin"), s(SECRET)]).await),
+        NOT_FOUND
+    );
     assert!(!nodes[0].path("new").exists(), "a failed fetch leaves no directories behind");
 }
 
@@ -123,7 +140,12 @@ async fn large_content_names_the_http_path() {
     let fault = a.call("query", vec![s("big.bin"), strings(&[])]).await.unwrap_err();
     assert_eq!(fault.code, TOO_LARGE);
     assert!(fault.message.contains("/files/big.bin"), "{}", fault.message);
-    let body = reqwest::get(format!("{}/files/big.bin", a.url)).await.unwrap().bytes().await.unwrap();
+    let body = reqwest::get(format!("{}/files/big.bin", a.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&body[..], &binary(5000)[..]);
 }
 
@@ -131,18 +153,24 @@ async fn large_content_names_the_http_path() {
 async fn info_list_and_introspection() {
     let a = TestNode::start().await;
     a.add("a.txt", b"abc").await;
-    let Value::Struct(info) = a.call("shoal.info", vec![s("a.txt")]).await.unwrap() else { panic!() };
+    let Value::Struct(info) = a.call("shoal.info", vec![s("a.txt")]).await.unwrap() else {
+        panic!()
+    };
     let id = blake3::hash(b"abc").to_hex().to_string();
     assert_eq!(info["id"], s(&id));
     assert_eq!(info["size"], Value::Integer(3));
     assert_eq!(info["content"], s(&format!("/content/{id}")));
     let outboard = reqwest::get(format!("{}/outboard/{id}", a.url)).await.unwrap();
     assert_eq!(outboard.status(), 200);
-    let Value::Array(methods) = a.call("system.listMethods", vec![]).await.unwrap() else { panic!() };
+    let Value::Array(methods) = a.call("system.listMethods", vec![]).await.unwrap() else {
+        panic!()
+    };
     for name in ["hello", "query", "fetch", "list", "shoal.search", "shoal.peers"] {
         assert!(methods.contains(&s(name)), "{name}");
     }
-    let Value::String(help) = a.call("system.methodHelp", vec![s("query")]).await.unwrap() else { panic!() };
+    let Value::String(help) = a.call("system.methodHelp", vec![s("query")]).await.unwrap() else {
+        panic!()
+    };
     assert!(help.contains("history"));
 }
 
@@ -198,7 +226,13 @@ async fn a_dead_peer_backs_off_and_the_search_still_answers() {
     a.call("hello", vec![s(&dead_url)]).await.unwrap();
     assert_eq!(a.call("query", vec![s("x.txt"), strings(&[])]).await, Ok(s("x")));
     assert_eq!(code(a.call("query", vec![s("y.txt"), strings(&[])]).await), NOT_FOUND);
-    let dead_row = a.node.api().peers().into_iter().find(|p| p.url == dead_url).expect("kept after one failure");
+    let dead_row = a
+        .node
+        .api()
+        .peers()
+        .into_iter()
+        .find(|p| p.url == dead_url)
+        .expect("kept after one failure");
     assert!(dead_row.failures >= 1 && dead_row.backing_off, "{dead_row:?}");
 }
 
