@@ -81,6 +81,40 @@ pub struct Route {
     pub budget: Duration,
 }
 
+/// What a node passes on when it forwards a search.
+struct Hop {
+    /// The route the peers get.
+    next: Route,
+    /// Peers not to ask: every node already in the history (normalised).
+    exclude: Vec<String>,
+    /// When this node must answer with what it has.
+    deadline: Instant,
+}
+
+impl Route {
+    /// The next hop from the node at `me`, or `None` when the search ends here (its TTL spent
+    /// or its history at the seed's limit).
+    fn next_hop(self, me: &str) -> Option<Hop> {
+        let mut history = self.history;
+        history.push(me.to_string());
+        if self.ttl <= 1 || history.len() >= MAX_HISTORY {
+            return None;
+        }
+        let exclude = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
+        let next = Route {
+            query_id: self.query_id,
+            history,
+            ttl: self.ttl - 1,
+            budget: search::next_budget(self.budget),
+        };
+        Some(Hop {
+            next,
+            exclude,
+            deadline: Instant::now() + self.budget,
+        })
+    }
+}
+
 /// State shared by every handler.
 pub struct Inner {
     pub options: NodeOptions,
@@ -302,18 +336,8 @@ impl Api {
 
     /// Asks every live peer not in the history at once; the first hit wins.
     async fn forward_locate(&self, name: &SafeName, route: Route) -> Result<Hit, ApiError> {
-        let mut history = route.history;
-        history.push(self.url().to_string());
-        if route.ttl <= 1 || history.len() >= MAX_HISTORY {
+        let Some(Hop { next, exclude, deadline }) = route.next_hop(self.url()) else {
             return Err(ApiError::NotFound(name.to_string()));
-        }
-        let exclude: Vec<String> = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
-        let deadline = Instant::now() + route.budget;
-        let next = Route {
-            query_id: route.query_id,
-            history,
-            ttl: route.ttl - 1,
-            budget: search::next_budget(route.budget),
         };
         let mut asks = JoinSet::new();
         for (peer, kind) in self.inner.peers.live(&exclude) {
@@ -426,18 +450,8 @@ impl Api {
                 },
             );
         }
-        let mut history = route.history;
-        history.push(self.url().to_string());
-        if route.ttl <= 1 || history.len() >= MAX_HISTORY {
+        let Some(Hop { next, exclude, deadline }) = route.next_hop(self.url()) else {
             return Ok(merged);
-        }
-        let exclude: Vec<String> = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
-        let deadline = Instant::now() + route.budget;
-        let next = Route {
-            query_id: route.query_id,
-            history,
-            ttl: route.ttl - 1,
-            budget: search::next_budget(route.budget),
         };
         let mut asks = JoinSet::new();
         for (peer, kind) in self.inner.peers.live(&exclude) {

@@ -169,17 +169,7 @@ impl Downloads {
         if self.lock().get(target).is_some_and(|r| *r.status.borrow() == Status::Running) {
             return None;
         }
-        let record = self.engine.records().get(target).ok().flatten()?;
-        Some(Job {
-            name: record.name,
-            target: PathBuf::from(record.target),
-            id: record.id.and_then(|id| id.parse().ok()),
-            size: Some(record.size),
-            peers: record.peers,
-            mirrors: record.mirrors,
-            force: record.force,
-            by_node: true,
-        })
+        self.engine.records().get(target).ok().flatten().map(Job::from)
     }
 
     /// Every download this node knows of, running or finished since it started.

@@ -163,16 +163,7 @@ impl Node {
         // Downloads the node had running when it stopped go on.
         for record in pending.into_iter().filter(|r| r.by_node) {
             tracing::info!(target = %record.target, "resuming a download");
-            api.start_download(Job {
-                name: record.name,
-                target: PathBuf::from(record.target),
-                id: record.id.and_then(|id| id.parse().ok()),
-                size: Some(record.size),
-                peers: record.peers,
-                mirrors: record.mirrors,
-                force: record.force,
-                by_node: true,
-            });
+            api.start_download(Job::from(record));
         }
         let router = crate::http::router(api.clone());
         tasks.spawn(crate::http::serve(

@@ -116,6 +116,22 @@ pub struct Job {
     pub by_node: bool,
 }
 
+impl From<Record> for Job {
+    /// The job a resume record describes (always a node's: only nodes resume by themselves).
+    fn from(record: Record) -> Job {
+        Job {
+            name: record.name,
+            target: PathBuf::from(record.target),
+            id: record.id.and_then(|id| id.parse().ok()),
+            size: Some(record.size),
+            peers: record.peers,
+            mirrors: record.mirrors,
+            force: record.force,
+            by_node: true,
+        }
+    }
+}
+
 /// How the engine behaves.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

@@ -275,3 +275,47 @@ async fn curl_downloads_and_resumes_from_a_node() {
     assert!(status.success());
     assert_eq!(read(&target), data);
 }
+
+/// Polls `check` until it holds, within `limit`.
+async fn until(limit: Duration, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(limit, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the condition holds in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_download_goes_on_after_the_node_restarts() {
+    let holder = TestNode::start_with(|o| o.max_upload_rate = Some(2 << 20)).await;
+    let data = binary(6 << 20);
+    holder.add("slow.bin", &data).await;
+    let b = TestNode::start().await;
+    b.knows(&[&holder]).await;
+    let started = b.call("shoal.download", vec![s(SECRET), strings(&["slow.bin"])]).await.unwrap();
+    let Value::Struct(fields) = started else { panic!("a struct") };
+    assert_eq!(fields["name"], s("slow.bin"));
+    let api = b.node.api().clone();
+    until(Duration::from_secs(30), || api.downloads().first().is_some_and(|d| d.done > 0)).await;
+    drop(api);
+    let (dir, state) = b.stop().await;
+    assert!(!dir.path().join("slow.bin").exists(), "not complete yet, so not under its name");
+    let b = TestNode::start_in(dir, state, |_| {}).await;
+    let api = b.node.api().clone();
+    until(Duration::from_secs(60), || {
+        api.downloads()
+            .first()
+            .is_some_and(|d| d.status == shoal_node::downloads::Status::Done)
+    })
+    .await;
+    let resumed = api.downloads()[0].clone();
+    assert!(resumed.size == data.len() as u64);
+    assert_eq!(read(&b.path("slow.bin")), data);
+    assert_eq!(
+        b.call("list", vec![]).await.unwrap(),
+        Value::Array(vec![s("slow.bin")]),
+        "indexed once done"
+    );
+}
