@@ -37,6 +37,24 @@ pub async fn fetch_verified_bytes(client: &Client, base: &str, id: ContentId, li
     Ok(bytes)
 }
 
+/// Moves a complete, synced partial file to `target`: by a hard link that fails with
+/// `AlreadyExists` when `target` exists (then the partial file is removed), or, with `replace`,
+/// by a rename over it; then syncs the directory so that the new name survives a power cut.
+pub async fn place_file(part: &Path, target: &Path, replace: bool) -> std::io::Result<()> {
+    if replace {
+        tokio::fs::rename(part, target).await?;
+    } else {
+        tokio::fs::hard_link(part, target).await?;
+        let _ = tokio::fs::remove_file(part).await;
+    }
+    if let Some(parent) = target.parent()
+        && let Ok(dir) = tokio::fs::File::open(parent).await
+    {
+        let _ = dir.sync_all().await;
+    }
+    Ok(())
+}
+
 /// A partial file that is removed unless it was placed under its final name.
 pub struct PartFile {
     pub path: PathBuf,
@@ -60,24 +78,18 @@ impl PartFile {
             .await
             .map_err(|e| ApiError::Internal(format!("sync {}: {e}", self.path.display())))?;
         drop(file);
-        match tokio::fs::hard_link(&self.path, target).await {
+        match place_file(&self.path, target, false).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(ApiError::Exists(name.to_string())),
             Err(e) => {
                 return Err(ApiError::Internal(format!(
-                    "link {} to {}: {e}",
+                    "place {} at {}: {e}",
                     self.path.display(),
                     target.display()
                 )));
             }
         }
         self.placed = true;
-        let _ = tokio::fs::remove_file(&self.path).await;
-        if let Some(parent) = target.parent()
-            && let Ok(dir) = tokio::fs::File::open(parent).await
-        {
-            let _ = dir.sync_all().await;
-        }
         Ok(())
     }
 }

@@ -956,3 +956,57 @@ async fn a_failed_fetch_leaves_no_partial_file() {
         f.assert_intact(&format!("{lie:?} peer")).await;
     }
 }
+
+// Unicode look-alikes of `.` and `/` are ordinary characters in a file name: they never
+// traverse, they find nothing outside the share, and a real file so named is served.
+#[tokio::test]
+async fn unicode_look_alikes_do_not_traverse() {
+    let f = Fixture::start().await;
+    let look_alikes = [
+        "\u{FF0E}\u{FF0E}/outside.txt", // fullwidth full stops
+        "..\u{2215}outside.txt",        // division slash
+        "..\u{2044}outside.txt",        // fraction slash
+        "\u{2024}\u{2024}/outside.txt", // one dot leaders
+        "..\u{FF0F}outside.txt",        // fullwidth solidus
+        "\u{FE52}\u{FE52}/outside.txt", // small full stops
+    ];
+    for name in look_alikes {
+        let fault = f.fault("query", vec![Value::String(name.to_string()), Value::Array(vec![])]).await;
+        // A missing name (100), or refused as hidden when it starts with a real dot (200).
+        assert!(fault.code == NOT_FOUND || fault.code == ACCESS_DENIED, "query({name:?}): {fault:?}");
+        let got = raw_get(&f.addr(), "GET", &format!("/files/{}", percent_encode(name)), "").await;
+        assert!(got.status == 404 || got.status == 403, "GET /files/{name:?}: {got:?}");
+        f.assert_intact(name).await;
+    }
+    // A file whose name really has look-alikes in it is an ordinary file of the share.
+    let name = "\u{FF0E}\u{FF0E}\u{2215}notes.txt";
+    f.node.write(name, b"look-alike name");
+    let got = bounded(
+        name,
+        f.node.call("query", vec![Value::String(name.to_string()), Value::Array(vec![])]),
+    )
+    .await;
+    assert_eq!(got, Ok(Value::String("look-alike name".into())));
+}
+
+// Two Range headers in one request: the node answers by the rules for one of them, or sends
+// the whole file, never an error or a mix.
+#[tokio::test]
+async fn two_range_headers_get_a_consistent_answer() {
+    let f = Fixture::start().await;
+    let got = raw_get(&f.addr(), "GET", "/files/a.txt", "Range: bytes=0-1\r\nRange: bytes=5-6\r\n").await;
+    match got.status {
+        206 => {
+            let range = got.header("content-range").expect("a Content-Range").to_string();
+            let expected: &[u8] = if range.starts_with("bytes 0-1/") {
+                &A_TXT[0..2]
+            } else {
+                &A_TXT[5..7]
+            };
+            assert_eq!(got.body, expected, "the body matches {range}");
+        }
+        200 => assert_eq!(got.body, A_TXT),
+        other => panic!("two Range headers: status {other}: {got:?}"),
+    }
+    f.assert_intact("two Range headers").await;
+}

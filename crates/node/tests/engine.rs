@@ -849,3 +849,42 @@ async fn fetch_uses_every_node_that_holds_the_file() {
     })
     .await;
 }
+
+// 10. A source found while the download runs joins it: a slow peer alone, then a fast mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_added_while_running_takes_part() {
+    bounded(async {
+        let data = random_bytes(8 * MIB, 10);
+        let slow = peer_with(&data, Some(1 << 20)).await;
+        let fast = FaultServer::start(data.clone(), None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let engine = engine_in(dir.path(), quick_options());
+        let progress = Arc::new(Progress::default());
+        let (more, more_rx) = mpsc::channel::<NewSource>(1);
+        let download = engine.run(
+            job(&target, &data, vec![slow.url.clone()], vec![]),
+            progress.clone(),
+            CancellationToken::new(),
+            more_rx,
+        );
+        let add = async {
+            wait_until("the slow peer delivered a piece", Duration::from_secs(30), || {
+                progress.done.load(std::sync::atomic::Ordering::Relaxed) > 0
+            })
+            .await;
+            more.send(NewSource::Mirror(fast.mirror()))
+                .await
+                .expect("the download takes new sources");
+        };
+        let (result, ()) = tokio::join!(download, add);
+        let outcome = result.expect("the download succeeds");
+        assert_same_file(&target, &data);
+        assert!(
+            stat_of(&outcome.sources, &fast).bytes > 0,
+            "the added mirror contributed: {:#?}",
+            outcome.sources
+        );
+    })
+    .await;
+}

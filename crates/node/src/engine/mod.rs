@@ -440,7 +440,8 @@ impl Engine {
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror"),
+                    // No TLS in this build: https mirrors are refused when targets are resolved.
+                    Ok(url) if url.scheme() == "http" => (url, "mirror"),
                     _ => return,
                 },
             };
@@ -714,21 +715,10 @@ impl Engine {
                 (hashed.id, Some(hashed.outboard))
             }
         };
-        if job.force {
-            tokio::fs::rename(&part, &target).await.map_err(io("rename", &target))?;
-        } else {
-            match tokio::fs::hard_link(&part, &target).await {
-                Ok(()) => {
-                    let _ = tokio::fs::remove_file(&part).await;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
-                Err(e) => return Err(io("link", &target)(e)),
-            }
-        }
-        if let Some(dir) = target.parent()
-            && let Ok(dir) = std::fs::File::open(dir)
-        {
-            let _ = dir.sync_all();
+        match crate::download::place_file(&part, &target, job.force).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
+            Err(e) => return Err(io("place", &target)(e)),
         }
         self.records.remove(&target)?;
         Ok(Outcome {

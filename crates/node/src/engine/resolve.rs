@@ -42,6 +42,8 @@ pub enum ResolveError {
     Conflict(String),
     #[error("give at least one target: a file name, a content id or URLs")]
     Empty,
+    #[error("{0}: https mirrors are not supported yet (this build has no TLS); use an http URL")]
+    Https(String),
 }
 
 /// Asks every peer in `peers` for `pattern` (name or id) and merges what they know.
@@ -118,6 +120,7 @@ pub async fn resolve(
     let deadline = Duration::from_secs(10);
     for target in targets {
         match classify(target) {
+            Target::Url(url) if url.starts_with("https://") => return Err(ResolveError::Https(url)),
             Target::Url(url) => {
                 if name.is_none() {
                     name = url_file_name(&url);
@@ -191,6 +194,8 @@ pub async fn resolve(
         Some(path) => path.to_path_buf(),
         None => PathBuf::from(&file_name),
     };
+    // Resume records are keyed by the target: the same file from any working directory.
+    job.target = std::path::absolute(&job.target).unwrap_or(job.target);
     job.name = name;
     Ok(job)
 }
@@ -208,5 +213,13 @@ mod tests {
         assert_eq!(url_file_name("http://m/dir/a%20b.iso?x=1"), Some("a b.iso".into()));
         assert_eq!(url_file_name("http://m/"), None);
         assert_eq!(url_file_name("http://m/.."), None);
+    }
+
+    #[tokio::test]
+    async fn https_mirrors_are_refused_clearly() {
+        let client = Client::new(Duration::from_secs(1));
+        let error = resolve(&client, &[], &["https://m/x.iso".into()], None, None).await.unwrap_err();
+        assert!(matches!(error, ResolveError::Https(_)), "{error}");
+        assert!(error.to_string().contains("use an http URL"));
     }
 }

@@ -16,6 +16,11 @@ use super::range::{self, Wanted};
 use crate::api::{Api, ApiError};
 use crate::faults::status_of;
 
+/// Answers up to this size are read whole; larger ones are streamed.
+const SMALL_BODY: u64 = 64 * 1024;
+/// The chunk size of a streamed answer.
+const STREAM_CHUNK: usize = 256 * 1024;
+
 fn error_response(error: ApiError) -> Response {
     (status_of(&error), format!("{error}\n")).into_response()
 }
@@ -107,8 +112,20 @@ async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers
     if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
         return error_response(ApiError::Internal(format!("seek {name}: {error}")));
     }
-    let reader = file.take(span.end - span.start);
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+    let len = span.end - span.start;
+    if len <= SMALL_BODY {
+        // A small answer is read whole: one read, no stream, no large buffer.
+        let mut bytes = vec![0u8; len as usize];
+        if let Some(limit) = api.upload_limit() {
+            crate::engine::throttle(limit, bytes.len()).await;
+        }
+        return match file.read_exact(&mut bytes).await {
+            Ok(_) => builder.body(Body::from(bytes)).unwrap_or_default(),
+            Err(error) => error_response(ApiError::Internal(format!("read {name}: {error}"))),
+        };
+    }
+    let reader = file.take(len);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize));
     match api.upload_limit().cloned() {
         None => builder.body(Body::from_stream(stream)).unwrap_or_default(),
         Some(limit) => {

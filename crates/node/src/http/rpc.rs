@@ -200,7 +200,11 @@ async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, 
         "hello" => {
             let url = p.string("url")?;
             p.done()?;
-            api.hello(&url)?;
+            // Learning a peer writes the store (an fsync): off the async runtime.
+            let api = api.clone();
+            tokio::task::spawn_blocking(move || api.hello(&url))
+                .await
+                .map_err(|e| Dispatch::Api(ApiError::Internal(e.to_string())))??;
             Value::Integer(0)
         }
         "query" => {
