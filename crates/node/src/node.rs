@@ -47,6 +47,9 @@ pub struct Node {
     url_file: PathBuf,
 }
 
+/// How long `start` waits for the first scan of the share before it returns.
+pub const FIRST_SCAN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The name of the store file inside the state directory.
 pub const STORE_FILE: &str = "shoal.redb";
 /// The name of the secret file inside the state directory.
@@ -173,9 +176,13 @@ impl Node {
             options.max_connections,
             options.request_timeout,
         ));
-        tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token()));
+        let (scanned, first_scan) = tokio::sync::oneshot::channel();
+        tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token(), scanned));
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
+        // A small share is indexed before the node says it is up (it already answers while
+        // it waits); a large one goes on being hashed in the background.
+        let _ = tokio::time::timeout(FIRST_SCAN_WAIT, first_scan).await;
         let url_file = options.state.join(URL_FILE);
         if let Err(error) = std::fs::write(&url_file, format!("{}\n", api.url())) {
             tracing::warn!(path = %url_file.display(), %error, "could not record the node's URL");

@@ -8,8 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 
-/// Scans the share at start and then every `rescan_interval`.
-pub async fn rescan_loop(api: Api, shutdown: CancellationToken) {
+/// Scans the share at start and then every `rescan_interval`; `first` hears when the first
+/// scan is over.
+pub async fn rescan_loop(api: Api, shutdown: CancellationToken, first: tokio::sync::oneshot::Sender<()>) {
+    let mut first = Some(first);
     let mut ticks = tokio::time::interval(api.options().rescan_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -28,6 +30,9 @@ pub async fn rescan_loop(api: Api, shutdown: CancellationToken) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "rescanning the share failed"),
+        }
+        if let Some(first) = first.take() {
+            let _ = first.send(());
         }
     }
 }

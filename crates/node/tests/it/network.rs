@@ -319,3 +319,11 @@ async fn a_node_download_goes_on_after_the_node_restarts() {
         "indexed once done"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_share_is_indexed_before_start_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ready.txt"), b"here from the start").unwrap();
+    let node = TestNode::start_in(dir, tempfile::tempdir().unwrap(), |o| o.rescan_interval = Duration::from_secs(3600)).await;
+    assert_eq!(node.call("list", vec![]).await.unwrap(), Value::Array(vec![s("ready.txt")]));
+}
