@@ -248,7 +248,8 @@ impl Api {
         blocking(move || {
             let path = match name.resolve_existing(&root) {
                 Ok(path) => path,
-                Err(NameError::NotFound { .. }) => return Ok(None),
+                // A directory of the share is not a file, as the seed's `isfile` says.
+                Err(NameError::NotFound { .. } | NameError::NotAFile { .. }) => return Ok(None),
                 Err(error) => return Err(ApiError::from(error)),
             };
             let size = std::fs::metadata(&path)

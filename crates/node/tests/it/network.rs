@@ -327,3 +327,10 @@ async fn a_small_share_is_indexed_before_start_returns() {
     let node = TestNode::start_in(dir, tempfile::tempdir().unwrap(), |o| o.rescan_interval = Duration::from_secs(3600)).await;
     assert_eq!(node.call("list", vec![]).await.unwrap(), Value::Array(vec![s("ready.txt")]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_is_not_a_file() {
+    let a = TestNode::start().await;
+    a.add("dir/inner.txt", b"x").await;
+    assert_eq!(code(a.call("query", vec![s("dir"), strings(&[])]).await), NOT_FOUND);
+}
