@@ -8,7 +8,9 @@
 //! - [`client`]: every outbound call, each with a timeout and a size cap.
 //! - [`peers`], [`peer_url`]: the peer table and URL spellings.
 //! - [`search`]: query ids, the seen-query memory, patterns.
-//! - [`download`]: placing downloaded files in the share without ever overwriting.
+//! - [`engine`]: the multi-source download engine (pieces, verification, resume, retries).
+//! - [`downloads`]: the node's background downloads, listed, paused, resumed after restarts.
+//! - [`download`]: placing downloaded files without ever overwriting; files from seed nodes.
 //! - [`faults`]: fault codes and the mapping of API errors to faults and statuses.
 //! - [`tasks`]: background work (rescans, introductions, peer exchange).
 
