@@ -50,7 +50,7 @@ impl Reporter {
             bar.set_message(if waiting {
                 "waiting for a source…".to_string()
             } else {
-                format!("{live} sources")
+                format!("{live} source{}", if live == 1 { "" } else { "s" })
             });
         }
         if self.json {
