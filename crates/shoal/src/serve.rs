@@ -90,3 +90,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_files_skip_blanks_and_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("urls.txt");
+        std::fs::write(&file, "http://a:1\n\n  # a comment\n  http://b:2  \n#http://c:3\n").unwrap();
+        assert_eq!(read_peers_file(&file).unwrap(), vec!["http://a:1", "http://b:2"]);
+        let missing = read_peers_file(&dir.path().join("none.txt")).unwrap_err();
+        assert!(format!("{missing:#}").contains("reading the peers file"), "{missing:#}");
+    }
+}

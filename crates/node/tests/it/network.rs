@@ -334,3 +334,44 @@ async fn a_directory_is_not_a_file() {
     a.add("dir/inner.txt", b"x").await;
     assert_eq!(code(a.call("query", vec![s("dir"), strings(&[])]).await), NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_pause_resume_and_cancel() {
+    use shoal_node::downloads::Status;
+    let holder = TestNode::start_with(|o| o.max_upload_rate = Some(2 << 20)).await;
+    let data = binary(6 << 20);
+    holder.add("p.bin", &data).await;
+    holder.add("c.bin", &binary(5 << 20)).await;
+    let b = TestNode::start().await;
+    b.knows(&[&holder]).await;
+    let api = b.node.api().clone();
+    let status_of = |name: &str| api.downloads().into_iter().find(|d| d.name == name).map(|d| d.status);
+    // Pause keeps the progress; resume finishes the same download.
+    b.call("shoal.download", vec![s(SECRET), strings(&["p.bin"])]).await.unwrap();
+    until(Duration::from_secs(30), || {
+        api.downloads().iter().any(|d| d.name == "p.bin" && d.done > 0)
+    })
+    .await;
+    assert_eq!(code(b.call("shoal.pause", vec![s("wrong"), s("p.bin")]).await), ACCESS_DENIED);
+    assert_eq!(b.call("shoal.pause", vec![s(SECRET), s("p.bin")]).await, Ok(Value::Integer(0)));
+    until(Duration::from_secs(30), || status_of("p.bin") == Some(Status::Paused)).await;
+    let part = b.path(".p.bin.shoal-part");
+    assert!(part.exists() && !b.path("p.bin").exists(), "paused: progress kept, no final file");
+    assert_eq!(b.call("shoal.resume", vec![s(SECRET), s("p.bin")]).await, Ok(Value::Integer(0)));
+    until(Duration::from_secs(60), || status_of("p.bin") == Some(Status::Done)).await;
+    assert_eq!(read(&b.path("p.bin")), data);
+    // Cancel stops for good: the partial data and the resume record go.
+    b.call("shoal.download", vec![s(SECRET), strings(&["c.bin"])]).await.unwrap();
+    until(Duration::from_secs(30), || {
+        api.downloads().iter().any(|d| d.name == "c.bin" && d.done > 0)
+    })
+    .await;
+    assert_eq!(b.call("shoal.cancel", vec![s(SECRET), s("c.bin")]).await, Ok(Value::Integer(0)));
+    assert!(!b.path(".c.bin.shoal-part").exists() && !b.path("c.bin").exists());
+    assert!(status_of("c.bin").is_none(), "a cancelled download is no longer listed");
+    assert_eq!(
+        code(b.call("shoal.resume", vec![s(SECRET), s("c.bin")]).await),
+        NOT_FOUND,
+        "nothing left to resume"
+    );
+}
