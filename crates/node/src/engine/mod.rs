@@ -49,10 +49,15 @@ const THROTTLE_STEP_KIB: u32 = 256;
 /// the rate (at least 256 KiB), so that a late timer or a slow write is made up afterwards
 /// instead of lost: with a bucket of one chunk, measured throughput fell 2% short of the cap.
 pub fn rate_limiter(bytes_per_second: u64) -> Arc<RateLimiter> {
+    Arc::new(governor::RateLimiter::direct(quota(bytes_per_second)))
+}
+
+/// The token bucket for `bytes_per_second`, in KiB.
+fn quota(bytes_per_second: u64) -> governor::Quota {
     let kib_per_second = u32::try_from(bytes_per_second / 1024).unwrap_or(u32::MAX).max(1);
     let kib = NonZeroU32::new(kib_per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new((kib_per_second / 10).max(THROTTLE_STEP_KIB)).unwrap_or(NonZeroU32::MIN);
-    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(kib).allow_burst(burst)))
+    governor::Quota::per_second(kib).allow_burst(burst)
 }
 
 /// Waits until `bytes` may pass `limiter`.
@@ -968,6 +973,16 @@ mod tests {
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("10").is_err());
         assert!(parse_rate("5X").is_err());
+    }
+
+    #[test]
+    fn a_bucket_holds_a_tenth_of_a_second_and_never_less_than_a_step() {
+        let fast = quota(25 << 20);
+        assert_eq!(fast.burst_size().get(), 2560, "25 MiB/s: 2.5 MiB at once");
+        assert_eq!(fast.replenish_interval(), Duration::from_secs(1) / 25600);
+        let slow = quota(1 << 20);
+        assert_eq!(slow.burst_size().get(), THROTTLE_STEP_KIB, "a wait may ask for one step");
+        assert_eq!(quota(10).burst_size().get(), THROTTLE_STEP_KIB);
     }
 
     #[test]
