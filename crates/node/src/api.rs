@@ -81,6 +81,9 @@ pub struct Route {
     pub budget: Duration,
 }
 
+/// How often a node's running download asks the peers for more holders.
+pub const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
+
 /// What a node passes on when it forwards a search.
 struct Hop {
     /// The route the peers get.
@@ -627,9 +630,22 @@ impl Api {
         Ok(blocking(move || name.resolve_new(&root)).await??)
     }
 
-    /// Starts a download in the background; a finished file inside the share is indexed.
+    /// Starts a download in the background; a finished file inside the share is indexed. While it
+    /// runs, the node's peers are asked now and then for more holders, which join it.
     pub fn start_download(&self, job: Job) -> tokio::sync::watch::Receiver<Status> {
         let share = self.inner.share.clone();
+        let (target, id, mut known) = (job.target.clone(), job.id, job.peers.clone());
+        known.push(self.url().to_string());
+        let status = self.start_download_only(job, share);
+        if let (Some(id), Some(more)) = (id, self.inner.downloads.sources_of(&target)) {
+            let peers = self.live_peer_urls();
+            let finder = crate::engine::resolve::find_more(self.inner.client.clone(), peers, id, known, FIND_MORE_EVERY, more);
+            self.inner.downloads.spawn(finder);
+        }
+        status
+    }
+
+    fn start_download_only(&self, job: Job, share: Arc<Share>) -> tokio::sync::watch::Receiver<Status> {
         self.inner.downloads.start(
             job,
             Box::new(move |outcome| {

@@ -126,6 +126,19 @@ impl Downloads {
         status_rx
     }
 
+    /// The channel that brings new sources to the running download of `target`.
+    pub fn sources_of(&self, target: &Path) -> Option<mpsc::Sender<NewSource>> {
+        self.lock()
+            .get(target)
+            .filter(|r| *r.status.borrow() == Status::Running)
+            .map(|r| r.more.clone())
+    }
+
+    /// Runs `work` on the node's task tracker (it ends with the node).
+    pub fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+
     /// Pauses the download of `target`, keeping its progress. Returns false when it is not
     /// running.
     pub fn pause(&self, target: &Path) -> bool {

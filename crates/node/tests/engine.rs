@@ -888,3 +888,45 @@ async fn a_source_added_while_running_takes_part() {
     })
     .await;
 }
+
+// 11. Holders that appear while a download runs are found and join it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_found_while_running_join_the_download() {
+    bounded(async {
+        let data = random_bytes(8 * MIB, 11);
+        let slow = peer_with(&data, Some(1 << 20)).await;
+        let fast = peer_with(&data, None).await;
+        slow.knows(&[&fast]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let engine = engine_in(dir.path(), quick_options());
+        let progress = Arc::new(Progress::default());
+        let (more, more_rx) = mpsc::channel::<NewSource>(4);
+        let client = shoal_node::client::Client::new(Duration::from_secs(3));
+        let finder = tokio::spawn(shoal_node::engine::resolve::find_more(
+            client,
+            vec![slow.url.clone()],
+            content_id(&data),
+            vec![slow.url.clone()],
+            Duration::from_millis(100),
+            more,
+        ));
+        let job = job(&target, &data, vec![slow.url.clone()], vec![]);
+        let outcome = engine
+            .run(job, progress, CancellationToken::new(), more_rx)
+            .await
+            .expect("the download succeeds");
+        assert_same_file(&target, &data);
+        let from_fast = outcome
+            .sources
+            .iter()
+            .find(|s| s.url.starts_with(&fast.url))
+            .expect("the second holder joined");
+        assert!(from_fast.bytes > 0, "it contributed: {:#?}", outcome.sources);
+        tokio::time::timeout(Duration::from_secs(5), finder)
+            .await
+            .expect("the finder ends with the download")
+            .unwrap();
+    })
+    .await;
+}

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::GetArgs;
 
+/// How often a running download asks the peers for more holders.
+const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
+
 /// Prints progress as a bar, as JSON lines, or not at all.
 struct Reporter {
     json: bool,
@@ -138,7 +141,19 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let engine = Engine::new(db, client.http().clone(), options)?;
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
-    let (_more_tx, more_rx) = tokio::sync::mpsc::channel(1);
+    let (more_tx, more_rx) = tokio::sync::mpsc::channel(16);
+    // Holders that appear while the download runs join it.
+    let finder = job.id.filter(|_| !peers.is_empty()).map(|id| {
+        tokio::spawn(resolve::find_more(
+            client.clone(),
+            peers.clone(),
+            id,
+            job.peers.clone(),
+            FIND_MORE_EVERY,
+            more_tx.clone(),
+        ))
+    });
+    drop(more_tx);
     let reporter = Reporter::new(args.quiet, args.json);
     let started = Instant::now();
     let expected_hash = hash;
@@ -160,6 +175,9 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         }
     };
     reporter.finish();
+    if let Some(finder) = finder {
+        finder.abort();
+    }
     let outcome = result?;
     if let Some(expected) = expected_hash
         && expected != outcome.id

@@ -73,6 +73,36 @@ pub async fn search(client: &Client, peers: &[String], pattern: &str, deadline: 
     merged
 }
 
+/// Keeps looking for more holders of `id` every `every` while a download runs, and hands each
+/// new one to it through `more` (the engine starts a worker for it). Ends when the download
+/// ends (its receiver is dropped).
+pub async fn find_more(
+    client: Client,
+    peers: Vec<String>,
+    id: ContentId,
+    mut known: Vec<String>,
+    every: Duration,
+    more: tokio::sync::mpsc::Sender<super::NewSource>,
+) {
+    loop {
+        tokio::select! {
+            () = more.closed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let found = search(&client, &peers, &id.to_string(), every).await;
+        for url in found.into_iter().filter(|m| m.id == id).flat_map(|m| m.urls) {
+            if known.contains(&url) {
+                continue;
+            }
+            known.push(url.clone());
+            tracing::info!(%url, "found another holder");
+            if more.send(super::NewSource::Peer(url)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The file name a URL points at.
 fn url_file_name(url: &str) -> Option<String> {
     let url = reqwest::Url::parse(url).ok()?;
