@@ -111,9 +111,11 @@ impl Downloads {
         self.tracker.spawn(async move {
             let name = job.name.clone();
             let status = match engine.run(job, progress, cancel, more_rx).await {
-                Ok(outcome) => match on_done(outcome) {
-                    Ok(()) => Status::Done,
-                    Err(error) => Status::Failed(error),
+                // Indexing the new file writes the store: off the async runtime.
+                Ok(outcome) => match tokio::task::spawn_blocking(move || on_done(outcome)).await {
+                    Ok(Ok(())) => Status::Done,
+                    Ok(Err(error)) => Status::Failed(error),
+                    Err(error) => Status::Failed(format!("indexing the finished file failed: {error}")),
                 },
                 Err(crate::engine::EngineError::Cancelled { .. }) => Status::Paused,
                 Err(error) => {

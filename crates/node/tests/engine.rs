@@ -338,6 +338,25 @@ async fn run(engine: &Engine, job: Job) -> (Result<Outcome, EngineError>, Arc<Pr
     (result, progress)
 }
 
+/// Runs `job` until at least `bytes` are done, then cancels it. Returns how it ended and the
+/// bytes done by then.
+async fn run_then_cancel(engine: &Engine, job: Job, bytes: u64) -> (Result<Outcome, EngineError>, u64) {
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let (_more, more_rx) = mpsc::channel::<NewSource>(1);
+    let running = tokio::spawn({
+        let (engine, progress, cancel) = (engine.clone(), progress.clone(), cancel.clone());
+        async move { engine.run(job, progress, cancel, more_rx).await }
+    });
+    wait_until("enough pieces are done", Duration::from_secs(30), || {
+        progress.done.load(Ordering::Relaxed) >= bytes
+    })
+    .await;
+    cancel.cancel();
+    let stopped = running.await.expect("the engine task");
+    (stopped, progress.done.load(Ordering::Relaxed))
+}
+
 /// A shoal peer holding `data` as `file.bin`, serving at most `rate` bytes per second.
 async fn peer_with(data: &[u8], rate: Option<u64>) -> TestNode {
     let node = TestNode::start_with(|o| o.max_upload_rate = rate).await;
@@ -665,25 +684,9 @@ async fn a_cancelled_download_resumes_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.bin");
         let the_job = job(&target, &data, vec![server.url.clone()], vec![]);
-
-        let progress = Arc::new(Progress::default());
-        let cancel = CancellationToken::new();
         let engine = engine_in(dir.path(), quick_options());
-        let (_more, more_rx) = mpsc::channel::<NewSource>(1);
-        let first = tokio::spawn({
-            let (engine, progress, cancel, job) = (engine.clone(), progress.clone(), cancel.clone(), the_job.clone());
-            async move { engine.run(job, progress, cancel, more_rx).await }
-        });
-        wait_until("some pieces are done", Duration::from_secs(30), || {
-            progress.done.load(Ordering::Relaxed) > 0
-        })
-        .await;
-        cancel.cancel();
-        // Cancelled (or, through the bug `cancelling_reports_cancelled_every_time` shows, another
-        // error): either way the run stopped before the end.
-        let stopped = first.await.expect("the engine task");
-        assert!(stopped.is_err(), "{stopped:?}");
-        let done_before = progress.done.load(Ordering::Relaxed);
+        let (stopped, done_before) = run_then_cancel(&engine, the_job.clone(), 1).await;
+        assert!(matches!(stopped, Err(EngineError::Cancelled { .. })), "{stopped:?}");
         assert!(
             done_before > 0 && done_before < data.len() as u64,
             "stopped midway ({done_before} bytes done)"
@@ -727,24 +730,9 @@ async fn a_resumed_piece_that_was_lost_on_disk_is_fetched_again() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.bin");
         let the_job = job(&target, &data, vec![server.url.clone()], vec![]);
-        let progress = Arc::new(Progress::default());
-        let cancel = CancellationToken::new();
         let engine = engine_in(dir.path(), quick_options());
-        let (_more, more_rx) = mpsc::channel::<NewSource>(1);
-        let first = tokio::spawn({
-            let (engine, progress, cancel, job) = (engine.clone(), progress.clone(), cancel.clone(), the_job.clone());
-            async move { engine.run(job, progress, cancel, more_rx).await }
-        });
-        wait_until("two pieces are done", Duration::from_secs(30), || {
-            progress.done.load(Ordering::Relaxed) >= 2 * PIECE_SIZE
-        })
-        .await;
-        cancel.cancel();
-        assert!(
-            first.await.expect("the engine task").is_err(),
-            "the first run stopped before the end"
-        );
-        let done_before = progress.done.load(Ordering::Relaxed);
+        let (stopped, done_before) = run_then_cancel(&engine, the_job.clone(), 2 * PIECE_SIZE).await;
+        assert!(matches!(stopped, Err(EngineError::Cancelled { .. })), "{stopped:?}");
         drop(engine);
         // Piece 0 is done by the record; its bytes are damaged as a power cut might.
         let record = engine_in(dir.path(), quick_options())
@@ -787,24 +775,7 @@ async fn cancelling_reports_cancelled_every_time() {
         let mut outcomes = Vec::new();
         for round in 0..8 {
             let target = dir.path().join(format!("out-{round}.bin"));
-            let progress = Arc::new(Progress::default());
-            let cancel = CancellationToken::new();
-            let (_more, more_rx) = mpsc::channel::<NewSource>(1);
-            let running = tokio::spawn({
-                let (engine, progress, cancel, job) = (
-                    engine.clone(),
-                    progress.clone(),
-                    cancel.clone(),
-                    job(&target, &data, vec![], vec![server.mirror()]),
-                );
-                async move { engine.run(job, progress, cancel, more_rx).await }
-            });
-            wait_until("a piece is done", Duration::from_secs(30), || {
-                progress.done.load(Ordering::Relaxed) > 0
-            })
-            .await;
-            cancel.cancel();
-            let stopped = running.await.expect("the engine task");
+            let (stopped, _) = run_then_cancel(&engine, job(&target, &data, vec![], vec![server.mirror()]), 1).await;
             outcomes.push(match stopped {
                 Err(EngineError::Cancelled { .. }) => "Cancelled".to_string(),
                 other => format!("{other:?}"),

@@ -122,7 +122,7 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// File names, content ids (64 hex characters) or http(s) URLs of mirrors, mixed freely.
+    /// File names, content ids (64 hex characters) or http URLs of mirrors, mixed freely (https is not supported yet).
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Where to save: a file path, or an existing directory [default: the current directory].

@@ -461,7 +461,12 @@ impl Engine {
         for mirror in &job.mirrors {
             add_source(&mut sources, NewSource::Mirror(mirror.clone()), job.id);
         }
-        let previous = self.records.get(&target)?;
+        let previous = self
+            .store({
+                let target = target.clone();
+                move |records| records.get(&target)
+            })
+            .await?;
         if sources.is_empty() {
             return Err(EngineError::NoSources(job.name.clone()));
         }
@@ -580,7 +585,11 @@ impl Engine {
             by_node: job.by_node,
             done: record::encode_done(&done),
         };
-        self.records.put(&record)?;
+        self.store({
+            let record = record.clone();
+            move |records| records.put(&record)
+        })
+        .await?;
 
         let ctx = Arc::new(Ctx {
             http: self.http.clone(),
@@ -679,11 +688,19 @@ impl Engine {
             return Ok(());
         }
         record.done = record::encode_done(&ctx.lock().done_flags());
-        let (records, record) = (self.records.clone(), record.clone());
-        tokio::task::spawn_blocking(move || records.put(&record))
+        let record = record.clone();
+        self.store(move |records| records.put(&record)).await
+    }
+
+    /// Runs a step on the resume records off the async runtime (each write is an fsync).
+    async fn store<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&Records) -> Result<T, record::RecordError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let records = self.records.clone();
+        Ok(tokio::task::spawn_blocking(move || step(&records))
             .await
-            .map_err(|e| EngineError::Task(e.to_string()))??;
-        Ok(())
+            .map_err(|e| EngineError::Task(e.to_string()))??)
     }
 
     /// Checks the whole file when no piece hashes were had, syncs it, and moves it into place.
@@ -694,7 +711,11 @@ impl Engine {
             let path = path.to_path_buf();
             move |source| EngineError::Io { step, path, source }
         };
-        ctx.file.sync_all().map_err(io("sync", &part))?;
+        let file = ctx.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))?
+            .map_err(io("sync", &part))?;
         let (id, outboard) = match (ctx.hashes.is_some(), job.id, outboard) {
             (true, Some(id), Some(outboard)) => (id, Some(outboard)),
             (_, expected, _) => {
@@ -711,7 +732,8 @@ impl Engine {
                     && expected != hashed.id
                 {
                     let _ = std::fs::remove_file(&part);
-                    self.records.remove(&target)?;
+                    let key = target.clone();
+                    self.store(move |records| records.remove(&key)).await?;
                     return Err(EngineError::HashMismatch {
                         expected,
                         actual: hashed.id,
@@ -725,7 +747,8 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
             Err(e) => return Err(io("place", &target)(e)),
         }
-        self.records.remove(&target)?;
+        let key = target.clone();
+        self.store(move |records| records.remove(&key)).await?;
         Ok(Outcome {
             path: target,
             id,

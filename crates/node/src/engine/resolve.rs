@@ -1,5 +1,5 @@
 //! Turning what a user typed into a [`Job`]: file names and content ids are searched across the
-//! known peers (`shoal.search`), http(s) URLs are mirrors, and all of them may be mixed (a
+//! known peers (`shoal.search`), http URLs are mirrors (https is refused: no TLS in this build), and all of them may be mixed (a
 //! content id found on peers plus mirrors of the same bytes is the P2SP case).
 
 use std::path::{Path, PathBuf};

@@ -48,7 +48,7 @@ pub const METHODS: &[(&str, &str)] = &[
     ),
     (
         "shoal.download",
-        "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http(s) mirror URLs; output defaults to the share.",
+        "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http mirror URLs; output defaults to the share.",
     ),
     (
         "shoal.downloads",
