@@ -3,9 +3,11 @@
 //! A [`ContentId`] is the BLAKE3 hash of a file, the same value `b3sum` prints. Hashing a file
 //! also yields its bao outboard: the pre-order list of hash pairs of the BLAKE3 tree down to
 //! chunk groups of [`BLOCK_BYTES`], without a size prefix. Outboards are stored in the index and
-//! handed to peers, who turn them into [`PieceHashes`] with [`piece_hashes`]: the walk checks
-//! every pair it reads against the content id, so one expected hash per piece comes out, each
-//! proven against the root. A piece's hash is then checked with BLAKE3 alone ([`PieceHashes::verify`]).
+//! handed to peers, who turn them into [`PieceHashes`] with [`piece_hashes`], or with an
+//! [`OutboardVerifier`] as the bytes arrive: the walk checks every pair it reads against the
+//! content id, so one expected hash per piece comes out, each proven against the root. A lie
+//! about the size is caught within a few pairs, so nothing is sized from a peer's claim. A
+//! piece's hash is then checked with BLAKE3 alone ([`PieceHashes::verify`]).
 //!
 //! Files are streamed through a bounded buffer; nothing here reads a whole file into memory.
 
@@ -28,6 +30,18 @@ pub const BLOCK_BYTES: u64 = 1024 << BLOCK_SIZE_LOG;
 
 /// Size of the read buffer used when hashing files.
 const READ_BUFFER: usize = 1 << 20;
+
+/// The largest file size shoal will consider: 1 PiB.
+///
+/// Far beyond any real file a node shares, so refusing larger claims loses nothing, while every
+/// number derived from a size (piece counts, outboard lengths, offsets) stays small enough to
+/// compute and to hold in memory: at most 2^30 pieces of 1 MiB, and no `u64` overflow anywhere.
+/// A peer that claims more is refused with [`VerifyError::TooLarge`] before anything is read.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// Most nodes the verifier's stack holds: one pending right sibling per level of the largest
+/// tree, plus the node being visited.
+const MAX_DEPTH: usize = (MAX_SIZE / BLOCK_BYTES).ilog2() as usize + 2;
 
 /// Bytes per hash pair in an outboard.
 const PAIR_BYTES: usize = 64;
@@ -65,7 +79,7 @@ pub enum HashError {
 }
 
 /// Why an outboard could not be turned into piece hashes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("outboard for {size} bytes must be {expected} bytes long, got {actual}")]
     OutboardSize { size: u64, expected: u64, actual: u64 },
@@ -73,6 +87,8 @@ pub enum VerifyError {
     Outboard { offset: u64 },
     #[error("piece size {piece_size} must be a power of two of at least {BLOCK_BYTES} bytes")]
     PieceSize { piece_size: u64 },
+    #[error("a file of {size} bytes is larger than the {MAX_SIZE} bytes shoal accepts")]
+    TooLarge { size: u64 },
 }
 
 /// The BLAKE3 hash of a file's content, used to name it on the network.
@@ -197,12 +213,11 @@ pub struct PieceHashes {
 /// Checks `outboard` against `id` and extracts one expected hash per piece of `piece_size` bytes.
 ///
 /// Hash pairs that lie inside a piece's own subtree are not needed to verify the piece and are
-/// skipped unread; every pair above the pieces is checked.
+/// skipped unread; every pair above the pieces is checked. This is [`OutboardVerifier`] fed the
+/// whole outboard at once, after its length has been checked.
 pub fn piece_hashes(id: &ContentId, size: u64, outboard: &[u8], piece_size: u64) -> Result<PieceHashes, VerifyError> {
-    if !piece_size.is_power_of_two() || piece_size < BLOCK_BYTES {
-        return Err(VerifyError::PieceSize { piece_size });
-    }
-    let expected = outboard_size(size);
+    let mut verifier = OutboardVerifier::new(*id, size, piece_size)?;
+    let expected = verifier.expected_len();
     if outboard.len() as u64 != expected {
         return Err(VerifyError::OutboardSize {
             size,
@@ -210,20 +225,8 @@ pub fn piece_hashes(id: &ContentId, size: u64, outboard: &[u8], piece_size: u64)
             actual: outboard.len() as u64,
         });
     }
-    let mut walk = Walk {
-        outboard,
-        cursor: 0,
-        piece_size,
-        hashes: Vec::with_capacity(piece_count(size, piece_size) as usize),
-    };
-    walk.node(0, size, id.0, true)?;
-    debug_assert_eq!(walk.cursor, outboard.len());
-    debug_assert_eq!(walk.hashes.len() as u64, piece_count(size, piece_size));
-    Ok(PieceHashes {
-        piece_size,
-        size,
-        hashes: walk.hashes,
-    })
+    verifier.feed(outboard)?;
+    verifier.finish()
 }
 
 fn piece_count(size: u64, piece_size: u64) -> u64 {
@@ -235,50 +238,212 @@ fn blocks(len: u64) -> u64 {
     len.div_ceil(BLOCK_BYTES).max(1)
 }
 
-/// A pre-order walk over the outboard, recording piece hashes.
-struct Walk<'a> {
-    outboard: &'a [u8],
-    /// Byte offset of the next unread hash pair.
-    cursor: usize,
+/// Checks an outboard as it arrives, in slices of any length, and extracts the piece hashes.
+///
+/// The walk is the pre-order one of [`piece_hashes`], top-down from the content id, kept as an
+/// explicit stack of the nodes still to visit (at most one per tree level, plus one) instead of
+/// recursion. Each hash pair is checked as soon as its 64 bytes are in, so a wrong pair is refused
+/// before anything after it is read.
+///
+/// This is what makes a peer's claimed size safe to act on: if the claim is larger than the real
+/// file, the claimed tree is deeper than the real one, and somewhere down its leftmost path a pair
+/// would have to hash to the chaining value of a real chunk: a BLAKE3 preimage. The real
+/// outboard, or anything else, is refused within a few pairs past the depth of the real tree
+/// (a few hundred bytes), whatever the claim. Memory is a partial pair, the stack, and the piece
+/// hashes proven so far, never anything sized from the claim.
+#[derive(Debug)]
+pub struct OutboardVerifier {
     piece_size: u64,
+    size: u64,
+    /// [`outboard_size`] of the claimed size.
+    expected_len: u64,
+    /// Bytes taken so far, pairs skipped inside pieces included.
+    received: u64,
+    /// Bytes still to pass over unread: the pairs inside the last piece's subtree.
+    skip: u64,
+    /// The start of a pair split across slices.
+    partial: [u8; PAIR_BYTES],
+    partial_len: usize,
+    /// Nodes still to visit, the next one last.
+    stack: Vec<Node>,
     hashes: Vec<blake3::Hash>,
+    /// The first failure, repeated by every later call.
+    failed: Option<VerifyError>,
 }
 
-impl Walk<'_> {
-    /// Visits the node covering `len` bytes from `start`, whose hash must be `expected`.
-    fn node(&mut self, start: u64, len: u64, expected: ChainingValue, is_root: bool) -> Result<(), VerifyError> {
-        if start.is_multiple_of(self.piece_size) && len <= self.piece_size {
-            self.hashes.push(blake3::Hash::from_bytes(expected));
-            // A subtree over n blocks holds n - 1 pairs, all below this piece.
-            self.cursor += (blocks(len) as usize - 1) * PAIR_BYTES;
-            return Ok(());
+/// A node of the claimed tree whose hash has been proven but whose pair is not yet read.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    start: u64,
+    len: u64,
+    expected: ChainingValue,
+    is_root: bool,
+}
+
+impl OutboardVerifier {
+    /// Starts checking the outboard of a file of `size` bytes named `id`, for pieces of
+    /// `piece_size` bytes.
+    ///
+    /// Refuses a piece size that is not a power of two of at least [`BLOCK_BYTES`] and a size
+    /// above [`MAX_SIZE`]. Allocates nothing that grows with `size`.
+    pub fn new(id: ContentId, size: u64, piece_size: u64) -> Result<Self, VerifyError> {
+        if !piece_size.is_power_of_two() || piece_size < BLOCK_BYTES {
+            return Err(VerifyError::PieceSize { piece_size });
         }
-        // Unreachable for valid piece sizes: every node above a piece is longer than a block.
-        let offset = self.cursor as u64;
-        if len <= BLOCK_BYTES {
-            return Err(VerifyError::Outboard { offset });
+        if size > MAX_SIZE {
+            return Err(VerifyError::TooLarge { size });
         }
-        let pair = self
-            .outboard
-            .get(self.cursor..self.cursor + PAIR_BYTES)
-            .ok_or(VerifyError::Outboard { offset })?;
-        let mut left = [0u8; 32];
-        let mut right = [0u8; 32];
-        left.copy_from_slice(&pair[..32]);
-        right.copy_from_slice(&pair[32..]);
-        self.cursor += PAIR_BYTES;
-        let merged = if is_root {
-            *hazmat::merge_subtrees_root(&left, &right, Mode::Hash).as_bytes()
-        } else {
-            hazmat::merge_subtrees_non_root(&left, &right, Mode::Hash)
+        let mut stack = Vec::with_capacity(MAX_DEPTH);
+        stack.push(Node {
+            start: 0,
+            len: size,
+            expected: id.0,
+            is_root: true,
+        });
+        let mut verifier = OutboardVerifier {
+            piece_size,
+            size,
+            expected_len: outboard_size(size),
+            received: 0,
+            skip: 0,
+            partial: [0; PAIR_BYTES],
+            partial_len: 0,
+            stack,
+            hashes: Vec::new(),
+            failed: None,
         };
-        // Constant-time comparison through blake3::Hash's PartialEq.
-        if blake3::Hash::from_bytes(merged) != blake3::Hash::from_bytes(expected) {
-            return Err(VerifyError::Outboard { offset });
+        // A file that is a single piece is proven by the id alone.
+        verifier.walk(&[])?;
+        Ok(verifier)
+    }
+
+    /// The outboard length, in bytes, that the claimed size calls for.
+    pub fn expected_len(&self) -> u64 {
+        self.expected_len
+    }
+
+    /// Takes the next bytes of the outboard and checks every hash pair they complete.
+    ///
+    /// Fails with [`VerifyError::Outboard`] at the first pair that does not match and with
+    /// [`VerifyError::OutboardSize`] when the bytes run past [`Self::expected_len`]. After a
+    /// failure every call fails the same way.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), VerifyError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
         }
-        let left_len = hazmat::left_subtree_len(len);
-        self.node(start, left_len, left, false)?;
-        self.node(start + left_len, len - left_len, right, false)
+        let actual = self.received.saturating_add(bytes.len() as u64);
+        if actual > self.expected_len {
+            return Err(self.fail(VerifyError::OutboardSize {
+                size: self.size,
+                expected: self.expected_len,
+                actual,
+            }));
+        }
+        self.walk(bytes)
+    }
+
+    /// Ends the outboard and returns the piece hashes, all proven against the id.
+    ///
+    /// Fails with [`VerifyError::OutboardSize`] when fewer bytes than [`Self::expected_len`] came.
+    pub fn finish(self) -> Result<PieceHashes, VerifyError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        if self.received != self.expected_len {
+            return Err(VerifyError::OutboardSize {
+                size: self.size,
+                expected: self.expected_len,
+                actual: self.received,
+            });
+        }
+        // The walk takes exactly `expected_len` bytes, so it is complete here.
+        if !self.stack.is_empty() || self.skip != 0 || self.partial_len != 0 {
+            return Err(VerifyError::Outboard { offset: self.received });
+        }
+        debug_assert_eq!(self.hashes.len() as u64, piece_count(self.size, self.piece_size));
+        Ok(PieceHashes {
+            piece_size: self.piece_size,
+            size: self.size,
+            hashes: self.hashes,
+        })
+    }
+
+    /// Records `error` as the verifier's fate and returns it.
+    fn fail(&mut self, error: VerifyError) -> VerifyError {
+        self.failed = Some(error.clone());
+        error
+    }
+
+    /// Visits nodes until the stack is empty or the next pair needs more bytes than `bytes` holds.
+    fn walk(&mut self, mut bytes: &[u8]) -> Result<(), VerifyError> {
+        loop {
+            if self.skip > 0 {
+                let take = self.skip.min(bytes.len() as u64);
+                bytes = &bytes[take as usize..];
+                self.skip -= take;
+                self.received += take;
+                if self.skip > 0 {
+                    return Ok(());
+                }
+            }
+            let Some(&node) = self.stack.last() else {
+                if bytes.is_empty() {
+                    return Ok(());
+                }
+                // Unreachable: the walk takes exactly `expected_len` bytes, checked by `feed`.
+                return Err(self.fail(VerifyError::Outboard { offset: self.received }));
+            };
+            if node.start.is_multiple_of(self.piece_size) && node.len <= self.piece_size {
+                self.stack.pop();
+                self.hashes.push(blake3::Hash::from_bytes(node.expected));
+                // A subtree over n blocks holds n - 1 pairs, all below this piece.
+                self.skip = (blocks(node.len) - 1) * PAIR_BYTES as u64;
+                continue;
+            }
+            // Unreachable for valid piece sizes: every node above a piece is longer than a block.
+            if node.len <= BLOCK_BYTES {
+                let offset = self.received - self.partial_len as u64;
+                return Err(self.fail(VerifyError::Outboard { offset }));
+            }
+            let take = (PAIR_BYTES - self.partial_len).min(bytes.len());
+            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&bytes[..take]);
+            self.partial_len += take;
+            self.received += take as u64;
+            bytes = &bytes[take..];
+            if self.partial_len < PAIR_BYTES {
+                return Ok(());
+            }
+            self.partial_len = 0;
+            let offset = self.received - PAIR_BYTES as u64;
+            let mut left = [0u8; 32];
+            let mut right = [0u8; 32];
+            left.copy_from_slice(&self.partial[..32]);
+            right.copy_from_slice(&self.partial[32..]);
+            let merged = if node.is_root {
+                *hazmat::merge_subtrees_root(&left, &right, Mode::Hash).as_bytes()
+            } else {
+                hazmat::merge_subtrees_non_root(&left, &right, Mode::Hash)
+            };
+            // Constant-time comparison through blake3::Hash's PartialEq.
+            if blake3::Hash::from_bytes(merged) != blake3::Hash::from_bytes(node.expected) {
+                return Err(self.fail(VerifyError::Outboard { offset }));
+            }
+            self.stack.pop();
+            let left_len = hazmat::left_subtree_len(node.len);
+            // Right first, so the left child is visited next, as pre-order wants.
+            self.stack.push(Node {
+                start: node.start + left_len,
+                len: node.len - left_len,
+                expected: right,
+                is_root: false,
+            });
+            self.stack.push(Node {
+                start: node.start,
+                len: left_len,
+                expected: left,
+                is_root: false,
+            });
+        }
     }
 }
 
@@ -506,5 +671,205 @@ mod tests {
         }
         let err = "abc".parse::<ContentId>().unwrap_err();
         assert!(err.to_string().contains("64 hex"), "{err}");
+    }
+
+    /// Feeds `outboard` to a new verifier in slices of `step` bytes.
+    fn verify_in_slices(id: ContentId, size: u64, outboard: &[u8], piece_size: u64, step: usize) -> Result<PieceHashes, VerifyError> {
+        let mut verifier = OutboardVerifier::new(id, size, piece_size)?;
+        assert_eq!(verifier.expected_len(), outboard_size(size));
+        for slice in outboard.chunks(step) {
+            verifier.feed(slice)?;
+        }
+        verifier.finish()
+    }
+
+    #[test]
+    fn verifier_accepts_any_slicing_and_agrees_with_piece_hashes() {
+        for &size in &[0, 1, 16 * KIB + 1, MIB + 1, 5 * MIB + 123] {
+            let content = data(size);
+            let hashed = hash_bytes(&content);
+            for &piece_size in &[16 * KIB, MIB] {
+                let whole = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+                for step in [1, 63, 64, 65, 4096] {
+                    let sliced = verify_in_slices(hashed.id, size, &hashed.outboard, piece_size, step)
+                        .unwrap_or_else(|e| panic!("size {size} piece {piece_size} step {step}: {e}"));
+                    assert_eq!(sliced, whole, "size {size} piece {piece_size} step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verifier_round_trips_every_size() {
+        for &size in &[0, 1, 16 * KIB, 16 * KIB + 1, MIB, MIB + 1, 5 * MIB + 123] {
+            let content = data(size);
+            let hashed = hash_bytes(&content);
+            for &piece_size in &[16 * KIB, MIB] {
+                let pieces = verify_in_slices(hashed.id, size, &hashed.outboard, piece_size, 1000)
+                    .unwrap_or_else(|e| panic!("size {size} piece {piece_size}: {e}"));
+                assert_eq!(pieces.size, size);
+                assert_eq!(pieces.piece_size, piece_size);
+                assert_eq!(pieces.hashes.len() as u64, pieces.count());
+                let single = pieces.count() == 1;
+                for index in 0..pieces.count() {
+                    let range = pieces.range(index);
+                    assert_eq!(pieces.hashes[index as usize], direct_piece_hash(&content, range.clone(), single));
+                    assert!(pieces.verify(index, &content[range.start as usize..range.end as usize]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verifier_refuses_a_flipped_byte_at_its_pair() {
+        let size = MIB + 1;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        let len = hashed.outboard.len();
+        // At block-sized pieces every pair is read, so every byte matters.
+        for at in (0..len).step_by(61).chain([31, 32, 63, 64, len - 1]) {
+            let mut outboard = hashed.outboard.clone();
+            outboard[at] ^= 0x01;
+            for step in [1, 64, 4096] {
+                let err = verify_in_slices(hashed.id, size, &outboard, BLOCK_BYTES, step).unwrap_err();
+                assert_eq!(
+                    err,
+                    VerifyError::Outboard {
+                        offset: (at / 64 * 64) as u64
+                    },
+                    "byte {at} step {step}"
+                );
+            }
+        }
+        // A failed verifier keeps failing.
+        let mut outboard = hashed.outboard.clone();
+        outboard[0] ^= 1;
+        let mut verifier = OutboardVerifier::new(hashed.id, size, MIB).unwrap();
+        assert_eq!(verifier.feed(&outboard[..100]), Err(VerifyError::Outboard { offset: 0 }));
+        assert_eq!(verifier.feed(&outboard[100..]), Err(VerifyError::Outboard { offset: 0 }));
+        assert_eq!(verifier.finish(), Err(VerifyError::Outboard { offset: 0 }));
+    }
+
+    #[test]
+    fn a_huge_claimed_size_fails_within_a_few_pairs() {
+        let size = MIB + 1;
+        let hashed = hash_bytes(&data(size));
+        let err = OutboardVerifier::new(hashed.id, 1 << 62, MIB).unwrap_err();
+        assert_eq!(err, VerifyError::TooLarge { size: 1 << 62 });
+        let err = piece_hashes(&hashed.id, 1 << 62, &hashed.outboard, MIB).unwrap_err();
+        assert_eq!(err, VerifyError::TooLarge { size: 1 << 62 });
+        assert!(OutboardVerifier::new(hashed.id, MAX_SIZE, MIB).is_ok());
+        assert!(OutboardVerifier::new(hashed.id, MAX_SIZE + 1, MIB).is_err());
+        for &piece_size in &[16 * KIB, MIB] {
+            // The real outboard, then zeros forever.
+            let mut stream = hashed.outboard.clone();
+            stream.resize(MIB as usize, 0);
+            let mut verifier = OutboardVerifier::new(hashed.id, 1 << 49, piece_size).unwrap();
+            assert!(verifier.expected_len() > MIB);
+            let mut fed = 0u64;
+            let mut failure = None;
+            for slice in stream.chunks(4096) {
+                fed += slice.len() as u64;
+                if let Err(e) = verifier.feed(slice) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            let Some(VerifyError::Outboard { offset }) = failure else {
+                panic!("piece size {piece_size}: the lie was not caught: {failure:?}");
+            };
+            assert!(verifier.stack.len() <= MAX_DEPTH);
+            assert!(offset < 4096, "caught only at byte {offset}");
+            assert_eq!(fed, 4096, "caught only after {fed} bytes");
+            assert!(verifier.hashes.len() <= 1);
+        }
+    }
+
+    #[test]
+    fn a_smaller_claimed_size_yields_pieces_the_real_data_fails() {
+        // Same tree shape: only the last piece's length differs.
+        let size = 5 * MIB + 123;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        let claimed = 5 * MIB + 1;
+        assert_eq!(outboard_size(claimed), outboard_size(size));
+        for &piece_size in &[16 * KIB, MIB] {
+            let pieces = verify_in_slices(hashed.id, claimed, &hashed.outboard, piece_size, 4096).unwrap();
+            let last = pieces.count() - 1;
+            assert!(!pieces.verify(last, &content[pieces.range(last).start as usize..]));
+            let range = pieces.range(last);
+            assert!(!pieces.verify(last, &content[range.start as usize..range.end as usize]));
+            // The pieces before it are real and still verify.
+            let first = pieces.range(0);
+            assert!(pieces.verify(0, &content[first.start as usize..first.end as usize]));
+        }
+        // A single claimed piece is proven by the id alone, and the real data is not that piece.
+        let size = MIB + 1;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        let short = &hashed.outboard[..outboard_size(MIB) as usize];
+        let pieces = verify_in_slices(hashed.id, MIB, short, MIB, 64).unwrap();
+        assert_eq!(pieces.count(), 1);
+        assert!(!pieces.verify(0, &content[..MIB as usize]));
+        // With smaller pieces the shifted tree needs a pair it cannot have.
+        let err = verify_in_slices(hashed.id, MIB, short, 16 * KIB, 64).unwrap_err();
+        assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
+    }
+
+    #[test]
+    fn verifier_refuses_wrong_outboard_lengths() {
+        let size = MIB + 1;
+        let hashed = hash_bytes(&data(size));
+        let expected = hashed.outboard.len() as u64;
+        for &piece_size in &[16 * KIB, MIB] {
+            // One byte too many, in the same slice or after the end.
+            let mut verifier = OutboardVerifier::new(hashed.id, size, piece_size).unwrap();
+            let mut long = hashed.outboard.clone();
+            long.push(0);
+            let err = verifier.feed(&long).unwrap_err();
+            assert_eq!(
+                err,
+                VerifyError::OutboardSize {
+                    size,
+                    expected,
+                    actual: expected + 1
+                }
+            );
+            let mut verifier = OutboardVerifier::new(hashed.id, size, piece_size).unwrap();
+            verifier.feed(&hashed.outboard).unwrap();
+            let err = verifier.feed(&[0]).unwrap_err();
+            assert_eq!(
+                err,
+                VerifyError::OutboardSize {
+                    size,
+                    expected,
+                    actual: expected + 1
+                }
+            );
+            // Too few at the end, at a pair boundary or inside a pair.
+            for short in [0, 64, expected - 64, expected - 1] {
+                let mut verifier = OutboardVerifier::new(hashed.id, size, piece_size).unwrap();
+                verifier.feed(&hashed.outboard[..short as usize]).unwrap();
+                let err = verifier.finish().unwrap_err();
+                assert_eq!(
+                    err,
+                    VerifyError::OutboardSize {
+                        size,
+                        expected,
+                        actual: short
+                    }
+                );
+            }
+        }
+        // An empty file has an empty outboard and nothing may follow.
+        let empty = hash_bytes(&[]);
+        let mut verifier = OutboardVerifier::new(empty.id, 0, MIB).unwrap();
+        assert_eq!(verifier.expected_len(), 0);
+        verifier.feed(&[]).unwrap();
+        assert!(matches!(verifier.feed(&[0]), Err(VerifyError::OutboardSize { .. })));
+        for piece_size in [0, 1, 8 * KIB, 3 * BLOCK_BYTES] {
+            let err = OutboardVerifier::new(empty.id, 0, piece_size).unwrap_err();
+            assert_eq!(err, VerifyError::PieceSize { piece_size });
+        }
     }
 }
