@@ -14,13 +14,20 @@
 //!   Pure computation apart from reading the file being hashed.
 //! - [`store`]: the `index_*` tables in the node's redb database: name → entry, id → names,
 //!   id → outboard, always updated together in one transaction.
+//! - [`beneath`]: opens and creates files beneath the share root through descriptors, never
+//!   following a symlink, so a directory swapped for a symlink mid-lookup cannot lead outside.
+//!   Linux only.
 //! - [`share`]: the shared directory itself: parallel incremental scans and lookups.
 
+#[cfg(target_os = "linux")]
+pub mod beneath;
 pub mod hash;
 pub mod name;
 pub mod share;
 pub mod store;
 
+#[cfg(target_os = "linux")]
+pub use beneath::{Dir, Root};
 pub use hash::{BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError, hash_bytes, hash_file, piece_hashes};
 pub use name::{NameError, SafeName, check_name};
 pub use share::{ScanReport, Share, ShareError};
