@@ -14,14 +14,20 @@
 //!   Pure computation apart from reading the file being hashed.
 //! - [`store`]: the `index_*` tables in the node's redb database: name → entry, id → names,
 //!   id → outboard, always updated together in one transaction.
-//! - [`share`]: the shared directory itself: parallel incremental scans and lookups.
+//! - [`share`]: the shared directory itself: parallel incremental scans, refreshes of a few
+//!   paths, and lookups.
+//! - [`watch`]: watches the shared directory (inotify) and batches what changed for
+//!   [`Share::refresh`], so a new file is searchable within about a second. It runs its own
+//!   thread, the one exception to "synchronous", and needs no async runtime either.
 
 pub mod hash;
 pub mod name;
 pub mod share;
 pub mod store;
+pub mod watch;
 
 pub use hash::{BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError, hash_bytes, hash_file, piece_hashes};
 pub use name::{NameError, SafeName, check_name};
 pub use share::{ScanReport, Share, ShareError};
 pub use store::{FileEntry, IndexStore, StoreError};
+pub use watch::{Batch, WatchConfig, WatchError, Watcher};
