@@ -17,7 +17,11 @@
 //! - [`beneath`]: opens and creates files beneath the share root through descriptors, never
 //!   following a symlink, so a directory swapped for a symlink mid-lookup cannot lead outside.
 //!   Linux only.
-//! - [`share`]: the shared directory itself: parallel incremental scans and lookups.
+//! - [`share`]: the shared directory itself: parallel incremental scans, refreshes of a few
+//!   paths, and lookups.
+//! - [`watch`]: watches the shared directory (inotify) and batches what changed for
+//!   [`Share::refresh`], so a new file is searchable within about a second. It runs its own
+//!   thread, the one exception to "synchronous", and needs no async runtime either.
 
 #[cfg(target_os = "linux")]
 pub mod beneath;
@@ -25,6 +29,7 @@ pub mod hash;
 pub mod name;
 pub mod share;
 pub mod store;
+pub mod watch;
 
 #[cfg(target_os = "linux")]
 pub use beneath::{Dir, Root};
@@ -32,3 +37,4 @@ pub use hash::{BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceH
 pub use name::{NameError, SafeName, check_name};
 pub use share::{ScanReport, Share, ShareError};
 pub use store::{FileEntry, IndexStore, StoreError};
+pub use watch::{Batch, WatchConfig, WatchError, Watcher};

@@ -225,7 +225,7 @@ fn canonical_root(root: &Path) -> Result<PathBuf, NameError> {
 }
 
 /// A missing file, or a path that runs through a regular file as if it were a directory.
-fn is_missing(e: &io::Error) -> bool {
+pub(crate) fn is_missing(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 

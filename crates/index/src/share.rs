@@ -8,13 +8,17 @@
 //! are gone are removed, but only if nobody recorded a newer entry meanwhile, so a download
 //! finishing during a scan is never forgotten.
 //!
+//! [`Share::refresh`] does the same for a few paths only (what [`crate::watch::Watcher`] saw
+//! change), through the same code and under the same lock, so a scan and a refresh never race
+//! and decide alike what is new, changed, unchanged or gone.
+//!
 //! Lookups read the index only; callers check [`FileEntry::matches`] against the file before
 //! serving it under its id.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File, FileType, Metadata};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -23,7 +27,7 @@ use std::thread;
 use wildmatch::WildMatch;
 
 use crate::hash::{ContentId, Hashed, hash_reader};
-use crate::name::{SafeName, check_name, is_inside};
+use crate::name::{SafeName, check_name, is_inside, is_missing};
 pub use crate::store::FileEntry;
 use crate::store::{IndexStore, PutItem, StoreError};
 
@@ -142,10 +146,64 @@ impl Share {
 
     /// Brings the index in line with the directory; see the module documentation.
     pub fn scan(&self) -> Result<ScanReport, ShareError> {
+        let report = self.sync(&[String::new()])?;
+        tracing::info!(
+            root = %self.root.display(),
+            added = report.added,
+            changed = report.changed,
+            removed = report.removed,
+            unchanged = report.unchanged,
+            hashed_bytes = report.hashed_bytes,
+            "share scanned"
+        );
+        Ok(report)
+    }
+
+    /// Brings just `relative` in line with the directory, by the same rules as [`Share::scan`].
+    ///
+    /// Each path is relative to the root and may be a file or a directory, or no longer exist: a
+    /// vanished path loses its entry (a directory, every entry under it), a new or changed file is
+    /// hashed, a directory is walked. A path below a symlinked directory is not in the share, as
+    /// the walk does not follow those. Paths that could never be shared (hidden, not UTF-8,
+    /// absolute, with `..`) are ignored; an empty path is the whole root. Meant for the batches of
+    /// [`crate::watch::Watcher`].
+    pub fn refresh(&self, relative: &[PathBuf]) -> Result<ScanReport, ShareError> {
+        let scopes = scopes(relative);
+        if scopes.is_empty() {
+            return Ok(ScanReport::default());
+        }
+        let report = self.sync(&scopes)?;
+        if report.added + report.changed + report.removed > 0 {
+            tracing::info!(
+                paths = scopes.len(),
+                added = report.added,
+                changed = report.changed,
+                removed = report.removed,
+                unchanged = report.unchanged,
+                hashed_bytes = report.hashed_bytes,
+                "share refreshed"
+            );
+        } else {
+            tracing::debug!(
+                paths = scopes.len(),
+                unchanged = report.unchanged,
+                "share refreshed, nothing changed"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Brings the index in line with the directory within `scopes`: names relative to the root
+    /// ("" is the root itself), none inside another. The one place that decides what is new,
+    /// changed, unchanged or gone, for both [`Share::scan`] and [`Share::refresh`].
+    fn sync(&self, scopes: &[String]) -> Result<ScanReport, ShareError> {
         let _one_scan = self.scan_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stored: HashMap<String, FileEntry> = self.store.list()?.into_iter().collect();
+        let mut stored: HashMap<String, FileEntry> = HashMap::new();
+        for scope in scopes {
+            stored.extend(self.store.list_within(scope)?);
+        }
         let mut report = ScanReport::default();
-        let (found, unreadable) = self.walk()?;
+        let (found, unreadable) = self.walk(scopes)?;
 
         let mut seen = HashSet::with_capacity(found.len());
         let mut jobs = Vec::new();
@@ -162,28 +220,26 @@ impl Share {
         let gone: Vec<(String, FileEntry)> = stored
             .into_iter()
             .filter(|(name, _)| !seen.contains(name))
-            .filter(|(name, _)| !unreadable.iter().any(|dir| under(name, dir)))
+            .filter(|(name, _)| !unreadable.iter().any(|dir| within(name, dir)))
             .collect();
         report.removed = self.store.remove_unchanged(&gone)?;
-        tracing::info!(
-            root = %self.root.display(),
-            added = report.added,
-            changed = report.changed,
-            removed = report.removed,
-            unchanged = report.unchanged,
-            hashed_bytes = report.hashed_bytes,
-            "share scanned"
-        );
         Ok(report)
     }
 
-    /// Walks the root; returns the indexable files and the directories that could not be read
-    /// (whose entries must not be taken for deleted).
-    fn walk(&self) -> Result<(Vec<Found>, Vec<String>), ShareError> {
+    /// Walks `scopes` (see [`Share::sync`]); returns the indexable files and the names that could
+    /// not be read (whose entries must not be taken for deleted).
+    fn walk(&self, scopes: &[String]) -> Result<(Vec<Found>, Vec<String>), ShareError> {
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
         // Directories still to read, as names relative to the root ("" is the root).
-        let mut pending = vec![String::new()];
+        let mut pending = Vec::new();
+        for scope in scopes {
+            if scope.is_empty() {
+                pending.push(String::new());
+            } else {
+                self.visit_scope(scope, &mut found, &mut unreadable, &mut pending);
+            }
+        }
         while let Some(dir_name) = pending.pop() {
             let dir = self.root.join(&dir_name);
             let entries = match fs::read_dir(&dir) {
@@ -224,31 +280,60 @@ impl Share {
                     continue;
                 }
                 let path = entry.path();
-                let file_type = match entry.file_type() {
-                    Ok(file_type) => file_type,
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped");
-                        continue;
-                    }
-                };
-                if file_type.is_dir() {
-                    pending.push(name);
-                } else if file_type.is_file() || file_type.is_symlink() {
-                    if file_type.is_symlink() && !self.symlink_is_shareable(&path) {
-                        continue;
-                    }
-                    // Follows a symlink, so the stamp is the target's, as when serving.
-                    match fs::metadata(&path) {
-                        Ok(meta) if meta.is_file() => found.push(Found { name, path, meta }),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped");
-                        }
-                    }
+                match entry.file_type() {
+                    Ok(file_type) => self.visit(name, path, file_type, &mut found, &mut pending),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped"),
                 }
             }
         }
         Ok((found, unreadable))
+    }
+
+    /// Starts a walk at `name` (checked, not the root), as if the walk from the root had reached
+    /// it: every directory above must be a real one, since the walk never follows a symlinked
+    /// directory. A name that is not there leaves nothing found, so its entries count as gone.
+    fn visit_scope(&self, name: &str, found: &mut Vec<Found>, unreadable: &mut Vec<String>, pending: &mut Vec<String>) {
+        let components: Vec<&str> = name.split('/').collect();
+        let mut path = self.root.clone();
+        for (i, component) in components.iter().enumerate() {
+            path.push(component);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if is_missing(&e) => return,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped");
+                    unreadable.push(name.to_owned());
+                    return;
+                }
+            };
+            if i + 1 == components.len() {
+                self.visit(name.to_owned(), path, meta.file_type(), found, pending);
+                return;
+            }
+            if !meta.is_dir() {
+                return;
+            }
+        }
+    }
+
+    /// Sorts one walked name of type `file_type` (not followed): a directory is queued in
+    /// `pending`, a regular file or a shareable symlink to one is `found`, anything else ignored.
+    fn visit(&self, name: String, path: PathBuf, file_type: FileType, found: &mut Vec<Found>, pending: &mut Vec<String>) {
+        if file_type.is_dir() {
+            pending.push(name);
+        } else if file_type.is_file() || file_type.is_symlink() {
+            if file_type.is_symlink() && !self.symlink_is_shareable(&path) {
+                return;
+            }
+            // Follows a symlink, so the stamp is the target's, as when serving.
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => found.push(Found { name, path, meta }),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped");
+                }
+            }
+        }
     }
 
     /// True for a symlink to a regular file inside the share and not hidden.
@@ -394,6 +479,57 @@ impl Share {
 /// True when `name` lies under directory `dir` ("" is the root).
 fn under(name: &str, dir: &str) -> bool {
     dir.is_empty() || name.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// True when `name` is `scope` or lies under it.
+fn within(name: &str, scope: &str) -> bool {
+    name == scope || under(name, scope)
+}
+
+/// The names to refresh for `relative`: checked, deduplicated, and without any that lies within
+/// another (walking the outer one covers it), sorted.
+fn scopes(relative: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = relative.iter().filter_map(|path| scope_name(path)).collect();
+    names.sort();
+    names.dedup();
+    // An ancestor sorts before the names under it, so it is already kept when they come.
+    let mut kept: Vec<String> = Vec::with_capacity(names.len());
+    let mut kept_set: HashSet<String> = HashSet::with_capacity(names.len());
+    for name in names {
+        let covered = kept_set.contains("") || name.match_indices('/').any(|(at, _)| kept_set.contains(&name[..at]));
+        if !covered {
+            kept_set.insert(name.clone());
+            kept.push(name);
+        }
+    }
+    kept
+}
+
+/// The checked name of a path relative to the root ("" for the root itself), or `None` for a
+/// path that could never be shared.
+fn scope_name(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir => {}
+            Component::RootDir | Component::ParentDir | Component::Prefix(_) => {
+                tracing::debug!(path = %path.display(), "not a path relative to the share, ignored");
+                return None;
+            }
+        }
+    }
+    let name = parts.join("/");
+    if name.is_empty() {
+        return Some(name);
+    }
+    match check_name(&name) {
+        Ok(_) => Some(name),
+        Err(e) => {
+            tracing::debug!(name, error = %e, "name cannot be shared, ignored");
+            None
+        }
+    }
 }
 
 /// Hashes one file, making sure it did not change before or while it was read.
@@ -646,6 +782,148 @@ mod tests {
         };
         let (hashed, _) = hash_job(&fresh).ok().unwrap();
         assert_eq!(hashed.id, id(b"second, longer version"));
+    }
+
+    fn paths(names: &[&str]) -> Vec<PathBuf> {
+        names.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn refresh_touches_only_the_given_paths() {
+        let f = Fixture::new();
+        for name in ["a/x", "a/y", "b", "c"] {
+            f.write(name, name.as_bytes());
+        }
+        f.share.scan().unwrap();
+        f.write("a/x", b"new x");
+        fs::remove_file(f.share.path_of("a/y")).unwrap();
+        fs::remove_file(f.share.path_of("b")).unwrap();
+        f.write("a/z", b"z");
+        f.write("d", b"d");
+
+        let report = f.share.refresh(&paths(&["a/x"])).unwrap();
+        assert_eq!(
+            report,
+            ScanReport {
+                changed: 1,
+                hashed_bytes: 5,
+                ..ScanReport::default()
+            }
+        );
+        assert_eq!(f.id_of("a/x"), id(b"new x"));
+        assert_eq!(f.names(), ["a/x", "a/y", "b", "c"], "nothing outside the path is touched");
+
+        let report = f.share.refresh(&paths(&["a"])).unwrap();
+        assert_eq!(
+            report,
+            ScanReport {
+                added: 1,
+                removed: 1,
+                unchanged: 1,
+                hashed_bytes: 1,
+                ..ScanReport::default()
+            }
+        );
+        assert_eq!(f.names(), ["a/x", "a/z", "b", "c"]);
+
+        let report = f.share.refresh(&paths(&["b", "d"])).unwrap();
+        assert_eq!(
+            report,
+            ScanReport {
+                added: 1,
+                removed: 1,
+                hashed_bytes: 1,
+                ..ScanReport::default()
+            }
+        );
+        assert_eq!(f.names(), ["a/x", "a/z", "c", "d"]);
+        assert_eq!(f.share.scan().unwrap().unchanged, 4, "refresh left nothing for the scan");
+    }
+
+    #[test]
+    fn refresh_of_a_vanished_directory_removes_everything_under_it() {
+        let f = Fixture::new();
+        for name in ["dir/x", "dir/sub/y", "dirx", "dir!/z"] {
+            f.write(name, name.as_bytes());
+        }
+        f.share.scan().unwrap();
+        fs::remove_dir_all(f.share.path_of("dir")).unwrap();
+        let report = f.share.refresh(&paths(&["dir"])).unwrap();
+        assert_eq!(report.removed, 2);
+        assert_eq!(f.names(), ["dir!/z", "dirx"]);
+
+        // A file that became a directory, and a directory that became a file.
+        f.write("dir", b"now a file");
+        fs::remove_file(f.share.path_of("dirx")).unwrap();
+        f.write("dirx/inner", b"inner");
+        let report = f.share.refresh(&paths(&["dir", "dirx"])).unwrap();
+        assert_eq!((report.added, report.removed), (2, 1));
+        assert_eq!(f.names(), ["dir", "dir!/z", "dirx/inner"]);
+    }
+
+    #[test]
+    fn refresh_hashes_overlapping_paths_once() {
+        let f = Fixture::new();
+        f.write("a/b/c", b"c");
+        f.write("a/d", b"d");
+        let report = f.share.refresh(&paths(&["a/b/c", "a", "a/b", "./a/d", "a"])).unwrap();
+        assert_eq!((report.added, report.hashed_bytes), (2, 2));
+        f.write("e", b"e");
+        let report = f.share.refresh(&paths(&["a", ""])).unwrap();
+        assert_eq!((report.added, report.unchanged), (1, 2), "an empty path is the whole root");
+    }
+
+    #[test]
+    fn refresh_skips_what_a_scan_skips() {
+        let f = Fixture::new();
+        let outside = f.dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), b"secret").unwrap();
+        fs::write(f.dir.path().join("sibling"), b"sibling").unwrap();
+        f.write("real.txt", b"real");
+        f.write(".x.shoal-part", b"partial");
+        f.write("a/.hidden", b"hidden");
+        f.write(".private/hidden.txt", b"hidden");
+        let root = f.share.root();
+        symlink(root.join("real.txt"), root.join("alias.txt")).unwrap();
+        symlink(outside.join("secret"), root.join("escape")).unwrap();
+        symlink(&outside, root.join("outdir")).unwrap();
+        symlink(root.join("a"), root.join("indir")).unwrap();
+        symlink(root.join(".private"), root.join("privdir")).unwrap();
+        symlink(root.join(".private/hidden.txt"), root.join("peek")).unwrap();
+        let asked = paths(&[
+            "escape",
+            "outdir",
+            "outdir/secret",
+            "indir",
+            "privdir/hidden.txt",
+            "peek",
+            ".x.shoal-part",
+            "a/.hidden",
+            ".private",
+            "../sibling",
+            "missing/file",
+            "real.txt/under-a-file",
+        ]);
+        let mut asked_absolute = asked.clone();
+        asked_absolute.push(root.join("real.txt"));
+        let report = f.share.refresh(&asked_absolute).unwrap();
+        assert_eq!(report, ScanReport::default());
+        assert!(f.names().is_empty(), "{:?}", f.names());
+
+        f.share.refresh(&paths(&["alias.txt", "a", "real.txt"])).unwrap();
+        assert_eq!(f.names(), ["alias.txt", "real.txt"]);
+        assert_eq!(f.share.scan().unwrap().unchanged, 2, "scan agrees");
+    }
+
+    #[test]
+    fn scopes_are_checked_sorted_and_outermost() {
+        let got = scopes(&paths(&[
+            "b/c", "a!/y", "a/x", "a", "./c/", "../d", "/e", ".h", "f/.g", "b", "a/x/y",
+        ]));
+        assert_eq!(got, ["a", "a!/y", "b", "c"]);
+        assert_eq!(scopes(&paths(&["a", "", "b"])), [""]);
+        assert!(scopes(&[]).is_empty());
     }
 
     #[test]

@@ -270,6 +270,29 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// The entry for `name` itself and every entry under directory `name` (names starting with
+    /// `name/`), sorted by name. An empty `name` is the root: everything.
+    pub(crate) fn list_within(&self, name: &str) -> Result<Vec<(String, FileEntry)>, StoreError> {
+        if name.is_empty() {
+            return self.list();
+        }
+        let txn = self.read_txn()?;
+        let files = txn.open_table(FILES).map_err(db("open table index_files"))?;
+        let mut out = Vec::new();
+        if let Some(value) = files.get(name).map_err(db("read index_files"))? {
+            out.push((name.to_owned(), FileEntry::decode(name, value.value())?));
+        }
+        // Every name under `name/` sorts between `name/` and `name0` ('0' follows '/').
+        let (start, end) = (format!("{name}/"), format!("{name}0"));
+        for item in files.range(start.as_str()..end.as_str()).map_err(db("range over index_files"))? {
+            let (key, value) = item.map_err(db("range over index_files"))?;
+            let name = key.value().to_owned();
+            let entry = FileEntry::decode(&name, value.value())?;
+            out.push((name, entry));
+        }
+        Ok(out)
+    }
+
     /// Records `name` as holding `entry`, with the outboard of its content.
     pub fn put(&self, name: &str, entry: &FileEntry, outboard: &[u8]) -> Result<(), StoreError> {
         self.write(|tables| tables.put(name, entry, outboard))
@@ -409,6 +432,21 @@ mod tests {
         assert_eq!(store.outboard(&old.id).unwrap(), None);
         assert_eq!(store.by_id(&new.id).unwrap(), Some(("f".into(), new)));
         assert_eq!(store.outboard(&new.id).unwrap(), Some(new_out));
+    }
+
+    #[test]
+    fn list_within_takes_the_name_and_whole_components_below_it() {
+        let (_dir, store) = store();
+        let (e, out) = entry(b"x", 1);
+        for name in ["a", "a!", "a/b", "a/c/d", "a0", "ab", "b"] {
+            store.put(name, &e, &out).unwrap();
+        }
+        let names = |within: &str| -> Vec<String> { store.list_within(within).unwrap().into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(names("a"), ["a", "a/b", "a/c/d"]);
+        assert_eq!(names("a/c"), ["a/c/d"]);
+        assert_eq!(names("b"), ["b"]);
+        assert!(names("c").is_empty());
+        assert_eq!(names("").len(), 7);
     }
 
     #[test]
