@@ -175,14 +175,14 @@ pub fn last_line(text: &str) -> String {
 #[derive(Clone)]
 pub struct Rpc {
     pub handle: tokio::runtime::Handle,
-    client: shoal_node::client::Client,
+    client: shoal_node::net::Client,
 }
 
 impl Rpc {
     pub fn new(handle: tokio::runtime::Handle) -> Rpc {
         let client = {
             let _entered = handle.enter();
-            shoal_node::client::Client::new(Duration::from_secs(2))
+            shoal_node::net::Client::new(Duration::from_secs(2))
         };
         Rpc { handle, client }
     }

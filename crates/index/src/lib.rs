@@ -33,7 +33,10 @@ pub mod watch;
 
 #[cfg(target_os = "linux")]
 pub use beneath::{Dir, Root};
-pub use hash::{BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, PieceHashes, VerifyError, hash_bytes, hash_file, piece_hashes};
+pub use hash::{
+    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceHashes, VerifyError, hash_bytes, hash_file,
+    piece_hashes,
+};
 pub use name::{NameError, SafeName, check_name};
 pub use share::{ScanReport, Share, ShareError};
 pub use store::{FileEntry, IndexStore, StoreError};

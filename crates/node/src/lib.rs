@@ -1,33 +1,34 @@
 //! The shoal node: a peer in a file-sharing network that speaks the seed's XML-RPC protocol
 //! and shoal's extensions, serves file data over HTTP, and downloads into its share.
 //!
-//! Map of the modules (each states its invariant at its top):
-//! - [`node`]: start and stop; owns the cancellation token and the task tracker.
-//! - [`api`]: the one facade every request goes through (XML-RPC, HTTP, CLI).
-//! - [`http`]: the server; the only place that knows HTTP on the serving side.
-//! - [`client`]: every outbound call, each with a timeout and a size cap.
-//! - [`peers`], [`peer_url`]: the peer table and URL spellings.
-//! - [`search`]: query ids, the seen-query memory, patterns.
-//! - [`engine`]: the multi-source download engine (pieces, verification, resume, retries).
-//! - [`downloads`]: the node's background downloads, listed, paused, resumed after restarts.
-//! - [`download`]: placing downloaded files without ever overwriting; files from seed nodes.
-//! - [`faults`]: fault codes and the mapping of API errors to faults and statuses.
-//! - [`tasks`]: background work (rescans, introductions, peer exchange).
+//! The modules are layers; each imports only the ones listed before it (ARCHITECTURE.md states
+//! the rule and the trust boundaries):
+//! - [`proto`]: wire types of every call and answer, with the checks done where they enter;
+//!   no I/O.
+//! - [`net`]: every outbound request: address policy, redirects, timeouts, caps, budgets.
+//! - [`engine`]: the multi-source download engine; knows sources, not where they come from.
+//! - [`discovery`]: the flood search, holders of an id, peer exchange, the peer table.
+//! - [`service`]: the [`Api`] facade, the node's downloads, target resolution, seed fetches.
+//! - [`http`]: the frontends: the server, XML-RPC with one method table, file data.
+//! - [`node`], [`tasks`], [`options`]: wiring, start and stop, background work.
 
-pub mod api;
-pub mod client;
-pub mod download;
-pub mod downloads;
+pub mod proto;
+
+pub mod net;
+
 pub mod engine;
-pub mod faults;
+
+pub mod discovery;
+
+pub mod service;
+
 pub mod http;
+
 pub mod node;
 pub mod options;
-pub mod peer_url;
-pub mod peers;
-pub mod search;
 pub mod tasks;
 
-pub use api::{Api, ApiError, Hit, Match};
+pub use discovery::{Hit, Match};
 pub use node::Node;
 pub use options::NodeOptions;
+pub use service::{Api, ApiError};

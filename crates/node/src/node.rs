@@ -9,14 +9,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{Api, Inner};
-use crate::client::Client;
-use crate::downloads::Downloads;
+use crate::discovery::peers::Peers;
+use crate::discovery::{DiscoveryOptions, Flood};
 use crate::engine::{Engine, Job};
+use crate::http::guard::Guard;
+use crate::net::{Client, ClientOptions, Policy};
 use crate::options::NodeOptions;
-use crate::peer_url::{SelfUrl, default_url};
-use crate::peers::Peers;
-use crate::search::SeenQueries;
+use crate::proto::url::{SelfUrl, default_url};
+use crate::service::downloads::Downloads;
+use crate::service::{Api, Inner};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +31,11 @@ pub enum StartError {
     #[error("opening the shared directory {path}: {reason}")]
     Share { path: PathBuf, reason: String },
     #[error("the node URL: {0}")]
-    Url(#[from] crate::peer_url::UrlError),
+    Url(#[from] crate::proto::url::UrlError),
     #[error("reading the listening address: {0}")]
     Listener(std::io::Error),
     #[error("the peer table: {0}")]
-    Peers(#[from] crate::peers::PeerError),
+    Peers(#[from] crate::discovery::peers::PeerError),
 }
 
 /// A running node.
@@ -132,16 +133,27 @@ impl Node {
         };
         let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
         let me = SelfUrl::new(&url, local_addr)?;
+        let own_url = me.url.clone();
         let peers = Peers::load(me, options.peer.clone(), db.clone())?;
         for peer in &options.peers {
             if let Err(error) = peers.add(peer) {
                 tracing::warn!(%peer, %error, "ignoring a configured peer");
             }
         }
-        let client = Client::new(options.connect_timeout);
+        // Peers and callers may point this node only where its own situation makes sense.
+        let own_host = url::Url::parse(&own_url).ok().and_then(|u| match u.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        });
+        let client = Client::with_options(ClientOptions {
+            connect_timeout: options.connect_timeout,
+            policy: Policy::for_node(own_host),
+            budget: options.answer_budget,
+        });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let engine = Engine::new(db, client.http().clone(), options.engine.clone()).map_err(|e| StartError::Store {
+        let engine = Engine::new(db, client.clone(), options.engine.clone()).map_err(|e| StartError::Store {
             path: store_path.clone(),
             reason: e.to_string(),
         })?;
@@ -151,12 +163,20 @@ impl Node {
         })?;
         let downloads = Downloads::new(engine, tasks.clone(), shutdown.child_token());
         let upload_limit = options.max_upload_rate.map(crate::engine::rate_limiter);
+        let flood = Flood::new(
+            peers,
+            client,
+            DiscoveryOptions {
+                ttl: options.ttl,
+                search_deadline: options.search_deadline,
+                max_content: options.max_rpc_content,
+            },
+            shutdown.child_token(),
+        );
         let inner = Inner {
             options: options.clone(),
             share: Arc::new(share),
-            peers,
-            client,
-            seen: SeenQueries::default(),
+            flood,
             secret,
             downloads,
             upload_limit,
@@ -168,14 +188,31 @@ impl Node {
             tracing::info!(target = %record.target, "resuming a download");
             api.start_download(Job::from(record));
         }
-        let router = crate::http::router(api.clone());
+        // The connection cap sits below the descriptor limit, leaving room for files, the
+        // store and outbound calls.
+        let descriptors = crate::http::raise_descriptor_limit().unwrap_or(1024);
+        let max_connections = options.max_connections.min((descriptors as usize).saturating_sub(128).max(16));
+        let guard = Arc::new(Guard::new(options.guard.clone(), api.url(), local_addr));
+        let router = crate::http::router(api.clone(), guard);
         tasks.spawn(crate::http::serve(
             listener,
             router,
             shutdown.child_token(),
-            options.max_connections,
-            options.request_timeout,
+            crate::http::ServeOptions {
+                max_connections,
+                max_per_address: options.max_per_address,
+                header_timeout: options.request_timeout,
+                stall_timeout: options.stall_timeout,
+            },
         ));
+        // The watcher starts before the first scan, so nothing changed in between is missed.
+        match shoal_index::Watcher::start(api.share().root()) {
+            Ok((watcher, batches)) => {
+                let (api, token) = (api.clone(), shutdown.child_token());
+                tasks.spawn(crate::tasks::watch_loop(api, watcher, batches, token));
+            }
+            Err(error) => tracing::warn!(%error, "cannot watch the share; changes are seen at the next rescan"),
+        }
         let (scanned, first_scan) = tokio::sync::oneshot::channel();
         tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token(), scanned));
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));

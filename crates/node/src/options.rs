@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::discovery::peers::PeerOptions;
 use crate::engine::EngineOptions;
-use crate::peers::PeerOptions;
 
 /// How a node runs. Built by the CLI from flags; tests build it directly.
 #[derive(Debug, Clone)]
@@ -44,6 +44,16 @@ pub struct NodeOptions {
     pub max_upload_rate: Option<u64>,
     /// How downloads behave (rate cap, stall timeout, patience through outages).
     pub engine: EngineOptions,
+    /// Where `shoal.download` may write besides the share (and `<state>/incoming`).
+    pub download_dir: Option<PathBuf>,
+    /// Per-caller rate limits.
+    pub guard: GuardOptions,
+    /// A connection whose reads or writes make no progress for this long is dropped.
+    pub stall_timeout: Duration,
+    /// Most connections at once from one address not on loopback.
+    pub max_per_address: usize,
+    /// Bytes of peers' answers that may be in flight at once (all searches together).
+    pub answer_budget: usize,
 }
 
 impl NodeOptions {
@@ -55,7 +65,7 @@ impl NodeOptions {
             url: None,
             secret: None,
             peers: Vec::new(),
-            ttl: crate::search::MAX_HISTORY as u32,
+            ttl: crate::discovery::search::MAX_HISTORY as u32,
             search_deadline: Duration::from_secs(5),
             max_rpc_content: 16 << 20,
             max_rpc_body: 1 << 20,
@@ -67,6 +77,37 @@ impl NodeOptions {
             peer: PeerOptions::default(),
             max_upload_rate: None,
             engine: EngineOptions::default(),
+            download_dir: None,
+            guard: GuardOptions::default(),
+            stall_timeout: Duration::from_secs(60),
+            max_per_address: 64,
+            answer_budget: 64 << 20,
+        }
+    }
+}
+
+/// Rates per caller address.
+#[derive(Debug, Clone)]
+pub struct GuardOptions {
+    /// Searches per second per caller, and the burst allowed.
+    pub searches_per_second: u32,
+    pub search_burst: u32,
+    /// `hello` calls per minute per caller.
+    pub hellos_per_minute: u32,
+    /// Wrong secrets per minute per caller before every secret from it is refused for a while.
+    pub wrong_secrets_per_minute: u32,
+    /// Loopback callers skip the search and hello limits.
+    pub loopback_exempt: bool,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        GuardOptions {
+            searches_per_second: 20,
+            search_burst: 100,
+            hellos_per_minute: 30,
+            wrong_secrets_per_minute: 10,
+            loopback_exempt: true,
         }
     }
 }

@@ -1,12 +1,9 @@
 //! The node's background tasks. Each runs until its cancellation token fires, logs its own
 //! errors, and never holds a lock across an `.await`.
 
-use std::time::Duration;
-
-use shoal_xmlrpc::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
+use crate::service::Api;
 
 /// Scans the share at start and then every `rescan_interval`; `first` hears when the first
 /// scan is over.
@@ -40,22 +37,9 @@ pub async fn rescan_loop(api: Api, shutdown: CancellationToken, first: tokio::sy
 /// Says `hello` with this node's URL to every known peer, once at start, so that the
 /// introduction goes both ways (the seed's client only learns of its peers).
 pub async fn introduce(api: Api, shutdown: CancellationToken) {
-    let me = Value::String(api.url().to_string());
-    let calls = api.peers().into_iter().map(|peer| {
-        let (api, me) = (api.clone(), me.clone());
-        async move {
-            if let Err(error) = api
-                .client()
-                .call(&peer.url, "hello", &[me], Duration::from_secs(5), 64 * 1024)
-                .await
-            {
-                tracing::debug!(peer = %peer.url, %error, "introduction failed");
-            }
-        }
-    });
     tokio::select! {
         () = shutdown.cancelled() => {}
-        _ = futures_util::future::join_all(calls) => {}
+        () = api.flood().introduce() => {}
     }
 }
 
@@ -72,4 +56,59 @@ pub async fn peer_exchange_loop(api: Api, shutdown: CancellationToken) {
             tracing::info!(learned, "learnt peers through peer exchange");
         }
     }
+}
+
+/// Keeps the index current between rescans: the share's watcher reports what changed, and those
+/// paths are refreshed at once (a full scan when it lost track). Ends with `shutdown` or when
+/// the node is dropped; without a watcher (e.g. the inotify limit is reached) the periodic
+/// rescan alone keeps the index.
+pub async fn watch_loop(
+    api: Api,
+    watcher: shoal_index::Watcher,
+    batches: std::sync::mpsc::Receiver<shoal_index::Batch>,
+    shutdown: CancellationToken,
+) {
+    // The watcher's channel is a std one: a small thread hands its batches over. It ends when
+    // the watcher is dropped (with this task) or this task's receiver is gone.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let bridge = std::thread::Builder::new().name("shoal-watch-bridge".into()).spawn(move || {
+        while let Ok(batch) = batches.recv() {
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    if let Err(error) = bridge {
+        tracing::warn!(%error, "cannot start the watcher's thread; changes are seen at the next rescan");
+        return;
+    }
+    loop {
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => break,
+            batch = rx.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+        };
+        let share = api.share().clone();
+        let result = tokio::task::spawn_blocking(move || match &batch {
+            shoal_index::Batch::Paths(paths) => share.refresh(paths),
+            shoal_index::Batch::Rescan => share.scan(),
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) if report.added + report.changed + report.removed > 0 => {
+                tracing::debug!(
+                    added = report.added,
+                    changed = report.changed,
+                    removed = report.removed,
+                    "share refreshed"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "refreshing the share failed"),
+            Err(error) => tracing::warn!(%error, "refreshing the share failed"),
+        }
+    }
+    drop(watcher);
 }

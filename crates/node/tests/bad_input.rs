@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_node::NodeOptions;
-use shoal_node::faults::{ACCESS_DENIED, BAD_CALL, DOWNLOAD_FAILED, EXISTS, NOT_FOUND};
+use shoal_node::proto::faults::{ACCESS_DENIED, BAD_CALL, DOWNLOAD_FAILED, EXISTS, NOT_FOUND};
 use shoal_xmlrpc::{Fault, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -793,6 +793,7 @@ async fn try_list(url: &str) -> Option<Value> {
     let body = shoal_xmlrpc::encode_call("list", &[]);
     let response = reqwest::Client::new()
         .post(url)
+        .header("content-type", "text/xml")
         .body(body)
         .timeout(Duration::from_secs(5))
         .send()

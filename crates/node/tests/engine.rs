@@ -313,7 +313,7 @@ fn quick_options() -> EngineOptions {
 /// An engine over a state store in `dir`.
 fn engine_in(dir: &Path, options: EngineOptions) -> Engine {
     let db = redb::Database::create(dir.join("s.redb")).expect("the state store");
-    Engine::new(Arc::new(db), reqwest::Client::new(), options).expect("an engine")
+    Engine::new(Arc::new(db), shoal_node::net::Client::new(Duration::from_secs(3)), options).expect("an engine")
 }
 
 /// A job for `data` saved at `target`.
@@ -873,10 +873,13 @@ async fn holders_found_while_running_join_the_download() {
         let engine = engine_in(dir.path(), quick_options());
         let progress = Arc::new(Progress::default());
         let (more, more_rx) = mpsc::channel::<NewSource>(4);
-        let client = shoal_node::client::Client::new(Duration::from_secs(3));
-        let finder = tokio::spawn(shoal_node::engine::resolve::find_more(
-            client,
-            vec![slow.url.clone()],
+        let client = shoal_node::net::Client::new(Duration::from_secs(3));
+        let finder = tokio::spawn(shoal_node::discovery::find_more(
+            shoal_node::discovery::FixedPeers {
+                client,
+                peers: vec![slow.url.clone()],
+                deadline: Duration::from_millis(100),
+            },
             content_id(&data),
             vec![slow.url.clone()],
             Duration::from_millis(100),

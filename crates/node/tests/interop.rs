@@ -15,8 +15,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use shoal_node::faults::{ACCESS_DENIED, NOT_FOUND};
-use shoal_node::peers::PeerKind;
+use shoal_node::discovery::peers::PeerKind;
+use shoal_node::proto::faults::{ACCESS_DENIED, NOT_FOUND};
 use shoal_xmlrpc::Value;
 use tempfile::TempDir;
 use util::{SECRET, TestNode, binary, read, s, strings};

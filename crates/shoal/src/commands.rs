@@ -37,7 +37,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let node = remote(&args.remote)?;
     let found = node.search(&args.pattern).await?;
     if args.remote.json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        println!("{}", serde_json::to_string_pretty(&matches_json(&found))?);
     } else if found.is_empty() {
         println!("nothing matches {:?}", args.pattern);
     } else {
@@ -50,7 +50,7 @@ pub async fn ls(args: RemoteArgs) -> anyhow::Result<()> {
     let node = remote(&args)?;
     let files = node.files().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&files)?);
+        println!("{}", serde_json::to_string_pretty(&matches_json(&files))?);
     } else if files.is_empty() {
         println!("the share is empty");
     } else {
@@ -123,7 +123,7 @@ pub fn downloads_table(rows: &serde_json::Value) -> String {
 
 pub async fn downloads(args: RemoteArgs) -> anyhow::Result<()> {
     let node = remote(&args)?;
-    let rows = node.json("shoal.downloads").await?;
+    let rows = node.downloads().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.as_array().is_none_or(|r| r.is_empty()) {
@@ -197,4 +197,12 @@ pub fn completions(shell: clap_complete::Shell) {
 pub fn man() -> anyhow::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
     Ok(())
+}
+
+/// Matches as `--json` prints them.
+fn matches_json(found: &[shoal_node::Match]) -> serde_json::Value {
+    found
+        .iter()
+        .map(|m| serde_json::json!({"name": m.name, "size": m.size, "id": m.id.to_string(), "urls": m.urls}))
+        .collect()
 }

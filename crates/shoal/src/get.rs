@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::client::Client;
-use shoal_node::engine::{Engine, EngineOptions, Outcome, Progress, SourceStat, resolve};
+use shoal_node::engine::{Engine, EngineOptions, Outcome, Progress, SourceStat};
+use shoal_node::net::Client;
 use shoal_xmlrpc::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -72,12 +72,23 @@ impl Reporter {
     }
 }
 
+/// Per-source figures as `--json` prints them.
+fn sources_json(sources: &[SourceStat]) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|s| {
+            serde_json::json!({"url": s.url, "kind": s.kind, "state": s.state.name(), "bytes": s.bytes,
+                "bad_pieces": s.bad_pieces, "failures": s.failures, "last_error": s.last_error})
+        })
+        .collect()
+}
+
 fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], elapsed: Duration, json: bool, quiet: bool) {
     let rate = size as f64 / elapsed.as_secs_f64().max(0.001) / (1024.0 * 1024.0);
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "done", "path": outcome_path, "id": id, "size": size, "seconds": elapsed.as_secs_f64(), "sources": sources})
+            serde_json::json!({"event": "done", "path": outcome_path, "id": id, "size": size, "seconds": elapsed.as_secs_f64(), "sources": sources_json(sources)})
         );
         return;
     }
@@ -117,7 +128,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.peers_file {
         peers.extend(crate::serve::read_peers_file(file)?);
     }
-    peers.extend(shoal_node::peers::stored_urls(&db));
+    peers.extend(shoal_node::discovery::peers::stored_urls(&db));
     peers.sort();
     peers.dedup();
     let hash = args
@@ -128,7 +139,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
     let client = Client::new(Duration::from_secs(3));
     let output = args.output.clone();
-    let mut job = resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
+    let mut job = shoal_node::service::resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
     job.force = args.force;
     if !args.force && job.target.exists() {
         bail!("{} already exists; use --force to replace it", job.target.display());
@@ -138,15 +149,18 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         give_up_after: Duration::from_secs(args.retry_for),
         ..EngineOptions::default()
     };
-    let engine = Engine::new(db, client.http().clone(), options)?;
+    let engine = Engine::new(db, client.clone(), options)?;
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
     let (more_tx, more_rx) = tokio::sync::mpsc::channel(16);
     // Holders that appear while the download runs join it.
     let finder = job.id.filter(|_| !peers.is_empty()).map(|id| {
-        tokio::spawn(resolve::find_more(
-            client.clone(),
-            peers.clone(),
+        tokio::spawn(shoal_node::discovery::find_more(
+            shoal_node::discovery::FixedPeers {
+                client: client.clone(),
+                peers: peers.clone(),
+                deadline: FIND_MORE_EVERY,
+            },
             id,
             job.peers.clone(),
             FIND_MORE_EVERY,
@@ -238,16 +252,38 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
         options.insert("hash".to_string(), Value::String(hash.clone()));
     }
     let targets = Value::Array(args.targets.iter().cloned().map(Value::String).collect());
-    let started = client
-        .call(
-            &url,
-            "shoal.download",
-            &[Value::String(secret), targets, Value::Struct(options)],
-            Duration::from_secs(60),
-            1 << 20,
-        )
-        .await
-        .with_context(|| format!("handing the download to the node at {url}"))?;
+    let hand_over = |options: std::collections::BTreeMap<String, Value>| {
+        let (client, url, secret, targets) = (&client, &url, &secret, &targets);
+        async move {
+            client
+                .call(
+                    url,
+                    "shoal.download",
+                    &[Value::String(secret.clone()), targets.clone(), Value::Struct(options)],
+                    Duration::from_secs(60),
+                    1 << 20,
+                )
+                .await
+        }
+    };
+    // A node writes only into its share, its download directory and its state's incoming/; a
+    // path elsewhere is downloaded there and moved into place by this command.
+    let mut moved_to: Option<PathBuf> = None;
+    let started = match hand_over(options.clone()).await {
+        Err(error)
+            if error.fault_code() == Some(shoal_node::proto::faults::BAD_CALL) && error.to_string().contains("downloads only into") =>
+        {
+            let incoming = state
+                .join(shoal_node::service::api::INCOMING_DIR)
+                .join(hex::encode(rand::random::<[u8; 8]>()));
+            std::fs::create_dir_all(&incoming).with_context(|| format!("creating {}", incoming.display()))?;
+            options.insert("output".to_string(), Value::String(incoming.to_string_lossy().into_owned()));
+            moved_to = Some(output.clone());
+            hand_over(options).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("handing the download to the node at {url}"))?;
     let Value::Struct(fields) = started else {
         bail!("the node at {url} gave an unexpected answer")
     };
@@ -262,7 +298,15 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(Duration::from_millis(300));
     loop {
         ticks.tick().await;
-        let rows = client.call(&url, "shoal.downloads", &[], Duration::from_secs(10), 16 << 20).await?;
+        let rows = client
+            .call(
+                &url,
+                "shoal.downloads",
+                &[Value::String(secret.clone())],
+                Duration::from_secs(10),
+                16 << 20,
+            )
+            .await?;
         let Value::Array(rows) = rows else {
             bail!("the node at {url} gave an unexpected download list")
         };
@@ -280,6 +324,11 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
             Some(Value::String(s)) if s == "running" => continue,
             Some(Value::String(s)) if s == "done" => {
                 reporter.finish();
+                let target = match &moved_to {
+                    Some(wanted) => move_into_place(Path::new(&target), wanted, args.force)?,
+                    None => PathBuf::from(&target),
+                };
+                let target = target.to_string_lossy().into_owned();
                 let id = match row.get("id") {
                     Some(Value::String(id)) => id.clone(),
                     _ => String::new(),
@@ -305,4 +354,35 @@ async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Moves a file the node downloaded into its incoming directory to where the user asked: into
+/// `wanted` when it is a directory, else to `wanted` itself; never over an existing file
+/// unless `force`. Returns the final path.
+fn move_into_place(from: &Path, wanted: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    let to = if wanted.is_dir() {
+        wanted.join(from.file_name().context("the node's download has no file name")?)
+    } else {
+        wanted.to_path_buf()
+    };
+    if force {
+        std::fs::rename(from, &to).or_else(|_| std::fs::copy(from, &to).map(drop).and_then(|()| std::fs::remove_file(from)))
+    } else {
+        match std::fs::hard_link(from, &to) {
+            Ok(()) => std::fs::remove_file(from),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("{} already exists; use --force to replace it", to.display()),
+            Err(_) => {
+                let mut source = std::fs::File::open(from)?;
+                let mut dest = std::fs::OpenOptions::new().write(true).create_new(true).open(&to)?;
+                std::io::copy(&mut source, &mut dest)?;
+                dest.sync_all()?;
+                std::fs::remove_file(from)
+            }
+        }
+    }
+    .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    if let Some(dir) = from.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(to)
 }

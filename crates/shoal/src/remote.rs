@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shoal_node::client::{CallError, Client};
+use shoal_node::net::{CallError, Client};
 use shoal_xmlrpc::Value;
 
 use crate::config::Layers;
@@ -51,15 +51,20 @@ impl Remote {
     /// node running on the state directory. Its secret is the state directory's, when readable.
     pub fn find(node: Option<&str>, state: Option<&Path>) -> anyhow::Result<Remote> {
         let layers = Layers::load(state)?;
-        let secret = Self::local_secret(&layers.state);
+        let url_file = layers.state.join(shoal_node::node::URL_FILE);
+        let own_url = std::fs::read_to_string(&url_file).ok().map(|u| u.trim().to_string());
+        // The state directory's secret goes only to the node that runs on it; another node's
+        // secret must be given (--secret, SHOAL_SECRET or the config file).
+        let given = layers.get("secret", None).value;
         let setting = layers.get("node", node.filter(|n| !n.is_empty()).map(String::from));
         if let Some(url) = setting.value {
-            return Ok(Remote::new(&url, layers.get("secret", None).value.or(secret)));
+            let ours = own_url.as_deref().is_some_and(|own| same_node(own, &url));
+            let secret = given.or_else(|| if ours { Self::local_secret(&layers.state) } else { None });
+            return Ok(Remote::new(&url, secret));
         }
-        let url_file = layers.state.join(shoal_node::node::URL_FILE);
-        match std::fs::read_to_string(&url_file) {
-            Ok(url) => Ok(Remote::new(url.trim(), layers.get("secret", None).value.or(secret))),
-            Err(_) => bail!(
+        match own_url {
+            Some(url) => Ok(Remote::new(&url, given.or_else(|| Self::local_secret(&layers.state)))),
+            None => bail!(
                 "no node is running on the state directory {} (start one with `shoal serve`, or give --node URL)",
                 layers.state.display()
             ),
@@ -143,6 +148,12 @@ impl Remote {
         self.must("hello", vec![Value::String(url.to_string())]).await.map(drop)
     }
 
+    /// The node's downloads; in full when this command holds the node's secret.
+    pub async fn downloads(&self) -> anyhow::Result<serde_json::Value> {
+        let params = self.secret.iter().map(|s| Value::String(s.clone())).collect();
+        Ok(to_json(&self.must("shoal.downloads", params).await?))
+    }
+
     pub async fn json(&self, method: &str) -> anyhow::Result<serde_json::Value> {
         Ok(to_json(&self.must(method, vec![]).await?))
     }
@@ -154,7 +165,15 @@ fn rand_bytes() -> [u8; 16] {
 
 fn as_matches(value: Value) -> Vec<shoal_node::Match> {
     match value {
-        Value::Array(items) => items.into_iter().filter_map(shoal_node::api::match_from_value).collect(),
+        Value::Array(items) => items.into_iter().filter_map(shoal_node::discovery::match_from_value).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// True when two URLs name the same node (same scheme, host and port after normalising).
+fn same_node(a: &str, b: &str) -> bool {
+    match (shoal_node::proto::url::normalize(a), shoal_node::proto::url::normalize(b)) {
+        (Ok(a), Ok(b)) => shoal_node::proto::url::host_port(&a) == shoal_node::proto::url::host_port(&b),
+        _ => false,
     }
 }

@@ -132,8 +132,10 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
             },
             "fetch" if !rest.is_empty() => match remote.fetch(&rest).await {
                 Ok(_) => println!("fetched {rest}"),
-                Err(error) if error.fault_code() == Some(shoal_node::faults::NOT_FOUND) => println!("could not find the file {rest}"),
-                Err(shoal_node::client::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", fault.message),
+                Err(error) if error.fault_code() == Some(shoal_node::proto::faults::NOT_FOUND) => {
+                    println!("could not find the file {rest}")
+                }
+                Err(shoal_node::net::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", fault.message),
                 Err(error) => println!("fetch {rest}: {error}"),
             },
             "search" => {
@@ -150,7 +152,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 println!("downloading {name} in the background (see `downloads`)");
             }
             "downloads" => {
-                let rows = remote.json("shoal.downloads").await?;
+                let rows = remote.downloads().await?;
                 if rows.as_array().is_none_or(|r| r.is_empty()) {
                     println!("no downloads");
                 } else {
@@ -206,7 +208,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
 
 async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
     loop {
-        let rows = remote.json("shoal.downloads").await?;
+        let rows = remote.downloads().await?;
         let running = rows
             .as_array()
             .map(|r| r.iter().filter(|d| d["status"]["state"] == "running").count())
@@ -221,7 +223,7 @@ async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
 
 /// Each download's target and state, as the node lists them now.
 async fn download_states(remote: &Remote) -> anyhow::Result<HashMap<String, String>> {
-    let rows = remote.json("shoal.downloads").await?;
+    let rows = remote.downloads().await?;
     Ok(rows
         .as_array()
         .into_iter()
@@ -241,7 +243,7 @@ async fn download_states(remote: &Remote) -> anyhow::Result<HashMap<String, Stri
 async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut say: impl FnMut(String) + Send) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(rows) = remote.json("shoal.downloads").await else { continue };
+        let Ok(rows) = remote.downloads().await else { continue };
         for row in rows.as_array().into_iter().flatten() {
             let target = row["target"].as_str().unwrap_or_default().to_string();
             let state = row["status"]["state"].as_str().unwrap_or_default().to_string();

@@ -125,8 +125,8 @@ async fn downloads(node: &Node, work: &Path) -> anyhow::Result<Downloads> {
     let out = work.join("downloads");
     std::fs::create_dir_all(&out).context("creating the download directory")?;
     let db = redb::Database::create(work.join("engine.redb")).context("creating the engine's store")?;
-    let client = shoal_node::client::Client::new(Duration::from_secs(3));
-    let engine = Engine::new(Arc::new(db), client.http().clone(), EngineOptions::default()).context("starting the engine")?;
+    let client = shoal_node::net::Client::new(Duration::from_secs(3));
+    let engine = Engine::new(Arc::new(db), client.clone(), EngineOptions::default()).context("starting the engine")?;
 
     let rss_before = status_field("VmRSS:");
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
@@ -223,7 +223,7 @@ async fn one_search(rpc: &Rpc, i: usize) -> Result<(), String> {
     let pattern = wanted.trim_end_matches(".dat").to_string();
     let params = [
         Value::String(pattern),
-        Value::String(shoal_node::search::new_query_id()),
+        Value::String(shoal_node::discovery::search::new_query_id()),
         Value::Integer(1),
     ];
     match tokio::time::timeout(SEARCH_WAIT, rpc.call("shoal.search", &params)).await {
@@ -233,7 +233,7 @@ async fn one_search(rpc: &Rpc, i: usize) -> Result<(), String> {
         Ok(Ok(Ok(Value::Array(items)))) => {
             let names: Vec<String> = items
                 .into_iter()
-                .filter_map(shoal_node::api::match_from_value)
+                .filter_map(shoal_node::discovery::match_from_value)
                 .map(|m| m.name)
                 .collect();
             if names == [wanted.clone()] {

@@ -115,7 +115,8 @@ impl Expect {
             }
             (Expect::HeldBy { name, url }, Ok(Value::Array(matches))) => {
                 ensure!(matches.len() == 1, "shoal.search returned {} matches, not 1", matches.len());
-                let found = shoal_node::api::match_from_value(matches[0].clone()).context("shoal.search returned a malformed match")?;
+                let found =
+                    shoal_node::discovery::match_from_value(matches[0].clone()).context("shoal.search returned a malformed match")?;
                 ensure!(
                     &found.name == name && found.urls == [url.clone()],
                     "shoal.search found {} at {:?}, not {name} at {url}",

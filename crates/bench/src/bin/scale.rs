@@ -193,7 +193,7 @@ enum Answer {
 async fn search(rpc: &Rpc, name: &str, ttl: u32) -> (Duration, Answer) {
     let params = [
         Value::String(name.to_string()),
-        Value::String(shoal_node::search::new_query_id()),
+        Value::String(shoal_node::discovery::search::new_query_id()),
         Value::Integer(ttl as i32),
     ];
     let started = Instant::now();
@@ -206,7 +206,7 @@ async fn search(rpc: &Rpc, name: &str, ttl: u32) -> (Duration, Answer) {
         Ok(Ok(Ok(Value::Array(items)))) => {
             let holders: usize = items
                 .into_iter()
-                .filter_map(shoal_node::api::match_from_value)
+                .filter_map(shoal_node::discovery::match_from_value)
                 .filter(|m| m.name == name)
                 .map(|m| m.urls.len())
                 .sum();

@@ -16,8 +16,8 @@
 //! See [`pieces`] for the scheduling (speed-sized claims, stealing, endgame duplicates).
 
 pub mod pieces;
+pub mod place;
 pub mod record;
-pub mod resolve;
 
 use std::num::NonZeroU32;
 use std::ops::Range;
@@ -28,11 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use shoal_index::{ContentId, PieceHashes};
+use shoal_index::{ContentId, OutboardVerifier, PieceHashes};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::{Client, Trust};
+use crate::proto::limits::MAX_SIZE;
 use pieces::{Next, Pieces, WorkerId};
 use record::{Record, Records};
 
@@ -170,8 +172,7 @@ impl Default for EngineOptions {
 }
 
 /// The state of one source, as shown to users.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
     Connecting,
     Live,
@@ -180,8 +181,20 @@ pub enum SourceState {
     Idle,
 }
 
+impl SourceState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceState::Connecting => "connecting",
+            SourceState::Live => "live",
+            SourceState::Retrying => "retrying",
+            SourceState::Banned => "banned",
+            SourceState::Idle => "idle",
+        }
+    }
+}
+
 /// Per-source figures.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct SourceStat {
     pub url: String,
     pub kind: &'static str,
@@ -275,20 +288,26 @@ pub enum NewSource {
 struct Source {
     url: reqwest::Url,
     kind: &'static str,
+    trust: Trust,
     index: usize,
 }
+
+/// Most peers one download takes as sources, however many holders answers name.
+pub const MAX_PEER_SOURCES: usize = 32;
+/// Most holders asked for verification data, and most sizes tried, before a download gives up.
+const MAX_LAYOUT_TRIES: usize = 4;
 
 /// The engine: a state store for resume records and an HTTP client.
 #[derive(Clone)]
 pub struct Engine {
     records: Records,
-    http: reqwest::Client,
+    net: Client,
     options: EngineOptions,
 }
 
 /// Shared by the workers of one download.
 struct Ctx {
-    http: reqwest::Client,
+    net: Client,
     options: EngineOptions,
     pieces: Mutex<Pieces>,
     hashes: Option<PieceHashes>,
@@ -374,10 +393,10 @@ fn allocate(file: &std::fs::File, size: u64) -> std::io::Result<()> {
 }
 
 impl Engine {
-    pub fn new(db: Arc<redb::Database>, http: reqwest::Client, options: EngineOptions) -> Result<Self, EngineError> {
+    pub fn new(db: Arc<redb::Database>, net: Client, options: EngineOptions) -> Result<Self, EngineError> {
         Ok(Engine {
             records: Records::new(db)?,
-            http,
+            net,
             options,
         })
     }
@@ -390,53 +409,146 @@ impl Engine {
         &self.options
     }
 
-    /// Learns the size of the file from the first source that answers a HEAD request.
-    async fn probe_size(&self, sources: &[Source]) -> Result<u64, String> {
+    /// Learns the size of the file from the first source that answers a HEAD request, or every
+    /// source's claim with `all` (the candidates a verified download checks).
+    async fn probe_sizes(&self, sources: &[&Source], all: bool) -> Result<Vec<u64>, String> {
         let mut last = String::from("no source answered");
+        let mut sizes = Vec::new();
         for source in sources {
-            let request = self.http.head(source.url.clone()).timeout(self.options.stall_timeout);
+            let request = match self.net.request(reqwest::Method::HEAD, &source.url, source.trust) {
+                Ok(request) => request.timeout(self.options.stall_timeout),
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
             match request.send().await {
                 Ok(r) if r.status().is_success() => match r
                     .headers()
                     .get(reqwest::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 {
-                    Some(len) => return Ok(len),
+                    Some(len) if len <= MAX_SIZE => {
+                        if !sizes.contains(&len) {
+                            sizes.push(len);
+                        }
+                        if !all {
+                            break;
+                        }
+                    }
+                    Some(_) => last = format!("{} claims a size over {MAX_SIZE} bytes", source.url),
                     None => last = format!("{} sent no Content-Length", source.url),
                 },
                 Ok(r) => last = format!("{} answered HTTP {}", source.url, r.status()),
                 Err(e) => last = format!("{}: {e}", source.url),
             }
         }
-        Err(last)
+        if sizes.is_empty() { Err(last) } else { Ok(sizes) }
     }
 
-    /// Fetches and checks the verification data from the first peer that has it.
+    /// Fetches the verification data for a claimed `size` from the first peer that has it,
+    /// checking it against the content id as it streams in: a claimed size larger than the file
+    /// fails within a few KiB, whatever the claim, and nothing is allocated from the claim.
     async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[String]) -> Option<(PieceHashes, Vec<u8>)> {
-        let limit = shoal_index::hash::outboard_size(size) as usize + 1;
-        for peer in peers {
-            let Ok(url) = crate::download::node_url(peer, &format!("/outboard/{id}")) else {
+        for peer in peers.iter().take(MAX_LAYOUT_TRIES) {
+            let Ok(url) = crate::net::node_url(peer, &format!("/outboard/{id}")) else {
                 continue;
             };
-            let Ok(response) = self
-                .http
-                .get(url.clone())
-                .timeout(self.options.stall_timeout.max(Duration::from_secs(30)))
-                .send()
-                .await
-            else {
+            let Ok(request) = self.net.request(reqwest::Method::GET, &url, Trust::Peer) else {
+                continue;
+            };
+            let Ok(Ok(response)) = tokio::time::timeout(self.options.stall_timeout, request.send()).await else {
                 continue;
             };
             if !response.status().is_success() {
                 continue;
             }
-            let Ok(bytes) = crate::client::read_capped(response, url.as_str(), limit).await else {
-                continue;
-            };
-            match shoal_index::piece_hashes(&id, size, &bytes, PIECE_SIZE) {
-                Ok(hashes) => return Some((hashes, bytes)),
+            match self.read_outboard(id, size, response).await {
+                Ok(found) => return Some(found),
                 Err(error) => tracing::warn!(%peer, %error, "a peer sent bad verification data"),
             }
+        }
+        None
+    }
+
+    async fn read_outboard(&self, id: ContentId, size: u64, response: reqwest::Response) -> Result<(PieceHashes, Vec<u8>), String> {
+        let mut verifier = OutboardVerifier::new(id, size, PIECE_SIZE).map_err(|e| e.to_string())?;
+        let mut outboard = Vec::new();
+        let mut stream = response.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(self.options.stall_timeout, stream.next())
+                .await
+                .map_err(|_| "stalled".to_string())?;
+            match next {
+                None => break,
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(chunk)) => {
+                    verifier.feed(&chunk).map_err(|e| e.to_string())?;
+                    outboard.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok((verifier.finish().map_err(|e| e.to_string())?, outboard))
+    }
+
+    /// Checks a claimed size: the last piece, from any source, must pass its check against
+    /// `hashes` (which were proven for that size). The tree's shape depends on the size, so a
+    /// last piece that verifies binds the size exactly.
+    async fn size_holds(&self, hashes: &PieceHashes, sources: &[Source]) -> bool {
+        let last = hashes.count() - 1;
+        let range = hashes.range(last);
+        for source in sources.iter().take(MAX_LAYOUT_TRIES) {
+            let Ok(request) = self.net.request(reqwest::Method::GET, &source.url, source.trust) else {
+                continue;
+            };
+            let request = if range.is_empty() {
+                request
+            } else {
+                request.header(reqwest::header::RANGE, format!("bytes={}-{}", range.start, range.end - 1))
+            };
+            let Ok(Ok(response)) = tokio::time::timeout(self.options.stall_timeout, request.send()).await else {
+                continue;
+            };
+            let ok_status = if range.start == 0 {
+                response.status().is_success()
+            } else {
+                response.status() == reqwest::StatusCode::PARTIAL_CONTENT
+            };
+            if !ok_status {
+                continue;
+            }
+            let want = (range.end - range.start) as usize;
+            let Ok(body) = self.net.read_capped(response, source.url.as_str(), want).await else {
+                continue;
+            };
+            if hashes.verify(last, &body) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The size and verification data of content `id`, bound to the id: each claimed size is
+    /// tried until its verification data proves out and its last piece checks.
+    async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, job: &Job, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
+        let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
+        let mut candidates = claims;
+        if let Ok(more) = self.probe_sizes(&peers[..peers.len().min(MAX_LAYOUT_TRIES)], true).await {
+            candidates.extend(more);
+        }
+        let mut tried = Vec::new();
+        for size in candidates.into_iter().filter(|s| *s <= MAX_SIZE) {
+            if tried.contains(&size) || tried.len() >= MAX_LAYOUT_TRIES {
+                continue;
+            }
+            tried.push(size);
+            let Some((hashes, outboard)) = self.piece_hashes(id, size, &job.peers).await else {
+                continue;
+            };
+            if self.size_holds(&hashes, sources).await {
+                return Some((size, hashes, outboard));
+            }
+            tracing::warn!(size, "a claimed size did not hold against the content id");
         }
         None
     }
@@ -455,20 +567,28 @@ impl Engine {
         }
         let mut sources: Vec<Source> = Vec::new();
         let add_source = |sources: &mut Vec<Source>, new: NewSource, id: Option<ContentId>| {
-            let (url, kind) = match &new {
-                NewSource::Peer(base) => match id.map(|id| crate::download::node_url(base, &format!("/content/{id}"))) {
-                    Some(Ok(url)) => (url, "peer"),
+            let (url, kind, trust) = match &new {
+                NewSource::Peer(base) => match id.map(|id| crate::net::node_url(base, &format!("/content/{id}"))) {
+                    Some(Ok(url)) => (url, "peer", Trust::Peer),
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
                     // No TLS in this build: https mirrors are refused when targets are resolved.
-                    Ok(url) if url.scheme() == "http" => (url, "mirror"),
+                    Ok(url) if url.scheme() == "http" => (url, "mirror", Trust::Owner),
                     _ => return,
                 },
             };
-            if !sources.iter().any(|s| s.url == url) {
+            // One source per host:port, and a bounded number of peers per download, however
+            // many holders an answer names.
+            let key = (url.host_str().map(str::to_string), url.port_or_known_default());
+            let peers = sources.iter().filter(|s| s.kind == "peer").count();
+            let duplicate = sources.iter().any(|s| {
+                s.url == url
+                    || (kind == "peer" && s.kind == "peer" && (s.url.host_str().map(str::to_string), s.url.port_or_known_default()) == key)
+            });
+            if !duplicate && (kind != "peer" || peers < MAX_PEER_SOURCES) {
                 let index = sources.len();
-                sources.push(Source { url, kind, index });
+                sources.push(Source { url, kind, trust, index });
             }
         };
         for peer in &job.peers {
@@ -486,19 +606,43 @@ impl Engine {
         if sources.is_empty() {
             return Err(EngineError::NoSources(job.name.clone()));
         }
-        let size = match job.size {
-            Some(size) => size,
-            None => self.probe_size(&sources).await.map_err(|reason| EngineError::Size {
-                name: job.name.clone(),
-                reason,
-            })?,
-        };
-        let (hashes, outboard) = match job.id {
-            Some(id) => match self.piece_hashes(id, size, &job.peers).await {
-                Some((hashes, outboard)) => (Some(hashes), Some(outboard)),
-                None => (None, None),
-            },
-            None => (None, None),
+        // The size is never taken from a peer's word: with a content id and holders, it is the
+        // one whose verification data and last piece check against the id; from mirrors alone
+        // (the owner's choice) it is what they say, and the whole file is checked at the end.
+        let has_peers = sources.iter().any(|s| s.kind == "peer");
+        let (size, hashes, outboard) = match job.id {
+            Some(id) if has_peers => {
+                let mut claims: Vec<u64> = previous.iter().map(|r| r.size).collect();
+                claims.extend(job.size);
+                match self.verified_layout(id, claims, &job, &sources).await {
+                    Some((size, hashes, outboard)) => (size, Some(hashes), Some(outboard)),
+                    None if sources.iter().any(|s| s.kind == "mirror") => {
+                        let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == "mirror").collect();
+                        let size = self.probe_sizes(&mirrors, false).await.map_err(|reason| EngineError::Size {
+                            name: job.name.clone(),
+                            reason,
+                        })?[0];
+                        (size, None, None)
+                    }
+                    None => {
+                        return Err(EngineError::Size {
+                            name: job.name.clone(),
+                            reason: "no holder gave verification data that checks against the content id".into(),
+                        });
+                    }
+                }
+            }
+            _ => {
+                let all: Vec<&Source> = sources.iter().collect();
+                let size = match job.size {
+                    Some(size) if size <= MAX_SIZE => size,
+                    _ => self.probe_sizes(&all, false).await.map_err(|reason| EngineError::Size {
+                        name: job.name.clone(),
+                        reason,
+                    })?[0],
+                };
+                (size, None, None)
+            }
         };
         let count = size.div_ceil(PIECE_SIZE).max(1);
         let part = part_path(&target);
@@ -608,7 +752,7 @@ impl Engine {
         .await?;
 
         let ctx = Arc::new(Ctx {
-            http: self.http.clone(),
+            net: self.net.clone(),
             options: self.options.clone(),
             pieces: Mutex::new(pieces),
             hashes,
@@ -758,7 +902,7 @@ impl Engine {
                 (hashed.id, Some(hashed.outboard))
             }
         };
-        match crate::download::place_file(&part, &target, job.force).await {
+        match place::place_file(&part, &target, job.force).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
             Err(e) => return Err(io("place", &target)(e)),
@@ -882,8 +1026,9 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
     let start = ctx.piece_range(run.start).start;
     let end = ctx.piece_range(run.end - 1).end;
     let request = ctx
-        .http
-        .get(source.url.clone())
+        .net
+        .request(reqwest::Method::GET, &source.url, source.trust)
+        .map_err(|e| RunError::Unusable(e.to_string()))?
         .header(reqwest::header::RANGE, format!("bytes={}-{}", start, end - 1));
     let response = tokio::select! {
         () = ctx.cancel.cancelled() => return Ok(0),

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use shoal_index::{ContentId, FileEntry};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::faults::status_of;
 use super::range::{self, Wanted};
-use crate::api::{Api, ApiError};
-use crate::faults::status_of;
+use crate::service::{Api, ApiError};
 
 /// Answers up to this size are read whole; larger ones are streamed.
 const SMALL_BODY: u64 = 64 * 1024;
@@ -22,7 +22,14 @@ const SMALL_BODY: u64 = 64 * 1024;
 const STREAM_CHUNK: usize = 256 * 1024;
 
 fn error_response(error: ApiError) -> Response {
-    (status_of(&error), format!("{error}\n")).into_response()
+    let text = match &error {
+        ApiError::Internal(detail) => {
+            tracing::warn!(%detail, "internal error serving a file");
+            "internal error".to_string()
+        }
+        other => other.to_string(),
+    };
+    (status_of(&error), format!("{text}\n")).into_response()
 }
 
 /// `GET /content/<id>`.

@@ -1,16 +1,25 @@
 //! The one HTTP server of a node: XML-RPC, file data, verification data. Only this module (and
-//! the outbound [`crate::client`]) knows HTTP.
+//! the outbound [`crate::net`]) knows HTTP.
 //!
 //! The accept loop follows mini-redis: it takes an already-bound listener, bounds the number of
-//! connections with a semaphore (a connection over the bound is closed at once), gives each
-//! connection its own task with a header read timeout (against slow-drip clients), and on
-//! shutdown stops accepting and lets open requests finish for a bounded time.
+//! connections with a semaphore (a connection over the bound is closed at once) and per caller
+//! address (for callers not on loopback), backs off when accepting fails (out of descriptors:
+//! said once in the log, not once per retry), gives each connection its own task with a header
+//! read timeout (against slow-drip clients), and drops a connection whose reads or writes make
+//! no progress for [`ServeOptions::stall_timeout`] (a client that asks for a large file and
+//! never reads holds no slot for good). On shutdown it stops accepting and lets open requests
+//! finish for a bounded time.
 
 pub mod content;
+pub mod faults;
+pub mod guard;
 pub mod range;
 pub mod rpc;
+mod stall;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,53 +31,136 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
+use crate::service::Api;
+use guard::{Caller, Guard};
 
 /// How long open requests may run on after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How the server treats connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Most connections at once from one address not on loopback.
+    pub max_per_address: usize,
+    /// Time a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// A connection whose reads or writes make no progress for this long is dropped (an idle
+    /// keep-alive connection included).
+    pub stall_timeout: Duration,
+}
+
 /// The routes of a node.
-pub fn router(api: Api) -> Router {
+pub fn router(api: Api, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/", post(rpc::handle))
         .route("/RPC2", post(rpc::handle))
         .route("/content/{id}", get(content::by_id))
         .route("/files/{*name}", get(content::by_name))
         .route("/outboard/{id}", get(content::outboard))
+        .layer(axum::middleware::from_fn(guard::browser))
+        .layer(axum::Extension(guard))
         .with_state(api)
 }
 
+/// Counts connections per address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// A connection's place in [`PerAddress`], given back on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = table.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { table: self.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = table.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Shortest and longest wait after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+
 /// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, max_connections: usize, header_timeout: Duration) {
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, options: ServeOptions) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut failing = false;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    // Out of file descriptors and the like: say so, and keep serving.
-                    tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors and the like: say so once, wait, and keep serving.
+                    if !failing {
+                        tracing::warn!(%error, "accepting connections fails; backing off until it works again");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                     continue;
                 }
             },
         };
+        if failing {
+            tracing::info!("accepting connections works again");
+            failing = false;
+        }
+        backoff = ACCEPT_BACKOFF.0;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "connection limit reached; closing a new connection");
             continue;
         };
+        let address_slot = if peer.ip().is_loopback() {
+            None
+        } else {
+            match per_address.take(peer.ip(), options.max_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, "too many connections from one address; closing a new one");
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Caller(peer))));
+        let io = stall::Stall::new(stream, options.stall_timeout);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(options.header_timeout)
+            .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(address_slot);
             drop(slot);
         });
     }
@@ -76,4 +168,25 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open after the shutdown grace period");
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit and returns the new soft limit,
+/// so that the connection cap can sit below it.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid out-pointer for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Some(limit.rlim_cur)
 }

@@ -1,77 +1,155 @@
-//! XML-RPC over `POST /` and `POST /RPC2`: decoding, dispatch to [`Api`], faults.
+//! XML-RPC over `POST /` and `POST /RPC2`: one table of methods, each with its help text and its
+//! handler, so that `system.listMethods`, `system.methodHelp` and dispatch cannot drift apart.
 //!
-//! Bodies are bounded in size and in the time a client may take to send them; a malformed call
-//! gets fault 1 (as Python's `SimpleXMLRPCServer` answers), never a crash. The seed's methods
-//! keep the seed's signatures; shoal's own live under the `shoal.` prefix.
+//! A handler decodes its call into the method's wire type ([`crate::proto::calls`]), which
+//! bounds every field, calls [`Api`], and encodes the answer's wire type. Bodies are bounded in
+//! size and in the time a client may take to send them; the request must say it is XML (a page
+//! in a browser cannot send that cross-origin without asking first); per-caller limits apply
+//! (see [`super::guard`]). A malformed call gets fault 1, as Python's `SimpleXMLRPCServer`
+//! answers, never a crash.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use shoal_xmlrpc::{Fault, Value};
 
-use crate::api::{Api, ApiError, Route, hit_value, match_value};
-use crate::faults::{BAD_CALL, fault_of};
+use super::faults::fault_of;
+use super::guard::{Caller, Guard, Limit};
+use crate::discovery::Hit;
+use crate::proto::answers::{DownloadRow, LocateAnswer, PeerRow, SearchMatch, SourceRow};
+use crate::proto::calls::{self, BadCall, Params};
+use crate::proto::faults::BAD_CALL;
+use crate::proto::url::redact;
+use crate::service::downloads::{DownloadInfo, Status};
+use crate::service::{Api, ApiError};
 
-/// Every method with its signature and help text, for `system.listMethods` and
-/// `system.methodHelp`.
-pub const METHODS: &[(&str, &str)] = &[
-    ("hello", "hello(url) -> 0. Learn the node at url."),
-    (
-        "query",
-        "query(name, history=[]) -> content. The file from this node or the first node of the network that has it; fault 100 when none has it, 200 for a name outside the share, 300 when it is over the size limit.",
-    ),
-    (
-        "fetch",
-        "fetch(name, secret) -> 0. Download name from the network into this node's share (owner only).",
-    ),
-    ("list", "list() -> [name]. This node's own files."),
-    (
-        "shoal.search",
-        "shoal.search(pattern) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) across the network.",
-    ),
-    (
-        "shoal.locate",
-        "shoal.locate(name, history, query_id, ttl, budget_ms) -> {url, name, size, id}. Where a file is; answered once per query id.",
-    ),
-    (
-        "shoal.info",
-        "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths.",
-    ),
-    ("shoal.peers", "shoal.peers() -> [url]. The peers this node knows (peer exchange)."),
-    (
-        "shoal.stats",
-        "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node.",
-    ),
-    (
-        "shoal.download",
-        "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http mirror URLs; output defaults to the share.",
-    ),
-    (
-        "shoal.downloads",
-        "shoal.downloads() -> [{name, target, size, done, live_sources, state}]. The node's downloads and their progress.",
-    ),
-    (
-        "shoal.pause",
-        "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only).",
-    ),
-    (
-        "shoal.resume",
-        "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only).",
-    ),
-    (
-        "shoal.cancel",
-        "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only).",
-    ),
-    (
-        "shoal.peer_table",
-        "shoal.peer_table() -> [{url, kind, failures, backing_off}]. The peer table with each peer's state.",
-    ),
-    ("system.listMethods", "system.listMethods() -> [name]."),
-    ("system.methodHelp", "system.methodHelp(name) -> text."),
+/// What a handler failed with.
+pub enum Failure {
+    Api(ApiError),
+    Bad(BadCall),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure::Api(error)
+    }
+}
+
+impl From<BadCall> for Failure {
+    fn from(error: BadCall) -> Self {
+        Failure::Bad(error)
+    }
+}
+
+type Answer = Result<Value, Failure>;
+
+/// Everything a handler gets.
+pub struct Request {
+    pub api: Api,
+    pub guard: Arc<Guard>,
+    pub caller: Caller,
+    pub params: Params,
+}
+
+/// One XML-RPC method.
+pub struct Method {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub handler: fn(Request) -> BoxFuture<'static, Answer>,
+}
+
+/// Every method this node answers.
+pub static METHODS: &[Method] = &[
+    Method {
+        name: "hello",
+        help: "hello(url) -> 0. Learn the node at url (it joins once it answers as a node).",
+        handler: |r| Box::pin(hello(r)),
+    },
+    Method {
+        name: "query",
+        help: "query(name, history=[]) -> content. The file from this node or the first node of the network that has it; fault 100 when none has it, 200 for a name outside the share, 300 when it is over the size limit.",
+        handler: |r| Box::pin(query(r)),
+    },
+    Method {
+        name: "fetch",
+        help: "fetch(name, secret) -> 0. Download name from the network into this node's share (owner only).",
+        handler: |r| Box::pin(fetch(r)),
+    },
+    Method {
+        name: "list",
+        help: "list() -> [name]. This node's own files.",
+        handler: |r| Box::pin(list(r)),
+    },
+    Method {
+        name: "shoal.search",
+        help: "shoal.search(pattern, query_id, ttl, history, budget_ms) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) or whose content id is pattern, across the network.",
+        handler: |r| Box::pin(search(r)),
+    },
+    Method {
+        name: "shoal.locate",
+        help: "shoal.locate(name, history, query_id, ttl, budget_ms) -> {url, name, size, id}. Where a file is; answered once per query id.",
+        handler: |r| Box::pin(locate(r)),
+    },
+    Method {
+        name: "shoal.info",
+        help: "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths.",
+        handler: |r| Box::pin(info(r)),
+    },
+    Method {
+        name: "shoal.peers",
+        help: "shoal.peers() -> [url]. The peers this node knows (peer exchange).",
+        handler: |r| Box::pin(peers(r)),
+    },
+    Method {
+        name: "shoal.stats",
+        help: "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node.",
+        handler: |r| Box::pin(stats(r)),
+    },
+    Method {
+        name: "shoal.download",
+        help: "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http mirror URLs; output is a path inside the share or the download directory (default: the share).",
+        handler: |r| Box::pin(download(r)),
+    },
+    Method {
+        name: "shoal.downloads",
+        help: "shoal.downloads([secret]) -> [{name, size, done, live_sources, sources, status}]. The node's downloads and their progress; with the secret also their local paths, full source URLs and errors.",
+        handler: |r| Box::pin(downloads(r)),
+    },
+    Method {
+        name: "shoal.pause",
+        help: "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only).",
+        handler: |r| Box::pin(control(r, Control::Pause)),
+    },
+    Method {
+        name: "shoal.resume",
+        help: "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only).",
+        handler: |r| Box::pin(control(r, Control::Resume)),
+    },
+    Method {
+        name: "shoal.cancel",
+        help: "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only).",
+        handler: |r| Box::pin(control(r, Control::Cancel)),
+    },
+    Method {
+        name: "shoal.peer_table",
+        help: "shoal.peer_table() -> [{url, kind, failures, backing_off, learnt}]. The peer table with each peer's state.",
+        handler: |r| Box::pin(peer_table(r)),
+    },
+    Method {
+        name: "system.listMethods",
+        help: "system.listMethods() -> [name].",
+        handler: |r| Box::pin(list_methods(r)),
+    },
+    Method {
+        name: "system.methodHelp",
+        help: "system.methodHelp(name) -> text.",
+        handler: |r| Box::pin(method_help(r)),
+    },
 ];
 
 fn xml_response(xml: String) -> Response {
@@ -82,8 +160,26 @@ fn fault_response(fault: &Fault) -> Response {
     xml_response(shoal_xmlrpc::encode_fault(fault))
 }
 
+/// True when the request says its body is XML (`text/xml`, `application/xml`, with parameters).
+fn is_xml(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "text/xml" || v == "application/xml")
+}
+
 /// `POST /` and `POST /RPC2`.
-pub async fn handle(State(api): State<Api>, body: Body) -> Response {
+pub async fn handle(
+    State(api): State<Api>,
+    axum::Extension(guard): axum::Extension<Arc<Guard>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !is_xml(&headers) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "XML-RPC requests must be sent as text/xml\n").into_response();
+    }
     let limit = api.options().max_rpc_body;
     let read = tokio::time::timeout(api.options().request_timeout, axum::body::to_bytes(body, limit)).await;
     let bytes: Bytes = match read {
@@ -95,290 +191,224 @@ pub async fn handle(State(api): State<Api>, body: Body) -> Response {
         Ok(call) => call,
         Err(error) => return fault_response(&Fault::new(BAD_CALL, format!("malformed call: {error}"))),
     };
-    match dispatch(&api, &call.method, call.params).await {
+    let Some(method) = METHODS.iter().find(|m| m.name == call.method) else {
+        let name: String = call.method.chars().take(100).filter(|c| !c.is_control()).collect();
+        return fault_response(&Fault::new(BAD_CALL, format!("method \"{name}\" is not supported")));
+    };
+    let request = Request {
+        api,
+        guard,
+        caller,
+        params: Params::new(method.name, call.params),
+    };
+    match (method.handler)(request).await {
         Ok(value) => xml_response(shoal_xmlrpc::encode_response(value)),
-        Err(Dispatch::Api(error)) => fault_response(&fault_of(&error)),
-        Err(Dispatch::Bad(message)) => fault_response(&Fault::new(BAD_CALL, message)),
+        Err(Failure::Api(error)) => fault_response(&fault_of(&error)),
+        Err(Failure::Bad(BadCall(message))) => fault_response(&Fault::new(BAD_CALL, message)),
     }
 }
 
-enum Dispatch {
-    Api(ApiError),
-    Bad(String),
+async fn hello(r: Request) -> Answer {
+    let call = calls::Hello::decode(r.params)?;
+    r.guard.allow(&r.caller, Limit::Hello)?;
+    r.api.hello(&call.url).await?;
+    Ok(Value::Integer(0))
 }
 
-impl From<ApiError> for Dispatch {
-    fn from(error: ApiError) -> Self {
-        Dispatch::Api(error)
-    }
+async fn query(r: Request) -> Answer {
+    r.guard.allow(&r.caller, Limit::Search)?;
+    let call = calls::Query::decode(r.params)?;
+    Ok(shoal_xmlrpc::content_value(r.api.query(&call.name, call.history).await?))
 }
 
-/// Parameters of a call, read in order with clear errors.
-struct Params {
-    method: String,
-    values: std::vec::IntoIter<Value>,
-    position: usize,
+async fn fetch(r: Request) -> Answer {
+    let call = calls::Fetch::decode(r.params)?;
+    r.guard.check_secret(&r.api, &r.caller, &call.secret)?;
+    r.api.fetch(&call.name, &call.secret).await?;
+    Ok(Value::Integer(0))
 }
 
-impl Params {
-    fn next(&mut self) -> Option<Value> {
-        self.position += 1;
-        self.values.next()
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, Dispatch> {
-        match self.next() {
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(self.bad(what, "a string")),
-            None => Err(Dispatch::Bad(format!(
-                "{}: missing parameter {} ({what})",
-                self.method, self.position
-            ))),
-        }
-    }
-
-    fn optional_string(&mut self, what: &str) -> Result<Option<String>, Dispatch> {
-        match self.next() {
-            Some(Value::String(s)) => Ok(Some(s)),
-            None | Some(Value::Nil) => Ok(None),
-            Some(_) => Err(self.bad(what, "a string")),
-        }
-    }
-
-    fn optional_int(&mut self, what: &str) -> Result<Option<i64>, Dispatch> {
-        match self.next() {
-            None | Some(Value::Nil) => Ok(None),
-            Some(value) => shoal_xmlrpc::as_i64(&value).map(Some).ok_or_else(|| self.bad(what, "an integer")),
-        }
-    }
-
-    fn strings(&mut self, what: &str) -> Result<Vec<String>, Dispatch> {
-        match self.next() {
-            None | Some(Value::Nil) => Ok(Vec::new()),
-            Some(Value::Array(items)) if items.len() <= 64 => items
-                .into_iter()
-                .map(|item| if let Value::String(s) = item { Ok(s) } else { Err(()) })
-                .collect::<Result<_, _>>()
-                .map_err(|_| self.bad(what, "an array of strings")),
-            Some(_) => Err(self.bad(what, "an array of at most 64 strings")),
-        }
-    }
-
-    fn bad(&self, what: &str, expected: &str) -> Dispatch {
-        Dispatch::Bad(format!("{}: parameter {} ({what}) must be {expected}", self.method, self.position))
-    }
-
-    fn done(mut self) -> Result<(), Dispatch> {
-        match self.values.next() {
-            None => Ok(()),
-            Some(_) => Err(Dispatch::Bad(format!("{}: too many parameters", self.method))),
-        }
-    }
+async fn list(r: Request) -> Answer {
+    calls::none(r.params)?;
+    Ok(Value::Array(
+        r.api.list().await?.into_iter().map(|(name, _)| Value::String(name)).collect(),
+    ))
 }
 
-fn route_from(api: &Api, query_id: Option<String>, ttl: Option<i64>, history: Vec<String>, budget_ms: Option<i64>) -> Route {
-    let fresh = api.new_route();
-    let budget = budget_ms
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(Duration::from_millis)
-        .map_or(fresh.budget, |b| b.min(fresh.budget));
-    Route {
-        query_id: query_id.filter(|id| !id.is_empty() && id.len() <= 128).unwrap_or(fresh.query_id),
-        history,
-        ttl: ttl.and_then(|t| u32::try_from(t).ok()).map_or(fresh.ttl, |t| t.min(fresh.ttl)),
-        budget,
-    }
+async fn search(r: Request) -> Answer {
+    r.guard.allow(&r.caller, Limit::Search)?;
+    let call = calls::Search::decode(r.params)?;
+    let route = r
+        .api
+        .flood()
+        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let found = r.api.search(&call.pattern, route).await?;
+    Ok(Value::Array(found.iter().map(|m| SearchMatch::from(m).to_value()).collect()))
 }
 
-async fn dispatch(api: &Api, method: &str, params: Vec<Value>) -> Result<Value, Dispatch> {
-    let mut p = Params {
-        method: method.to_string(),
-        values: params.into_iter(),
-        position: 0,
+async fn locate(r: Request) -> Answer {
+    r.guard.allow(&r.caller, Limit::Search)?;
+    let call = calls::Locate::decode(r.params)?;
+    let route = r
+        .api
+        .flood()
+        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let hit: Hit = r.api.locate(&call.name, route).await?;
+    Ok(LocateAnswer::from(&hit).to_value())
+}
+
+async fn info(r: Request) -> Answer {
+    let call = calls::One::decode(r.params, "name_or_id")?;
+    let (name, entry) = r.api.file(&call.value).await?;
+    let mut fields = BTreeMap::new();
+    fields.insert("name".into(), Value::String(name.clone()));
+    fields.insert("size".into(), shoal_xmlrpc::size_value(entry.size));
+    fields.insert("id".into(), Value::String(entry.id.to_string()));
+    fields.insert("content".into(), Value::String(format!("/content/{}", entry.id)));
+    fields.insert("outboard".into(), Value::String(format!("/outboard/{}", entry.id)));
+    fields.insert("files".into(), Value::String(format!("/files/{name}")));
+    Ok(Value::Struct(fields))
+}
+
+async fn peers(r: Request) -> Answer {
+    calls::none(r.params)?;
+    Ok(Value::Array(
+        r.api
+            .peers()
+            .into_iter()
+            .take(crate::proto::limits::MAX_PEERS_PER_ANSWER)
+            .map(|peer| Value::String(peer.url))
+            .collect(),
+    ))
+}
+
+async fn stats(r: Request) -> Answer {
+    calls::none(r.params)?;
+    let mut fields = BTreeMap::new();
+    fields.insert("url".into(), Value::String(r.api.url().to_string()));
+    fields.insert("files".into(), shoal_xmlrpc::size_value(r.api.list().await?.len() as u64));
+    fields.insert("peers".into(), shoal_xmlrpc::size_value(r.api.peers().len() as u64));
+    fields.insert("messages_sent".into(), shoal_xmlrpc::size_value(r.api.messages_sent()));
+    Ok(Value::Struct(fields))
+}
+
+async fn download(r: Request) -> Answer {
+    let call = calls::Download::decode(r.params)?;
+    r.guard.check_secret(&r.api, &r.caller, &call.secret)?;
+    let request = crate::service::api::DownloadRequest {
+        targets: call.targets,
+        output: call.output.map(std::path::PathBuf::from),
+        hash: call.hash,
+        force: call.force,
+        peers: call.peers,
     };
-    let value = match method {
-        "hello" => {
-            let url = p.string("url")?;
-            p.done()?;
-            // Learning a peer writes the store (an fsync): off the async runtime.
-            let api = api.clone();
-            tokio::task::spawn_blocking(move || api.hello(&url))
-                .await
-                .map_err(|e| Dispatch::Api(ApiError::Internal(e.to_string())))??;
-            Value::Integer(0)
-        }
-        "query" => {
-            let name = p.string("name")?;
-            let history = p.strings("history")?;
-            p.done()?;
-            shoal_xmlrpc::content_value(api.query(&name, history).await?)
-        }
-        "fetch" => {
-            let name = p.string("name")?;
-            let secret = p.string("secret")?;
-            p.done()?;
-            api.fetch(&name, &secret).await?;
-            Value::Integer(0)
-        }
-        "list" => {
-            p.done()?;
-            Value::Array(api.list().await?.into_iter().map(|(name, _)| Value::String(name)).collect())
-        }
-        "shoal.locate" => {
-            let name = p.string("name")?;
-            let history = p.strings("history")?;
-            let query_id = p.optional_string("query_id")?;
-            let ttl = p.optional_int("ttl")?;
-            let budget = p.optional_int("budget_ms")?;
-            p.done()?;
-            let route = route_from(api, query_id, ttl, history, budget);
-            hit_value(&api.locate(&name, route).await?)
-        }
-        "shoal.search" => {
-            let pattern = p.optional_string("pattern")?.unwrap_or_default();
-            let query_id = p.optional_string("query_id")?;
-            let ttl = p.optional_int("ttl")?;
-            let history = p.strings("history")?;
-            let budget = p.optional_int("budget_ms")?;
-            p.done()?;
-            let route = route_from(api, query_id, ttl, history, budget);
-            Value::Array(api.search(&pattern, route).await?.iter().map(match_value).collect())
-        }
-        "shoal.info" => {
-            let key = p.string("name_or_id")?;
-            p.done()?;
-            let (name, entry) = api.file(&key).await?;
-            let mut fields = BTreeMap::new();
-            fields.insert("name".into(), Value::String(name.clone()));
-            fields.insert("size".into(), shoal_xmlrpc::size_value(entry.size));
-            fields.insert("id".into(), Value::String(entry.id.to_string()));
-            fields.insert("content".into(), Value::String(format!("/content/{}", entry.id)));
-            fields.insert("outboard".into(), Value::String(format!("/outboard/{}", entry.id)));
-            fields.insert("files".into(), Value::String(format!("/files/{name}")));
-            Value::Struct(fields)
-        }
-        "shoal.peers" => {
-            p.done()?;
-            Value::Array(api.peers().into_iter().map(|peer| Value::String(peer.url)).collect())
-        }
-        "shoal.stats" => {
-            p.done()?;
-            let mut fields = BTreeMap::new();
-            fields.insert("url".into(), Value::String(api.url().to_string()));
-            fields.insert("files".into(), shoal_xmlrpc::size_value(api.list().await?.len() as u64));
-            fields.insert("peers".into(), shoal_xmlrpc::size_value(api.peers().len() as u64));
-            fields.insert("messages_sent".into(), shoal_xmlrpc::size_value(api.messages_sent()));
-            Value::Struct(fields)
-        }
-        "shoal.download" => {
-            let secret = p.string("secret")?;
-            api.check_secret(&secret)?;
-            let targets = p.strings("targets")?;
-            let extra = match p.next() {
-                None | Some(Value::Nil) => BTreeMap::new(),
-                Some(Value::Struct(fields)) => fields,
-                Some(_) => return Err(p.bad("options", "a struct")),
-            };
-            p.done()?;
-            let text = |key: &str| match extra.get(key) {
-                Some(Value::String(s)) => Some(s.clone()),
-                _ => None,
-            };
-            let hash = match text("hash") {
-                Some(h) => Some(
-                    h.parse()
-                        .map_err(|_| Dispatch::Bad("shoal.download: hash must be 64 hex characters".into()))?,
-                ),
-                None => None,
-            };
-            let output = text("output")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| api.share().root().to_path_buf());
-            let force = matches!(extra.get("force"), Some(Value::Boolean(true)));
-            // Peers the caller names are learnt, then searched with the known ones.
-            if let Some(Value::Array(named)) = extra.get("peers") {
-                for peer in named.iter().take(64) {
-                    if let Value::String(url) = peer {
-                        api.hello(url)?;
-                    }
-                }
-            }
-            let peers = api.live_peer_urls();
-            let mut job = crate::engine::resolve::resolve(api.client(), &peers, &targets, hash, Some(&output))
-                .await
-                .map_err(|e| Dispatch::Api(ApiError::Unresolved(e.to_string())))?;
-            job.force = force;
-            job.by_node = true;
-            job.peers.retain(|u| u != api.url());
-            let mut fields = BTreeMap::new();
-            fields.insert("name".into(), Value::String(job.name.clone()));
-            fields.insert("target".into(), Value::String(job.target.to_string_lossy().into_owned()));
-            api.start_download(job);
-            Value::Struct(fields)
-        }
-        "shoal.downloads" => {
-            p.done()?;
-            let rows = serde_json::to_value(api.downloads()).unwrap_or_default();
-            json_to_value(rows)
-        }
-        "shoal.pause" | "shoal.resume" | "shoal.cancel" => {
-            let secret = p.string("secret")?;
-            api.check_secret(&secret)?;
-            let key = p.string("target")?;
-            p.done()?;
-            let target = api.download_target(&key)?;
-            match method {
-                "shoal.pause" => {
-                    if !api.download_manager().pause(&target) {
-                        return Err(Dispatch::Api(ApiError::NotFound(format!(
-                            "a running download to {}",
-                            target.display()
-                        ))));
-                    }
-                }
-                "shoal.resume" => api.resume_download(&target)?,
-                _ => {
-                    api.download_manager().cancel(&target).await;
-                }
-            }
-            Value::Integer(0)
-        }
-        "shoal.peer_table" => {
-            p.done()?;
-            json_to_value(serde_json::to_value(api.peers()).unwrap_or_default())
-        }
-        "system.listMethods" => {
-            p.done()?;
-            Value::Array(METHODS.iter().map(|(name, _)| Value::String(name.to_string())).collect())
-        }
-        "system.methodHelp" => {
-            let name = p.string("method")?;
-            p.done()?;
-            let help = METHODS.iter().find(|(m, _)| *m == name).map(|(_, help)| *help).unwrap_or("");
-            Value::String(help.to_string())
-        }
-        other => {
-            return Err(Dispatch::Bad(format!(
-                "method \"{}\" is not supported",
-                other.chars().take(100).collect::<String>()
-            )));
-        }
-    };
-    Ok(value)
+    let (name, target) = r.api.download(request).await?;
+    let mut fields = BTreeMap::new();
+    fields.insert("name".into(), Value::String(name));
+    fields.insert("target".into(), Value::String(target.to_string_lossy().into_owned()));
+    Ok(Value::Struct(fields))
 }
 
-/// JSON (from serde) as an XML-RPC value: objects become structs, numbers integers or doubles,
-/// null becomes nil.
-fn json_to_value(json: serde_json::Value) -> Value {
-    match json {
-        serde_json::Value::Null => Value::Nil,
-        serde_json::Value::Bool(b) => Value::Boolean(b),
-        serde_json::Value::Number(n) => match n.as_u64() {
-            Some(u) => shoal_xmlrpc::size_value(u),
-            None => Value::Double(n.as_f64().unwrap_or_default()),
-        },
-        serde_json::Value::String(s) => Value::String(s),
-        serde_json::Value::Array(items) => Value::Array(items.into_iter().map(json_to_value).collect()),
-        serde_json::Value::Object(fields) => Value::Struct(fields.into_iter().map(|(k, v)| (k, json_to_value(v))).collect()),
+/// A download as `shoal.downloads` shows it: in full to the owner, redacted to anyone else.
+fn download_row(info: DownloadInfo, owner: bool) -> DownloadRow {
+    let (state, detail) = match info.status {
+        Status::Running => ("running", None),
+        Status::Done => ("done", None),
+        Status::Failed(reason) => ("failed", Some(reason)),
+        Status::Paused => ("paused", None),
+    };
+    DownloadRow {
+        name: info.name,
+        target: owner.then_some(info.target),
+        id: info.id,
+        size: info.size,
+        done: info.done,
+        live_sources: info.live_sources as u64,
+        sources: info
+            .sources
+            .into_iter()
+            .map(|s| SourceRow {
+                url: if owner { s.url } else { redact(&s.url) },
+                kind: s.kind.to_string(),
+                state: s.state.name().to_string(),
+                bytes: s.bytes,
+                bad_pieces: s.bad_pieces,
+                failures: s.failures,
+                last_error: if owner { s.last_error } else { None },
+            })
+            .collect(),
+        state: state.to_string(),
+        detail: if owner { detail } else { detail.map(|_| "failed".to_string()) },
     }
+}
+
+async fn downloads(r: Request) -> Answer {
+    let call = calls::Downloads::decode(r.params)?;
+    let owner = match &call.secret {
+        Some(secret) => {
+            r.guard.check_secret(&r.api, &r.caller, secret)?;
+            true
+        }
+        None => false,
+    };
+    Ok(Value::Array(
+        r.api.downloads().into_iter().map(|d| download_row(d, owner).to_value()).collect(),
+    ))
+}
+
+enum Control {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+async fn control(r: Request, what: Control) -> Answer {
+    let Request {
+        api,
+        guard,
+        caller,
+        params,
+    } = r;
+    let call = calls::Control::decode(params)?;
+    guard.check_secret(&api, &caller, &call.secret)?;
+    let r = (api,);
+    let api = r.0;
+    let target = api.download_target(&call.target)?;
+    match what {
+        Control::Pause => api.pause_download(&target)?,
+        Control::Resume => api.resume_download(&target)?,
+        Control::Cancel => api.cancel_download(&target).await,
+    }
+    Ok(Value::Integer(0))
+}
+
+async fn peer_table(r: Request) -> Answer {
+    calls::none(r.params)?;
+    Ok(Value::Array(
+        r.api
+            .peers()
+            .into_iter()
+            .map(|p| {
+                PeerRow {
+                    url: p.url,
+                    kind: p.kind.name().to_string(),
+                    failures: p.failures,
+                    backing_off: p.backing_off,
+                    learnt: p.learnt,
+                }
+                .to_value()
+            })
+            .collect(),
+    ))
+}
+
+async fn list_methods(r: Request) -> Answer {
+    calls::none(r.params)?;
+    Ok(Value::Array(METHODS.iter().map(|m| Value::String(m.name.to_string())).collect()))
+}
+
+async fn method_help(r: Request) -> Answer {
+    let call = calls::One::decode(r.params, "method")?;
+    let help = METHODS.iter().find(|m| m.name == call.value).map(|m| m.help).unwrap_or("");
+    Ok(Value::String(help.to_string()))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shoal_node::faults::{ACCESS_DENIED, EXISTS, NOT_FOUND, TOO_LARGE};
+use shoal_node::proto::faults::{ACCESS_DENIED, EXISTS, NOT_FOUND, TOO_LARGE};
 use shoal_xmlrpc::Value;
 
 use super::util::{SECRET, TestNode, binary, line, mesh, read, s, strings};
@@ -121,7 +121,10 @@ async fn search_returns_every_holder_with_ids() {
     nodes[2].add("notes.txt", b"n").await;
     let found = nodes[0].call("shoal.search", vec![s("*.ogg")]).await.unwrap();
     let Value::Array(items) = found else { panic!("an array") };
-    let matches: Vec<_> = items.into_iter().map(|v| shoal_node::api::match_from_value(v).unwrap()).collect();
+    let matches: Vec<_> = items
+        .into_iter()
+        .map(|v| shoal_node::discovery::match_from_value(v).unwrap())
+        .collect();
     assert_eq!(matches.len(), 2, "{matches:?}");
     let song = matches.iter().find(|m| m.name == "music/song.ogg").unwrap();
     assert_eq!(song.id.to_string(), blake3::hash(b"la la").to_hex().to_string());
@@ -216,14 +219,25 @@ async fn peers_persist_skip_self_and_are_exchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_backs_off_and_the_search_still_answers() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
-    b.add("x.txt", b"x").await;
     let dead = TestNode::start().await;
     let dead_url = dead.url.clone();
     dead.stop().await;
+    // A stranger's hello for a node that does not answer is refused; the owner's peer stays.
+    let a = TestNode::start_with(|o| o.peers = vec![dead_url.clone()]).await;
+    let b = TestNode::start().await;
+    b.add("x.txt", b"x").await;
     a.knows(&[&b]).await;
-    a.call("hello", vec![s(&dead_url)]).await.unwrap();
+    assert!(
+        a.call("hello", vec![s(&format!("{dead_url}/RPC2"))]).await.is_ok(),
+        "a known host:port is already in the table"
+    );
+    let c = TestNode::start().await;
+    let c_url = c.url.clone();
+    c.stop().await;
+    assert!(
+        a.call("hello", vec![s(&c_url)]).await.is_err(),
+        "a node that does not answer does not join"
+    );
     assert_eq!(a.call("query", vec![s("x.txt"), strings(&[])]).await, Ok(s("x")));
     assert_eq!(code(a.call("query", vec![s("y.txt"), strings(&[])]).await), NOT_FOUND);
     let dead_row = a
@@ -307,7 +321,7 @@ async fn a_node_download_goes_on_after_the_node_restarts() {
     until(Duration::from_secs(60), || {
         api.downloads()
             .first()
-            .is_some_and(|d| d.status == shoal_node::downloads::Status::Done)
+            .is_some_and(|d| d.status == shoal_node::service::downloads::Status::Done)
     })
     .await;
     let resumed = api.downloads()[0].clone();
@@ -337,7 +351,7 @@ async fn a_directory_is_not_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_pause_resume_and_cancel() {
-    use shoal_node::downloads::Status;
+    use shoal_node::service::downloads::Status;
     let holder = TestNode::start_with(|o| o.max_upload_rate = Some(2 << 20)).await;
     let data = binary(6 << 20);
     holder.add("p.bin", &data).await;

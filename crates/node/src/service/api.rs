@@ -1,22 +1,25 @@
 //! The one facade every request goes through: XML-RPC methods, HTTP handlers and the CLI all
 //! call [`Api`], and only [`Api`] reaches the share, the peer table, the search and downloads.
+//! Each method is a few lines that call the layer below: discovery for searches, the engine
+//! (through [`Downloads`]) for downloads, the index for the share.
 //!
 //! Errors are [`ApiError`]; the HTTP layer turns them into faults and status codes in one place.
+//! Error texts meant for strangers are generic: what failed inside, and where, is logged.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_index::{ContentId, FileEntry, NameError, SafeName, Share, check_name};
-use shoal_xmlrpc::Value;
-use tokio::task::JoinSet;
 
-use crate::client::{CallError, Client};
-use crate::download;
-use crate::downloads::{DownloadInfo, Downloads, Status};
+use super::downloads::{DownloadInfo, Downloads, Status};
+use super::seed;
+use crate::discovery::peers::{PeerError, PeerInfo};
+use crate::discovery::search::{self, MAX_HISTORY};
+use crate::discovery::{Flood, Hit, Match, Merged, Route};
 use crate::engine::{Job, RateLimiter};
+use crate::net::Client;
 use crate::options::NodeOptions;
-use crate::peers::{PeerError, PeerInfo, PeerKind, Peers};
-use crate::search::{self, MAX_HISTORY, SeenQueries};
 
 /// What went wrong in an API call. Each variant maps to one fault code and HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum ApiError {
     Download { name: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("too many requests; try again later")]
+    Busy,
 }
 
 impl From<NameError> for ApiError {
@@ -47,84 +52,32 @@ impl From<NameError> for ApiError {
     }
 }
 
-/// A file found by a search: where it is and what it is.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Hit {
-    /// The node that holds it.
-    pub url: String,
-    pub name: String,
-    pub size: u64,
-    /// The content id, when the holder is a shoal node.
-    pub id: Option<ContentId>,
-    /// The content itself, when it came back inline (from a seed node's `query`).
-    #[serde(skip)]
-    pub content: Option<Vec<u8>>,
+/// An owner's request to download (`shoal.download`).
+#[derive(Debug, Clone, Default)]
+pub struct DownloadRequest {
+    /// Names, content ids or mirror URLs.
+    pub targets: Vec<String>,
+    /// A file or directory inside the share, the download directory or `<state>/incoming`;
+    /// the share when absent.
+    pub output: Option<PathBuf>,
+    pub hash: Option<ContentId>,
+    pub force: bool,
+    /// Peers to learn (on the owner's word) before searching.
+    pub peers: Vec<String>,
 }
 
-/// One match of a pattern search, merged across every node that holds it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Match {
-    pub name: String,
-    pub size: u64,
-    pub id: ContentId,
-    pub urls: Vec<String>,
-}
-
-/// Where a search is in the network: its id, the nodes it has passed and how far it may go.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub query_id: String,
-    pub history: Vec<String>,
-    /// Nodes that may still search, this one included (the seed's 6 minus the history length).
-    pub ttl: u32,
-    /// Time left for this node to answer.
-    pub budget: Duration,
-}
+/// The directory inside the state directory where hand-overs from `shoal get` land before the
+/// command moves them where its user asked.
+pub const INCOMING_DIR: &str = "incoming";
 
 /// How often a node's running download asks the peers for more holders.
 pub const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
-
-/// What a node passes on when it forwards a search.
-struct Hop {
-    /// The route the peers get.
-    next: Route,
-    /// Peers not to ask: every node already in the history (normalised).
-    exclude: Vec<String>,
-    /// When this node must answer with what it has.
-    deadline: Instant,
-}
-
-impl Route {
-    /// The next hop from the node at `me`, or `None` when the search ends here (its TTL spent
-    /// or its history at the seed's limit).
-    fn next_hop(self, me: &str) -> Option<Hop> {
-        let mut history = self.history;
-        history.push(me.to_string());
-        if self.ttl <= 1 || history.len() >= MAX_HISTORY {
-            return None;
-        }
-        let exclude = history.iter().filter_map(|u| crate::peer_url::normalize(u).ok()).collect();
-        let next = Route {
-            query_id: self.query_id,
-            history,
-            ttl: self.ttl - 1,
-            budget: search::next_budget(self.budget),
-        };
-        Some(Hop {
-            next,
-            exclude,
-            deadline: Instant::now() + self.budget,
-        })
-    }
-}
 
 /// State shared by every handler.
 pub struct Inner {
     pub options: NodeOptions,
     pub share: Arc<Share>,
-    pub peers: Peers,
-    pub client: Client,
-    pub seen: SeenQueries,
+    pub flood: Arc<Flood>,
     pub secret: String,
     pub downloads: Downloads,
     pub upload_limit: Option<Arc<RateLimiter>>,
@@ -158,12 +111,17 @@ impl Api {
     }
 
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        self.inner.flood.client()
+    }
+
+    /// Discovery: the flood search and the peer table.
+    pub fn flood(&self) -> &Arc<Flood> {
+        &self.inner.flood
     }
 
     /// This node's own URL.
     pub fn url(&self) -> &str {
-        &self.inner.peers.me().url
+        self.inner.flood.me()
     }
 
     /// The owner's secret, for the owner's own in-process shell.
@@ -187,23 +145,39 @@ impl Api {
         blocking(move || share.scan()).await?.map_err(|e| ApiError::Internal(e.to_string()))
     }
 
-    /// The seed's `hello`: learn a peer.
-    pub fn hello(&self, url: &str) -> Result<(), ApiError> {
-        match self.inner.peers.add(url) {
+    /// The seed's `hello`: learn a peer, once it answered as a node.
+    pub async fn hello(&self, url: &str) -> Result<(), ApiError> {
+        match self.inner.flood.learn(url).await {
             Ok(_) | Err(PeerError::IsSelf(_)) => Ok(()),
-            Err(error @ (PeerError::Url(_) | PeerError::Full(_))) => Err(ApiError::BadRequest(error.to_string())),
+            Err(error @ (PeerError::Url(_) | PeerError::Full(_) | PeerError::Crowded | PeerError::NotANode(_))) => {
+                Err(ApiError::BadRequest(error.to_string()))
+            }
             Err(error @ PeerError::Store(_)) => Err(ApiError::Internal(error.to_string())),
+        }
+    }
+
+    /// Adds a peer on the owner's word (no probe, never evicted).
+    pub fn add_peer(&self, url: &str) -> Result<(), ApiError> {
+        match self.inner.flood.peers.add(url) {
+            Ok(_) | Err(PeerError::IsSelf(_)) => Ok(()),
+            Err(PeerError::Store(e)) => Err(ApiError::Internal(e)),
+            Err(error) => Err(ApiError::BadRequest(error.to_string())),
         }
     }
 
     /// The known peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.inner.peers.list()
+        self.inner.flood.peers.list()
     }
 
     /// Messages this node has sent to others.
     pub fn messages_sent(&self) -> u64 {
-        self.inner.client.messages_sent()
+        self.client().messages_sent()
+    }
+
+    /// Peer exchange with the live shoal peers; returns how many peers were new.
+    pub async fn exchange_peers(&self) -> usize {
+        self.inner.flood.exchange_peers().await
     }
 
     /// This node's own files.
@@ -288,7 +262,7 @@ impl Api {
             ttl,
             budget: self.inner.options.search_deadline,
         };
-        self.inner.seen.first_time(&route.query_id);
+        self.inner.flood.seen.first_time(&route.query_id);
         let hit = self.forward_locate(&name, route).await?;
         match hit.content {
             Some(content) => Ok(content),
@@ -303,11 +277,15 @@ impl Api {
                         path,
                     });
                 }
-                download::fetch_verified_bytes(&self.inner.client, &hit.url, id, self.inner.options.max_rpc_content)
+                seed::fetch_verified_bytes(self.client(), &hit.url, id, hit.size)
                     .await
-                    .map_err(|reason| ApiError::Download {
-                        name: name.to_string(),
-                        reason,
+                    .map_err(|reason| {
+                        tracing::debug!(%reason, "fetching a located file failed");
+                        // The caller is a stranger: no URL or peer error text goes back.
+                        ApiError::Download {
+                            name: name.to_string(),
+                            reason: "the holder did not deliver it".into(),
+                        }
                     })
             }
         }
@@ -316,7 +294,7 @@ impl Api {
     /// `shoal.locate`: where a file is. Answers once per query id.
     pub async fn locate(&self, name: &str, route: Route) -> Result<Hit, ApiError> {
         let name = check_name(name)?;
-        if !self.inner.seen.first_time(&route.query_id) {
+        if !self.inner.flood.seen.first_time(&route.query_id) {
             return Err(ApiError::NotFound(name.to_string()));
         }
         let found = {
@@ -338,213 +316,44 @@ impl Api {
         self.forward_locate(&name, route).await
     }
 
-    /// Asks every live peer not in the history at once; the first hit wins.
+    /// Asks the peers where `name` is; the first hit wins.
     async fn forward_locate(&self, name: &SafeName, route: Route) -> Result<Hit, ApiError> {
-        let Some(Hop { next, exclude, deadline }) = route.next_hop(self.url()) else {
-            return Err(ApiError::NotFound(name.to_string()));
-        };
-        let mut asks = JoinSet::new();
-        for (peer, kind) in self.inner.peers.live(&exclude) {
-            let api = self.clone();
-            let (name, next) = (name.to_string(), next.clone());
-            asks.spawn(async move { api.ask_locate(&peer, kind, &name, next).await });
-        }
-        let stopping = self.inner.stopping.clone();
-        loop {
-            // A node that is shutting down answers what it has at once instead of waiting on others.
-            let next = tokio::select! {
-                () = stopping.cancelled() => Err(()),
-                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => next.map_err(drop),
-            };
-            match next {
-                Ok(Some(Ok(Some(hit)))) => return Ok(hit),
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(()) => return Err(ApiError::NotFound(name.to_string())),
-            }
-        }
-    }
-
-    /// Asks one peer where `name` is, in the protocol it speaks.
-    async fn ask_locate(&self, peer: &str, kind: PeerKind, name: &str, route: Route) -> Option<Hit> {
-        let client = &self.inner.client;
-        let limit = self.response_limit();
-        if kind != PeerKind::Seed {
-            let params = [
-                Value::String(name.to_string()),
-                history_value(&route.history),
-                Value::String(route.query_id.clone()),
-                Value::Integer(route.ttl as i32),
-                Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
-            ];
-            match client.call(peer, "shoal.locate", &params, route.budget, limit).await {
-                Ok(value) => {
-                    self.inner.peers.succeeded(peer, Some(PeerKind::Shoal));
-                    return hit_from_value(value);
-                }
-                Err(error) => match error.fault_code() {
-                    Some(crate::faults::NOT_FOUND) | Some(crate::faults::ACCESS_DENIED) => {
-                        self.inner.peers.succeeded(peer, Some(PeerKind::Shoal));
-                        return None;
-                    }
-                    // The peer does not know the extension: it is a seed node.
-                    Some(crate::faults::BAD_CALL) if is_unknown_method(&error) => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
-                    Some(_) => {
-                        self.inner.peers.succeeded(peer, None);
-                        return None;
-                    }
-                    None => {
-                        tracing::debug!(%error, "a peer failed");
-                        self.inner.peers.failed(peer);
-                        return None;
-                    }
-                },
-            }
-        }
-        let params = [Value::String(name.to_string()), history_value(&route.history)];
-        match client.call(peer, "query", &params, route.budget, limit).await {
-            Ok(value) => {
-                self.inner.peers.succeeded(peer, None);
-                let content = shoal_xmlrpc::content_bytes(value)?;
-                Some(Hit {
-                    url: peer.to_string(),
-                    name: name.to_string(),
-                    size: content.len() as u64,
-                    id: None,
-                    content: Some(content),
-                })
-            }
-            Err(error) => {
-                if error.is_peer_failure() {
-                    self.inner.peers.failed(peer);
-                } else {
-                    self.inner.peers.succeeded(peer, None);
-                }
-                None
-            }
-        }
-    }
-
-    fn response_limit(&self) -> usize {
-        // Base64 grows content by 4/3; leave room for the XML around it.
-        (self.inner.options.max_rpc_content as usize).saturating_mul(4) / 3 + 64 * 1024
+        self.inner
+            .flood
+            .forward_locate(name, route)
+            .await
+            .ok_or_else(|| ApiError::NotFound(name.to_string()))
     }
 
     /// `shoal.search`: every file whose name matches `pattern`, across the network.
     pub async fn search(&self, pattern: &str, route: Route) -> Result<Vec<Match>, ApiError> {
-        if pattern.len() > 1024 {
-            return Err(ApiError::BadRequest("the pattern is longer than 1024 bytes".into()));
+        if pattern.len() > crate::proto::limits::MAX_PATTERN {
+            return Err(ApiError::BadRequest("the pattern is too long".into()));
         }
-        if !self.inner.seen.first_time(&route.query_id) {
+        if !self.inner.flood.seen.first_time(&route.query_id) {
             return Ok(Vec::new());
         }
-        let mut merged: Vec<Match> = Vec::new();
+        let mut merged = Merged::default();
         let local = self.list().await?;
         let by_id = pattern.parse::<ContentId>().ok();
         for (name, entry) in local
             .into_iter()
             .filter(|(name, entry)| by_id.map_or_else(|| search::matches(pattern, name), |id| id == entry.id))
         {
-            merge(
-                &mut merged,
-                Match {
-                    name,
-                    size: entry.size,
-                    id: entry.id,
-                    urls: vec![self.url().to_string()],
-                },
-            );
+            merged.add(Match {
+                name,
+                size: entry.size,
+                id: entry.id,
+                urls: vec![self.url().to_string()],
+            });
         }
-        let Some(Hop { next, exclude, deadline }) = route.next_hop(self.url()) else {
-            return Ok(merged);
-        };
-        let mut asks = JoinSet::new();
-        for (peer, kind) in self.inner.peers.live(&exclude) {
-            if kind == PeerKind::Seed {
-                continue;
-            }
-            let api = self.clone();
-            let (pattern, next) = (pattern.to_string(), next.clone());
-            asks.spawn(async move { api.ask_search(&peer, &pattern, next).await });
-        }
-        let stopping = self.inner.stopping.clone();
-        loop {
-            let joined = tokio::select! {
-                () = stopping.cancelled() => break,
-                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => match next {
-                    Ok(Some(joined)) => joined,
-                    Ok(None) | Err(_) => break,
-                },
-            };
-            for found in joined.unwrap_or_default() {
-                merge(&mut merged, found);
-            }
-        }
-        merged.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(merged)
-    }
-
-    async fn ask_search(&self, peer: &str, pattern: &str, route: Route) -> Vec<Match> {
-        let params = [
-            Value::String(pattern.to_string()),
-            Value::String(route.query_id.clone()),
-            Value::Integer(route.ttl as i32),
-            history_value(&route.history),
-            Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
-        ];
-        match self.inner.client.call(peer, "shoal.search", &params, route.budget, 8 << 20).await {
-            Ok(Value::Array(items)) => {
-                self.inner.peers.succeeded(peer, Some(PeerKind::Shoal));
-                items.into_iter().filter_map(match_from_value).collect()
-            }
-            Ok(_) => Vec::new(),
-            Err(error) => {
-                match error.fault_code() {
-                    None => {
-                        self.inner.peers.failed(peer);
-                    }
-                    Some(crate::faults::BAD_CALL) if is_unknown_method(&error) => self.inner.peers.succeeded(peer, Some(PeerKind::Seed)),
-                    Some(_) => self.inner.peers.succeeded(peer, None),
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    /// Peer exchange: asks each live shoal peer for the peers it knows and learns them.
-    /// Returns how many peers were new.
-    pub async fn exchange_peers(&self) -> usize {
-        let mut learned = 0;
-        for (peer, kind) in self.inner.peers.live(&[]) {
-            if kind == PeerKind::Seed {
-                continue;
-            }
-            let Ok(Value::Array(urls)) = self
-                .inner
-                .client
-                .call(&peer, "shoal.peers", &[], Duration::from_secs(5), 1 << 20)
-                .await
-            else {
-                continue;
-            };
-            for url in urls.into_iter().take(256) {
-                if let Value::String(url) = url
-                    && matches!(self.inner.peers.add(&url), Ok((_, true)))
-                {
-                    learned += 1;
-                }
-            }
-        }
-        learned
+        self.inner.flood.forward_search(pattern, route, &mut merged).await;
+        Ok(merged.into_sorted())
     }
 
     /// A fresh route for a search that starts at this node.
     pub fn new_route(&self) -> Route {
-        Route {
-            query_id: search::new_query_id(),
-            history: Vec::new(),
-            ttl: self.inner.options.ttl,
-            budget: self.inner.options.search_deadline,
-        }
+        self.inner.flood.new_route()
     }
 
     /// The seed's `fetch(name, secret)`: download `name` from the network into the share, from
@@ -581,11 +390,25 @@ impl Api {
         let Some(best) = best else {
             // No shoal node has it: a seed node may, through query.
             let route = self.new_route();
-            self.inner.seen.first_time(&route.query_id);
+            self.inner.flood.seen.first_time(&route.query_id);
             let hit = self.forward_locate(name, route).await?;
-            return download::fetch_hit(self, name, &target, hit).await;
+            let Some(id) = hit.id.filter(|_| hit.content.is_none()) else {
+                return seed::fetch_hit(self, name, &target, hit).await;
+            };
+            return self
+                .run_job(Job {
+                    name: name.to_string(),
+                    target,
+                    id: Some(id),
+                    size: Some(hit.size),
+                    peers: vec![hit.url],
+                    mirrors: Vec::new(),
+                    force: false,
+                    by_node: true,
+                })
+                .await;
         };
-        let job = Job {
+        self.run_job(Job {
             name: name.to_string(),
             target,
             id: Some(best.id),
@@ -594,7 +417,13 @@ impl Api {
             mirrors: Vec::new(),
             force: false,
             by_node: true,
-        };
+        })
+        .await
+    }
+
+    /// Runs a download in the background and waits for its end.
+    async fn run_job(&self, job: Job) -> Result<(), ApiError> {
+        let name = job.name.clone();
         let mut status = self.start_download(job);
         loop {
             let now = status.borrow_and_update().clone();
@@ -638,8 +467,7 @@ impl Api {
         known.push(self.url().to_string());
         let status = self.start_download_only(job, share);
         if let (Some(id), Some(more)) = (id, self.inner.downloads.sources_of(&target)) {
-            let peers = self.live_peer_urls();
-            let finder = crate::engine::resolve::find_more(self.inner.client.clone(), peers, id, known, FIND_MORE_EVERY, more);
+            let finder = crate::discovery::find_more(self.inner.flood.clone(), id, known, FIND_MORE_EVERY, more);
             self.inner.downloads.spawn(finder);
         }
         status
@@ -666,6 +494,94 @@ impl Api {
                     .map_err(|e| e.to_string())
             }),
         )
+    }
+
+    /// `shoal.download`: resolves the targets and starts the download in the background.
+    /// Returns the download's name and target path.
+    pub async fn download(&self, request: DownloadRequest) -> Result<(String, PathBuf), ApiError> {
+        for peer in request.peers.iter().take(crate::proto::limits::MAX_TARGETS) {
+            self.add_peer(peer)?;
+        }
+        let output = match request.output {
+            Some(path) => path,
+            None => self.inner.share.root().to_path_buf(),
+        };
+        let output = self.allowed_output(&output).await?;
+        let peers = self.live_peer_urls();
+        let mut job = super::resolve::resolve(self.client(), &peers, &request.targets, request.hash, Some(&output))
+            .await
+            .map_err(|e| ApiError::Unresolved(e.to_string()))?;
+        job.target = self.allowed_output(&job.target).await?;
+        job.force = request.force;
+        job.by_node = true;
+        job.peers.retain(|u| u != self.url());
+        let (name, target) = (job.name.clone(), job.target.clone());
+        self.start_download(job);
+        Ok((name, target))
+    }
+
+    /// The directories a download may write into: the share, `--download-dir`, and the state
+    /// directory's `incoming` (for `shoal get` hand-overs).
+    fn output_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.inner.share.root().to_path_buf()];
+        roots.extend(self.inner.options.download_dir.clone());
+        roots.push(self.inner.options.state.join(INCOMING_DIR));
+        roots
+    }
+
+    /// Checks that `path` lies inside one of the output roots, with no symlink, `..` or hidden
+    /// component on the way, and returns it absolute (missing roots are created).
+    async fn allowed_output(&self, path: &Path) -> Result<PathBuf, ApiError> {
+        let roots = self.output_roots();
+        let path = path.to_path_buf();
+        blocking(move || {
+            let refused = || {
+                ApiError::BadRequest(
+                    "a node downloads only into its share, its download directory (--download-dir) or its state directory's incoming/"
+                        .into(),
+                )
+            };
+            if !path.is_absolute() {
+                return Err(refused());
+            }
+            for root in roots {
+                let _ = std::fs::create_dir_all(&root);
+                let Ok(root) = root.canonicalize() else { continue };
+                let Ok(relative) = path.strip_prefix(&root) else { continue };
+                if relative.as_os_str().is_empty() {
+                    return Ok(root);
+                }
+                let relative = relative.to_str().ok_or_else(refused)?;
+                check_name(relative).map_err(|_| refused())?;
+                // No symlink on the way (nothing existing below the root may lead elsewhere).
+                let mut current = root.clone();
+                for component in relative.split('/') {
+                    current.push(component);
+                    match std::fs::symlink_metadata(&current) {
+                        Ok(meta) if meta.file_type().is_symlink() => return Err(refused()),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                return Ok(root.join(relative));
+            }
+            Err(refused())
+        })
+        .await?
+    }
+
+    /// Pauses a running download, keeping its progress.
+    pub fn pause_download(&self, target: &Path) -> Result<(), ApiError> {
+        if self.inner.downloads.pause(target) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("a running download to {}", target.display())))
+        }
+    }
+
+    /// Stops a download for good, deleting its partial data.
+    pub async fn cancel_download(&self, target: &Path) {
+        self.inner.downloads.cancel(target).await;
     }
 
     /// Continues a paused, failed or interrupted download from its saved progress.
@@ -713,14 +629,8 @@ impl Api {
 
     /// The URLs of the peers to ask now.
     pub fn live_peer_urls(&self) -> Vec<String> {
-        self.inner.peers.live(&[]).into_iter().map(|(url, _)| url).collect()
+        self.inner.flood.peers.live(&[]).into_iter().map(|(url, _)| url).collect()
     }
-}
-
-/// True for the fault a server gives for a method it does not have (Python: `method "x" is not
-/// supported`), which tells a seed node from a shoal node.
-fn is_unknown_method(error: &CallError) -> bool {
-    matches!(error, CallError::Fault { fault, .. } if fault.message.contains("not supported"))
 }
 
 /// The directories between `root` and `target`'s parent that do not exist yet, outermost first.
@@ -738,94 +648,8 @@ fn missing_dirs(root: &std::path::Path, target: &std::path::Path) -> Vec<std::pa
     missing
 }
 
-fn history_value(history: &[String]) -> Value {
-    Value::Array(history.iter().cloned().map(Value::String).collect())
-}
-
-fn merge(merged: &mut Vec<Match>, found: Match) {
-    match merged.iter_mut().find(|m| m.name == found.name && m.id == found.id) {
-        Some(existing) => {
-            for url in found.urls {
-                if !existing.urls.contains(&url) {
-                    existing.urls.push(url);
-                }
-            }
-        }
-        None => merged.push(found),
-    }
-}
-
-fn field<'a>(fields: &'a std::collections::BTreeMap<String, Value>, key: &str) -> Option<&'a Value> {
-    fields.get(key)
-}
-
-fn string_field(fields: &std::collections::BTreeMap<String, Value>, key: &str) -> Option<String> {
-    match field(fields, key)? {
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// A hit as `shoal.locate` sends it.
-pub fn hit_value(hit: &Hit) -> Value {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("url".into(), Value::String(hit.url.clone()));
-    fields.insert("name".into(), Value::String(hit.name.clone()));
-    fields.insert("size".into(), shoal_xmlrpc::size_value(hit.size));
-    if let Some(id) = hit.id {
-        fields.insert("id".into(), Value::String(id.to_string()));
-    }
-    if let Some(content) = &hit.content {
-        fields.insert("content".into(), Value::Base64(content.clone()));
-    }
-    Value::Struct(fields)
-}
-
-fn hit_from_value(value: Value) -> Option<Hit> {
-    let Value::Struct(fields) = value else { return None };
-    Some(Hit {
-        url: string_field(&fields, "url")?,
-        name: string_field(&fields, "name")?,
-        size: field(&fields, "size")
-            .and_then(shoal_xmlrpc::as_i64)
-            .and_then(|n| u64::try_from(n).ok())?,
-        id: string_field(&fields, "id").and_then(|s| s.parse().ok()),
-        content: field(&fields, "content").cloned().and_then(shoal_xmlrpc::content_bytes),
-    })
-}
-
-/// A match as `shoal.search` sends it.
-pub fn match_value(found: &Match) -> Value {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("name".into(), Value::String(found.name.clone()));
-    fields.insert("size".into(), shoal_xmlrpc::size_value(found.size));
-    fields.insert("id".into(), Value::String(found.id.to_string()));
-    fields.insert("urls".into(), Value::Array(found.urls.iter().cloned().map(Value::String).collect()));
-    Value::Struct(fields)
-}
-
-/// Reads a match sent by `shoal.search`; `None` for anything malformed.
-pub fn match_from_value(value: Value) -> Option<Match> {
-    let Value::Struct(fields) = value else { return None };
-    let urls = match field(&fields, "urls")? {
-        Value::Array(urls) => urls
-            .iter()
-            .filter_map(|u| if let Value::String(s) = u { Some(s.clone()) } else { None })
-            .collect(),
-        _ => return None,
-    };
-    Some(Match {
-        name: string_field(&fields, "name")?,
-        size: field(&fields, "size")
-            .and_then(shoal_xmlrpc::as_i64)
-            .and_then(|n| u64::try_from(n).ok())?,
-        id: string_field(&fields, "id")?.parse().ok()?,
-        urls,
-    })
-}
-
-impl From<CallError> for ApiError {
-    fn from(error: CallError) -> Self {
+impl From<crate::net::CallError> for ApiError {
+    fn from(error: crate::net::CallError) -> Self {
         ApiError::Internal(error.to_string())
     }
 }

@@ -1,5 +1,5 @@
-//! Single-source downloads into the share: from a shoal node over `/content/`, checked against
-//! the content id, or inline from a seed node's `query`.
+//! Files from seed nodes: content that came inline from a seed node's `query` (bounded by the
+//! XML-RPC content limit), placed into the share; and small verified reads by content id.
 //!
 //! Whatever the source, the bytes go to a hidden partial file beside the target (the index skips
 //! hidden files), are checked, synced, and only then linked under the final name with a call that
@@ -7,52 +7,35 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
 use shoal_index::{ContentId, SafeName};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::{Api, ApiError, Hit};
-use crate::client::Client;
+use super::api::{Api, ApiError};
+use crate::discovery::Hit;
+use crate::engine::place::place_file;
+use crate::net::{Client, Trust, node_url};
 
-/// The URL of a path on the node at `base` (any path in `base` is replaced).
-pub fn node_url(base: &str, path: &str) -> Result<reqwest::Url, String> {
-    reqwest::Url::parse(base)
-        .and_then(|url| url.join(path))
-        .map_err(|e| format!("bad peer URL {base}: {e}"))
-}
-
-/// Fetches a whole small file by content id and checks it.
+/// Fetches a whole small file by content id and checks it. `limit` is the largest size
+/// accepted (the caller's own bound, not the holder's claim).
 pub async fn fetch_verified_bytes(client: &Client, base: &str, id: ContentId, limit: u64) -> Result<Vec<u8>, String> {
-    let url = node_url(base, &format!("/content/{id}"))?;
-    let response = client.http().get(url.clone()).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let url = node_url(base, &format!("/content/{id}")).map_err(|e| e.to_string())?;
+    let response = client
+        .request(reqwest::Method::GET, &url, Trust::Peer)
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", response.status()));
     }
-    let bytes = crate::client::read_capped(response, url.as_str(), limit as usize)
+    let bytes = client
+        .read_capped(response, url.as_str(), limit as usize)
         .await
         .map_err(|e| e.to_string())?;
     if blake3::hash(&bytes) != blake3::Hash::from(id.0) {
         return Err(format!("GET {url}: the data does not match its content id"));
     }
     Ok(bytes)
-}
-
-/// Moves a complete, synced partial file to `target`: by a hard link that fails with
-/// `AlreadyExists` when `target` exists (then the partial file is removed), or, with `replace`,
-/// by a rename over it; then syncs the directory so that the new name survives a power cut.
-pub async fn place_file(part: &Path, target: &Path, replace: bool) -> std::io::Result<()> {
-    if replace {
-        tokio::fs::rename(part, target).await?;
-    } else {
-        tokio::fs::hard_link(part, target).await?;
-        let _ = tokio::fs::remove_file(part).await;
-    }
-    if let Some(parent) = target.parent()
-        && let Ok(dir) = tokio::fs::File::open(parent).await
-    {
-        let _ = dir.sync_all().await;
-    }
-    Ok(())
 }
 
 /// A partial file that is removed unless it was placed under its final name.
@@ -121,36 +104,12 @@ pub async fn fetch_hit(api: &Api, name: &SafeName, target: &Path, hit: Hit) -> R
         .await
         .map_err(|e| ApiError::Internal(format!("create {}: {e}", part.path.display())))?;
     let write_error = |e: std::io::Error| ApiError::Internal(format!("write {}: {e}", part.path.display()));
-    match (&hit.content, hit.id) {
-        (Some(content), _) => file.write_all(content).await.map_err(write_error)?,
-        (None, Some(id)) => {
-            let url = node_url(&hit.url, &format!("/content/{id}")).map_err(failed)?;
-            let response = api
-                .client()
-                .http()
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| failed(format!("GET {url}: {e}")))?;
-            if !response.status().is_success() {
-                return Err(failed(format!("GET {url}: HTTP {}", response.status())));
-            }
-            let mut hasher = blake3::Hasher::new();
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = tokio::time::timeout(api.options().request_timeout, stream.next())
-                .await
-                .map_err(|_| failed(format!("GET {url}: no data for {:?}", api.options().request_timeout)))?
-            {
-                let chunk = chunk.map_err(|e| failed(format!("GET {url}: {e}")))?;
-                hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(write_error)?;
-            }
-            if hasher.finalize() != blake3::Hash::from(id.0) {
-                return Err(failed(format!("GET {url}: the data does not match content id {id}")));
-            }
-        }
-        (None, None) => return Err(failed(format!("{} gave neither content nor a content id", hit.url))),
-    }
+    // Only inline content comes this way: a holder named by a content id is downloaded by the
+    // engine, piece by verified piece, never as one unbounded stream.
+    let Some(content) = &hit.content else {
+        return Err(failed("the holder gave no content".into()));
+    };
+    file.write_all(content).await.map_err(write_error)?;
     file.flush().await.map_err(write_error)?;
     part.place(file, target, name.as_str()).await?;
     index_placed(api, name, target).await

@@ -1,6 +1,12 @@
 //! The peer table: who this node knows, which of them answer, and what kind of node each is.
 //!
-//! Peers come from `--peer`, the peers file, `hello` calls and peer exchange. A peer that fails
+//! Peers come from `--peer` and the peers file (*configured*: the owner's, never evicted) and
+//! from `hello` calls and peer exchange (*learnt*: strangers' word). A learnt peer joins only
+//! after it answered as a node (see `Flood::learn`); the table holds one entry per `host:port`,
+//! at most [`PeerOptions::max_per_host`] learnt entries per host and
+//! [`PeerOptions::max_per_subnet`] per /24 (IPv4) or /48 (IPv6), so one caller cannot fill it; when
+//! it is full, the least useful learnt peer (failing, then never heard from, then oldest) makes
+//! room. A peer that fails
 //! is not dropped at once (the seed drops a peer on its first error): it is skipped for a
 //! backoff that doubles with each failure, retried after it, and dropped only after
 //! `drop_after_failures` failures in a row that span at least `drop_after`. The table is kept in
@@ -13,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::peer_url::{SelfUrl, UrlError, normalize};
+use crate::proto::url::{SelfUrl, UrlError, holder, host_port, normalize};
 
 const PEERS: TableDefinition<&str, u8> = TableDefinition::new("peers");
+/// The bit of a stored peer's code that marks it learnt.
+const LEARNT: u8 = 0x80;
 
 /// What protocol a peer speaks, learnt from its answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PeerKind {
     /// Not known yet: try the shoal extension first.
     Unknown,
@@ -30,6 +37,15 @@ pub enum PeerKind {
 }
 
 impl PeerKind {
+    /// The kind as users and the wire see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Unknown => "unknown",
+            PeerKind::Shoal => "shoal",
+            PeerKind::Seed => "seed",
+        }
+    }
+
     fn code(self) -> u8 {
         self as u8
     }
@@ -56,6 +72,10 @@ pub struct PeerOptions {
     pub drop_after_failures: u32,
     /// How long a peer must have kept failing before it is dropped.
     pub drop_after: Duration,
+    /// Most learnt peers on one host (ports differ).
+    pub max_per_host: usize,
+    /// Most learnt peers in one /24 (IPv4) or /48 (IPv6).
+    pub max_per_subnet: usize,
 }
 
 impl Default for PeerOptions {
@@ -66,6 +86,8 @@ impl Default for PeerOptions {
             max_backoff: Duration::from_secs(300),
             drop_after_failures: 6,
             drop_after: Duration::from_secs(600),
+            max_per_host: 4,
+            max_per_subnet: 16,
         }
     }
 }
@@ -73,19 +95,26 @@ impl Default for PeerOptions {
 #[derive(Debug, Clone)]
 struct PeerState {
     kind: PeerKind,
+    /// Learnt from a stranger (hello, peer exchange), not configured by the owner.
+    learnt: bool,
+    /// When it last answered.
+    last_ok: Option<Instant>,
+    added: Instant,
     failures: u32,
     first_failure: Option<Instant>,
     retry_at: Option<Instant>,
 }
 
 /// One row of the peer table, as shown to users.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub url: String,
     pub kind: PeerKind,
     pub failures: u32,
     /// True when the peer is in backoff and skipped for now.
     pub backing_off: bool,
+    /// Learnt from a stranger rather than configured by the owner.
+    pub learnt: bool,
 }
 
 /// Why a peer was not added.
@@ -97,6 +126,10 @@ pub enum PeerError {
     IsSelf(String),
     #[error("the peer table is full ({0} peers)")]
     Full(usize),
+    #[error("too many peers from the same address or network")]
+    Crowded,
+    #[error("{0} did not answer as a node")]
+    NotANode(String),
     #[error("saving the peer table failed: {0}")]
     Store(String),
 }
@@ -120,9 +153,13 @@ impl Peers {
         let read = db.begin_read().map_err(|e| store(&e))?;
         let rows = read.open_table(PEERS).map_err(|e| store(&e))?;
         for row in rows.iter().map_err(|e| store(&e))? {
-            let (url, kind) = row.map_err(|e| store(&e))?;
+            let (url, code) = row.map_err(|e| store(&e))?;
             if !me.is_me(url.value()) {
-                table.insert(url.value().to_string(), PeerState::new(PeerKind::from_code(kind.value())));
+                let code = code.value();
+                table.insert(
+                    url.value().to_string(),
+                    PeerState::new(PeerKind::from_code(code & 0x7f), code & LEARNT != 0),
+                );
             }
         }
         Ok(Peers {
@@ -142,7 +179,8 @@ impl Peers {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a peer (any spelling); returns its canonical URL and whether it was new.
+    /// Adds a peer the owner configured (any spelling); returns its canonical URL and whether
+    /// it was new. Configured peers are never evicted.
     pub fn add(&self, raw: &str) -> Result<(String, bool), PeerError> {
         let url = normalize(raw)?;
         if self.me.is_me(&url) {
@@ -150,19 +188,83 @@ impl Peers {
         }
         let added = {
             let mut table = self.lock();
-            if table.contains_key(&url) {
+            if let Some(known) = find_host_port(&table, &url) {
+                let known = known.to_string();
+                if let Some(state) = table.get_mut(&known) {
+                    state.learnt = false;
+                }
                 false
-            } else if table.len() >= self.options.max_peers {
-                return Err(PeerError::Full(self.options.max_peers));
             } else {
-                table.insert(url.clone(), PeerState::new(PeerKind::Unknown));
+                table.insert(url.clone(), PeerState::new(PeerKind::Unknown, false));
                 true
             }
         };
-        if added {
-            self.save(&url, Some(PeerKind::Unknown))?;
-        }
+        self.save(&url, Some(PeerKind::Unknown))?;
         Ok((url, added))
+    }
+
+    /// Whether a peer someone else named may join: its URL is a node's base URL, it is not
+    /// this node, and its host and network are below their limits. `Ok(None)` when it is known.
+    pub fn admissible(&self, raw: &str) -> Result<Option<String>, PeerError> {
+        let url = holder(raw)?;
+        if self.me.is_me(&url) {
+            return Err(PeerError::IsSelf(url));
+        }
+        let table = self.lock();
+        if find_host_port(&table, &url).is_some() {
+            return Ok(None);
+        }
+        let (host, subnet) = (host_of(&url), subnet_of(&url));
+        // Nodes on this machine share its loopback address: only a local user can run them.
+        if subnet.as_deref() == Some(&[127, 0, 0][..]) || host == "[::1]" {
+            return Ok(Some(url));
+        }
+        let learnt = table.iter().filter(|(_, s)| s.learnt);
+        let (mut same_host, mut same_subnet) = (0, 0);
+        for (other, _) in learnt {
+            same_host += usize::from(host_of(other) == host);
+            same_subnet += usize::from(subnet.is_some() && subnet_of(other) == subnet);
+        }
+        if same_host >= self.options.max_per_host || same_subnet >= self.options.max_per_subnet {
+            return Err(PeerError::Crowded);
+        }
+        Ok(Some(url))
+    }
+
+    /// Adds a learnt peer that answered as a node, evicting the least useful learnt peer when
+    /// the table is full.
+    pub fn add_learnt(&self, url: &str) -> Result<(String, bool), PeerError> {
+        let Some(url) = self.admissible(url)? else {
+            return Ok((normalize(url)?, false));
+        };
+        let evicted = {
+            let mut table = self.lock();
+            let mut evicted = None;
+            if table.len() >= self.options.max_peers {
+                let victim = table
+                    .iter()
+                    .filter(|(_, s)| s.learnt)
+                    .min_by_key(|(_, s)| (std::cmp::Reverse(s.failures), s.last_ok.is_some(), s.last_ok, s.added))
+                    .map(|(url, _)| url.clone());
+                match victim {
+                    Some(victim) => {
+                        table.remove(&victim);
+                        evicted = Some(victim);
+                    }
+                    None => return Err(PeerError::Full(self.options.max_peers)),
+                }
+            }
+            let mut state = PeerState::new(PeerKind::Unknown, true);
+            state.last_ok = Some(Instant::now());
+            table.insert(url.clone(), state);
+            evicted
+        };
+        if let Some(victim) = evicted {
+            tracing::debug!(%victim, "evicted a learnt peer to make room");
+            let _ = self.save(&victim, None);
+        }
+        self.save(&url, Some(PeerKind::Unknown))?;
+        Ok((url, true))
     }
 
     /// The peers to ask now: not in backoff, not excluded.
@@ -189,6 +291,7 @@ impl Peers {
                 kind: s.kind,
                 failures: s.failures,
                 backing_off: s.retry_at.is_some_and(|at| at > now),
+                learnt: s.learnt,
             })
             .collect();
         rows.sort_by(|a, b| a.url.cmp(&b.url));
@@ -203,6 +306,7 @@ impl Peers {
             state.failures = 0;
             state.first_failure = None;
             state.retry_at = None;
+            state.last_ok = Some(Instant::now());
             match kind {
                 Some(kind) if kind != state.kind => {
                     state.kind = kind;
@@ -230,7 +334,9 @@ impl Peers {
             let exponent = state.failures.saturating_sub(1).min(16);
             let backoff = self.options.backoff.saturating_mul(1 << exponent).min(self.options.max_backoff);
             state.retry_at = Some(now + backoff);
-            let dropped = state.failures >= self.options.drop_after_failures && now.duration_since(first) >= self.options.drop_after;
+            // A configured peer is the owner's: it backs off but stays.
+            let dropped =
+                state.learnt && state.failures >= self.options.drop_after_failures && now.duration_since(first) >= self.options.drop_after;
             if dropped {
                 table.remove(url);
             }
@@ -247,11 +353,12 @@ impl Peers {
 
     fn save(&self, url: &str, kind: Option<PeerKind>) -> Result<(), PeerError> {
         let store = |e: &dyn std::fmt::Display| PeerError::Store(e.to_string());
+        let learnt = self.lock().get(url).is_some_and(|s| s.learnt);
         let txn = self.db.begin_write().map_err(|e| store(&e))?;
         {
             let mut table = txn.open_table(PEERS).map_err(|e| store(&e))?;
             match kind {
-                Some(kind) => table.insert(url, kind.code()).map(drop),
+                Some(kind) => table.insert(url, kind.code() | if learnt { LEARNT } else { 0 }).map(drop),
                 None => table.remove(url).map(drop),
             }
             .map_err(|e| store(&e))?;
@@ -268,10 +375,33 @@ pub fn stored_urls(db: &redb::Database) -> Vec<String> {
     iter.filter_map(|row| row.ok().map(|(url, _)| url.value().to_string())).collect()
 }
 
+/// The entry of the table on the same `host:port` as `url`, if any.
+fn find_host_port<'a>(table: &'a HashMap<String, PeerState>, url: &str) -> Option<&'a str> {
+    let key = host_port(url);
+    table.keys().find(|known| host_port(known) == key).map(String::as_str)
+}
+
+fn host_of(url: &str) -> &str {
+    let hp = host_port(url);
+    hp.rsplit_once(':').map_or(hp, |(host, _)| host)
+}
+
+/// The /24 of an IPv4 host or the /48 of an IPv6 one; `None` for a name.
+fn subnet_of(url: &str) -> Option<Vec<u8>> {
+    let host = host_of(url).trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => Some(v4.octets()[..3].to_vec()),
+        std::net::IpAddr::V6(v6) => Some(v6.octets()[..6].to_vec()),
+    }
+}
+
 impl PeerState {
-    fn new(kind: PeerKind) -> Self {
+    fn new(kind: PeerKind, learnt: bool) -> Self {
         PeerState {
             kind,
+            learnt,
+            last_ok: None,
+            added: Instant::now(),
             failures: 0,
             first_failure: None,
             retry_at: None,
@@ -309,7 +439,7 @@ mod tests {
             ..Default::default()
         };
         let peers = table(dir.path(), options);
-        let (url, _) = peers.add("http://127.0.0.1:5000").unwrap();
+        let (url, _) = peers.add_learnt("http://127.0.0.1:5000").unwrap();
         assert!(!peers.failed(&url));
         assert!(peers.live(&[]).is_empty(), "in backoff after a failure");
         assert_eq!(peers.list()[0].failures, 1);
@@ -319,6 +449,51 @@ mod tests {
         assert!(!peers.failed(&url));
         assert!(peers.failed(&url), "dropped on the third failure in a row");
         assert!(peers.list().is_empty());
+    }
+
+    #[test]
+    fn configured_peers_are_never_dropped_or_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PeerOptions {
+            drop_after_failures: 1,
+            drop_after: Duration::ZERO,
+            max_peers: 2,
+            ..Default::default()
+        };
+        let peers = table(dir.path(), options);
+        let (owner, _) = peers.add("http://127.0.0.1:5000").unwrap();
+        for _ in 0..5 {
+            assert!(!peers.failed(&owner));
+        }
+        peers.add_learnt("http://127.0.0.1:6001").unwrap();
+        let (_, added) = peers.add_learnt("http://127.0.0.1:6002").unwrap();
+        assert!(added, "a full table evicts a learnt peer");
+        let urls: Vec<String> = peers.list().into_iter().map(|p| p.url).collect();
+        assert!(urls.contains(&owner), "{urls:?}");
+        assert_eq!(urls.len(), 2);
+    }
+
+    #[test]
+    fn one_entry_per_host_port_and_limits_per_host_and_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PeerOptions {
+            max_per_host: 2,
+            max_per_subnet: 3,
+            ..Default::default()
+        };
+        let peers = table(dir.path(), options);
+        assert!(peers.add_learnt("http://10.0.0.1:1").unwrap().1);
+        assert!(
+            !peers.add_learnt("http://10.0.0.1:1/RPC2").unwrap().1,
+            "same host:port, another path"
+        );
+        assert!(peers.add_learnt("http://10.0.0.1:2").unwrap().1);
+        assert!(matches!(peers.add_learnt("http://10.0.0.1:3"), Err(PeerError::Crowded)), "per host");
+        assert!(peers.add_learnt("http://10.0.0.2:1").unwrap().1);
+        assert!(matches!(peers.add_learnt("http://10.0.0.3:1"), Err(PeerError::Crowded)), "per /24");
+        assert!(peers.add_learnt("http://10.0.1.3:1").unwrap().1, "another /24");
+        assert!(peers.add("http://10.0.0.9:1").unwrap().1, "the owner's peers are not limited");
+        assert!(matches!(peers.add_learnt("http://u:p@10.9.9.9:1"), Err(PeerError::Url(_))));
     }
 
     #[test]

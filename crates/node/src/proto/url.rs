@@ -15,25 +15,77 @@ pub enum UrlError {
     Scheme(String),
     #[error("peer URL {0:?} has no host")]
     NoHost(String),
+    #[error("peer URL {0:?} carries credentials, a query or a fragment")]
+    Extra(String),
+    #[error("peer URL is longer than {} bytes", crate::proto::limits::MAX_URL_BYTES)]
+    TooLong,
+    #[error("peer URL {0:?} has a path that is not a node's")]
+    Path(String),
 }
 
 /// The canonical spelling of a peer URL: lower-case scheme and host, `localhost` as
 /// `127.0.0.1`, an explicit port, no query or fragment, and no trailing slash.
 pub fn normalize(raw: &str) -> Result<String, UrlError> {
-    let url = reqwest::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(raw.to_string()))?;
+    if raw.len() > crate::proto::limits::MAX_URL_BYTES {
+        return Err(UrlError::TooLong);
+    }
+    let url = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(UrlError::Scheme(raw.to_string()));
+        return Err(UrlError::Scheme(short(raw)));
     }
     let host = match url.host() {
         Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => "127.0.0.1".to_string(),
         Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
-        None => return Err(UrlError::NoHost(raw.to_string())),
+        None => return Err(UrlError::NoHost(short(raw))),
     };
     let port = url.port_or_known_default().unwrap_or(80);
     let path = url.path().trim_end_matches('/');
     Ok(format!("{}://{host}:{port}{path}", url.scheme()))
+}
+
+/// A holder or peer named by someone else, as the base URL of a node: [`normalize`]d, with no
+/// credentials, query or fragment, and a path that is empty or a short plain one (`/RPC2`).
+/// Only the protocol's own paths are ever appended to it (`/content/<id>`, `/outboard/<id>`),
+/// so a peer cannot point this node at an arbitrary path of another server.
+pub fn holder(raw: &str) -> Result<String, UrlError> {
+    let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(UrlError::Extra(short(raw)));
+    }
+    let url = normalize(raw)?;
+    let path = parsed.path().trim_end_matches('/');
+    if path.len() > 64 || !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b)) {
+        return Err(UrlError::Path(short(raw)));
+    }
+    Ok(url)
+}
+
+/// `host:port` of a normalised URL: the key under which holders and peers are deduplicated.
+pub fn host_port(normalized: &str) -> &str {
+    let rest = normalized.split_once("://").map_or(normalized, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// A URL as strangers may see it: scheme, host and port only (no credentials, path or query,
+/// which may carry tokens or signatures).
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("?");
+            match url.port_or_known_default() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            }
+        }
+        Err(_) => "(hidden)".to_string(),
+    }
+}
+
+/// A URL shortened for an error message (callers may send anything).
+fn short(raw: &str) -> String {
+    raw.chars().take(80).filter(|c| !c.is_control()).collect()
 }
 
 /// Recognises this node's own URL in any spelling.
@@ -49,7 +101,7 @@ impl SelfUrl {
     /// `url` is the node's public URL; `listen` the address its socket is bound to.
     pub fn new(url: &str, listen: std::net::SocketAddr) -> Result<Self, UrlError> {
         let url = normalize(url)?;
-        let parsed = reqwest::Url::parse(&url).map_err(|_| UrlError::Invalid(url.clone()))?;
+        let parsed = url::Url::parse(&url).map_err(|_| UrlError::Invalid(url.clone()))?;
         let mut hosts = vec![parsed.host_str().unwrap_or_default().to_string()];
         let ip = listen.ip();
         hosts.push(ip.to_string());
@@ -69,7 +121,7 @@ impl SelfUrl {
         if other == self.url {
             return true;
         }
-        let Ok(parsed) = reqwest::Url::parse(&other) else { return false };
+        let Ok(parsed) = url::Url::parse(&other) else { return false };
         let host = match parsed.host() {
             Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
             Some(other) => other.to_string(),
@@ -115,6 +167,25 @@ mod tests {
         assert_eq!(normalize("http://h:1/RPC2/").unwrap(), "http://h:1/RPC2");
         assert!(matches!(normalize("ftp://h"), Err(UrlError::Scheme(_))));
         assert!(matches!(normalize("not a url"), Err(UrlError::Invalid(_))));
+    }
+
+    #[test]
+    fn holders_are_node_base_urls() {
+        assert_eq!(holder("http://h:1").unwrap(), "http://h:1");
+        assert_eq!(holder("http://h:1/RPC2").unwrap(), "http://h:1/RPC2");
+        for bad in [
+            "http://u:p@h:1",
+            "http://h:1/?x=1",
+            "http://h:1/#f",
+            "http://h:1/a%20b",
+            "file:///etc/passwd",
+        ] {
+            assert!(holder(bad).is_err(), "{bad}");
+        }
+        assert!(holder(&format!("http://h:1/{}", "a".repeat(600))).is_err());
+        assert_eq!(host_port("http://h:1/RPC2"), "h:1");
+        assert_eq!(host_port("http://[::1]:80"), "[::1]:80");
+        assert_eq!(redact("http://user:pw@mirror.example/a/b.iso?sig=XYZ"), "http://mirror.example:80");
     }
 
     #[test]

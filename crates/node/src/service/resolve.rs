@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_index::ContentId;
-use shoal_xmlrpc::Value;
 
-use super::Job;
-use crate::api::{Match, match_from_value};
-use crate::client::Client;
+use crate::discovery::{Match, search_peers};
+use crate::engine::Job;
+use crate::net::Client;
 
 /// What one TARGET argument is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,63 +43,6 @@ pub enum ResolveError {
     Empty,
     #[error("{0}: https mirrors are not supported yet (this build has no TLS); use an http URL")]
     Https(String),
-}
-
-/// Asks every peer in `peers` for `pattern` (name or id) and merges what they know.
-pub async fn search(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
-    let calls = peers.iter().map(|peer| async move {
-        match client
-            .call(peer, "shoal.search", &[Value::String(pattern.to_string())], deadline, 16 << 20)
-            .await
-        {
-            Ok(Value::Array(items)) => items.into_iter().filter_map(match_from_value).collect(),
-            _ => Vec::new(),
-        }
-    });
-    let mut merged: Vec<Match> = Vec::new();
-    for found in futures_util::future::join_all(calls).await.into_iter().flatten() {
-        match merged.iter_mut().find(|m| m.id == found.id && m.name == found.name) {
-            Some(existing) => {
-                for url in found.urls {
-                    if !existing.urls.contains(&url) {
-                        existing.urls.push(url);
-                    }
-                }
-            }
-            None => merged.push(found),
-        }
-    }
-    merged
-}
-
-/// Keeps looking for more holders of `id` every `every` while a download runs, and hands each
-/// new one to it through `more` (the engine starts a worker for it). Ends when the download
-/// ends (its receiver is dropped).
-pub async fn find_more(
-    client: Client,
-    peers: Vec<String>,
-    id: ContentId,
-    mut known: Vec<String>,
-    every: Duration,
-    more: tokio::sync::mpsc::Sender<super::NewSource>,
-) {
-    loop {
-        tokio::select! {
-            () = more.closed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let found = search(&client, &peers, &id.to_string(), every).await;
-        for url in found.into_iter().filter(|m| m.id == id).flat_map(|m| m.urls) {
-            if known.contains(&url) {
-                continue;
-            }
-            known.push(url.clone());
-            tracing::info!(%url, "found another holder");
-            if more.send(super::NewSource::Peer(url)).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// The file name a URL points at.
@@ -167,7 +109,7 @@ pub async fn resolve(
                 job.id = Some(id);
             }
             Target::Name(wanted) => {
-                let found: Vec<Match> = search(client, peers, &wanted, deadline)
+                let found: Vec<Match> = search_peers(client, peers, &wanted, deadline)
                     .await
                     .into_iter()
                     .filter(|m| m.name == wanted)
@@ -197,7 +139,7 @@ pub async fn resolve(
         && job.peers.is_empty()
         && !peers.is_empty()
     {
-        let found: Vec<Match> = search(client, peers, &id.to_string(), deadline)
+        let found: Vec<Match> = search_peers(client, peers, &id.to_string(), deadline)
             .await
             .into_iter()
             .filter(|m| m.id == id)

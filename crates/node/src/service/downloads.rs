@@ -16,8 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::engine::{Engine, Job, NewSource, Outcome, Progress};
 
 /// Where a download stands.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "detail")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Running,
     Done,
@@ -27,7 +26,7 @@ pub enum Status {
 }
 
 /// One row of `shoal.downloads`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct DownloadInfo {
     pub name: String,
     pub target: String,

@@ -1,0 +1,577 @@
+//! Finding files and nodes: the flood search (`shoal.locate`, `shoal.search` and the seed's
+//! `query`), the holders of a content id, peer exchange and the peer table.
+//!
+//! Behind [`Discover`], so that a later index (a DHT) can answer `holders` without the service
+//! or the engine changing. Budgets: a hop asks at most [`MAX_FANOUT`] peers; every answer is
+//! capped to what it needs ([`crate::proto::limits`]) and all answers in flight share the
+//! client's budget; merged results are capped and merged in linear time.
+
+pub mod peers;
+pub mod search;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_index::{ContentId, SafeName};
+use shoal_xmlrpc::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::{CallError, Client};
+use crate::proto::answers::{LocateAnswer, SearchMatch, peers_answer, search_answer};
+use crate::proto::limits::{LOCATE_ANSWER_BYTES, MAX_HOLDERS_PER_MATCH, PEERS_ANSWER_BYTES, SEARCH_ANSWER_BYTES, SMALL_ANSWER_BYTES};
+use crate::proto::url::{host_port, normalize};
+use peers::{PeerKind, Peers};
+use search::{MAX_HISTORY, SeenQueries};
+
+/// Most peers one hop asks.
+pub const MAX_FANOUT: usize = 32;
+/// Most matches a merged search result holds.
+pub const MAX_MERGED: usize = 1024;
+/// Most holders a merged match keeps.
+pub const MAX_MERGED_HOLDERS: usize = 2 * MAX_HOLDERS_PER_MATCH;
+
+/// A file found by a search: where it is and what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The node that holds it.
+    pub url: String,
+    pub name: String,
+    pub size: u64,
+    /// The content id, when the holder is a shoal node.
+    pub id: Option<ContentId>,
+    /// The content itself, when it came back inline (from a seed node's `query`).
+    pub content: Option<Vec<u8>>,
+}
+
+/// One match of a pattern search, merged across every node that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub name: String,
+    /// The size the holders claim (checked against the content id before it is used).
+    pub size: u64,
+    pub id: ContentId,
+    pub urls: Vec<String>,
+}
+
+impl From<SearchMatch> for Match {
+    fn from(m: SearchMatch) -> Match {
+        Match {
+            name: m.name,
+            size: m.size,
+            id: m.id,
+            urls: m.holders,
+        }
+    }
+}
+
+impl From<&Match> for SearchMatch {
+    fn from(m: &Match) -> SearchMatch {
+        SearchMatch {
+            name: m.name.clone(),
+            size: m.size,
+            id: m.id,
+            holders: m.urls.clone(),
+        }
+    }
+}
+
+impl From<LocateAnswer> for Hit {
+    fn from(a: LocateAnswer) -> Hit {
+        Hit {
+            url: a.holder,
+            name: a.name,
+            size: a.size,
+            id: a.id,
+            content: a.content,
+        }
+    }
+}
+
+impl From<&Hit> for LocateAnswer {
+    fn from(h: &Hit) -> LocateAnswer {
+        LocateAnswer {
+            holder: h.url.clone(),
+            name: h.name.clone(),
+            size: h.size,
+            id: h.id,
+            content: h.content.clone(),
+        }
+    }
+}
+
+/// Matches merged in linear time: one map from (name, id) to its row, one set of holders per row.
+#[derive(Default)]
+pub struct Merged {
+    rows: Vec<Match>,
+    index: HashMap<(String, ContentId), usize>,
+    holders: Vec<HashSet<String>>,
+}
+
+impl Merged {
+    pub fn add(&mut self, found: Match) {
+        let key = (found.name.clone(), found.id);
+        let row = match self.index.get(&key) {
+            Some(row) => *row,
+            None => {
+                if self.rows.len() >= MAX_MERGED {
+                    return;
+                }
+                self.index.insert(key, self.rows.len());
+                self.rows.push(Match {
+                    urls: Vec::new(),
+                    ..found.clone()
+                });
+                self.holders.push(HashSet::new());
+                self.rows.len() - 1
+            }
+        };
+        for url in found.urls {
+            if self.rows[row].urls.len() >= MAX_MERGED_HOLDERS {
+                break;
+            }
+            if self.holders[row].insert(host_port(&url).to_string()) {
+                self.rows[row].urls.push(url);
+            }
+        }
+    }
+
+    /// The rows, sorted by name and id.
+    pub fn into_sorted(self) -> Vec<Match> {
+        let mut rows = self.rows;
+        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        rows
+    }
+}
+
+/// Where a search is in the network: its id, the nodes it has passed and how far it may go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub query_id: String,
+    pub history: Vec<String>,
+    /// Nodes that may still search, this one included (the seed's 6 minus the history length).
+    pub ttl: u32,
+    /// Time left for this node to answer.
+    pub budget: Duration,
+}
+
+/// What a node passes on when it forwards a search.
+struct Hop {
+    next: Route,
+    /// Peers not to ask: every node already in the history (normalised).
+    exclude: Vec<String>,
+    /// When this node must answer with what it has.
+    deadline: Instant,
+}
+
+impl Route {
+    /// The next hop from the node at `me`, or `None` when the search ends here.
+    fn next_hop(self, me: &str) -> Option<Hop> {
+        let mut history = self.history;
+        history.push(me.to_string());
+        if self.ttl <= 1 || history.len() >= MAX_HISTORY {
+            return None;
+        }
+        let exclude = history.iter().filter_map(|u| normalize(u).ok()).collect();
+        let next = Route {
+            query_id: self.query_id,
+            history,
+            ttl: self.ttl - 1,
+            budget: search::next_budget(self.budget),
+        };
+        Some(Hop {
+            next,
+            exclude,
+            deadline: Instant::now() + self.budget,
+        })
+    }
+}
+
+/// What a content index answers: who holds an id. The flood search implements it; a DHT may.
+pub trait Discover: Send + Sync + 'static {
+    /// Base URLs of nodes that hold `id`, as they say (every byte is checked against the id).
+    fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>>;
+}
+
+/// Asks `peers` (at most [`MAX_FANOUT`]) for `pattern` (a name or a content id) in one hop and
+/// merges what they know (`shoal get` and a running download's holder search).
+pub async fn search_peers(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
+    let calls = peers.iter().take(MAX_FANOUT).map(|peer| async move {
+        match client
+            .call(
+                peer,
+                "shoal.search",
+                &[Value::String(pattern.to_string())],
+                deadline,
+                SEARCH_ANSWER_BYTES,
+            )
+            .await
+        {
+            Ok(value) => search_answer(value).into_iter().map(Match::from).collect(),
+            Err(error) => {
+                tracing::debug!(%peer, %error, "a peer did not answer a search");
+                Vec::new()
+            }
+        }
+    });
+    let mut merged = Merged::default();
+    for found in futures_util::future::join_all(calls).await.into_iter().flatten() {
+        merged.add(found);
+    }
+    merged.into_sorted()
+}
+
+/// Tuning of discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// How many nodes a search may reach in a line, this one included (the seed's 6).
+    pub ttl: u32,
+    /// How long a search started here may take.
+    pub search_deadline: Duration,
+    /// Largest content accepted inline (from a seed's `query`).
+    pub max_content: u64,
+}
+
+/// The flood search over the peer table.
+pub struct Flood {
+    pub peers: Peers,
+    pub seen: SeenQueries,
+    client: Client,
+    options: DiscoveryOptions,
+    stopping: CancellationToken,
+}
+
+/// True for the fault a server gives for a method it does not have (Python: `method "x" is not
+/// supported`), which tells a seed node from a shoal node.
+fn is_unknown_method(error: &CallError) -> bool {
+    matches!(error, CallError::Fault { fault, .. } if fault.message.contains("not supported"))
+}
+
+fn history_value(history: &[String]) -> Value {
+    Value::Array(history.iter().cloned().map(Value::String).collect())
+}
+
+impl Flood {
+    pub fn new(peers: Peers, client: Client, options: DiscoveryOptions, stopping: CancellationToken) -> Arc<Flood> {
+        Arc::new(Flood {
+            peers,
+            seen: SeenQueries::default(),
+            client,
+            options,
+            stopping,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// This node's own URL.
+    pub fn me(&self) -> &str {
+        &self.peers.me().url
+    }
+
+    /// A fresh route for a search that starts at this node.
+    pub fn new_route(&self) -> Route {
+        Route {
+            query_id: search::new_query_id(),
+            history: Vec::new(),
+            ttl: self.options.ttl,
+            budget: self.options.search_deadline,
+        }
+    }
+
+    /// The route a caller asked for, clamped to this node's own limits.
+    pub fn route_from(&self, query_id: Option<String>, ttl: Option<u32>, history: Vec<String>, budget_ms: Option<u64>) -> Route {
+        let fresh = self.new_route();
+        Route {
+            query_id: query_id.unwrap_or(fresh.query_id),
+            history,
+            ttl: ttl.map_or(fresh.ttl, |t| t.min(fresh.ttl)),
+            budget: budget_ms.map(Duration::from_millis).map_or(fresh.budget, |b| b.min(fresh.budget)),
+        }
+    }
+
+    /// The peers to ask on a hop: live, not excluded, at most [`MAX_FANOUT`], shoal peers first,
+    /// then a random choice among the rest, so that a table full of strangers cannot crowd out
+    /// the peers that answer.
+    fn fanout(&self, exclude: &[String], seed_too: bool) -> Vec<(String, PeerKind)> {
+        use rand::seq::SliceRandom;
+        let mut live: Vec<_> = self
+            .peers
+            .live(exclude)
+            .into_iter()
+            .filter(|(_, kind)| seed_too || *kind != PeerKind::Seed)
+            .collect();
+        live.shuffle(&mut rand::rng());
+        live.sort_by_key(|(_, kind)| *kind != PeerKind::Shoal);
+        live.truncate(MAX_FANOUT);
+        live
+    }
+
+    /// Asks the peers where `name` is; the first hit wins.
+    pub async fn forward_locate(self: &Arc<Self>, name: &SafeName, route: Route) -> Option<Hit> {
+        let Hop { next, exclude, deadline } = route.next_hop(self.me())?;
+        let mut asks = JoinSet::new();
+        for (peer, kind) in self.fanout(&exclude, true) {
+            let flood = self.clone();
+            let (name, next) = (name.to_string(), next.clone());
+            asks.spawn(async move { flood.ask_locate(&peer, kind, &name, next).await });
+        }
+        loop {
+            // A node that is shutting down answers what it has at once instead of waiting on others.
+            let next = tokio::select! {
+                () = self.stopping.cancelled() => return None,
+                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => next.ok()?,
+            };
+            match next {
+                Some(Ok(Some(hit))) => return Some(hit),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// Asks one peer where `name` is, in the protocol it speaks.
+    async fn ask_locate(&self, peer: &str, kind: PeerKind, name: &str, route: Route) -> Option<Hit> {
+        let content_limit = (self.options.max_content as usize).saturating_mul(4) / 3 + LOCATE_ANSWER_BYTES;
+        if kind != PeerKind::Seed {
+            let params = [
+                Value::String(name.to_string()),
+                history_value(&route.history),
+                Value::String(route.query_id.clone()),
+                Value::Integer(route.ttl as i32),
+                Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
+            ];
+            match self.client.call(peer, "shoal.locate", &params, route.budget, content_limit).await {
+                Ok(value) => {
+                    self.peers.succeeded(peer, Some(PeerKind::Shoal));
+                    let answer = LocateAnswer::from_value(value, self.options.max_content)?;
+                    // A hit names the file asked for, or it is not an answer to this search.
+                    return (answer.name == name).then(|| Hit::from(answer));
+                }
+                Err(error) => match error.fault_code() {
+                    Some(crate::proto::faults::NOT_FOUND) | Some(crate::proto::faults::ACCESS_DENIED) => {
+                        self.peers.succeeded(peer, Some(PeerKind::Shoal));
+                        return None;
+                    }
+                    // The peer does not know the extension: it is a seed node.
+                    Some(crate::proto::faults::BAD_CALL) if is_unknown_method(&error) => self.peers.succeeded(peer, Some(PeerKind::Seed)),
+                    Some(_) => {
+                        self.peers.succeeded(peer, None);
+                        return None;
+                    }
+                    None => {
+                        tracing::debug!(%error, "a peer failed");
+                        self.peers.failed(peer);
+                        return None;
+                    }
+                },
+            }
+        }
+        let params = [Value::String(name.to_string()), history_value(&route.history)];
+        match self.client.call(peer, "query", &params, route.budget, content_limit).await {
+            Ok(value) => {
+                self.peers.succeeded(peer, None);
+                let content = shoal_xmlrpc::content_bytes(value)?;
+                if content.len() as u64 > self.options.max_content {
+                    return None;
+                }
+                Some(Hit {
+                    url: peer.to_string(),
+                    name: name.to_string(),
+                    size: content.len() as u64,
+                    id: None,
+                    content: Some(content),
+                })
+            }
+            Err(error) => {
+                if error.is_peer_failure() {
+                    self.peers.failed(peer);
+                } else {
+                    self.peers.succeeded(peer, None);
+                }
+                None
+            }
+        }
+    }
+
+    /// Forwards a pattern search to the peers and merges what they answer into `merged`.
+    pub async fn forward_search(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged) {
+        let Some(Hop { next, exclude, deadline }) = route.next_hop(self.me()) else {
+            return;
+        };
+        let mut asks = JoinSet::new();
+        for (peer, _) in self.fanout(&exclude, false) {
+            let flood = self.clone();
+            let (pattern, next) = (pattern.to_string(), next.clone());
+            asks.spawn(async move { flood.ask_search(&peer, &pattern, next).await });
+        }
+        loop {
+            let joined = tokio::select! {
+                () = self.stopping.cancelled() => break,
+                next = tokio::time::timeout_at(deadline.into(), asks.join_next()) => match next {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) | Err(_) => break,
+                },
+            };
+            for found in joined.unwrap_or_default() {
+                merged.add(found);
+            }
+        }
+    }
+
+    async fn ask_search(&self, peer: &str, pattern: &str, route: Route) -> Vec<Match> {
+        let params = [
+            Value::String(pattern.to_string()),
+            Value::String(route.query_id.clone()),
+            Value::Integer(route.ttl as i32),
+            history_value(&route.history),
+            Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
+        ];
+        match self
+            .client
+            .call(peer, "shoal.search", &params, route.budget, SEARCH_ANSWER_BYTES)
+            .await
+        {
+            Ok(value) => {
+                self.peers.succeeded(peer, Some(PeerKind::Shoal));
+                search_answer(value).into_iter().map(Match::from).collect()
+            }
+            Err(error) => {
+                match error.fault_code() {
+                    None => {
+                        self.peers.failed(peer);
+                    }
+                    Some(crate::proto::faults::BAD_CALL) if is_unknown_method(&error) => self.peers.succeeded(peer, Some(PeerKind::Seed)),
+                    Some(_) => self.peers.succeeded(peer, None),
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Peer exchange: asks live shoal peers for the peers they know and learns those that
+    /// answer as nodes. Returns how many peers were new.
+    pub async fn exchange_peers(&self) -> usize {
+        let mut learned = 0;
+        for (peer, kind) in self.peers.live(&[]).into_iter().take(MAX_FANOUT) {
+            if kind == PeerKind::Seed {
+                continue;
+            }
+            let Ok(value) = self
+                .client
+                .call(&peer, "shoal.peers", &[], Duration::from_secs(5), PEERS_ANSWER_BYTES)
+                .await
+            else {
+                continue;
+            };
+            for url in peers_answer(value) {
+                if self.learn(&url).await.unwrap_or(false) {
+                    learned += 1;
+                }
+            }
+        }
+        learned
+    }
+
+    /// Learns a peer named by someone else: it joins the table only after it answered as a
+    /// node (any well-formed XML-RPC answer, a fault included). Returns whether it was new.
+    pub async fn learn(&self, url: &str) -> Result<bool, peers::PeerError> {
+        let url = self.peers.admissible(url)?;
+        let Some(url) = url else { return Ok(false) };
+        let probe = self
+            .client
+            .call(&url, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
+            .await;
+        match probe {
+            Ok(_) | Err(CallError::Fault { .. }) => {
+                let url_for_store = url.clone();
+                let peers = &self.peers;
+                peers.add_learnt(&url_for_store).map(|(_, added)| added)
+            }
+            Err(error) => {
+                tracing::debug!(%url, %error, "a peer we were told of did not answer as a node");
+                Err(peers::PeerError::NotANode(url))
+            }
+        }
+    }
+
+    /// Says `hello` with this node's URL to every known peer, so the introduction goes both ways.
+    pub async fn introduce(&self) {
+        let me = Value::String(self.me().to_string());
+        let calls = self.peers.list().into_iter().map(|peer| {
+            let me = me.clone();
+            async move {
+                if let Err(error) = self
+                    .client
+                    .call(&peer.url, "hello", &[me], Duration::from_secs(5), SMALL_ANSWER_BYTES)
+                    .await
+                {
+                    tracing::debug!(peer = %peer.url, %error, "introduction failed");
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+}
+
+impl Discover for Arc<Flood> {
+    fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let peers: Vec<String> = self.peers.live(&[]).into_iter().map(|(url, _)| url).collect();
+            let found = search_peers(&self.client, &peers, &id.to_string(), self.options.search_deadline).await;
+            found.into_iter().filter(|m| m.id == id).flat_map(|m| m.urls).collect()
+        })
+    }
+}
+
+/// A fixed list of peers asked in one hop (`shoal get` without a node, tests).
+pub struct FixedPeers {
+    pub client: Client,
+    pub peers: Vec<String>,
+    pub deadline: Duration,
+}
+
+impl Discover for FixedPeers {
+    fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let found = search_peers(&self.client, &self.peers, &id.to_string(), self.deadline).await;
+            found.into_iter().filter(|m| m.id == id).flat_map(|m| m.urls).collect()
+        })
+    }
+}
+
+/// Keeps asking `discover` for more holders of `id` every `every` while a download runs,
+/// handing each new one to `more` (at most a few times the engine's peer cap in all). Ends
+/// when `more` is closed.
+pub async fn find_more(
+    discover: impl Discover,
+    id: ContentId,
+    mut known: Vec<String>,
+    every: Duration,
+    more: tokio::sync::mpsc::Sender<crate::engine::NewSource>,
+) {
+    loop {
+        tokio::select! {
+            () = more.closed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for url in discover.holders(id).await {
+            if known.contains(&url) || known.len() >= 4 * crate::engine::MAX_PEER_SOURCES {
+                continue;
+            }
+            known.push(url.clone());
+            tracing::info!(%url, "found another holder");
+            if more.send(crate::engine::NewSource::Peer(url)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one match of a `shoal.search` answer with the same checks as a whole answer.
+pub fn match_from_value(value: Value) -> Option<Match> {
+    search_answer(Value::Array(vec![value])).pop().map(Match::from)
+}

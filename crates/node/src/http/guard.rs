@@ -1,0 +1,174 @@
+//! The checks every request passes before a handler runs: who is calling (their address), how
+//! often they may search or guess the secret, and whether a browser sent the request on some
+//! other site's behalf.
+//!
+//! - **Rate limits** per caller address ([`Limit`]): searches (`query`, `shoal.search`,
+//!   `shoal.locate`), `hello`, and wrong secrets. A caller over the wrong-secret limit is refused
+//!   even with the right secret until the bucket refills, so the secret cannot be guessed at line
+//!   rate. Loopback callers are exempt from the search and hello limits by default (the owner's
+//!   own tools and nodes on one machine), never from the secret limit.
+//! - **Browsers**: a request whose `Origin` is not this node's own is refused (a web page cannot
+//!   make the node act, CSRF); on a node bound to loopback the `Host` must be one of its own
+//!   names (a DNS-rebinding page cannot reach it).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::options::GuardOptions;
+use crate::service::{Api, ApiError};
+
+/// The address a request came from (set per connection by the accept loop).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub SocketAddr);
+
+impl Caller {
+    fn ip(&self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
+/// What a caller is limited in.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Search,
+    Hello,
+}
+
+/// The per-caller state and the node's own names.
+pub struct Guard {
+    options: GuardOptions,
+    searches: DefaultKeyedRateLimiter<IpAddr>,
+    hellos: DefaultKeyedRateLimiter<IpAddr>,
+    /// Wrong guesses per caller in the last minute.
+    wrong_secrets: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    /// `scheme://host:port` spellings of this node (for `Origin`).
+    origins: Vec<String>,
+    /// `host:port` spellings of this node (for `Host` on a loopback-bound node).
+    hosts: Vec<String>,
+    loopback_bound: bool,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Most callers remembered per limiter before the idle ones are forgotten.
+const MAX_TRACKED: usize = 100_000;
+
+impl Guard {
+    /// `url` is the node's own URL, `local` the address it is bound to.
+    pub fn new(options: GuardOptions, url: &str, local: SocketAddr) -> Guard {
+        let port = local.port();
+        let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
+        if let Ok(parsed) = url::Url::parse(url)
+            && let Some(host) = parsed.host_str()
+        {
+            let port = parsed.port_or_known_default().unwrap_or(port);
+            hosts.push(format!("{host}:{port}"));
+            if port == 80 {
+                hosts.push(host.to_string());
+            }
+        }
+        if !local.ip().is_unspecified() {
+            hosts.push(SocketAddr::new(local.ip(), port).to_string());
+        }
+        hosts.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
+        let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
+        Guard {
+            searches: governor::RateLimiter::keyed(
+                Quota::per_second(nz(options.searches_per_second)).allow_burst(nz(options.search_burst)),
+            ),
+            hellos: governor::RateLimiter::keyed(Quota::per_minute(nz(options.hellos_per_minute))),
+            wrong_secrets: Mutex::new(HashMap::new()),
+            options,
+            origins,
+            hosts,
+            loopback_bound: local.ip().is_loopback(),
+        }
+    }
+
+    fn tidy(limiter: &DefaultKeyedRateLimiter<IpAddr>) {
+        if limiter.len() > MAX_TRACKED {
+            limiter.retain_recent();
+        }
+    }
+
+    /// Whether `caller` may make one more call of kind `limit`.
+    pub fn allow(&self, caller: &Caller, limit: Limit) -> Result<(), ApiError> {
+        if self.options.loopback_exempt && caller.ip().is_loopback() {
+            return Ok(());
+        }
+        let limiter = match limit {
+            Limit::Search => &self.searches,
+            Limit::Hello => &self.hellos,
+        };
+        Self::tidy(limiter);
+        limiter.check_key(&caller.ip()).map_err(|_| ApiError::Busy)
+    }
+
+    /// Checks the owner's secret, refusing callers that guessed wrong too often in the last
+    /// minute (without looking at what they sent).
+    pub fn check_secret(&self, api: &Api, caller: &Caller, secret: &str) -> Result<(), ApiError> {
+        let ip = caller.ip();
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        {
+            let mut wrong = self.wrong_secrets.lock().unwrap_or_else(|p| p.into_inner());
+            if wrong.len() > MAX_TRACKED {
+                wrong.retain(|_, times| times.last().is_some_and(|t| now.duration_since(*t) < window));
+            }
+            if let Some(times) = wrong.get_mut(&ip) {
+                times.retain(|t| now.duration_since(*t) < window);
+                if times.len() >= self.options.wrong_secrets_per_minute as usize {
+                    return Err(ApiError::AccessDenied);
+                }
+            }
+        }
+        let checked = api.check_secret(secret);
+        if checked.is_err() {
+            let mut wrong = self.wrong_secrets.lock().unwrap_or_else(|p| p.into_inner());
+            wrong.entry(ip).or_default().push(now);
+            tracing::debug!(%ip, "a wrong secret");
+        }
+        checked
+    }
+
+    /// The browser checks: `Origin` must be this node's, and on a loopback-bound node `Host`
+    /// must be one of its names.
+    pub fn browser_check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or_default().trim_end_matches('/').to_ascii_lowercase();
+            if !self.origins.contains(&origin) {
+                return Err("cross-origin requests are refused");
+            }
+        }
+        if self.loopback_bound {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !self.hosts.contains(&host) {
+                return Err("this node answers only to its own names");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The middleware that applies [`Guard::browser_check`] to every route.
+pub async fn browser(axum::Extension(guard): axum::Extension<Arc<Guard>>, request: Request, next: Next) -> Response {
+    match guard.browser_check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+    }
+}

@@ -1,0 +1,287 @@
+//! Outbound calls: XML-RPC to peers and plain HTTP GETs, each with a timeout, a size cap, an
+//! address policy and a share of a global memory budget.
+//!
+//! Every byte this node asks another machine for goes through [`Client`], so that no call can
+//! hang forever or fill memory: connects time out, every call carries its own deadline, a
+//! response body is read up to a cap and refused beyond it, and the bytes of all answers in
+//! flight together stay within one budget. Requests to addresses a peer or caller chose follow
+//! [`Trust::Peer`]: the node's [`Policy`], no redirects; what the owner asked for follows
+//! [`Trust::Owner`]: a few redirects, never from https to http. The client also counts the
+//! messages it sends, which the search benchmark reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use shoal_xmlrpc::{Fault, Value};
+use tokio::sync::Semaphore;
+
+use super::policy::{Policy, Resolver};
+
+/// Whose choice a request's address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// A peer or a caller named it: the node's address policy, no redirects.
+    Peer,
+    /// The owner named it: any address but the never-legitimate ones, a few redirects.
+    Owner,
+}
+
+/// Most redirects followed on an owner's URL.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why an outbound call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{url} answered with {fault}")]
+    Fault { url: String, fault: Fault },
+    #[error("calling {url} timed out after {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("calling {url} failed: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} sent a response larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url} sent an invalid XML-RPC response: {source}")]
+    Decode { url: String, source: shoal_xmlrpc::DecodeError },
+    #[error("{url} is not an address this node may contact")]
+    Refused { url: String },
+    #[error("too many answers in flight; {url} was not read")]
+    Busy { url: String },
+}
+
+impl CallError {
+    /// The fault code, when the peer answered with a fault.
+    pub fn fault_code(&self) -> Option<i32> {
+        match self {
+            CallError::Fault { fault, .. } => Some(fault.code),
+            _ => None,
+        }
+    }
+
+    /// True when the peer itself is unreachable or broken (not merely without an answer).
+    pub fn is_peer_failure(&self) -> bool {
+        !matches!(self, CallError::Fault { .. })
+    }
+}
+
+/// How a [`Client`] behaves.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Addresses that peers and callers may point this node at.
+    pub policy: Policy,
+    /// Bytes of answers that may be in flight at once, across all calls.
+    pub budget: usize,
+}
+
+/// A shared HTTP client for XML-RPC calls and downloads.
+#[derive(Clone)]
+pub struct Client {
+    peer: reqwest::Client,
+    owner: reqwest::Client,
+    policy: Policy,
+    budget: Arc<Semaphore>,
+    sent: Arc<AtomicU64>,
+}
+
+fn build(connect_timeout: Duration, policy: Policy, redirect: reqwest::redirect::Policy) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .redirect(redirect)
+        .dns_resolver(Resolver::shared(policy))
+        .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A few redirects, never from https down to http.
+fn owner_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error("refused a redirect from https to http")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+impl Client {
+    /// The owner's client (the CLI talking to its node, `shoal get`): owner trust for every call.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Client::with_options(ClientOptions {
+            connect_timeout,
+            policy: Policy::OWNER,
+            budget: 1 << 30,
+        })
+    }
+
+    pub fn with_options(options: ClientOptions) -> Self {
+        Client {
+            peer: build(options.connect_timeout, options.policy, reqwest::redirect::Policy::none()),
+            owner: build(options.connect_timeout, Policy::OWNER, owner_redirects()),
+            policy: options.policy,
+            budget: Arc::new(Semaphore::new((options.budget / 1024).clamp(1, Semaphore::MAX_PERMITS))),
+            sent: Arc::default(),
+        }
+    }
+
+    /// The HTTP client for requests of the given trust. Callers check IP literals with
+    /// [`Client::check`] first (the resolver sees only host names).
+    pub fn http(&self, trust: Trust) -> &reqwest::Client {
+        match trust {
+            Trust::Peer => &self.peer,
+            Trust::Owner => &self.owner,
+        }
+    }
+
+    /// Refuses a URL whose host is an IP literal the policy for `trust` forbids.
+    pub fn check(&self, url: &reqwest::Url, trust: Trust) -> Result<(), CallError> {
+        let policy = match trust {
+            Trust::Peer => self.policy,
+            Trust::Owner => Policy::OWNER,
+        };
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(CallError::Refused { url: url.to_string() }),
+        };
+        if ip.is_some_and(|ip| !policy.allows(ip)) || !matches!(url.scheme(), "http" | "https") {
+            return Err(CallError::Refused { url: url.to_string() });
+        }
+        Ok(())
+    }
+
+    /// A GET (or HEAD) request for `url`, checked against the policy.
+    pub fn request(&self, method: reqwest::Method, url: &reqwest::Url, trust: Trust) -> Result<reqwest::RequestBuilder, CallError> {
+        self.check(url, trust)?;
+        Ok(self.http(trust).request(method, url.clone()))
+    }
+
+    /// How many requests this client has sent.
+    pub fn messages_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Reads a response body, refusing it once it passes `limit` bytes or the global budget of
+    /// answers in flight is spent.
+    pub async fn read_capped(&self, response: reqwest::Response, url: &str, limit: usize) -> Result<Vec<u8>, CallError> {
+        read_capped_within(response, url, limit, Some(&self.budget)).await
+    }
+
+    /// Calls `method` on the XML-RPC server at `url`, waiting at most `timeout` and reading at
+    /// most `limit` bytes of response.
+    pub async fn call(&self, url: &str, method: &str, params: &[Value], timeout: Duration, limit: usize) -> Result<Value, CallError> {
+        self.call_as(url, method, params, timeout, limit, Trust::Peer).await
+    }
+
+    /// [`Client::call`] with the given trust.
+    pub async fn call_as(
+        &self,
+        url: &str,
+        method: &str,
+        params: &[Value],
+        timeout: Duration,
+        limit: usize,
+        trust: Trust,
+    ) -> Result<Value, CallError> {
+        let parsed = reqwest::Url::parse(url).map_err(|_| CallError::Refused { url: url.to_string() })?;
+        self.check(&parsed, trust)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let body = shoal_xmlrpc::encode_call(method, params);
+        let work = async {
+            let response = self
+                .http(trust)
+                .post(parsed)
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await
+                .map_err(|source| CallError::Transport {
+                    url: url.to_string(),
+                    source,
+                })?;
+            if !response.status().is_success() {
+                return Err(CallError::Status {
+                    url: url.to_string(),
+                    status: response.status().as_u16(),
+                });
+            }
+            let bytes = self.read_capped(response, url, limit).await?;
+            match shoal_xmlrpc::decode_response(&bytes) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(fault)) => Err(CallError::Fault {
+                    url: url.to_string(),
+                    fault,
+                }),
+                Err(source) => Err(CallError::Decode {
+                    url: url.to_string(),
+                    source,
+                }),
+            }
+        };
+        tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+            Err(CallError::Timeout {
+                url: url.to_string(),
+                after: timeout,
+            })
+        })
+    }
+}
+
+/// Reads a response body, refusing it once it passes `limit` bytes or, with a budget, once the
+/// budget's permits (KiB) run out; the permits are held while the body is read.
+async fn read_capped_within(
+    response: reqwest::Response,
+    url: &str,
+    limit: usize,
+    budget: Option<&Arc<Semaphore>>,
+) -> Result<Vec<u8>, CallError> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(CallError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    let mut out = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| CallError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(CallError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        if let Some(budget) = budget {
+            let want =
+                ((out.len() + chunk.len()).div_ceil(1024) as u32).saturating_sub(held.as_ref().map_or(0, |p| p.num_permits() as u32));
+            if want > 0 {
+                let more = budget
+                    .clone()
+                    .try_acquire_many_owned(want)
+                    .map_err(|_| CallError::Busy { url: url.to_string() })?;
+                match &mut held {
+                    Some(permit) => permit.merge(more),
+                    None => held = Some(more),
+                }
+            }
+        }
+        out.extend_from_slice(&chunk);
+    }
+    drop(held);
+    Ok(out)
+}

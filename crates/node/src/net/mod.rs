@@ -1,0 +1,19 @@
+//! The network seam: every outbound request goes through [`Client`], which applies the address
+//! [`policy`], the redirect rules, timeouts, response caps and the budget of answers in flight.
+//! A second transport (keys and encryption) fills the same seam later.
+
+pub mod client;
+pub mod policy;
+
+pub use client::{CallError, Client, ClientOptions, Trust};
+pub use policy::Policy;
+
+/// The URL of one of the protocol's paths on the node at `base` (any path in `base` is
+/// replaced: holders are contacted only on the protocol's own paths).
+pub fn node_url(base: &str, path: &str) -> Result<reqwest::Url, CallError> {
+    reqwest::Url::parse(base)
+        .and_then(|url| url.join(path))
+        .map_err(|_| CallError::Refused {
+            url: base.chars().take(80).collect(),
+        })
+}

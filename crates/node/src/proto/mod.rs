@@ -1,0 +1,62 @@
+//! The wire protocol of a shoal node: one type per call and per answer, and the checks that
+//! every field passes where it enters. No I/O happens here.
+//!
+//! **Participants.** A *node* shares a directory and answers XML-RPC on `POST /` (and `/RPC2`);
+//! its *owner* holds the node's secret; *callers* are anyone who can reach the port; *peers*
+//! are other nodes (shoal nodes, or the seed's Python nodes, which speak only `hello`, `query`
+//! and `fetch`).
+//!
+//! **Goals.** The seed's three methods keep their signatures and faults (100 not found, 200
+//! access denied), so seed nodes join a shoal network unchanged. shoal's own methods live under
+//! `shoal.`: `shoal.locate` and `shoal.search` carry a query id, a TTL, the history and a time
+//! budget so that a flood search sends at most one message per direction per link. Answers name
+//! holders by their node URL and files by their BLAKE3 content id, so a downloader checks every
+//! byte against the id and never has to believe the holder.
+//!
+//! **Non-goals.** No authentication of peers (anyone may answer; nothing an answer says is
+//! believed until it is bound to a content id); no confidentiality (plain HTTP; a later
+//! transport adds keys and encryption); no owner actions from other machines without the secret.
+//!
+//! **Limits.** Decoding is where limits are enforced ([`limits`]): a field over its bound
+//! refuses the call (inbound) or drops the item (answers from peers), so no layer above sees an
+//! unbounded string, list or number. Names pass the same check as local names
+//! ([`shoal_index::check_name`]); holder URLs are reduced to a node's base URL ([`url::holder`]).
+//!
+//! Requests: [`calls`]. Answers: [`answers`]. Fault codes: [`faults`].
+
+pub mod answers;
+pub mod calls;
+pub mod faults;
+pub mod url;
+
+/// The bounds of the protocol.
+pub mod limits {
+    /// The largest file size shoal considers (1 PiB): a larger claim is a lie.
+    pub const MAX_SIZE: u64 = shoal_index::MAX_SIZE;
+    /// Longest URL accepted in any field.
+    pub const MAX_URL_BYTES: usize = 512;
+    /// Most entries in a history list (the seed stops at 6).
+    pub const MAX_HISTORY: usize = 16;
+    /// Longest query id.
+    pub const MAX_QUERY_ID: usize = 128;
+    /// Longest search pattern.
+    pub const MAX_PATTERN: usize = 1024;
+    /// Most matches read from one search answer.
+    pub const MAX_MATCHES: usize = 256;
+    /// Most holder URLs kept per match.
+    pub const MAX_HOLDERS_PER_MATCH: usize = 16;
+    /// Most holder URLs kept from one whole answer.
+    pub const MAX_HOLDERS_PER_ANSWER: usize = 512;
+    /// Most peer URLs read from one peer-exchange answer.
+    pub const MAX_PEERS_PER_ANSWER: usize = 256;
+    /// Most targets in one download request.
+    pub const MAX_TARGETS: usize = 64;
+    /// Largest search answer read from a peer (256 matches of 16 holders fit well inside).
+    pub const SEARCH_ANSWER_BYTES: usize = 1 << 20;
+    /// Largest `shoal.locate` answer without content.
+    pub const LOCATE_ANSWER_BYTES: usize = 16 << 10;
+    /// Largest peer-exchange answer.
+    pub const PEERS_ANSWER_BYTES: usize = 256 << 10;
+    /// Largest answer to `hello` or a probe.
+    pub const SMALL_ANSWER_BYTES: usize = 16 << 10;
+}

@@ -1,0 +1,9 @@
+//! The service layer: the [`Api`] facade every frontend calls, the node's background downloads,
+//! turning a user's targets into a download job, and fetching from seed nodes.
+
+pub mod api;
+pub mod downloads;
+pub mod resolve;
+pub mod seed;
+
+pub use api::{Api, ApiError, FIND_MORE_EVERY, Inner};
