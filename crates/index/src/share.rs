@@ -1,7 +1,7 @@
 //! The shared directory: walking it, hashing what changed, and answering lookups.
 //!
 //! [`Share::scan`] brings the index in line with the directory. It walks the root without
-//! following symlinked directories, skips everything hidden (a leading `.`, which also covers our
+//! following or sharing any symlink, skips everything hidden (a leading `.`, which also covers our
 //! partial downloads), compares each file's size, modification time and inode with the stored
 //! entry, and hashes only new or changed files, on one worker per core pulling from a shared
 //! queue. A file that changes while it is hashed is left for the next scan. Entries whose files
@@ -27,7 +27,7 @@ use std::thread;
 use wildmatch::WildMatch;
 
 use crate::hash::{ContentId, Hashed, hash_reader};
-use crate::name::{SafeName, check_name, is_inside, is_missing};
+use crate::name::{SafeName, check_name, is_missing};
 pub use crate::store::FileEntry;
 use crate::store::{IndexStore, PutItem, StoreError};
 
@@ -317,30 +317,19 @@ impl Share {
     }
 
     /// Sorts one walked name of type `file_type` (not followed): a directory is queued in
-    /// `pending`, a regular file or a shareable symlink to one is `found`, anything else ignored.
+    /// `pending`, a regular file is `found`, anything else (symlinks included: the data paths
+    /// never follow one, see [`crate::beneath`]) ignored.
     fn visit(&self, name: String, path: PathBuf, file_type: FileType, found: &mut Vec<Found>, pending: &mut Vec<String>) {
         if file_type.is_dir() {
             pending.push(name);
-        } else if file_type.is_file() || file_type.is_symlink() {
-            if file_type.is_symlink() && !self.symlink_is_shareable(&path) {
-                return;
-            }
-            // Follows a symlink, so the stamp is the target's, as when serving.
-            match fs::metadata(&path) {
+        } else if file_type.is_file() {
+            match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_file() => found.push(Found { name, path, meta }),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot stat, skipped");
                 }
             }
-        }
-    }
-
-    /// True for a symlink to a regular file inside the share and not hidden.
-    fn symlink_is_shareable(&self, path: &Path) -> bool {
-        match path.canonicalize() {
-            Ok(target) => is_inside(&self.root, &target) && target.is_file(),
-            Err(_) => false,
         }
     }
 
@@ -704,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_inside_are_indexed_and_others_skipped() {
+    fn symlinks_are_never_indexed() {
         let f = Fixture::new();
         let outside = f.dir.path().join("outside");
         fs::create_dir_all(&outside).unwrap();
@@ -719,8 +708,7 @@ mod tests {
         symlink(root.join(".private/hidden.txt"), root.join("peek")).unwrap();
         symlink(root.join("missing"), root.join("dangling")).unwrap();
         f.share.scan().unwrap();
-        assert_eq!(f.names(), ["alias.txt", "real.txt"]);
-        assert_eq!(f.id_of("alias.txt"), id(b"real"));
+        assert_eq!(f.names(), ["real.txt"], "no symlink is shared, not even one inside");
     }
 
     #[test]
@@ -912,8 +900,8 @@ mod tests {
         assert!(f.names().is_empty(), "{:?}", f.names());
 
         f.share.refresh(&paths(&["alias.txt", "a", "real.txt"])).unwrap();
-        assert_eq!(f.names(), ["alias.txt", "real.txt"]);
-        assert_eq!(f.share.scan().unwrap().unchanged, 2, "scan agrees");
+        assert_eq!(f.names(), ["real.txt"]);
+        assert_eq!(f.share.scan().unwrap().unchanged, 1, "scan agrees");
     }
 
     #[test]

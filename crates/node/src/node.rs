@@ -173,9 +173,14 @@ impl Node {
             },
             shutdown.child_token(),
         );
+        let root = shoal_index::Root::open(share.root()).map_err(|e| StartError::Share {
+            path: options.dir.clone(),
+            reason: e.to_string(),
+        })?;
         let inner = Inner {
             options: options.clone(),
             share: Arc::new(share),
+            root: Arc::new(root),
             flood,
             secret,
             downloads,

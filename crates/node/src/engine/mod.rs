@@ -353,6 +353,29 @@ pub fn part_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.shoal-part"))
 }
 
+/// Opens the partial file: a fresh download removes any old one and creates it anew, never
+/// through a symlink (`O_EXCL` with `O_NOFOLLOW`); a resumed one reopens it, refusing a
+/// symlink or anything but a regular file.
+fn open_part(part: &Path, fresh: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
+    if !fresh {
+        match options.open(part) {
+            Ok(file) if file.metadata()?.is_file() => return Ok(file),
+            Ok(_) => return Err(std::io::Error::other("the partial file is not a regular file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_file(part) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    options.create_new(true).mode(0o644).open(part)
+}
+
 fn free_space(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
@@ -669,13 +692,7 @@ impl Engine {
                     let path = part.clone();
                     move |source| EngineError::Io { step, path, source }
                 };
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(fresh)
-                    .open(&part)
-                    .map_err(io("open"))?;
+                let file = open_part(&part, fresh).map_err(io("open"))?;
                 let have = file.metadata().map_err(io("stat"))?.len();
                 if have < size {
                     let dir = part.parent().unwrap_or(Path::new("."));

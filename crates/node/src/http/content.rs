@@ -63,13 +63,9 @@ pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Respons
 }
 
 async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers: &HeaderMap) -> Response {
-    let path = match shoal_index::check_name(name).and_then(|n| n.resolve_existing(api.share().root())) {
-        Ok(path) => path,
-        Err(error) => return error_response(error.into()),
-    };
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(_) => return error_response(ApiError::NotFound(name.to_string())),
+    let mut file = match api.open_shared(name).await {
+        Ok(file) => tokio::fs::File::from_std(file),
+        Err(error) => return error_response(error),
     };
     match file.metadata().await {
         Ok(meta) if entry.matches(&meta) => {}

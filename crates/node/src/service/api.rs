@@ -77,6 +77,9 @@ pub const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
 pub struct Inner {
     pub options: NodeOptions,
     pub share: Arc<Share>,
+    /// The share's root directory, held open: every file the node serves is opened beneath it
+    /// without following a symlink, so swapping a directory for a link cannot lead outside.
+    pub root: Arc<shoal_index::Root>,
     pub flood: Arc<Flood>,
     pub secret: String,
     pub downloads: Downloads,
@@ -108,6 +111,11 @@ impl Api {
 
     pub fn share(&self) -> &Arc<Share> {
         &self.inner.share
+    }
+
+    /// The share's root, held open (see [`Inner::root`]).
+    pub fn root(&self) -> &Arc<shoal_index::Root> {
+        &self.inner.root
     }
 
     pub fn client(&self) -> &Client {
@@ -219,17 +227,19 @@ impl Api {
     /// Reads a whole file of the share for an XML-RPC answer, within the size limit. The file is
     /// read from disk as the seed does, so a file added a moment ago is found before any rescan.
     async fn read_local(&self, name: &SafeName) -> Result<Option<Vec<u8>>, ApiError> {
-        let root = self.inner.share.root().to_path_buf();
+        let root = self.inner.root.clone();
         let limit = self.inner.options.max_rpc_content;
         let name = name.clone();
         blocking(move || {
-            let path = match name.resolve_existing(&root) {
-                Ok(path) => path,
+            use std::io::Read;
+            let mut file = match root.open_file(&name) {
+                Ok(file) => file,
                 // A directory of the share is not a file, as the seed's `isfile` says.
-                Err(NameError::NotFound { .. } | NameError::NotAFile { .. }) => return Ok(None),
+                Err(NameError::NotFound { .. } | NameError::NotAFile { .. } | NameError::NotADirectory { .. }) => return Ok(None),
                 Err(error) => return Err(ApiError::from(error)),
             };
-            let size = std::fs::metadata(&path)
+            let size = file
+                .metadata()
                 .map_err(|e| ApiError::Internal(format!("stat {}: {e}", name)))?
                 .len();
             if size > limit {
@@ -241,9 +251,30 @@ impl Api {
                     path,
                 });
             }
-            std::fs::read(&path)
-                .map(Some)
-                .map_err(|e| ApiError::Internal(format!("read {}: {e}", name)))
+            let mut content = Vec::with_capacity(size as usize);
+            (&mut file)
+                .take(limit + 1)
+                .read_to_end(&mut content)
+                .map_err(|e| ApiError::Internal(format!("read {}: {e}", name)))?;
+            if content.len() as u64 > limit {
+                return Err(ApiError::Internal(format!("{name} grew while it was read")));
+            }
+            Ok(Some(content))
+        })
+        .await?
+    }
+
+    /// Opens a file of the share for serving: beneath the root, no symlink followed, checked
+    /// to be a regular file after it was opened.
+    pub async fn open_shared(&self, name: &str) -> Result<std::fs::File, ApiError> {
+        let name = check_name(name)?;
+        let root = self.inner.root.clone();
+        blocking(move || match root.open_file(&name) {
+            Ok(file) => Ok(file),
+            Err(NameError::NotFound { .. } | NameError::NotAFile { .. } | NameError::NotADirectory { .. }) => {
+                Err(ApiError::NotFound(name.to_string()))
+            }
+            Err(error) => Err(ApiError::from(error)),
         })
         .await?
     }
@@ -393,7 +424,7 @@ impl Api {
             self.inner.flood.seen.first_time(&route.query_id);
             let hit = self.forward_locate(name, route).await?;
             let Some(id) = hit.id.filter(|_| hit.content.is_none()) else {
-                return seed::fetch_hit(self, name, &target, hit).await;
+                return seed::fetch_hit(self, name, hit).await;
             };
             return self
                 .run_job(Job {
