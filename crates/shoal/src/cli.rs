@@ -106,6 +106,9 @@ pub struct NodeArgs {
     /// The state directory (index, peers, downloads, secret) [default: the platform's data directory + /shoal].
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// A directory the owner's downloads (shoal.download, fetch) may write into besides the share.
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

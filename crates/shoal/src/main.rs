@@ -56,7 +56,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("shoal: {error:#}");
+            // The chain may quote a node's fault text: no control character reaches the terminal.
+            eprintln!("shoal: {}", output::printable(&format!("{error:#}")));
             std::process::ExitCode::from(1)
         }
     }

@@ -32,8 +32,25 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// Prints rows under a header, columns padded to their widest cell.
+/// Text from the network made safe for a terminal: every control character (escape sequences,
+/// carriage returns, bells, and the C1 range) is shown as `\u{..}` instead of acting.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Prints rows under a header, columns padded to their widest cell. Cells are made
+/// [`printable`]: they may hold what peers said.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|c| printable(c)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -74,5 +91,15 @@ mod tests {
             &[vec!["a".into(), "1 B".into()], vec!["longer".into(), "2 B".into()]],
         );
         assert!(t.contains("a       1 B\n"), "{t:?}");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let shown = printable("a\u{1b}[2Jb\rc\u{7}d\u{9b}e");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("a\\u{1b}[2Jb"), "{shown:?}");
+        let t = table(&["NAME"], &[vec!["x\u{1b}]0;owned\u{7}".into()]]);
+        assert!(!t.contains('\u{1b}') || t.starts_with("\u{1b}[1m"), "{t:?}");
+        assert!(!t.contains('\u{7}'), "{t:?}");
     }
 }

@@ -51,6 +51,10 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
         options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
     }
     options.secret = layers.get("secret", None).value;
+    options.download_dir = layers
+        .get("download_dir", args.download_dir.as_ref().map(|p| p.display().to_string()))
+        .value
+        .map(PathBuf::from);
     Ok((options, listen, layers))
 }
 
@@ -58,6 +62,10 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
 pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Option<String>) -> anyhow::Result<Node> {
     let (mut options, listen, layers) = node_options(args)?;
     if secret.is_some() {
+        eprintln!(
+            "warning: a secret given with --secret is visible to every user of this machine (ps shows command lines); \
+             use SHOAL_SECRET, `secret = ...` in the state directory's config.toml, or let the node keep one in its state directory"
+        );
         options.secret = secret;
     }
     options.max_upload_rate = rate(&layers, "max_upload_rate", max_upload_rate)?;

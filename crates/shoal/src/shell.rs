@@ -20,6 +20,7 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ShellArgs;
 use crate::commands::{downloads_table, matches_table, peers_table};
+use crate::output::printable;
 use crate::remote::Remote;
 
 /// The commands, their usage and what they do (for `help`).
@@ -135,8 +136,8 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 Err(error) if error.fault_code() == Some(shoal_node::proto::faults::NOT_FOUND) => {
                     println!("could not find the file {rest}")
                 }
-                Err(shoal_node::net::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", fault.message),
-                Err(error) => println!("fetch {rest}: {error}"),
+                Err(shoal_node::net::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", printable(&fault.message)),
+                Err(error) => println!("fetch {rest}: {}", printable(&error.to_string())),
             },
             "search" => {
                 let found = remote.search(&rest).await?;
@@ -149,7 +150,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
             }
             "get" if !args.is_empty() => {
                 let name = remote.download(&args).await?;
-                println!("downloading {name} in the background (see `downloads`)");
+                println!("downloading {} in the background (see `downloads`)", printable(&name));
             }
             "downloads" => {
                 let rows = remote.downloads().await?;
@@ -201,7 +202,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
     }
     .await;
     if let Err(error) = result {
-        println!("{command}: {error:#}");
+        println!("{command}: {}", printable(&format!("{error:#}")));
     }
     !matches!(command, "exit" | "quit")
 }
@@ -251,7 +252,7 @@ async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut
             if state != "running" && before.as_deref().is_none_or(|before| before == "running") {
                 let name = row["name"].as_str().unwrap_or_default();
                 let detail = row["status"]["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
-                say(format!("download {name} {state}{detail}"));
+                say(printable(&format!("download {name} {state}{detail}")));
             }
         }
     }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shoal_index::{ContentId, FileEntry};
+use shoal_index::ContentId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::faults::status_of;
@@ -37,18 +37,12 @@ pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String
     let Ok(id) = id.parse::<ContentId>() else {
         return error_response(ApiError::NotFound(id));
     };
-    match api.file(&id.to_string()).await {
-        Ok((name, entry)) => serve(&api, &method, &name, entry, &headers).await,
-        Err(error) => error_response(error),
-    }
+    serve(&api, &method, &id.to_string(), &headers).await
 }
 
 /// `GET /files/<name>` (the name is percent-decoded once by the router).
 pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    match api.file(&name).await {
-        Ok((name, entry)) => serve(&api, &method, &name, entry, &headers).await,
-        Err(error) => error_response(error),
-    }
+    serve(&api, &method, &name, &headers).await
 }
 
 /// `GET /outboard/<id>`: the bao outboard (pre-order, 16 KiB chunk groups) of a file.
@@ -62,15 +56,12 @@ pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Respons
     }
 }
 
-async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers: &HeaderMap) -> Response {
-    let mut file = match api.open_shared(name).await {
-        Ok(file) => tokio::fs::File::from_std(file),
+async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Response {
+    let opened = match api.open_for_serving(key, SMALL_BODY).await {
+        Ok(opened) => opened,
         Err(error) => return error_response(error),
     };
-    match file.metadata().await {
-        Ok(meta) if entry.matches(&meta) => {}
-        _ => return error_response(ApiError::NotFound(format!("{name} (changed since it was indexed)"))),
-    }
+    let (name, entry) = (opened.name.as_str(), opened.entry);
     let etag = format!("\"{}\"", entry.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let if_range_ok = headers
@@ -112,20 +103,18 @@ async fn serve(api: &Api, method: &Method, name: &str, entry: FileEntry, headers
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap_or_default();
     }
-    if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
-        return error_response(ApiError::Internal(format!("seek {name}: {error}")));
-    }
     let len = span.end - span.start;
-    if len <= SMALL_BODY {
-        // A small answer is read whole: one read, no stream, no large buffer.
-        let mut bytes = vec![0u8; len as usize];
+    if let Some(whole) = opened.whole {
+        // A small file was read whole with the lookup: no further trip to the blocking pool.
+        let bytes = bytes::Bytes::from(whole).slice(span.start as usize..span.end as usize);
         if let Some(limit) = api.upload_limit() {
             crate::engine::throttle(limit, bytes.len()).await;
         }
-        return match file.read_exact(&mut bytes).await {
-            Ok(_) => builder.body(Body::from(bytes)).unwrap_or_default(),
-            Err(error) => error_response(ApiError::Internal(format!("read {name}: {error}"))),
-        };
+        return builder.body(Body::from(bytes)).unwrap_or_default();
+    }
+    let mut file = tokio::fs::File::from_std(opened.file);
+    if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
+        return error_response(ApiError::Internal(format!("seek {name}: {error}")));
     }
     let reader = file.take(len);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize));

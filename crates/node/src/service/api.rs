@@ -52,6 +52,15 @@ impl From<NameError> for ApiError {
     }
 }
 
+/// A file of the share opened for serving.
+pub struct Opened {
+    pub name: String,
+    pub entry: FileEntry,
+    pub file: std::fs::File,
+    /// The whole content, when the file is small.
+    pub whole: Option<Vec<u8>>,
+}
+
 /// An owner's request to download (`shoal.download`).
 #[derive(Debug, Clone, Default)]
 pub struct DownloadRequest {
@@ -215,6 +224,52 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(name_or_id.to_string()))
     }
 
+    /// Opens a file of the share for serving, by name or content id, in one step off the async
+    /// runtime: the index lookup, the open beneath the root, and the check that the file is
+    /// still the one indexed (size, mtime, inode). A file of at most `read_whole` bytes is read
+    /// in the same step, so that a small answer costs one trip to the blocking pool.
+    pub async fn open_for_serving(&self, name_or_id: &str, read_whole: u64) -> Result<Opened, ApiError> {
+        let share = self.inner.share.clone();
+        let root = self.inner.root.clone();
+        let key = name_or_id.to_string();
+        blocking(move || {
+            let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+            let (name, entry) = match key.parse::<ContentId>() {
+                Ok(id) => share.lookup_id(&id).map_err(|e| internal(&e))?,
+                Err(_) => {
+                    let name = check_name(&key)?;
+                    share
+                        .lookup_name(&name)
+                        .map_err(|e| internal(&e))?
+                        .map(|entry| (name.as_str().to_string(), entry))
+                }
+            }
+            .ok_or_else(|| ApiError::NotFound(key.clone()))?;
+            let safe = check_name(&name)?;
+            let file = match root.open_file(&safe) {
+                Ok(file) => file,
+                Err(NameError::NotFound { .. } | NameError::NotAFile { .. } | NameError::NotADirectory { .. }) => {
+                    return Err(ApiError::NotFound(name));
+                }
+                Err(error) => return Err(ApiError::from(error)),
+            };
+            let meta = file.metadata().map_err(|e| internal(&e))?;
+            if !entry.matches(&meta) {
+                return Err(ApiError::NotFound(format!("{name} (changed since it was indexed)")));
+            }
+            let whole = if entry.size <= read_whole {
+                use std::os::unix::fs::FileExt;
+                let mut bytes = vec![0u8; entry.size as usize];
+                file.read_exact_at(&mut bytes, 0).map_err(|e| internal(&e))?;
+                Some(bytes)
+            } else {
+                None
+            };
+            Ok(Opened { name, entry, file, whole })
+        })
+        .await?
+    }
+
     /// The verification data (bao outboard) of a file of this share.
     pub async fn outboard(&self, id: ContentId) -> Result<Vec<u8>, ApiError> {
         let share = self.inner.share.clone();
@@ -260,21 +315,6 @@ impl Api {
                 return Err(ApiError::Internal(format!("{name} grew while it was read")));
             }
             Ok(Some(content))
-        })
-        .await?
-    }
-
-    /// Opens a file of the share for serving: beneath the root, no symlink followed, checked
-    /// to be a regular file after it was opened.
-    pub async fn open_shared(&self, name: &str) -> Result<std::fs::File, ApiError> {
-        let name = check_name(name)?;
-        let root = self.inner.root.clone();
-        blocking(move || match root.open_file(&name) {
-            Ok(file) => Ok(file),
-            Err(NameError::NotFound { .. } | NameError::NotAFile { .. } | NameError::NotADirectory { .. }) => {
-                Err(ApiError::NotFound(name.to_string()))
-            }
-            Err(error) => Err(ApiError::from(error)),
         })
         .await?
     }
