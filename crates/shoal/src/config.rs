@@ -62,7 +62,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("peers_file", "SHOAL_PEERS_FILE", "a file of peer URLs"),
     ("secret", "SHOAL_SECRET", "the owner's secret"),
-    ("download_dir", "SHOAL_DOWNLOAD_DIR", "where the owner's downloads may go besides the share"),
+    (
+        "download_dir",
+        "SHOAL_DOWNLOAD_DIR",
+        "where the owner's downloads may go besides the share",
+    ),
     ("max_upload_rate", "SHOAL_MAX_UPLOAD_RATE", "cap on the rate file data is served at"),
     ("max_download_rate", "SHOAL_MAX_DOWNLOAD_RATE", "cap on the download rate"),
     ("node", "SHOAL_NODE", "the node that commands talk to"),

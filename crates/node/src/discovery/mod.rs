@@ -27,6 +27,9 @@ use search::{MAX_HISTORY, SeenQueries};
 
 /// Most peers one hop asks.
 pub const MAX_FANOUT: usize = 32;
+/// Most calls to peers a node's searches have in flight together: a search that finds no slot
+/// free asks fewer peers rather than letting a crowd of searches hold thousands of connections.
+pub const MAX_ASKS_IN_FLIGHT: usize = 256;
 /// Most matches a merged search result holds.
 pub const MAX_MERGED: usize = 1024;
 /// Most holders a merged match keeps.
@@ -238,6 +241,7 @@ pub struct Flood {
     pub peers: Peers,
     pub seen: SeenQueries,
     client: Client,
+    asks: Arc<tokio::sync::Semaphore>,
     options: DiscoveryOptions,
     stopping: CancellationToken,
 }
@@ -258,6 +262,7 @@ impl Flood {
             peers,
             seen: SeenQueries::default(),
             client,
+            asks: Arc::new(tokio::sync::Semaphore::new(MAX_ASKS_IN_FLIGHT)),
             options,
             stopping,
         })
@@ -315,9 +320,13 @@ impl Flood {
         let Hop { next, exclude, deadline } = route.next_hop(self.me())?;
         let mut asks = JoinSet::new();
         for (peer, kind) in self.fanout(&exclude, true) {
+            let Ok(slot) = self.asks.clone().try_acquire_owned() else { break };
             let flood = self.clone();
             let (name, next) = (name.to_string(), next.clone());
-            asks.spawn(async move { flood.ask_locate(&peer, kind, &name, next).await });
+            asks.spawn(async move {
+                let _slot = slot;
+                flood.ask_locate(&peer, kind, &name, next).await
+            });
         }
         loop {
             // A node that is shutting down answers what it has at once instead of waiting on others.
@@ -404,9 +413,13 @@ impl Flood {
         };
         let mut asks = JoinSet::new();
         for (peer, _) in self.fanout(&exclude, false) {
+            let Ok(slot) = self.asks.clone().try_acquire_owned() else { break };
             let flood = self.clone();
             let (pattern, next) = (pattern.to_string(), next.clone());
-            asks.spawn(async move { flood.ask_search(&peer, &pattern, next).await });
+            asks.spawn(async move {
+                let _slot = slot;
+                flood.ask_search(&peer, &pattern, next).await
+            });
         }
         loop {
             let joined = tokio::select! {
