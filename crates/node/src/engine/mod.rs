@@ -294,7 +294,8 @@ struct Source {
 
 /// Most peers one download takes as sources, however many holders answers name.
 pub const MAX_PEER_SOURCES: usize = 32;
-/// Most holders asked for verification data, and most sizes tried, before a download gives up.
+/// Most sizes tried, most peers probed for a size and most sources asked for a last piece,
+/// before a download gives up (verification data is asked of every peer source).
 const MAX_LAYOUT_TRIES: usize = 4;
 
 /// The engine: a state store for resume records and an HTTP client.
@@ -472,11 +473,17 @@ impl Engine {
     /// Fetches the verification data for a claimed `size` from the first peer that has it,
     /// checking it against the content id as it streams in: a claimed size larger than the file
     /// fails within a few KiB, whatever the claim, and nothing is allocated from the claim.
-    async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[String]) -> Option<(PieceHashes, Vec<u8>)> {
-        for peer in peers.iter().take(MAX_LAYOUT_TRIES) {
-            let Ok(url) = crate::net::node_url(peer, &format!("/outboard/{id}")) else {
+    /// Returns the index of the source that gave it, too.
+    ///
+    /// Every peer source is asked in turn (at most [`MAX_PEER_SOURCES`], one per host:port), not
+    /// only the first few: a single answer may name a dozen holders that are not nodes ahead of
+    /// the honest one, which would otherwise fail the download (hostile.rs, the URL flood).
+    async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[&Source]) -> Option<(PieceHashes, Vec<u8>, usize)> {
+        for source in peers {
+            let Ok(url) = source.url.join(&format!("/outboard/{id}")) else {
                 continue;
             };
+            let peer = &source.url;
             let Ok(request) = self.net.request(reqwest::Method::GET, &url, Trust::Peer) else {
                 continue;
             };
@@ -487,7 +494,7 @@ impl Engine {
                 continue;
             }
             match self.read_outboard(id, size, response).await {
-                Ok(found) => return Some(found),
+                Ok((hashes, outboard)) => return Some((hashes, outboard, source.index)),
                 Err(error) => tracing::warn!(%peer, %error, "a peer sent bad verification data"),
             }
         }
@@ -517,10 +524,17 @@ impl Engine {
     /// Checks a claimed size: the last piece, from any source, must pass its check against
     /// `hashes` (which were proven for that size). The tree's shape depends on the size, so a
     /// last piece that verifies binds the size exactly.
-    async fn size_holds(&self, hashes: &PieceHashes, sources: &[Source]) -> bool {
+    ///
+    /// The source that gave the verification data (`first`) is asked first, so that holders
+    /// ahead of it in the list cannot crowd it out.
+    async fn size_holds(&self, hashes: &PieceHashes, sources: &[Source], first: usize) -> bool {
         let last = hashes.count() - 1;
         let range = hashes.range(last);
-        for source in sources.iter().take(MAX_LAYOUT_TRIES) {
+        let order = sources
+            .iter()
+            .filter(|s| s.index == first)
+            .chain(sources.iter().filter(|s| s.index != first).take(MAX_LAYOUT_TRIES - 1));
+        for source in order {
             let Ok(request) = self.net.request(reqwest::Method::GET, &source.url, source.trust) else {
                 continue;
             };
@@ -553,7 +567,7 @@ impl Engine {
 
     /// The size and verification data of content `id`, bound to the id: each claimed size is
     /// tried until its verification data proves out and its last piece checks.
-    async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, job: &Job, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
+    async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
         let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
         let mut candidates = claims;
         if let Ok(more) = self.probe_sizes(&peers[..peers.len().min(MAX_LAYOUT_TRIES)], true).await {
@@ -565,10 +579,10 @@ impl Engine {
                 continue;
             }
             tried.push(size);
-            let Some((hashes, outboard)) = self.piece_hashes(id, size, &job.peers).await else {
+            let Some((hashes, outboard, from)) = self.piece_hashes(id, size, &peers).await else {
                 continue;
             };
-            if self.size_holds(&hashes, sources).await {
+            if self.size_holds(&hashes, sources, from).await {
                 return Some((size, hashes, outboard));
             }
             tracing::warn!(size, "a claimed size did not hold against the content id");
@@ -633,11 +647,12 @@ impl Engine {
         // one whose verification data and last piece check against the id; from mirrors alone
         // (the owner's choice) it is what they say, and the whole file is checked at the end.
         let has_peers = sources.iter().any(|s| s.kind == "peer");
-        let (size, hashes, outboard) = match job.id {
+        // The verification data itself is not kept (`finish` computes it from the file).
+        let (size, hashes, _outboard) = match job.id {
             Some(id) if has_peers => {
                 let mut claims: Vec<u64> = previous.iter().map(|r| r.size).collect();
                 claims.extend(job.size);
-                match self.verified_layout(id, claims, &job, &sources).await {
+                match self.verified_layout(id, claims, &sources).await {
                     Some((size, hashes, outboard)) => (size, Some(hashes), Some(outboard)),
                     None if sources.iter().any(|s| s.kind == "mirror") => {
                         let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == "mirror").collect();
@@ -857,7 +872,7 @@ impl Engine {
         while workers.join_next().await.is_some() {}
         self.commit(&ctx, &mut record).await?;
         result?;
-        self.finish(job, ctx, outboard).await
+        self.finish(job, ctx).await
     }
 
     async fn commit(&self, ctx: &Arc<Ctx>, record: &mut Record) -> Result<(), EngineError> {
@@ -880,8 +895,9 @@ impl Engine {
             .map_err(|e| EngineError::Task(e.to_string()))??)
     }
 
-    /// Checks the whole file when no piece hashes were had, syncs it, and moves it into place.
-    async fn finish(&self, job: Job, ctx: Arc<Ctx>, outboard: Option<Vec<u8>>) -> Result<Outcome, EngineError> {
+    /// Syncs the file, checks it whole against the content id (when there is one) and computes
+    /// its outboard, and moves it into place.
+    async fn finish(&self, job: Job, ctx: Arc<Ctx>) -> Result<Outcome, EngineError> {
         let part = ctx.part.clone();
         let target = job.target.clone();
         let io = |step: &'static str, path: &Path| {
@@ -893,32 +909,34 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Task(e.to_string()))?
             .map_err(io("sync", &part))?;
-        let (id, outboard) = match (ctx.hashes.is_some(), job.id, outboard) {
-            (true, Some(id), Some(outboard)) => (id, Some(outboard)),
-            (_, expected, _) => {
-                let path = part.clone();
-                let hashed = tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
-                    .await
-                    .map_err(|e| EngineError::Task(e.to_string()))?
-                    .map_err(|e| EngineError::Io {
-                        step: "hash",
-                        path: part.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
-                if let Some(expected) = expected
-                    && expected != hashed.id
-                {
-                    let _ = std::fs::remove_file(&part);
-                    let key = target.clone();
-                    self.store(move |records| records.remove(&key)).await?;
-                    return Err(EngineError::HashMismatch {
-                        expected,
-                        actual: hashed.id,
-                    });
-                }
-                (hashed.id, Some(hashed.outboard))
-            }
+        // A peer's outboard is proven only down to the pieces (the pairs inside a piece are
+        // never checked), so it is not kept: the outboard this node indexes and serves again is
+        // computed from the finished file, which also checks the whole file once more
+        // (hostile.rs: a corrupt outboard must not be kept).
+        let expected = job.id;
+        let hashed = {
+            let path = part.clone();
+            tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
+                .await
+                .map_err(|e| EngineError::Task(e.to_string()))?
+                .map_err(|e| EngineError::Io {
+                    step: "hash",
+                    path: part.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
         };
+        if let Some(expected) = expected
+            && expected != hashed.id
+        {
+            let _ = std::fs::remove_file(&part);
+            let key = target.clone();
+            self.store(move |records| records.remove(&key)).await?;
+            return Err(EngineError::HashMismatch {
+                expected,
+                actual: hashed.id,
+            });
+        }
+        let (id, outboard) = (hashed.id, Some(hashed.outboard));
         match place::place_file(&part, &target, job.force).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
