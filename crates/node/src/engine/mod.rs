@@ -909,34 +909,39 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Task(e.to_string()))?
             .map_err(io("sync", &part))?;
-        // A peer's outboard is proven only down to the pieces (the pairs inside a piece are
-        // never checked), so it is not kept: the outboard this node indexes and serves again is
-        // computed from the finished file, which also checks the whole file once more
-        // (hostile.rs: a corrupt outboard must not be kept).
-        let expected = job.id;
-        let hashed = {
-            let path = part.clone();
-            tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
-                .await
-                .map_err(|e| EngineError::Task(e.to_string()))?
-                .map_err(|e| EngineError::Io {
-                    step: "hash",
-                    path: part.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
+        // With piece hashes every byte was checked against the content id already, so the file
+        // is not read again. A peer's outboard is proven only down to the pieces (the pairs inside
+        // a piece are never checked), so it is not handed on: whoever indexes the file computes
+        // its own (hostile.rs: a corrupt outboard must not be kept). Without piece hashes (mirrors
+        // only) the whole file is hashed here and checked against the expected id.
+        let (id, outboard) = match (ctx.hashes.is_some(), job.id) {
+            (true, Some(id)) => (id, None),
+            (_, expected) => {
+                let hashed = {
+                    let path = part.clone();
+                    tokio::task::spawn_blocking(move || shoal_index::hash_file(&path))
+                        .await
+                        .map_err(|e| EngineError::Task(e.to_string()))?
+                        .map_err(|e| EngineError::Io {
+                            step: "hash",
+                            path: part.clone(),
+                            source: std::io::Error::other(e.to_string()),
+                        })?
+                };
+                if let Some(expected) = expected
+                    && expected != hashed.id
+                {
+                    let _ = std::fs::remove_file(&part);
+                    let key = target.clone();
+                    self.store(move |records| records.remove(&key)).await?;
+                    return Err(EngineError::HashMismatch {
+                        expected,
+                        actual: hashed.id,
+                    });
+                }
+                (hashed.id, Some(hashed.outboard))
+            }
         };
-        if let Some(expected) = expected
-            && expected != hashed.id
-        {
-            let _ = std::fs::remove_file(&part);
-            let key = target.clone();
-            self.store(move |records| records.remove(&key)).await?;
-            return Err(EngineError::HashMismatch {
-                expected,
-                actual: hashed.id,
-            });
-        }
-        let (id, outboard) = (hashed.id, Some(hashed.outboard));
         match place::place_file(&part, &target, job.force).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),

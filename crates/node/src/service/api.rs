@@ -552,7 +552,11 @@ impl Api {
                     return Ok(());
                 };
                 let name = check_name(&relative.to_string_lossy()).map_err(|e| e.to_string())?;
-                let Some(outboard) = outcome.outboard else { return Ok(()) };
+                let Some(outboard) = outcome.outboard else {
+                    // Verified piece by piece, without verification data of its own: the share
+                    // hashes the new file now, so that it is served at once.
+                    return share.refresh(&[relative.to_path_buf()]).map(drop).map_err(|e| e.to_string());
+                };
                 share
                     .add_file(
                         &name,
