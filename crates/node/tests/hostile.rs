@@ -860,13 +860,16 @@ async fn a_flood_of_holder_urls_reaches_few_of_them() {
         let engine_hits = victim.hits();
         result.expect("the engine download completes from the honest holder");
         assert_same_file(&target, &honest.data);
-        assert!(engine_hits <= 40, "the victim got {engine_hits} requests from the engine");
+        // At most a few requests per source slot: a size probe for the first few, a request for
+        // verification data and one for data per source, whatever the answer named.
+        let cap = (2 * shoal_node::engine::MAX_PEER_SOURCES + 8) as u64;
+        assert!(engine_hits <= cap, "the victim got {engine_hits} requests from the engine");
 
         // A node's fetch over the fake and the honest holder.
         let node = node_knowing(&[&fake.url, &honest.node.url]).await;
         fetch_and_check(&node, &honest).await;
         let fetch_hits = victim.hits() - engine_hits;
-        assert!(fetch_hits <= 40, "the victim got {fetch_hits} requests from the node");
+        assert!(fetch_hits <= cap, "the victim got {fetch_hits} requests from the node");
     })
     .await;
 }

@@ -294,9 +294,12 @@ struct Source {
 
 /// Most peers one download takes as sources, however many holders answers name.
 pub const MAX_PEER_SOURCES: usize = 32;
-/// Most sizes tried, most peers probed for a size and most sources asked for a last piece,
-/// before a download gives up (verification data is asked of every peer source).
+/// Most sizes tried and most sources asked for a last piece before a download gives up
+/// (verification data is asked of every peer source).
 const MAX_LAYOUT_TRIES: usize = 4;
+/// Most holders asked for their size (`HEAD`) at the start of a download; the sizes they claim
+/// are tried most claimed first.
+const MAX_SIZE_PROBES: usize = 8;
 
 /// The engine: a state store for resume records and an HTTP client.
 #[derive(Clone)]
@@ -569,10 +572,19 @@ impl Engine {
     /// tried until its verification data proves out and its last piece checks.
     async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
         let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
-        let mut candidates = claims;
-        if let Ok(more) = self.probe_sizes(&peers[..peers.len().min(MAX_LAYOUT_TRIES)], true).await {
-            candidates.extend(more);
+        // Every holder is asked for its size at once; the sizes are tried most claimed first
+        // (after the job's own claims), so a few liars cannot crowd the true size out.
+        let heads = peers.iter().take(MAX_SIZE_PROBES).map(|peer| self.probe_sizes(std::slice::from_ref(peer), false));
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        for size in futures_util::future::join_all(heads).await.into_iter().flatten().flatten() {
+            match counts.iter_mut().find(|(s, _)| *s == size) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((size, 1)),
+            }
         }
+        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut candidates = claims;
+        candidates.extend(counts.into_iter().map(|(size, _)| size));
         let mut tried = Vec::new();
         for size in candidates.into_iter().filter(|s| *s <= MAX_SIZE) {
             if tried.contains(&size) || tried.len() >= MAX_LAYOUT_TRIES {
