@@ -57,7 +57,7 @@ pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Respons
 }
 
 async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Response {
-    let opened = match api.open_for_serving(key, SMALL_BODY).await {
+    let opened = match api.open_for_serving(key, SMALL_BODY) {
         Ok(opened) => opened,
         Err(error) => return error_response(error),
     };

@@ -224,15 +224,18 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(name_or_id.to_string()))
     }
 
-    /// Opens a file of the share for serving, by name or content id, in one step off the async
-    /// runtime: the index lookup, the open beneath the root, and the check that the file is
-    /// still the one indexed (size, mtime, inode). A file of at most `read_whole` bytes is read
-    /// in the same step, so that a small answer costs one trip to the blocking pool.
-    pub async fn open_for_serving(&self, name_or_id: &str, read_whole: u64) -> Result<Opened, ApiError> {
-        let share = self.inner.share.clone();
-        let root = self.inner.root.clone();
-        let key = name_or_id.to_string();
-        blocking(move || {
+    /// Opens a file of the share for serving, by name or content id: the index lookup, the open
+    /// beneath the root, and the check that the file is still the one indexed (size, mtime,
+    /// inode); a file of at most `read_whole` bytes is read in the same step.
+    ///
+    /// This runs on the calling thread, the one exception to "blocking work goes to the pool":
+    /// a redb read (from its page cache), `openat2`, `fstat` and, for a small file, one `pread`
+    /// from the page cache, as nginx does in its event loop. The trip to the blocking pool cost
+    /// a quarter of the small-file throughput (ARCHITECTURE.md, load benchmark). Larger files
+    /// are streamed through the pool.
+    pub fn open_for_serving(&self, name_or_id: &str, read_whole: u64) -> Result<Opened, ApiError> {
+        let (share, root, key) = (&self.inner.share, &self.inner.root, name_or_id.to_string());
+        {
             let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
             let (name, entry) = match key.parse::<ContentId>() {
                 Ok(id) => share.lookup_id(&id).map_err(|e| internal(&e))?,
@@ -266,8 +269,7 @@ impl Api {
                 None
             };
             Ok(Opened { name, entry, file, whole })
-        })
-        .await?
+        }
     }
 
     /// The verification data (bao outboard) of a file of this share.
