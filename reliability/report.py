@@ -47,6 +47,9 @@ suites = {
     "bad_input": ("hostile input", "path traversal in every spelling, symlinks out, malformed/truncated XML, entity expansion, external entities, deep nesting, oversized bodies, wrong types and arity, invalid and multiple ranges, slow-drip requests, 300 idle connections, fetch safety (crates/node/tests/bad_input.rs)"),
     "engine": ("download faults", "corrupting, stalling and dying sources, every source gone and back, resume after cancel, pieces lost on disk, existing targets, wrong ids (crates/node/tests/engine.rs)"),
     "interop": ("interop", "Python's xmlrpc client and a seed node written in Python, in mixed networks (crates/node/tests/interop.rs)"),
+    "hostile": ("hostile peers", "a fake peer that lies in every field: sizes of 2^62 and near the truth, corrupt and endless verification data, redirects to a counting server, 5,000 holder URLs in many spellings, hidden and escaping names with terminal escapes, 16 endless answers, 2 × 40,000 holders for one match, lying locate hits (crates/node/tests/hostile.rs)"),
+    "guard": ("strangers at the door", "cross-origin and text/plain requests, DNS rebinding, redaction of the owner's downloads, download directories, wrong secrets and search rates per caller, table floods, stalled readers holding every slot, freshness through the watcher, the symlink-swap race through query (crates/node/tests/guard.rs)"),
+    "layers": ("architecture", "no module imports a layer above its own (crates/node/tests/layers.rs)"),
 }
 for binary, (area, tried) in suites.items():
     section = re.search(rf"Running tests/{binary}\.rs.*?test result: [^\n]*", node_text, re.S)
@@ -54,6 +57,9 @@ for binary, (area, tried) in suites.items():
     failed = [n for n, r in lines if r != "ok"]
     if lines:
         rows.append((area, f"{len(lines)} tests", tried, "1 run each", "yes" if not failed else "**no**: " + ", ".join(failed)))
+passed, failed, failures = tests("tests-security.txt")
+if passed + failed:
+    rows.append(("multi-process security", f"{passed + failed} tests", "the state directory's secret never sent to a foreign node, a node under a 64-descriptor limit flooded with connections (crates/shoal/tests/security.rs)", "1 run each", "yes" if not failed else "**no**: " + ", ".join(failures)))
 passed, failed, failures = tests("tests-get.txt")
 if passed + failed:
     rows.append(("multi-process", f"{passed + failed} tests", "shoal get SIGKILLed at 5 seeded moments and rerun, full disk on a small tmpfs, existing target, hand-over to a running node (crates/shoal/tests/get.rs)", "1 run each", "yes" if not failed else "**no**: " + ", ".join(failures)))
@@ -61,6 +67,27 @@ if passed + failed:
 faults = load("faults.json") or []
 for case in faults:
     rows.append(("fault rounds", case["case"], case["tried"] + (f". {case['notes']}" if case.get("notes") else ""), str(case["times"]), held(case.get("held"))))
+
+strangers = load("strangers.json")
+if strangers:
+    h, a = strangers["hostile"], strangers["honest"]
+    ratio = (h["peak_hwm"] / a["peak_hwm"]) if h.get("peak_hwm") and a.get("peak_hwm") else None
+    rows.append((
+        "hostile peers",
+        f"{strangers['searches']} searches at once",
+        f"{strangers['peers']} peers in the table answering every search without end: peak RSS {h['peak_hwm'] / 2**20:.0f} MiB, {ratio:.2f}× the same run with honest peers; failed searches {h['failed']}" if ratio else "peak RSS not measured",
+        "1",
+        "yes" if h["failed"] == 0 else f"**no**: {h['failed']} failed",
+    ))
+    fresh = sorted(strangers["fresh_search_ms"])
+    if fresh:
+        rows.append((
+            "freshness",
+            "write to a peer's search",
+            f"a file written into a share with std::fs is found by a peer's shoal.search after {ms(fresh[len(fresh) // 2])} median, {ms(fresh[-1])} at most (the watcher, no rescan)",
+            str(len(fresh)),
+            "yes" if fresh[-1] < 2000 else "**no**",
+        ))
 
 load_figures = load("load.json")
 if load_figures:

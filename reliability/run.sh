@@ -15,9 +15,13 @@ echo "results go to $out"
 
 cargo build --release -p shoal -p shoal-bench -p reliability || exit 2
 
-echo "== tests: hostile input, engine faults, interop, multi-process get"
-cargo test --release -p shoal-node --test bad_input --test engine --test interop > "$out/tests-node.txt" 2>&1
+echo "== tests: hostile input and peers, guards, engine faults, interop, layers, multi-process get and security"
+cargo test --release -p shoal-node --test bad_input --test engine --test interop --test hostile --test guard --test layers > "$out/tests-node.txt" 2>&1
 cargo test --release -p shoal --test get > "$out/tests-get.txt" 2>&1
+cargo test --release -p shoal --test security > "$out/tests-security.txt" 2>&1
+
+echo "== strangers: hostile peers and freshness"
+target/release/strangers --json "$out/strangers.json" | tee "$out/strangers.txt"
 
 echo "== fault rounds ($rounds)"
 target/release/faults --rounds "$rounds" --json "$out/faults.json" | tee "$out/faults.txt"
