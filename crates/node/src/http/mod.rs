@@ -100,6 +100,8 @@ impl Drop for AddressSlot {
 
 /// Shortest and longest wait after a failed accept.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+/// Least time between two warnings that accepting fails.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, options: ServeOptions) {
@@ -108,6 +110,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     let per_address = Arc::new(PerAddress::default());
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut failing = false;
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -115,8 +118,17 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
                 Ok(pair) => pair,
                 Err(error) => {
                     // Out of file descriptors and the like: say so once, wait, and keep serving.
+                    // Under descriptor pressure accepting flaps between working and failing
+                    // (each accepted connection takes the descriptor a closed one gave back),
+                    // so the warning is given at most once per ACCEPT_WARN_EVERY, not per flap.
                     if !failing {
-                        tracing::warn!(%error, "accepting connections fails; backing off until it works again");
+                        let now = std::time::Instant::now();
+                        if last_warning.is_none_or(|at| now.duration_since(at) >= ACCEPT_WARN_EVERY) {
+                            tracing::warn!(%error, "accepting connections fails; backing off until it works again");
+                            last_warning = Some(now);
+                        } else {
+                            tracing::debug!(%error, "accepting connections fails again");
+                        }
                         failing = true;
                     }
                     tokio::select! {

@@ -1,0 +1,255 @@
+//! The command line's protections, with real processes: the state directory's secret never
+//! goes to a node other than the one running on it, and a node out of file descriptors keeps
+//! serving afterwards without flooding its log.
+
+mod common;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::Serve;
+
+/// A fake node: answers every XML-RPC call with an empty array and keeps every request it got
+/// (head and body) for the test to look at.
+struct FakeNode {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeNode {
+    fn start() -> FakeNode {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let kept = requests.clone();
+        // The thread ends with the test process; every connection is served in turn.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Some(request) = answer(stream) {
+                    kept.lock().unwrap().push(request);
+                }
+            }
+        });
+        FakeNode { url, requests }
+    }
+
+    /// Everything received so far, as one text.
+    fn received(&self) -> String {
+        self.requests.lock().unwrap().join("\n----\n")
+    }
+}
+
+/// Reads one request (bounded by a read timeout), answers it, and gives it back.
+fn answer(mut stream: TcpStream) -> Option<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut got = Vec::new();
+    let body_start = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..body_start]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while got.len() < body_start + length.min(1 << 20) {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let body = "<?xml version=\"1.0\"?><methodResponse><params><param><value><array><data></data></array></value></param></params></methodResponse>";
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Waits (bounded) for a file to exist.
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} did not appear", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `shoal ARGS` with `env`, its standard input `stdin`.
+fn shoal_with(args: &[&str], env: &[(&str, &str)], stdin: &str) -> common::Output {
+    let mut command = common::shoal();
+    command.args(args).envs(env.iter().copied());
+    common::run(command, stdin)
+}
+
+#[test]
+fn the_state_directory_secret_is_never_sent_to_another_node() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, state) = (tmp.path().join("share"), tmp.path().join("state"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let secret = "local-secret-7d41c0ffee9b";
+    std::fs::write(state.join("secret"), secret).unwrap();
+    let own = Serve::start(&dir, &state, &[]);
+    wait_for_file(&state.join("node.url"));
+    let state_arg = state.to_str().unwrap();
+
+    // The control: the node on the state directory gets its secret (it shows the owner's view).
+    let out = shoal_with(&["downloads", "--json", "--state", state_arg], &[], "");
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+
+    let fake = FakeNode::start();
+    let out = shoal_with(&["downloads", "--node", &fake.url, "--state", state_arg], &[], "");
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let out = shoal_with(
+        &["shell", "--node", &fake.url, "--state", state_arg],
+        &[],
+        "downloads\nfetch x\ndownload http://127.0.0.1:9/x.bin\nexit\n",
+    );
+    let received = fake.received();
+    assert!(
+        received.contains("shoal.downloads"),
+        "the fake was not asked: {received}\n{}",
+        out.describe()
+    );
+    assert!(
+        !received.contains(secret),
+        "the state directory's secret went to another node:\n{received}"
+    );
+    // Nor does the shell print it.
+    assert!(
+        !out.stdout().contains(secret) && !out.stderr().contains(secret),
+        "{}",
+        out.describe()
+    );
+
+    // When the user gives a secret for that node, it is sent: they asked.
+    let given = FakeNode::start();
+    let out = shoal_with(
+        &["downloads", "--node", &given.url, "--state", state_arg],
+        &[("SHOAL_SECRET", "given-secret-55")],
+        "",
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let out = shoal_with(
+        &["shell", "--node", &given.url, "--state", state_arg],
+        &[("SHOAL_SECRET", "given-secret-55")],
+        "fetch x\nexit\n",
+    );
+    let received = given.received();
+    assert!(
+        received.contains("given-secret-55") && received.contains("<methodName>fetch</methodName>"),
+        "the given secret was not sent: {received}\n{}",
+        out.describe()
+    );
+    assert!(!received.contains(secret), "the state directory's secret went along:\n{received}");
+    drop(own);
+}
+
+/// The soft and hard descriptor limit a `shoal serve` runs with in the exhaustion test: its
+/// idle needs plus a few connections, below its connection cap (which is at least 16), so
+/// that accepting does run out of descriptors.
+const NOFILE: u32 = 26;
+
+/// A `list` call over a raw socket; true when it was answered.
+fn answers_list(url: &str) -> bool {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let Ok(mut stream) = TcpStream::connect(authority) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let body = "<?xml version=\"1.0\"?><methodCall><methodName>list</methodName><params></params></methodCall>";
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).contains("<methodResponse>")
+}
+
+const FAILS: &str = "accepting connections fails";
+
+#[test]
+fn a_node_out_of_descriptors_recovers_and_says_so_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, state) = (tmp.path().join("share"), tmp.path().join("state"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), b"alpha\n").unwrap();
+    // `ulimit -n` in sh sets the soft and the hard limit, so the node cannot raise it.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+        .arg(common::bin())
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .arg("--state")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--secret", "x"]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHOAL_") {
+            command.env_remove(key);
+        }
+    }
+    let node = common::Node::spawn(command, dir.clone(), state.clone());
+    let log = state.join("test-stderr.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers_list(&node.url) {
+        assert!(Instant::now() < deadline, "the node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let authority = node.url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let address = authority.parse().expect("a socket address");
+    let mut open = Vec::new();
+    for _ in 0..200 {
+        if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_millis(250)) {
+            open.push(stream);
+        }
+    }
+    // The node runs out of descriptors: it says so (once).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains(FAILS) {
+        assert!(
+            Instant::now() < deadline,
+            "the node never ran out of descriptors with {} connections open (limit {NOFILE}); raise the connection count or lower the limit",
+            open.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It stays starved for a while: a node that logged every failed accept (or retried without
+    // backing off) would write many lines meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(open);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers_list(&node.url) {
+        assert!(Instant::now() < deadline, "the node did not recover after the connections closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(node);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let fails = log.matches(FAILS).count();
+    assert!((1..=3).contains(&fails), "{fails} lines say accepting fails:\n{log}");
+}
