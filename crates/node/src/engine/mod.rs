@@ -574,7 +574,10 @@ impl Engine {
         let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
         // Every holder is asked for its size at once; the sizes are tried most claimed first
         // (after the job's own claims), so a few liars cannot crowd the true size out.
-        let heads = peers.iter().take(MAX_SIZE_PROBES).map(|peer| self.probe_sizes(std::slice::from_ref(peer), false));
+        let heads = peers
+            .iter()
+            .take(MAX_SIZE_PROBES)
+            .map(|peer| self.probe_sizes(std::slice::from_ref(peer), false));
         let mut counts: Vec<(u64, usize)> = Vec::new();
         for size in futures_util::future::join_all(heads).await.into_iter().flatten().flatten() {
             match counts.iter_mut().find(|(s, _)| *s == size) {
@@ -582,7 +585,7 @@ impl Engine {
                 None => counts.push((size, 1)),
             }
         }
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let mut candidates = claims;
         candidates.extend(counts.into_iter().map(|(size, _)| size));
         let mut tried = Vec::new();
