@@ -81,7 +81,7 @@ impl NodeOptions {
             guard: GuardOptions::default(),
             stall_timeout: Duration::from_secs(60),
             max_per_address: 64,
-            answer_budget: 64 << 20,
+            answer_budget: 32 << 20,
         }
     }
 }

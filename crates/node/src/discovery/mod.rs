@@ -29,7 +29,7 @@ use search::{MAX_HISTORY, SeenQueries};
 pub const MAX_FANOUT: usize = 32;
 /// Most calls to peers a node's searches have in flight together: a search that finds no slot
 /// free asks fewer peers rather than letting a crowd of searches hold thousands of connections.
-pub const MAX_ASKS_IN_FLIGHT: usize = 256;
+pub const MAX_ASKS_IN_FLIGHT: usize = 128;
 /// Most matches a merged search result holds.
 pub const MAX_MERGED: usize = 1024;
 /// Most holders a merged match keeps.

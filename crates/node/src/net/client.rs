@@ -252,7 +252,10 @@ async fn read_capped_within(
             limit,
         });
     }
-    let mut out = Vec::new();
+    // The chunks are kept as they came (no doubling buffer) and joined once at the end, so the
+    // memory held is the bytes counted against the budget.
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut len = 0usize;
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -260,15 +263,14 @@ async fn read_capped_within(
             url: url.to_string(),
             source,
         })?;
-        if out.len() + chunk.len() > limit {
+        if len + chunk.len() > limit {
             return Err(CallError::TooLarge {
                 url: url.to_string(),
                 limit,
             });
         }
         if let Some(budget) = budget {
-            let want =
-                ((out.len() + chunk.len()).div_ceil(1024) as u32).saturating_sub(held.as_ref().map_or(0, |p| p.num_permits() as u32));
+            let want = ((len + chunk.len()).div_ceil(1024) as u32).saturating_sub(held.as_ref().map_or(0, |p| p.num_permits() as u32));
             if want > 0 {
                 let more = budget
                     .clone()
@@ -280,6 +282,11 @@ async fn read_capped_within(
                 }
             }
         }
+        len += chunk.len();
+        chunks.push(chunk);
+    }
+    let mut out = Vec::with_capacity(len);
+    for chunk in chunks {
         out.extend_from_slice(&chunk);
     }
     drop(held);
