@@ -58,14 +58,19 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
     Ok((options, listen, layers))
 }
 
+/// Says that a secret on the command line is visible to every user of the machine.
+pub fn warn_secret_flag() {
+    eprintln!(
+        "warning: a secret given with --secret is visible to every user of this machine (ps shows command lines); \
+         use SHOAL_SECRET, `secret = ...` in the state directory's config.toml, or let the node keep one in its state directory"
+    );
+}
+
 /// Starts a node from the node flags, printing where it listens.
 pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Option<String>) -> anyhow::Result<Node> {
     let (mut options, listen, layers) = node_options(args)?;
     if secret.is_some() {
-        eprintln!(
-            "warning: a secret given with --secret is visible to every user of this machine (ps shows command lines); \
-             use SHOAL_SECRET, `secret = ...` in the state directory's config.toml, or let the node keep one in its state directory"
-        );
+        warn_secret_flag();
         options.secret = secret;
     }
     options.max_upload_rate = rate(&layers, "max_upload_rate", max_upload_rate)?;

@@ -263,6 +263,7 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
         Some(url) => {
             let mut remote = Remote::find(Some(url.as_str()), args.node.state.as_deref())?;
             if args.secret.is_some() {
+                crate::serve::warn_secret_flag();
                 remote.secret = args.secret.clone();
             }
             (remote, None)
