@@ -21,7 +21,7 @@ use shoal_node::proto::faults::{ACCESS_DENIED, BAD_CALL, DOWNLOAD_FAILED, EXISTS
 use shoal_xmlrpc::{Fault, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use util::{SECRET, TestNode, s, strings};
+use util::{SECRET, TestNode, s, strings, try_list};
 
 /// The longest any single step may take before the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(20);
@@ -786,20 +786,6 @@ async fn many_idle_connections_do_not_stop_the_node() {
     assert_eq!((got.status, got.body.as_slice()), (200, A_TXT), "a file with 300 idle connections");
     drop(idle);
     f.assert_intact("after 300 idle connections closed").await;
-}
-
-/// A `list()` over a fresh connection; `None` when the node closed it or failed.
-async fn try_list(url: &str) -> Option<Value> {
-    let body = shoal_xmlrpc::encode_call("list", &[]);
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "text/xml")
-        .body(body)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    shoal_xmlrpc::decode_response(&response.bytes().await.ok()?).ok()?.ok()
 }
 
 #[tokio::test]

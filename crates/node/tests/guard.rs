@@ -24,7 +24,7 @@ use shoal_node::proto::faults::{ACCESS_DENIED, BUSY};
 use shoal_xmlrpc::{Fault, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use util::{SECRET, TestNode, s, strings};
+use util::{SECRET, TestNode, s, strings, try_list};
 
 /// The longest any single step may take before the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(30);
@@ -643,20 +643,6 @@ async fn a_full_table_evicts_learnt_peers_never_configured_ones() {
 
 // ---------------------------------------------------------------------------------------------
 // 8. Clients that ask for a large file and never read.
-
-/// A `list()` over a fresh connection; `None` when the node closed it or failed.
-async fn try_list(url: &str) -> Option<Value> {
-    let body = shoal_xmlrpc::encode_call("list", &[]);
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "text/xml")
-        .body(body)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    shoal_xmlrpc::decode_response(&response.bytes().await.ok()?).ok()?.ok()
-}
 
 #[tokio::test]
 async fn readers_that_never_read_lose_their_slots() {

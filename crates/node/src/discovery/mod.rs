@@ -315,19 +315,34 @@ impl Flood {
         live
     }
 
+    /// Starts one ask per peer, each holding one of the slots for calls in flight; when the
+    /// slots run out, the rest of the peers are not asked. Dropping the set aborts the asks.
+    fn spawn_asks<T, F, Fut>(self: &Arc<Self>, peers: Vec<(String, PeerKind)>, ask: F) -> JoinSet<T>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Flood>, String, PeerKind) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let mut asks = JoinSet::new();
+        for (peer, kind) in peers {
+            let Ok(slot) = self.asks.clone().try_acquire_owned() else { break };
+            let work = ask(self.clone(), peer, kind);
+            asks.spawn(async move {
+                let _slot = slot;
+                work.await
+            });
+        }
+        asks
+    }
+
     /// Asks the peers where `name` is; the first hit wins.
     pub async fn forward_locate(self: &Arc<Self>, name: &SafeName, route: Route) -> Option<Hit> {
         let Hop { next, exclude, deadline } = route.next_hop(self.me())?;
-        let mut asks = JoinSet::new();
-        for (peer, kind) in self.fanout(&exclude, true) {
-            let Ok(slot) = self.asks.clone().try_acquire_owned() else { break };
-            let flood = self.clone();
-            let (name, next) = (name.to_string(), next.clone());
-            asks.spawn(async move {
-                let _slot = slot;
-                flood.ask_locate(&peer, kind, &name, next).await
-            });
-        }
+        let name = name.to_string();
+        let mut asks = self.spawn_asks(self.fanout(&exclude, true), move |flood, peer, kind| {
+            let (name, next) = (name.clone(), next.clone());
+            async move { flood.ask_locate(&peer, kind, &name, next).await }
+        });
         loop {
             // A node that is shutting down answers what it has at once instead of waiting on others.
             let next = tokio::select! {
@@ -411,16 +426,11 @@ impl Flood {
         let Some(Hop { next, exclude, deadline }) = route.next_hop(self.me()) else {
             return;
         };
-        let mut asks = JoinSet::new();
-        for (peer, _) in self.fanout(&exclude, false) {
-            let Ok(slot) = self.asks.clone().try_acquire_owned() else { break };
-            let flood = self.clone();
-            let (pattern, next) = (pattern.to_string(), next.clone());
-            asks.spawn(async move {
-                let _slot = slot;
-                flood.ask_search(&peer, &pattern, next).await
-            });
-        }
+        let pattern = pattern.to_string();
+        let mut asks = self.spawn_asks(self.fanout(&exclude, false), move |flood, peer, _| {
+            let (pattern, next) = (pattern.clone(), next.clone());
+            async move { flood.ask_search(&peer, &pattern, next).await }
+        });
         loop {
             let joined = tokio::select! {
                 () = self.stopping.cancelled() => break,

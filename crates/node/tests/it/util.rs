@@ -104,6 +104,20 @@ pub async fn call(url: &str, method: &str, params: Vec<Value>) -> Result<Value, 
     shoal_xmlrpc::decode_response(&bytes).expect("a valid XML-RPC response")
 }
 
+/// A `list()` over a fresh connection; `None` when the node closed it or failed.
+pub async fn try_list(url: &str) -> Option<Value> {
+    let body = shoal_xmlrpc::encode_call("list", &[]);
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "text/xml")
+        .body(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    shoal_xmlrpc::decode_response(&response.bytes().await.ok()?).ok()?.ok()
+}
+
 /// `n` nodes in a full mesh (each knows every other).
 pub async fn mesh(n: usize) -> Vec<TestNode> {
     let mut nodes = Vec::new();
