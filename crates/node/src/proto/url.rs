@@ -30,6 +30,11 @@ pub fn normalize(raw: &str) -> Result<String, UrlError> {
         return Err(UrlError::TooLong);
     }
     let url = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
+    spell(&url, raw)
+}
+
+/// The canonical spelling of a parsed URL (see [`normalize`]).
+fn spell(url: &url::Url, raw: &str) -> Result<String, UrlError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(UrlError::Scheme(short(raw)));
     }
@@ -50,16 +55,18 @@ pub fn normalize(raw: &str) -> Result<String, UrlError> {
 /// Only the protocol's own paths are ever appended to it (`/content/<id>`, `/outboard/<id>`),
 /// so a peer cannot point this node at an arbitrary path of another server.
 pub fn holder(raw: &str) -> Result<String, UrlError> {
+    if raw.len() > crate::proto::limits::MAX_URL_BYTES {
+        return Err(UrlError::TooLong);
+    }
     let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
     if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(UrlError::Extra(short(raw)));
     }
-    let url = normalize(raw)?;
     let path = parsed.path().trim_end_matches('/');
     if path.len() > 64 || !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b)) {
         return Err(UrlError::Path(short(raw)));
     }
-    Ok(url)
+    spell(&parsed, raw)
 }
 
 /// `host:port` of a normalised URL: the key under which holders and peers are deduplicated.
