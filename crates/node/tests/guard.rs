@@ -773,3 +773,73 @@ async fn query_never_follows_a_directory_swapped_for_a_symlink() {
         "{leaks} of 2000 queries answered with the file outside ({served} inside, {swaps} swaps)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. Addresses a stranger may name but the node never contacts.
+
+#[tokio::test]
+async fn metadata_link_local_and_unspecified_addresses_are_never_contacted() {
+    let node = TestNode::start().await;
+    let forbidden = [
+        "http://169.254.169.254/",
+        "http://169.254.169.254:80/RPC2",
+        "http://[::ffff:169.254.169.254]:80",
+        "http://[fe80::1]:8080",
+        "http://0.0.0.0:9",
+        "http://224.0.0.1:80",
+        "http://255.255.255.255:80",
+    ];
+    for url in forbidden {
+        let answer = node.call("hello", vec![s(url)]).await;
+        assert!(answer.is_err(), "hello({url}) was accepted: {answer:?}");
+        let table = peer_urls(&node.url).await;
+        assert!(!knows(&table, url), "{url} joined the table: {table:?}");
+    }
+    // A search that names such a holder does not make the node fetch from it either: the
+    // fetch of a located file to a forbidden holder fails without a connection.
+    let client = shoal_node::net::Client::with_options(shoal_node::net::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        policy: shoal_node::net::Policy::for_node(Some("127.0.0.1".parse().unwrap())),
+        budget: 1 << 20,
+    });
+    for url in forbidden {
+        let parsed = reqwest::Url::parse(url).unwrap();
+        assert!(
+            client.request(reqwest::Method::GET, &parsed, shoal_node::net::Trust::Peer).is_err(),
+            "{url} is refused before any connection"
+        );
+        assert!(
+            client
+                .request(reqwest::Method::GET, &parsed, shoal_node::net::Trust::Owner)
+                .is_err(),
+            "{url} is refused even for the owner"
+        );
+    }
+    // Loopback stays reachable for a node on loopback (tests, one machine), and the policy of a
+    // node with a public URL refuses it.
+    let loopback = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+    assert!(
+        client
+            .request(reqwest::Method::GET, &loopback, shoal_node::net::Trust::Peer)
+            .is_ok()
+    );
+    let public = shoal_node::net::Client::with_options(shoal_node::net::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        policy: shoal_node::net::Policy::for_node(Some("8.8.8.8".parse().unwrap())),
+        budget: 1 << 20,
+    });
+    assert!(
+        public
+            .request(reqwest::Method::GET, &loopback, shoal_node::net::Trust::Peer)
+            .is_err()
+    );
+    assert!(
+        public
+            .request(
+                reqwest::Method::GET,
+                &reqwest::Url::parse("http://10.0.0.1/").unwrap(),
+                shoal_node::net::Trust::Peer
+            )
+            .is_err()
+    );
+}
