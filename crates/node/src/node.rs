@@ -206,6 +206,7 @@ impl Node {
             crate::http::ServeOptions {
                 max_connections,
                 max_per_address: options.max_per_address,
+                loopback_exempt: options.guard.loopback_exempt,
                 header_timeout: options.request_timeout,
                 stall_timeout: options.stall_timeout,
             },

@@ -50,7 +50,8 @@ pub struct NodeOptions {
     pub guard: GuardOptions,
     /// A connection whose reads or writes make no progress for this long is dropped.
     pub stall_timeout: Duration,
-    /// Most connections at once from one address not on loopback.
+    /// Most connections at once from one address (not on loopback while
+    /// `guard.loopback_exempt` holds).
     pub max_per_address: usize,
     /// Bytes of peers' answers that may be in flight at once (all searches together).
     pub answer_budget: usize,
@@ -96,7 +97,7 @@ pub struct GuardOptions {
     pub hellos_per_minute: u32,
     /// Wrong secrets per minute per caller before every secret from it is refused for a while.
     pub wrong_secrets_per_minute: u32,
-    /// Loopback callers skip the search and hello limits.
+    /// Loopback callers skip the search and hello limits and the per-address connection cap.
     pub loopback_exempt: bool,
 }
 

@@ -843,3 +843,69 @@ async fn metadata_link_local_and_unspecified_addresses_are_never_contacted() {
             .is_err()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. One address cannot hold every connection.
+
+/// A raw connection from `from` to the node at `addr`.
+async fn connect_from(from: Ipv4Addr, addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(std::net::SocketAddr::new(IpAddr::V4(from), 0))
+        .expect("bind the caller's address");
+    bounded("connect", socket.connect(addr.parse().expect("an address")))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn one_address_gets_a_bounded_share_of_the_connections() {
+    let node = TestNode::start_with(|o| {
+        o.max_per_address = 2;
+        o.guard.loopback_exempt = false;
+    })
+    .await;
+    let addr = addr_of(&node.url);
+    let crowd = Ipv4Addr::new(127, 0, 2, 1);
+    // Two idle connections from one address take its share; a third is closed unanswered.
+    let first = connect_from(crowd, &addr).await;
+    let second = connect_from(crowd, &addr).await;
+    let mut third = connect_from(crowd, &addr).await;
+    third
+        .write_all(format!("GET /files/none HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok();
+    let mut got = Vec::new();
+    let _ = bounded("the third connection", third.read_to_end(&mut got)).await;
+    assert!(
+        got.is_empty(),
+        "a connection over the address's share was answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Another address is served meanwhile.
+    let other = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 2)));
+    assert!(
+        call_with(&other, &node.url, "list", vec![]).await.is_ok(),
+        "another caller is served"
+    );
+    // Once the crowd lets go, its address is served again.
+    drop((first, second));
+    let crowd_client = client_from(IpAddr::V4(crowd));
+    bounded("the crowd's address is served again", async {
+        let mut retry = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            retry.tick().await;
+            let body = shoal_xmlrpc::encode_call("list", &[]);
+            let sent = crowd_client
+                .post(&node.url)
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await;
+            if sent.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -42,8 +42,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct ServeOptions {
     /// Most connections at once.
     pub max_connections: usize,
-    /// Most connections at once from one address not on loopback.
+    /// Most connections at once from one address.
     pub max_per_address: usize,
+    /// Loopback callers (the owner's machine) skip the per-address cap.
+    pub loopback_exempt: bool,
     /// Time a client may take to send a request's headers.
     pub header_timeout: Duration,
     /// A connection whose reads or writes make no progress for this long is dropped (an idle
@@ -149,7 +151,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             tracing::debug!(%peer, "connection limit reached; closing a new connection");
             continue;
         };
-        let address_slot = if peer.ip().is_loopback() {
+        let address_slot = if options.loopback_exempt && peer.ip().is_loopback() {
             None
         } else {
             match per_address.take(peer.ip(), options.max_per_address) {
