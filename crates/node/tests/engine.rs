@@ -23,7 +23,7 @@ use shoal_node::engine::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use util::{SECRET, TestNode, s};
+use util::{SECRET, TestNode, random_bytes, s};
 
 use fault::{FaultServer, Mode};
 
@@ -276,21 +276,6 @@ mod fault {
             Some((Ok(chunk), c))
         })
     }
-}
-
-/// Pseudo-random bytes (splitmix64), different for each seed, with no repeating pieces.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn content_id(data: &[u8]) -> ContentId {

@@ -509,11 +509,7 @@ impl Flood {
             .call(&url, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
             .await;
         match probe {
-            Ok(_) | Err(CallError::Fault { .. }) => {
-                let url_for_store = url.clone();
-                let peers = &self.peers;
-                peers.add_learnt(&url_for_store).map(|(_, added)| added)
-            }
+            Ok(_) | Err(CallError::Fault { .. }) => self.peers.add_learnt(&url).map(|(_, added)| added),
             Err(error) => {
                 tracing::debug!(%url, %error, "a peer we were told of did not answer as a node");
                 Err(peers::PeerError::NotANode(url))

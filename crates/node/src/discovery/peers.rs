@@ -186,20 +186,25 @@ impl Peers {
         if self.me.is_me(&url) {
             return Err(PeerError::IsSelf(url));
         }
-        let added = {
+        // A peer already known on this host:port keeps its entry (and kind); it becomes the
+        // owner's, which is stored only when that changed.
+        let (url, kind, changed, added) = {
             let mut table = self.lock();
-            if let Some(known) = find_host_port(&table, &url) {
-                let known = known.to_string();
-                if let Some(state) = table.get_mut(&known) {
-                    state.learnt = false;
+            let known = find_host_port(&table, &url).map(str::to_string);
+            match known.and_then(|known| table.get_mut(&known).map(|state| (known, state))) {
+                Some((known, state)) => {
+                    let changed = std::mem::replace(&mut state.learnt, false);
+                    (known, state.kind, changed, false)
                 }
-                false
-            } else {
-                table.insert(url.clone(), PeerState::new(PeerKind::Unknown, false));
-                true
+                None => {
+                    table.insert(url.clone(), PeerState::new(PeerKind::Unknown, false));
+                    (url, PeerKind::Unknown, true, true)
+                }
             }
         };
-        self.save(&url, Some(PeerKind::Unknown))?;
+        if changed {
+            self.save(&url, Some(kind))?;
+        }
         Ok((url, added))
     }
 
@@ -493,6 +498,11 @@ mod tests {
         assert!(matches!(peers.add_learnt("http://10.0.0.3:1"), Err(PeerError::Crowded)), "per /24");
         assert!(peers.add_learnt("http://10.0.1.3:1").unwrap().1, "another /24");
         assert!(peers.add("http://10.0.0.9:1").unwrap().1, "the owner's peers are not limited");
+        // The owner naming a learnt peer in another spelling keeps its entry and makes it his.
+        let before = peers.list().len();
+        assert_eq!(peers.add("http://10.0.0.1:1/RPC2").unwrap(), ("http://10.0.0.1:1".into(), false));
+        assert_eq!(peers.list().len(), before);
+        assert!(peers.list().iter().any(|p| p.url == "http://10.0.0.1:1" && !p.learnt));
         assert!(matches!(peers.add_learnt("http://u:p@10.9.9.9:1"), Err(PeerError::Url(_))));
     }
 

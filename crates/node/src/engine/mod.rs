@@ -436,11 +436,9 @@ impl Engine {
         &self.options
     }
 
-    /// Learns the size of the file from the first source that answers a HEAD request, or every
-    /// source's claim with `all` (the candidates a verified download checks).
-    async fn probe_sizes(&self, sources: &[&Source], all: bool) -> Result<Vec<u64>, String> {
+    /// The size the first of `sources` to answer a HEAD request claims.
+    async fn probe_size(&self, sources: &[&Source]) -> Result<u64, String> {
         let mut last = String::from("no source answered");
-        let mut sizes = Vec::new();
         for source in sources {
             let request = match self.net.request(reqwest::Method::HEAD, &source.url, source.trust) {
                 Ok(request) => request.timeout(self.options.stall_timeout),
@@ -455,14 +453,7 @@ impl Engine {
                     .get(reqwest::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 {
-                    Some(len) if len <= MAX_SIZE => {
-                        if !sizes.contains(&len) {
-                            sizes.push(len);
-                        }
-                        if !all {
-                            break;
-                        }
-                    }
+                    Some(len) if len <= MAX_SIZE => return Ok(len),
                     Some(_) => last = format!("{} claims a size over {MAX_SIZE} bytes", source.url),
                     None => last = format!("{} sent no Content-Length", source.url),
                 },
@@ -470,7 +461,7 @@ impl Engine {
                 Err(e) => last = format!("{}: {e}", source.url),
             }
         }
-        if sizes.is_empty() { Err(last) } else { Ok(sizes) }
+        Err(last)
     }
 
     /// Fetches the verification data for a claimed `size` from the first peer that has it,
@@ -558,7 +549,8 @@ impl Engine {
                 continue;
             }
             let want = (range.end - range.start) as usize;
-            let Ok(body) = self.net.read_capped(response, source.url.as_str(), want).await else {
+            // A download's own reads do not draw on the budget of peers' answers (searches).
+            let Ok(body) = crate::net::client::read_body(response, source.url.as_str(), want).await else {
                 continue;
             };
             if hashes.verify(last, &body) {
@@ -577,9 +569,9 @@ impl Engine {
         let heads = peers
             .iter()
             .take(MAX_SIZE_PROBES)
-            .map(|peer| self.probe_sizes(std::slice::from_ref(peer), false));
+            .map(|peer| self.probe_size(std::slice::from_ref(peer)));
         let mut counts: Vec<(u64, usize)> = Vec::new();
-        for size in futures_util::future::join_all(heads).await.into_iter().flatten().flatten() {
+        for size in futures_util::future::join_all(heads).await.into_iter().flatten() {
             match counts.iter_mut().find(|(s, _)| *s == size) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((size, 1)),
@@ -671,10 +663,10 @@ impl Engine {
                     Some((size, hashes, outboard)) => (size, Some(hashes), Some(outboard)),
                     None if sources.iter().any(|s| s.kind == "mirror") => {
                         let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == "mirror").collect();
-                        let size = self.probe_sizes(&mirrors, false).await.map_err(|reason| EngineError::Size {
+                        let size = self.probe_size(&mirrors).await.map_err(|reason| EngineError::Size {
                             name: job.name.clone(),
                             reason,
-                        })?[0];
+                        })?;
                         (size, None, None)
                     }
                     None => {
@@ -689,10 +681,10 @@ impl Engine {
                 let all: Vec<&Source> = sources.iter().collect();
                 let size = match job.size {
                     Some(size) if size <= MAX_SIZE => size,
-                    _ => self.probe_sizes(&all, false).await.map_err(|reason| EngineError::Size {
+                    _ => self.probe_size(&all).await.map_err(|reason| EngineError::Size {
                         name: job.name.clone(),
                         reason,
-                    })?[0],
+                    })?,
                 };
                 (size, None, None)
             }

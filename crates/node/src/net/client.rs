@@ -238,6 +238,12 @@ impl Client {
     }
 }
 
+/// Reads a response body, refusing it once it passes `limit` bytes (no shared budget: for a
+/// download's own bounded reads).
+pub async fn read_body(response: reqwest::Response, url: &str, limit: usize) -> Result<Vec<u8>, CallError> {
+    read_capped_within(response, url, limit, None).await
+}
+
 /// Reads a response body, refusing it once it passes `limit` bytes or, with a budget, once the
 /// budget's permits (KiB) run out; the permits are held while the body is read.
 async fn read_capped_within(

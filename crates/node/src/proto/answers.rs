@@ -78,7 +78,10 @@ impl LocateAnswer {
             None => None,
             Some(value) => {
                 let bytes = shoal_xmlrpc::content_bytes(value.clone())?;
-                (bytes.len() as u64 == size && size <= max_content).then_some(bytes)?.into()
+                if bytes.len() as u64 != size || size > max_content {
+                    return None;
+                }
+                Some(bytes)
             }
         };
         let id = match text(&fields, "id") {

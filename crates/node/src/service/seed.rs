@@ -1,9 +1,9 @@
 //! Files from seed nodes: content that came inline from a seed node's `query` (bounded by the
 //! XML-RPC content limit), placed into the share; and small verified reads by content id.
 //!
-//! Whatever the source, the bytes go to a hidden partial file beside the target (the index skips
-//! hidden files), are checked, synced, and only then linked under the final name with a call that
-//! fails if the name exists: nothing is overwritten and no partial file ever has the final name.
+//! Inline content goes to a hidden partial file created beneath the share root (the index skips
+//! hidden files), is synced, and only then linked under the final name with a call that fails if
+//! the name exists: nothing is overwritten and no partial file ever has the final name.
 
 use shoal_index::{ContentId, SafeName};
 
