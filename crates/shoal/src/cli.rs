@@ -29,7 +29,7 @@ pub enum Command {
     /// Download a file from peers and HTTP mirrors at once, every piece verified; run the same
     /// command again to resume.
     #[command(
-        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)"
+        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'"
     )]
     Get(GetArgs),
     /// Start a node and open a prompt (the seed's client), or attach to a running node.
@@ -109,6 +109,9 @@ pub struct NodeArgs {
     /// A directory the owner's downloads (shoal.download, fetch) may write into besides the share.
     #[arg(long, value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
+    /// Also trust the certificate authorities in this PEM file for https mirrors (repeatable).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -125,9 +128,11 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// File names, content ids (64 hex characters) or http URLs of mirrors, mixed freely (https is not supported yet).
+    /// File names, content ids (64 hex characters) or http/https URLs of mirrors, mixed freely.
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Where to save: a file path, or an existing directory [default: the current directory].
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -158,6 +163,18 @@ pub struct GetArgs {
     /// The state directory (peer table, resume records).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+}
+
+/// How requests to the URLs a user gives are made.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WebArgs {
+    /// Also trust the certificate authorities in this PEM file for https (repeatable; the
+    /// platform's roots, SSL_CERT_FILE and SSL_CERT_DIR stay trusted). Verification cannot be turned off.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Send this header to the mirrors, e.g. 'Authorization: Bearer TOKEN' (repeatable; never sent to peers).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
 }
 
 #[derive(Args, Debug)]

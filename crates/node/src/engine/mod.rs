@@ -457,8 +457,20 @@ impl Engine {
                     Some(_) => last = format!("{} claims a size over {MAX_SIZE} bytes", source.url),
                     None => last = format!("{} sent no Content-Length", source.url),
                 },
-                Ok(r) => last = format!("{} answered HTTP {}", source.url, r.status()),
-                Err(e) => last = format!("{}: {e}", source.url),
+                Ok(r) => {
+                    last = format!(
+                        "{} answered HTTP {}",
+                        crate::proto::url::without_credentials(source.url.as_str()),
+                        r.status()
+                    )
+                }
+                Err(e) => {
+                    last = format!(
+                        "{}: {}",
+                        crate::proto::url::without_credentials(source.url.as_str()),
+                        crate::net::describe(&e)
+                    )
+                }
             }
         }
         Err(last)
@@ -617,8 +629,7 @@ impl Engine {
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                    // No TLS in this build: https mirrors are refused when targets are resolved.
-                    Ok(url) if url.scheme() == "http" => (url, "mirror", Trust::Owner),
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror", Trust::Owner),
                     _ => return,
                 },
             };
@@ -810,7 +821,7 @@ impl Engine {
         let mut workers = JoinSet::new();
         let spawn = |workers: &mut JoinSet<()>, source: Source| {
             progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(SourceStat {
-                url: source.url.to_string(),
+                url: crate::proto::url::without_credentials(source.url.as_str()),
                 kind: source.kind,
                 state: SourceState::Connecting,
                 bytes: 0,
@@ -1020,7 +1031,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                     s.state = SourceState::Banned;
                     s.last_error = Some(reason.clone());
                 });
-                tracing::warn!(source = %source.url, %reason, "source cannot serve this file");
+                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source cannot serve this file");
                 return;
             }
             Err(RunError::Bad(index)) => {
@@ -1034,7 +1045,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                         s.state = SourceState::Banned;
                     }
                 });
-                tracing::warn!(source = %source.url, index, "a piece failed verification");
+                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), index, "a piece failed verification");
                 if banned {
                     return;
                 }
@@ -1046,7 +1057,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                     s.failures = failures;
                     s.last_error = Some(reason.clone());
                 });
-                tracing::debug!(source = %source.url, %reason, "source failed; retrying later");
+                tracing::debug!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source failed; retrying later");
                 let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                 if waited >= ctx.options.give_up_after {
                     return;
@@ -1081,7 +1092,11 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
         () = ctx.cancel.cancelled() => return Ok(0),
         sent = tokio::time::timeout(ctx.options.stall_timeout, request.send()) => match sent {
             Err(_) => return Err(RunError::Source(format!("no answer within {:?}", ctx.options.stall_timeout))),
-            Ok(Err(e)) => return Err(RunError::Source(format!("request failed: {e}"))),
+            // A certificate that is not trusted stays so: the source is dropped, not retried.
+            Ok(Err(e)) => match crate::net::tls_failure(&e) {
+                Some(tls) => return Err(RunError::Unusable(tls)),
+                None => return Err(RunError::Source(format!("request failed: {}", crate::net::describe(&e)))),
+            },
             Ok(Ok(response)) => response,
         },
     };
@@ -1182,7 +1197,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
             next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => match next {
                 Err(_) => return Err(RunError::Source(format!("stalled: no data for {:?}", ctx.options.stall_timeout))),
                 Ok(None) => return Err(RunError::Source("closed the connection early".into())),
-                Ok(Some(Err(e))) => return Err(RunError::Source(format!("read failed: {e}"))),
+                Ok(Some(Err(e))) => return Err(RunError::Source(format!("read failed: {}", crate::net::describe(&e)))),
                 Ok(Some(Ok(chunk))) => chunk,
             },
         };
