@@ -288,3 +288,22 @@ fn a_node_started_with_ca_cert_downloads_https_mirrors_handed_to_it() {
     assert!(!status.success() && stderr.contains("cannot be handed"), "{stderr}");
     drop(node);
 }
+
+#[test]
+fn a_mirror_that_refuses_head_is_sized_by_a_one_byte_range() {
+    let data = random_bytes(2 * MIB + 77, 76);
+    let root = site("s.bin", &data);
+    // Like a presigned URL that is valid for GET only.
+    let nginx = Nginx::start(NginxConfig {
+        root: root.path().into(),
+        server: "if ($request_method = HEAD) { return 403; }".into(),
+        ..Default::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("s.bin");
+    let (status, _, stderr) = get(&[&format!("{}/s.bin", nginx.url())], &target, &[]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    let log = nginx.stop();
+    assert!(log.contains(" 206 GET \"bytes=0-0\" "), "{log}");
+}

@@ -436,44 +436,69 @@ impl Engine {
         &self.options
     }
 
-    /// The size the first of `sources` to answer a HEAD request claims.
+    /// The size the first of `sources` to answer claims: from `HEAD`, or, for a server that
+    /// refuses `HEAD` or leaves out the length (presigned URLs, dynamic pages), from the total
+    /// in the `Content-Range` of a one-byte `GET`.
     async fn probe_size(&self, sources: &[&Source]) -> Result<u64, String> {
         let mut last = String::from("no source answered");
         for source in sources {
-            let request = match self.net.request(reqwest::Method::HEAD, &source.url, source.trust) {
-                Ok(request) => request.timeout(self.options.stall_timeout),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            match request.send().await {
-                Ok(r) if r.status().is_success() => match r
-                    .headers()
-                    .get(reqwest::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                {
-                    Some(len) if len <= MAX_SIZE => return Ok(len),
-                    Some(_) => last = format!("{} claims a size over {MAX_SIZE} bytes", source.url),
-                    None => last = format!("{} sent no Content-Length", source.url),
-                },
-                Ok(r) => {
-                    last = format!(
-                        "{} answered HTTP {}",
-                        crate::proto::url::without_credentials(source.url.as_str()),
-                        r.status()
-                    )
-                }
-                Err(e) => {
-                    last = format!(
-                        "{}: {}",
-                        crate::proto::url::without_credentials(source.url.as_str()),
-                        crate::net::describe(&e)
-                    )
-                }
+            let shown = crate::proto::url::without_credentials(source.url.as_str());
+            match self.head_size(source).await {
+                Ok(size) => return Ok(size),
+                Err(reason) => last = format!("{shown}: {reason}"),
+            }
+            match self.range_size(source).await {
+                Ok(size) => return Ok(size),
+                Err(reason) => tracing::debug!(source = %shown, %reason, "no size from a one-byte range either"),
             }
         }
         Err(last)
+    }
+
+    async fn head_size(&self, source: &Source) -> Result<u64, String> {
+        let request = self
+            .net
+            .request(reqwest::Method::HEAD, &source.url, source.trust)
+            .map_err(|e| e.to_string())?
+            .timeout(self.options.stall_timeout);
+        let response = request.send().await.map_err(|e| crate::net::describe(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("answered HTTP {}", response.status()));
+        }
+        match response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            Some(len) if len <= MAX_SIZE => Ok(len),
+            Some(_) => Err(format!("claims a size over {MAX_SIZE} bytes")),
+            None => Err("sent no Content-Length".into()),
+        }
+    }
+
+    async fn range_size(&self, source: &Source) -> Result<u64, String> {
+        let request = self
+            .net
+            .request(reqwest::Method::GET, &source.url, source.trust)
+            .map_err(|e| e.to_string())?
+            .header(reqwest::header::RANGE, "bytes=0-0")
+            .timeout(self.options.stall_timeout);
+        let response = request.send().await.map_err(|e| crate::net::describe(&e))?;
+        if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(format!("answered HTTP {} to a range request", response.status()));
+        }
+        // `bytes 0-0/TOTAL`; the body (one byte) is dropped with the response.
+        let total = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes 0-0/"))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or("sent no usable Content-Range")?;
+        if total > MAX_SIZE {
+            return Err(format!("claims a size over {MAX_SIZE} bytes"));
+        }
+        Ok(total)
     }
 
     /// Fetches the verification data for a claimed `size` from the first peer that has it,
