@@ -423,6 +423,12 @@ impl Flood {
 
     /// Forwards a pattern search to the peers and merges what they answer into `merged`.
     pub async fn forward_search(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged) {
+        self.forward_search_each(pattern, route, merged, |_| {}).await
+    }
+
+    /// [`Flood::forward_search`], calling `each` with every peer's answer as it arrives (a live
+    /// view of the results).
+    pub async fn forward_search_each(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged, mut each: impl FnMut(&[Match])) {
         let Some(Hop { next, exclude, deadline }) = route.next_hop(self.me()) else {
             return;
         };
@@ -439,7 +445,11 @@ impl Flood {
                     Ok(None) | Err(_) => break,
                 },
             };
-            for found in joined.unwrap_or_default() {
+            let found = joined.unwrap_or_default();
+            if !found.is_empty() {
+                each(&found);
+            }
+            for found in found {
                 merged.add(found);
             }
         }

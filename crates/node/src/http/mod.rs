@@ -13,6 +13,7 @@
 pub mod content;
 pub mod faults;
 pub mod guard;
+pub mod json;
 pub mod range;
 pub mod rpc;
 mod stall;
@@ -61,6 +62,8 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .route("/content/{id}", get(content::by_id))
         .route("/files/{*name}", get(content::by_name))
         .route("/outboard/{id}", get(content::outboard))
+        .merge(json::routes())
+        .layer(axum::Extension(Arc::new(json::Sessions::default())))
         .layer(axum::middleware::from_fn(guard::browser))
         .layer(axum::Extension(guard))
         .with_state(api)
