@@ -17,6 +17,7 @@ pub mod json;
 pub mod range;
 pub mod rpc;
 mod stall;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -63,6 +64,7 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .route("/files/{*name}", get(content::by_name))
         .route("/outboard/{id}", get(content::outboard))
         .merge(json::routes())
+        .merge(web::routes())
         .layer(axum::Extension(Arc::new(json::Sessions::default())))
         .layer(axum::middleware::from_fn(guard::browser))
         .layer(axum::Extension(guard))
