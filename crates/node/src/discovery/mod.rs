@@ -359,6 +359,7 @@ impl Flood {
 
     /// Asks one peer where `name` is, in the protocol it speaks.
     async fn ask_locate(&self, peer: &str, kind: PeerKind, name: &str, route: Route) -> Option<Hit> {
+        self.client.metrics().searches_out.inc();
         let content_limit = (self.options.max_content as usize).saturating_mul(4) / 3 + LOCATE_ANSWER_BYTES;
         if kind != PeerKind::Seed {
             let params = [
@@ -456,6 +457,7 @@ impl Flood {
     }
 
     async fn ask_search(&self, peer: &str, pattern: &str, route: Route) -> Vec<Match> {
+        self.client.metrics().searches_out.inc();
         let params = [
             Value::String(pattern.to_string()),
             Value::String(route.query_id.clone()),

@@ -14,6 +14,7 @@ pub mod content;
 pub mod faults;
 pub mod guard;
 pub mod json;
+pub mod metrics;
 pub mod range;
 pub mod rpc;
 mod stall;
@@ -65,6 +66,8 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .route("/outboard/{id}", get(content::outboard))
         .merge(json::routes())
         .merge(web::routes())
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), metrics::timed))
         .layer(axum::Extension(Arc::new(json::Sessions::default())))
         .layer(axum::middleware::from_fn(guard::browser))
         .layer(axum::Extension(guard))

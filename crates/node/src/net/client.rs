@@ -10,7 +10,6 @@
 //! messages it sends, which the search benchmark reports.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -189,7 +188,7 @@ pub struct Client {
     owner: reqwest::Client,
     policy: Policy,
     budget: Arc<Semaphore>,
-    sent: Arc<AtomicU64>,
+    metrics: super::metrics::Metrics,
 }
 
 /// Builds one reqwest client. TLS is rustls; the roots are the platform's (which honours
@@ -260,7 +259,7 @@ impl Client {
             owner: build(&options, Policy::OWNER, owner_redirects, options.owner_headers.clone(), true),
             policy: options.policy,
             budget: Arc::new(Semaphore::new((options.budget / 1024).clamp(1, Semaphore::MAX_PERMITS))),
-            sent: Arc::default(),
+            metrics: super::metrics::Metrics::default(),
         }
     }
 
@@ -299,7 +298,12 @@ impl Client {
 
     /// How many requests this client has sent.
     pub fn messages_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        self.metrics.messages_sent.get()
+    }
+
+    /// The node's counters (shared by every clone of this client).
+    pub fn metrics(&self) -> &super::metrics::Metrics {
+        &self.metrics
     }
 
     /// Reads a response body, refusing it once it passes `limit` bytes or the global budget of
@@ -326,7 +330,7 @@ impl Client {
     ) -> Result<Value, CallError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| CallError::Refused { url: url.to_string() })?;
         self.check(&parsed, trust)?;
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages_sent.inc();
         let body = shoal_xmlrpc::encode_call(method, params);
         let work = async {
             let response = self

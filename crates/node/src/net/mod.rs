@@ -3,6 +3,7 @@
 //! A second transport (keys and encryption) fills the same seam later.
 
 pub mod client;
+pub mod metrics;
 pub mod policy;
 
 pub use client::{CallError, Client, ClientOptions, Trust, describe, load_ca_file, parse_header, tls_failure};
