@@ -10,7 +10,11 @@ use std::process::{Command, Stdio};
 use util::TestNode;
 
 async fn scrape(node: &TestNode) -> String {
-    let response = reqwest::get(format!("{}/metrics", node.url)).await.expect("the node answers");
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", node.url);
+    // The owner's only: refused without the secret.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    let response = client.get(&url).bearer_auth(util::SECRET).send().await.expect("the node answers");
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }

@@ -97,7 +97,7 @@ pub fn routes() -> axum::Router<Api> {
 }
 
 /// An API error as JSON.
-struct Failure(StatusCode, String);
+pub(super) struct Failure(StatusCode, String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -258,7 +258,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Passes when the request carries a live session cookie or the secret as a bearer token.
-fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
+pub(super) fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
     if let Some(token) = cookie(headers, SESSION_COOKIE)
         && sessions.valid(&token)
     {

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the node's counters and gauges in the Prometheus text format, and the
-//! middleware that times every request. Public, like `list()`: the figures say how busy the node
-//! is, not what it holds beyond the count of its files; a node that must not say so is not put
-//! where strangers reach it (docs/SECURITY.md).
+//! middleware that times every request. For the owner only (the secret as a bearer token, as
+//! Prometheus's `authorization` scrape setting sends it, or a UI session): the figures tell
+//! what the node downloads and whom it knows.
 
 use std::time::Instant;
 
@@ -57,7 +57,16 @@ pub async fn timed(State(api): State<Api>, request: Request, next: Next) -> Resp
     response
 }
 
-pub async fn metrics(State(api): State<Api>) -> Response {
+pub async fn metrics(
+    State(api): State<Api>,
+    axum::Extension(guard): axum::Extension<std::sync::Arc<super::guard::Guard>>,
+    axum::Extension(sessions): axum::Extension<std::sync::Arc<super::json::Sessions>>,
+    axum::Extension(caller): axum::Extension<super::guard::Caller>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(refused) = super::json::owner(&api, &guard, &sessions, &caller, &headers) {
+        return refused.into_response();
+    }
     let mut registry = Registry::with_prefix("shoal");
     api.client().metrics().register(&mut registry);
 
