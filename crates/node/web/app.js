@@ -45,8 +45,15 @@ function duration(seconds) {
   return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
 }
 
+let noticeTimer = null;
+
+// A line of news at the top; it fades after a while so that it does not outlive its view.
 function notice(text) {
   $("#notice").textContent = text;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    $("#notice").textContent = "";
+  }, 8000);
 }
 
 async function api(path, options = {}) {
@@ -322,9 +329,20 @@ async function loadPeers() {
   }
   const body = $("#peers-table tbody");
   body.replaceChildren(
-    ...peers.map((p) => el("tr", {}, el("td", {}, p.url), el("td", {}, p.kind), el("td", {}, p.state), el("td", { class: "num" }, p.failures), el("td", {}, p.learnt ? "yes" : "no"))),
+    ...peers.map((p) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, p.url),
+        el("td", {}, p.kind),
+        el("td", {}, p.state),
+        el("td", {}, p.last_seen_s === null || p.last_seen_s === undefined ? "never" : `${duration(p.last_seen_s)} ago`),
+        el("td", { class: "num" }, p.failures),
+        el("td", {}, p.learnt ? "yes" : "no"),
+      ),
+    ),
   );
-  if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "5" }, "No peers yet.")));
+  if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "No peers yet.")));
 }
 
 // ---- owner login -----------------------------------------------------------------------------

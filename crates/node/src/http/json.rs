@@ -237,6 +237,8 @@ struct PeerRow {
     state: &'static str,
     failures: u32,
     learnt: bool,
+    /// Seconds since it last answered; absent when it never has.
+    last_seen_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -643,6 +645,7 @@ async fn peers(
                 },
                 failures: p.failures,
                 learnt: p.learnt,
+                last_seen_s: p.last_seen.map(|d| d.as_secs()),
                 url: p.url,
             })
             .collect(),

@@ -6,7 +6,8 @@ WebDriver by Selenium (Debian's python3-selenium), against real shoal nodes that
 NODE_URL shares LOCAL_FILE and knows a peer that holds REMOTE_FILE and SLOW_FILE (served slowly).
 Checks, in order: the page lists the node's files; owner actions are refused without login; a
 search finds a file only the peer holds; a click downloads it and its bar reaches 100%; a slow
-download is paused and resumed and reaches 100%; no JavaScript error reached the console.
+download is paused and resumed and reaches 100%; the peers view lists the peer; no JavaScript
+error reached the console.
 Every wait is bounded. Exit status 0 when every check held; the failure is printed otherwise.
 """
 
@@ -116,7 +117,12 @@ def main():
         bar_reaches_100(slow)
         shot("done.png")
 
-        # 6. No JavaScript errors on the way (severe console entries; a refused login's 401/403
+        # 6. The peers view lists the peer this node was started with, as a shoal node.
+        browser.get(url + "/#peers")
+        wait.until(lambda b: "shoal" in b.find_element(By.ID, "peers-table").text)
+        shot("peers.png")
+
+        # 7. No JavaScript errors on the way (severe console entries; a refused login's 401/403
         # responses are logged by the browser as network errors, not script errors).
         errors = [e for e in browser.get_log("browser")
                   if e.get("level") == "SEVERE" and "status of 40" not in e.get("message", "")]
