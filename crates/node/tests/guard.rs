@@ -344,7 +344,10 @@ async fn downloads_are_redacted_for_callers_without_the_secret() {
     .await;
     // The owner sees the whole URL but its credentials, which are never shown or logged.
     let without_credentials = format!("http://127.0.0.1:{port}/f.bin?sig=SECRETSIG");
-    assert!(owner_view.contains(&without_credentials), "the owner does not see the URL: {owner_view}");
+    assert!(
+        owner_view.contains(&without_credentials),
+        "the owner does not see the URL: {owner_view}"
+    );
     assert!(!owner_view.contains("user:pw"), "the credentials are shown: {owner_view}");
     assert!(owner_view.contains(&target), "the owner does not see the target: {owner_view}");
 

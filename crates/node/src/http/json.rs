@@ -171,6 +171,8 @@ struct SessionBody {
 #[derive(Serialize)]
 struct StatusBody {
     url: String,
+    /// Where downloads may go besides the share (`--download-dir`), when set.
+    download_dir: Option<String>,
     version: &'static str,
     files: u64,
     bytes_shared: u64,
@@ -239,6 +241,8 @@ struct PeerRow {
     learnt: bool,
     /// Seconds since it last answered; absent when it never has.
     last_seen_s: Option<u64>,
+    /// Verified bytes downloaded from it by the downloads this node ran since it started.
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -412,6 +416,7 @@ async fn status(
     let files = api.list().await?;
     Ok(Json(StatusBody {
         url: api.url().to_string(),
+        download_dir: api.options().download_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
         version: env!("CARGO_PKG_VERSION"),
         files: files.len() as u64,
         bytes_shared: files.iter().map(|(_, e)| e.size).sum(),
@@ -631,10 +636,25 @@ async fn peers(
     headers: HeaderMap,
 ) -> Answer<Vec<PeerRow>> {
     owner(&api, &guard, &sessions, &caller, &headers)?;
+    // Each source of a download is a peer's base URL plus the content path.
+    let sources: Vec<(String, u64)> = api
+        .downloads()
+        .into_iter()
+        .flat_map(|d| d.sources.into_iter().filter(|s| s.kind == "peer").map(|s| (s.url, s.bytes)))
+        .collect();
+    let bytes_from = |peer: &str| -> u64 {
+        let base = peer.trim_end_matches('/');
+        sources
+            .iter()
+            .filter(|(url, _)| url.strip_prefix(base).is_some_and(|rest| rest.starts_with('/')))
+            .map(|(_, bytes)| bytes)
+            .sum()
+    };
     Ok(Json(
         api.peers()
             .into_iter()
             .map(|p| PeerRow {
+                bytes: bytes_from(&p.url),
                 kind: p.kind.name(),
                 state: if p.backing_off {
                     "backing off"
