@@ -9,9 +9,26 @@
 //!   end against `--hash`, or its content id is reported);
 //! - the partial file is hidden beside the target and the final name appears only by an atomic
 //!   rename (or a no-clobber link) once the file is complete and checked;
-//! - memory is bounded: each source holds at most one piece in memory;
+//! - memory is bounded: each connection holds at most one piece in memory, and a download holds
+//!   at most [`MAX_CONNECTIONS`] connections;
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
-//!   fetched again after SIGKILL.
+//!   fetched again after SIGKILL;
+//! - a mirror's first answer fixes its `ETag`, `Last-Modified` and size; an answer that differs
+//!   later means its file changed, and the mirror is dropped with all its connections before
+//!   anything from that answer is read (with a strong ETag, `If-Range` makes such a server answer
+//!   200, which is refused too).
+//!
+//! **Connections.** Each source has a task that holds one or more connections to it (at most
+//! `EngineOptions::max_connections_per_source`, default 8); each connection is a worker of its
+//! own in [`pieces`] (claims, stealing and endgame are per connection), while the figures users
+//! see ([`SourceStat`]: bytes, state, failures, bad pieces) and bans are per source: a source
+//! banned for bad pieces, or unusable, is dropped with every connection. How many connections a
+//! source gets is decided by [`conns`]: mirrors ramp by acceptance (each answered request lets
+//! one more open), peers grow only when a probe shows more speed, and a refusal, connection
+//! error, 429 or 503 with more than one open ends that connection and lowers the ceiling for a
+//! while. A 429 or 503 with `Retry-After` (seconds or an HTTP date) holds every connection of
+//! that source at least that long (at most [`MAX_RETRY_AFTER`] and never past the download's
+//! give-up time); without it the ordinary backoff applies.
 //!
 //! See [`pieces`] for the scheduling (speed-sized claims, stealing, endgame duplicates).
 
@@ -1526,6 +1543,53 @@ mod tests {
         let slow = quota(1 << 20);
         assert_eq!(slow.burst_size().get(), THROTTLE_STEP_KIB, "a wait may ask for one step");
         assert_eq!(quota(10).burst_size().get(), THROTTLE_STEP_KIB);
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, reqwest::header::HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_is_read_and_bounded() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let check = |value: Option<&str>, expected: Option<Duration>| {
+            let map = value.map_or_else(reqwest::header::HeaderMap::new, |v| headers(&[("retry-after", v)]));
+            assert_eq!(retry_after(&map, now), expected, "{value:?}");
+        };
+        check(None, None);
+        check(Some("2"), Some(Duration::from_secs(2)));
+        check(Some(" 0 "), Some(Duration::ZERO));
+        check(Some("301"), Some(MAX_RETRY_AFTER));
+        check(Some("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        check(Some(&later), Some(Duration::from_secs(30)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        check(Some(&earlier), Some(Duration::ZERO));
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
+        check(Some(&far), Some(MAX_RETRY_AFTER));
+        check(Some("soon"), None);
+        check(Some("-5"), None);
+        check(Some(&"9".repeat(65)), None);
+    }
+
+    #[test]
+    fn validators_differ_only_where_both_answers_say_something() {
+        let first = Validators::of(&headers(&[("etag", "\"5f-100\""), ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]));
+        assert_eq!(first.strong_etag(), Some("\"5f-100\""));
+        let same = Validators::of(&headers(&[("etag", "\"5f-100\"")]));
+        assert_eq!(same.differs_from(&first), None, "a missing header is not a change");
+        let moved = Validators::of(&headers(&[("etag", "\"60-100\"")]));
+        assert!(moved.differs_from(&first).is_some_and(|what| what.contains("ETag")));
+        let touched = Validators::of(&headers(&[("last-modified", "Tue, 02 Jan 2024 00:00:00 GMT")]));
+        assert!(touched.differs_from(&first).is_some_and(|what| what.contains("Last-Modified")));
+        let weak = Validators::of(&headers(&[("etag", "W/\"5f\"")]));
+        assert_eq!(weak.strong_etag(), None, "a weak ETag is never sent in If-Range");
+        let long = Validators::of(&headers(&[("etag", &format!("\"{}\"", "a".repeat(300)))]));
+        assert_eq!(long.etag, None, "an overlong header is ignored");
     }
 
     #[test]
