@@ -408,7 +408,10 @@ start_one_server() { # ROOT RATE CONNS
     listen="listen 127.0.0.1:$port ssl;"
     tls="ssl_certificate $ONE_SERVER_CERT; ssl_certificate_key $ONE_SERVER_KEY;"
   fi
+  # As root, nginx's workers would run as nobody, who cannot read our mktemp directory.
+  local user=; [ "$(id -u)" = 0 ] && user="user root;"
   cat > "$ONE_STATE/nginx.conf" <<CONF
+$user
 worker_processes 1;
 daemon on;
 pid $ONE_STATE/nginx.pid;
