@@ -326,8 +326,15 @@ async fn retry_after_is_honoured_so_a_rate_limited_server_sees_few_429s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_whose_file_changes_is_dropped_and_nothing_is_mixed_in() {
     bounded(async {
-        let data = random_bytes(16 * MIB, 95);
+        let data = random_bytes(24 * MIB, 95);
         let changing = Server::start(&[("file.bin", &data)], "", "limit_rate 1m;");
+        // The new version waits beside the old one (hidden), so that the change is one rename:
+        // other bytes of the same size, with another mtime (so another ETag and Last-Modified).
+        let fresh = changing.root.join(".file.bin.new");
+        std::fs::write(&fresh, random_bytes(data.len(), 96)).unwrap();
+        let file = std::fs::File::options().write(true).open(&fresh).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
+        drop(file);
         let steady = Server::start(&[("file.bin", &data)], "", "limit_rate 1m;");
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.bin");
@@ -344,25 +351,19 @@ async fn a_mirror_whose_file_changes_is_dropped_and_nothing_is_mixed_in() {
             let job = job(&target, &data, vec![changing_url.clone(), steady.url("file.bin")]);
             async move { engine.run(job, progress, CancellationToken::new(), more_rx).await }
         });
-        // Once the changing mirror has given 2 MiB, its file is replaced (as rsync does: a new
-        // file renamed over the old) by other bytes of the same size, with another mtime.
+        // Once the changing mirror has given a piece, its file is replaced as rsync does it (the
+        // new file renamed over the old). Its responses in flight still read the old file.
         let polled = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 let given = progress.sources().iter().find(|s| s.url == changing_url).map_or(0, |s| s.bytes);
-                if given >= 2 * MIB as u64 {
+                if given >= MIB as u64 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
-        assert!(polled.is_ok(), "the changing mirror never gave 2 MiB");
-        let other = random_bytes(data.len(), 96);
-        let fresh = changing.root.join(".file.bin.new");
-        std::fs::write(&fresh, &other).unwrap();
-        let file = std::fs::File::options().write(true).open(&fresh).unwrap();
-        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
-        drop(file);
+        assert!(polled.is_ok(), "the changing mirror never gave a piece");
         std::fs::rename(&fresh, changing.root.join("file.bin")).unwrap();
         let outcome = running.await.expect("the engine task").expect("the download succeeds from the other mirror");
         assert_same_file(&target, &data);
