@@ -107,7 +107,9 @@ impl Server {
         format!("{}/{name}", self.nginx.url())
     }
 
-    /// Stops nginx (it finishes and logs every request first) and returns the log.
+    /// Stops nginx (it finishes and logs every request first) and returns the log. Drop the
+    /// engine first: nginx waits up to a minute for the first request on a connection that is
+    /// open but idle, such as one a client's pool opened for a request cancelled at the end.
     fn stop(self) -> Vec<Line> {
         let _ = self.nginx.stop();
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -220,6 +222,7 @@ async fn a_server_that_caps_each_connection_gets_several_never_more_than_the_cap
         let outcome = result.expect("the download succeeds");
         assert_same_file(&target, &data);
         assert_eq!(outcome.id, content_id(&data));
+        drop(engine);
         let log = server.stop();
         let serving = serving_connections(&log);
         assert!(serving.len() > 1, "more than one connection served ranges: {log:#?}");
@@ -248,6 +251,7 @@ async fn a_cap_of_one_keeps_one_connection() {
         let outcome = result.expect("the download succeeds");
         assert_same_file(&target, &data);
         assert_eq!(outcome.sources[0].connections, 0, "all closed at the end");
+        drop(engine);
         let log = server.stop();
         let mut connections: Vec<u64> = log.iter().map(|l| l.connection).collect();
         connections.dedup();
@@ -275,6 +279,7 @@ async fn a_server_allowing_one_connection_gets_one_after_a_refusal() {
         let outcome = result.expect("the download succeeds");
         assert_same_file(&target, &data);
         assert!(outcome.sources[0].bytes == data.len() as u64, "{:#?}", outcome.sources);
+        drop(engine);
         let log = server.stop();
         let refused = count_status(&log, 503);
         assert!(refused >= 1, "the engine tried a second connection: {log:#?}");
@@ -309,6 +314,7 @@ async fn retry_after_is_honoured_so_a_rate_limited_server_sees_few_429s() {
         let (result, _) = run(&engine, job(&target, &data, vec![server.url("file.bin")])).await;
         result.expect("the download succeeds");
         assert_same_file(&target, &data);
+        drop(engine);
         let log = server.stop();
         let limited = count_status(&log, 429);
         let served = log.iter().filter(|l| l.status == 206).count();
@@ -373,6 +379,7 @@ async fn a_mirror_whose_file_changes_is_dropped_and_nothing_is_mixed_in() {
         let error = stat.last_error.clone().unwrap_or_default();
         assert!(error.contains("changed while downloading"), "{error}");
         assert!(progress.done.load(Ordering::Relaxed) == data.len() as u64);
+        drop(engine);
         drop(changing.stop());
         drop(steady.stop());
     })
