@@ -371,7 +371,10 @@ async fn a_mirror_whose_file_changes_is_dropped_and_nothing_is_mixed_in() {
         .await;
         assert!(polled.is_ok(), "the changing mirror never gave a piece");
         std::fs::rename(&fresh, changing.root.join("file.bin")).unwrap();
-        let outcome = running.await.expect("the engine task").expect("the download succeeds from the other mirror");
+        let outcome = running
+            .await
+            .expect("the engine task")
+            .expect("the download succeeds from the other mirror");
         assert_same_file(&target, &data);
         assert_eq!(outcome.id, content_id(&data), "nothing from the changed file was mixed in");
         let stat = outcome.sources.iter().find(|s| s.url == changing_url).expect("its figures");

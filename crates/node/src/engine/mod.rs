@@ -1181,18 +1181,10 @@ async fn source_task(ctx: Arc<Ctx>, src: Arc<SourceRun>) {
     loop {
         // Open what is wanted: the first connection always, extra ones within the download's
         // bound, none once the source is dropped or the download is over.
-        let closing = src.closing.load(Ordering::Relaxed)
-            || ctx.cancel.is_cancelled()
-            || src.dropped.is_cancelled()
-            || ctx.lock().is_finished();
-        while !closing {
-            let first = connections.is_empty();
-            if !first && ctx.open_total.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                break;
-            }
-            if !src.conns().open_one() {
-                break;
-            }
+        let closing =
+            src.closing.load(Ordering::Relaxed) || ctx.cancel.is_cancelled() || src.dropped.is_cancelled() || ctx.lock().is_finished();
+        // Bounded: `open_one` says no once the source has what it wants (at most 16).
+        while !closing && (connections.is_empty() || ctx.open_total.load(Ordering::Relaxed) < MAX_CONNECTIONS) && src.conns().open_one() {
             ctx.open_total.fetch_add(1, Ordering::Relaxed);
             let me = ctx.next_worker.fetch_add(1, Ordering::Relaxed);
             connections.spawn(connection(ctx.clone(), src.clone(), me));
@@ -1578,7 +1570,10 @@ mod tests {
 
     #[test]
     fn validators_differ_only_where_both_answers_say_something() {
-        let first = Validators::of(&headers(&[("etag", "\"5f-100\""), ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]));
+        let first = Validators::of(&headers(&[
+            ("etag", "\"5f-100\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]));
         assert_eq!(first.strong_etag(), Some("\"5f-100\""));
         let same = Validators::of(&headers(&[("etag", "\"5f-100\"")]));
         assert_eq!(same.differs_from(&first), None, "a missing header is not a change");
