@@ -9,8 +9,8 @@
 //!   end against `--hash`, or its content id is reported);
 //! - the partial file is hidden beside the target and the final name appears only by an atomic
 //!   rename (or a no-clobber link) once the file is complete and checked;
-//! - memory is bounded: each connection holds at most one piece in memory, and a download holds
-//!   at most [`MAX_CONNECTIONS`] connections;
+//! - memory is bounded: each connection holds at most one piece in memory, and a source opens
+//!   extra connections only while the download holds fewer than [`MAX_CONNECTIONS`];
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
 //!   fetched again after SIGKILL;
 //! - a mirror's first answer fixes its `ETag`, `Last-Modified` and size; an answer that differs
@@ -318,8 +318,8 @@ struct Source {
 
 /// Most peers one download takes as sources, however many holders answers name.
 pub const MAX_PEER_SOURCES: usize = 32;
-/// Most connections one download holds open, over all its sources (each holds at most one piece
-/// in memory). Every source keeps its first connection; only extra ones count against this.
+/// Extra connections open only while a download holds fewer than this, over all its sources
+/// (each holds at most one piece in memory); a source's first connection is always allowed.
 pub const MAX_CONNECTIONS: usize = 64;
 /// The most connections to one source `max_connections_per_source` may allow.
 pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
