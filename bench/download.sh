@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download benchmarks of shoal, as ratios against curl and aria2c measured in the same run.
 #
-#   bash bench/download.sh [--quick] [--reps N] [--no-build]
+#   bash bench/download.sh [--quick] [--reps N] [--no-build] [--only NAME]
 #
 # Builds shoal (release), makes random test files in a temporary directory under /tmp, runs the
 # five cases below, cleans up (nodes, nginx, files) and prints a Markdown table on stdout; the
@@ -11,21 +11,25 @@
 #   3. four shoal peers with --max-upload-rate 25M: % of the 100 MiB/s they allow together
 #   4. peak RSS of shoal get on a 4 GiB file (curl and aria2c for reference)
 #   5. bytes fetched again after SIGKILL half way and a rerun
+#   6. one server capping each connection at 10 MiB/s, 8 allowed: shoal vs aria2c -x8 -s8 -k1M
 # --quick shrinks the files (256 MiB / 50 MiB / 512 MiB) and does one repetition; --no-build uses
-# the shoal binary already in target/release (or $SHOAL_BIN).
+# the shoal binary already in target/release (or $SHOAL_BIN); --only NAME runs one case: one-source,
+# mirrors, peers, rss, resume or one-server.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" >&2; }
+usage() { sed -n '2,18p' "$0" >&2; }
 
 ARGS="$*"
 QUICK=0
 REPS=3
 BUILD=1
+ONLY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --no-build) BUILD=0 ;;
+    --only) ONLY=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
@@ -36,6 +40,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 SHOAL=${SHOAL_BIN:-$root/target/release/shoal}
 MIRRORS=$here/mirrors.sh
+# Case 6's server: http now; with https, set ONE_SERVER_SCHEME=https and the certificate, key and
+# CA (PEM) below, and both tools are told to trust the CA.
+ONE_SERVER_SCHEME=${ONE_SERVER_SCHEME:-http}
+ONE_SERVER_CERT=${ONE_SERVER_CERT:-}
+ONE_SERVER_KEY=${ONE_SERVER_KEY:-}
+ONE_SERVER_CA=${ONE_SERVER_CA:-}
 
 if [ "$QUICK" = 1 ]; then
   BIG_MIB=256; MULTI_MIB=50; HUGE_MIB=512; RESUME_RATE=12m
@@ -68,6 +78,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
   "$MIRRORS" stop >/dev/null 2>&1 || true
+  stop_one_server >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -382,14 +393,114 @@ case5() {
 }
 
 # ---------------------------------------------------------------------------------------------
-make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync
+# One nginx whose every connection is capped at RATE, allowing CONNS connections at once (503
+# beyond); its access log has `CONNECTION STATUS BYTES_SENT` lines. Sets ONE_URL.
+ONE_STATE=$TMP/one-server-nginx
+start_one_server() { # ROOT RATE CONNS
+  local root=$1 rate=$2 conns=$3 port i listen tls=
+  mkdir -p "$ONE_STATE/tmp"
+  for i in $(seq 1 50); do
+    port=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+  done
+  listen="listen 127.0.0.1:$port;"
+  if [ "$ONE_SERVER_SCHEME" = https ]; then
+    listen="listen 127.0.0.1:$port ssl;"
+    tls="ssl_certificate $ONE_SERVER_CERT; ssl_certificate_key $ONE_SERVER_KEY;"
+  fi
+  # As root, nginx's workers would run as nobody, who cannot read our mktemp directory.
+  local user=; [ "$(id -u)" = 0 ] && user="user root;"
+  cat > "$ONE_STATE/nginx.conf" <<CONF
+$user
+worker_processes 1;
+daemon on;
+pid $ONE_STATE/nginx.pid;
+error_log $ONE_STATE/error.log warn;
+events { worker_connections 1024; }
+http {
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path $ONE_STATE/tmp/body;
+  proxy_temp_path $ONE_STATE/tmp/proxy;
+  fastcgi_temp_path $ONE_STATE/tmp/fastcgi;
+  uwsgi_temp_path $ONE_STATE/tmp/uwsgi;
+  scgi_temp_path $ONE_STATE/tmp/scgi;
+  log_format conn_status_bytes '\$connection \$status \$bytes_sent';
+  access_log $ONE_STATE/access.log conn_status_bytes;
+  limit_conn_zone \$server_port zone=per_server:1m;
+  server { $listen $tls root $root; limit_rate $rate; limit_conn per_server $conns; }
+}
+CONF
+  nginx -p "$ONE_STATE" -e "$ONE_STATE/error.log" -c "$ONE_STATE/nginx.conf" || return 1
+  ONE_URL="$ONE_SERVER_SCHEME://127.0.0.1:$port"
+}
+stop_one_server() {
+  local pid; pid=$(cat "$ONE_STATE/nginx.pid" 2>/dev/null || true)
+  [ -f "$ONE_STATE/nginx.conf" ] && nginx -p "$ONE_STATE" -e "$ONE_STATE/error.log" -c "$ONE_STATE/nginx.conf" -s stop 2>/dev/null || true
+  [ -z "$pid" ] || timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || true
+}
+# "CONNECTIONS COUNT_503 REQUESTS" of the one server's log since it was cleared.
+one_sums() {
+  sleep 0.5
+  awk '{ c[$1] = 1; n++; if ($2 == 503) e++ } END { printf "%d %d %d\n", length(c), e, n }' "$ONE_STATE/access.log"
+}
+
+case6() {
+  local dir=$MULTI_DIR name=$MULTI_NAME size out=$TMP/c6/out st=$TMP/c6/get-state
+  size=$(file_size "$dir/$name")
+  start_one_server "$dir" 10m 8 || return 1
+  local url=$ONE_URL/$name
+  local shoal_tls=() aria_tls=()
+  if [ "$ONE_SERVER_SCHEME" = https ]; then
+    shoal_tls=(--ca-cert "$ONE_SERVER_CA"); aria_tls=(--ca-certificate "$ONE_SERVER_CA")
+  fi
+  local hash=(); [ -n "$MULTI_ID" ] && hash=(--hash "$MULTI_ID")
+  local shoal_t=() aria_t=() rep order tool c e n shoal_conns=() aria_conns=() shoal_503=0 aria_503=0
+  for rep in $(seq 1 "$REPS"); do
+    if [ $((rep % 2)) = 1 ]; then order="aria2c shoal"; else order="shoal aria2c"; fi
+    for tool in $order; do
+      rm -rf "$out" "$st"; mkdir -p "$out"
+      sleep 0.3; : > "$ONE_STATE/access.log"
+      if [ "$tool" = aria2c ]; then
+        run_timed 300 aria2c -x8 -s8 -k1M "${aria_tls[@]}" -d "$out" -o "$name" "$url" --allow-overwrite=true --file-allocation=none || return 1
+        check_size "$out/$name" "$size" || return 1
+        aria_t+=("$SECS")
+        read -r c e n < <(one_sums); aria_conns+=("$c"); aria_503=$((aria_503 + e))
+      else
+        run_timed 300 "$SHOAL" get "$url" "${shoal_tls[@]}" -o "$out/$name" --state "$st" --quiet "${hash[@]}" || return 1
+        check_size "$out/$name" "$size" || return 1
+        shoal_t+=("$SECS")
+        read -r c e n < <(one_sums); shoal_conns+=("$c"); shoal_503=$((shoal_503 + e))
+      fi
+      log "case 6 rep $rep $tool: ${SECS}s ($c connections, $e of $n responses 503)"
+    done
+  done
+  cmp -s "$out/$name" "$dir/$name" || note "case 6: the last download differs from the source"
+  rm -rf "$TMP/c6"
+  stop_one_server
+  local s a ratio; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
+  row "6. one $ONE_SERVER_SCHEME server, 10 MiB/s per connection, 8 allowed, ${MULTI_MIB} MiB | shoal (defaults) ${s} s ($(calc "$size / $MIB / $s" %.0f) MiB/s) | aria2c -x8 -s8 -k1M ${a} s ($(calc "$size / $MIB / $a" %.0f) MiB/s) | **time ratio ${ratio}** | ≤ 1.05 | $(calc "$ratio <= 1.05" %d | sed 's/1/yes/;s/0/NO/')"
+  note "case 6 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; connections nginx saw per run: shoal ${shoal_conns[*]}, aria2c ${aria_conns[*]}; 503 responses in timed runs: shoal ${shoal_503}, aria2c ${aria_503}"
+}
+
+# ---------------------------------------------------------------------------------------------
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+case "$ONLY" in
+  ''|one-source|mirrors|peers|rss|resume|one-server) ;;
+  *) usage; exit 2 ;;
+esac
+if want mirrors || want peers || want resume || want one-server; then
+  make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync
+fi
 
 failed=0
-case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }
-case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }
-case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }
-case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }
-case5 || { failed=1; stop_mirrors; }
+if want one-source; then case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }; fi
+if want mirrors; then case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }; fi
+if want peers; then case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }; fi
+if want rss; then case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }; fi
+if want resume; then case5 || { failed=1; stop_mirrors; }; fi
+if want one-server; then case6 || { failed=1; row "6. one server | failed (see log) | | | ≤ 1.05 | NO"; stop_one_server; }; fi
 
 {
   echo "## shoal download benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $([ "$QUICK" = 1 ] && echo quick || echo full), median of $REPS)"

@@ -756,7 +756,12 @@ async fn cancelling_reports_cancelled_every_time() {
         let server = FaultServer::start(data.clone(), None).await;
         server.set_chunk_delay(Duration::from_millis(5));
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_in(dir.path(), quick_options());
+        // One connection, so that the download cannot finish before the cancel lands.
+        let options = EngineOptions {
+            max_connections_per_source: 1,
+            ..quick_options()
+        };
+        let engine = engine_in(dir.path(), options);
         let mut outcomes = Vec::new();
         for round in 0..8 {
             let target = dir.path().join(format!("out-{round}.bin"));

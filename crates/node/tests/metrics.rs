@@ -72,6 +72,10 @@ async fn metrics_pass_promtool_and_count_what_happened() {
     assert!(value(&mine, "shoal_searches_sent_total") >= 1.0);
     assert_eq!(value(&mine, "shoal_rpc_calls_total{method=\"fetch\"}"), 1.0);
     assert!(value(&mine, "shoal_request_duration_seconds_count{route=\"rpc_or_page\"}") >= 2.0);
+    // The engine's counters: three verified 1 MiB pieces from a peer, none rejected.
+    assert_eq!(value(&mine, "shoal_pieces_verified_total"), 3.0);
+    assert_eq!(value(&mine, "shoal_pieces_rejected_total"), 0.0);
+    assert_eq!(value(&mine, "shoal_bytes_downloaded_total{kind=\"peer\"}"), data.len() as f64);
 
     let theirs = scrape(&holder).await;
     let (ok, report) = promtool(&theirs);

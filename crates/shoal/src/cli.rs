@@ -29,7 +29,7 @@ pub enum Command {
     /// Download a file from peers and HTTP mirrors at once, every piece verified; run the same
     /// command again to resume.
     #[command(
-        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'"
+        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get http://mirror/x.iso -x 4   (at most 4 connections to each source)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'"
     )]
     Get(GetArgs),
     /// Start a node and open a prompt (the seed's client), or attach to a running node.
@@ -148,6 +148,11 @@ pub struct GetArgs {
     /// Cap the download rate, e.g. 10M, 500K.
     #[arg(long, value_name = "RATE")]
     pub max_download_rate: Option<String>,
+    /// Most connections to one source at once (1-16). Below it shoal adapts: it adds
+    /// connections while they add speed and the server accepts them, and drops one when the
+    /// server refuses; -x 1 keeps one connection per source.
+    #[arg(short = 'x', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub max_connections_per_source: u8,
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,

@@ -147,6 +147,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let options = EngineOptions {
         max_rate,
         give_up_after: Duration::from_secs(args.retry_for),
+        max_connections_per_source: args.max_connections_per_source.into(),
         ..EngineOptions::default()
     };
     let engine = Engine::new(db, client.clone(), options)?;

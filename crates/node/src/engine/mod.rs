@@ -9,12 +9,30 @@
 //!   end against `--hash`, or its content id is reported);
 //! - the partial file is hidden beside the target and the final name appears only by an atomic
 //!   rename (or a no-clobber link) once the file is complete and checked;
-//! - memory is bounded: each source holds at most one piece in memory;
+//! - memory is bounded: each connection holds at most one piece in memory, and a source opens
+//!   extra connections only while the download holds fewer than [`MAX_CONNECTIONS`];
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
-//!   fetched again after SIGKILL.
+//!   fetched again after SIGKILL;
+//! - a mirror's first answer fixes its `ETag`, `Last-Modified` and size; an answer that differs
+//!   later means its file changed, and the mirror is dropped with all its connections before
+//!   anything from that answer is read (with a strong ETag, `If-Range` makes such a server answer
+//!   200, which is refused too).
+//!
+//! **Connections.** Each source has a task that holds one or more connections to it (at most
+//! `EngineOptions::max_connections_per_source`, default 8); each connection is a worker of its
+//! own in [`pieces`] (claims, stealing and endgame are per connection), while the figures users
+//! see ([`SourceStat`]: bytes, state, failures, bad pieces) and bans are per source: a source
+//! banned for bad pieces, or unusable, is dropped with every connection. How many connections a
+//! source gets is decided by [`conns`]: mirrors ramp by acceptance (each answered request lets
+//! one more open), peers grow only when a probe shows more speed, and a refusal, connection
+//! error, 429 or 503 with more than one open ends that connection and lowers the ceiling for a
+//! while. A 429 or 503 with `Retry-After` (seconds or an HTTP date) holds every connection of
+//! that source at least that long (at most [`MAX_RETRY_AFTER`] and never past the download's
+//! give-up time); without it the ordinary backoff applies.
 //!
 //! See [`pieces`] for the scheduling (speed-sized claims, stealing, endgame duplicates).
 
+pub mod conns;
 pub mod pieces;
 pub mod place;
 pub mod record;
@@ -23,7 +41,7 @@ use std::num::NonZeroU32;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -155,6 +173,9 @@ pub struct EngineOptions {
     /// First retry delay of a failing source; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// Most connections to one source at once (1 to 16); the engine adapts the number below it
+    /// (see [`conns`]).
+    pub max_connections_per_source: usize,
 }
 
 impl Default for EngineOptions {
@@ -167,6 +188,7 @@ impl Default for EngineOptions {
             commit_interval: Duration::from_millis(100),
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
+            max_connections_per_source: 8,
         }
     }
 }
@@ -204,6 +226,8 @@ pub struct SourceStat {
     pub bad_pieces: u32,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Connections open to this source now.
+    pub connections: usize,
 }
 
 /// Live progress of a download, shared with whoever displays it.
@@ -294,6 +318,171 @@ struct Source {
 
 /// Most peers one download takes as sources, however many holders answers name.
 pub const MAX_PEER_SOURCES: usize = 32;
+/// Extra connections open only while a download holds fewer than this, over all its sources
+/// (each holds at most one piece in memory); a source's first connection is always allowed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The most connections to one source `max_connections_per_source` may allow.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Validator headers longer than this are ignored (a server's words are bounded where they enter).
+const MAX_VALIDATOR_LEN: usize = 256;
+
+/// What fixes a mirror's file: its first answer's `ETag` and `Last-Modified` (the size is the
+/// download's and is checked on every answer). A later answer that differs means the file
+/// changed there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+impl Validators {
+    /// The validators of an answer; a header that is not short printable ASCII is ignored.
+    fn of(headers: &reqwest::header::HeaderMap) -> Validators {
+        let get = |name: reqwest::header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_VALIDATOR_LEN && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                .map(str::to_string)
+        };
+        Validators {
+            etag: get(reqwest::header::ETAG),
+            last_modified: get(reqwest::header::LAST_MODIFIED),
+        }
+    }
+
+    /// A strong ETag, usable in `If-Range`.
+    fn strong_etag(&self) -> Option<&str> {
+        self.etag.as_deref().filter(|e| e.starts_with('"'))
+    }
+
+    /// What differs from `fixed` (a header missing on either side is not a difference: some
+    /// servers send it only sometimes).
+    fn differs_from(&self, fixed: &Validators) -> Option<String> {
+        let mut what = Vec::new();
+        if let (Some(a), Some(b)) = (&fixed.etag, &self.etag)
+            && a != b
+        {
+            what.push(format!("ETag {a} became {b}"));
+        }
+        if let (Some(a), Some(b)) = (&fixed.last_modified, &self.last_modified)
+            && a != b
+        {
+            what.push(format!("Last-Modified {a} became {b}"));
+        }
+        (!what.is_empty()).then(|| what.join(", "))
+    }
+}
+
+/// The wait a 429 or 503 asks for: `Retry-After` as delta-seconds or an HTTP date, at most
+/// [`MAX_RETRY_AFTER`]; `None` when absent or unreadable (the ordinary backoff applies then).
+fn retry_after(headers: &reqwest::header::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if text.is_empty() || text.len() > 64 {
+        return None;
+    }
+    let wait = if text.bytes().all(|b| b.is_ascii_digit()) {
+        // Many digits are a long wait, not an error: cut to the bound.
+        Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX).min(MAX_RETRY_AFTER.as_secs()))
+    } else {
+        let when = httpdate::parse_http_date(text).ok()?;
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// One source of a running download, shared by its connections.
+struct SourceRun {
+    source: Source,
+    /// Cancelled when the source is dropped (banned, unusable, changed): ends every connection.
+    dropped: CancellationToken,
+    /// Set when a connection ended for good (the download finished or stopped, or the source
+    /// gave up): no connection opens after that.
+    closing: AtomicBool,
+    conns: Mutex<conns::Conns>,
+    /// Woken when the source should open connections or stop.
+    wake: Notify,
+    /// Bytes received from this source over all its connections (for the adaptation).
+    received: AtomicU64,
+    bad: AtomicU32,
+    failures: AtomicU32,
+    /// Fixed by the first answer with data.
+    validators: Mutex<Option<Validators>>,
+    /// No request before this (a `Retry-After`).
+    not_before: Mutex<Option<Instant>>,
+}
+
+impl SourceRun {
+    fn new(source: Source, cap: usize) -> SourceRun {
+        let ramp = source.kind == "mirror";
+        SourceRun {
+            source,
+            dropped: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            conns: Mutex::new(conns::Conns::new(cap, ramp)),
+            wake: Notify::new(),
+            received: AtomicU64::new(0),
+            bad: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            validators: Mutex::new(None),
+            not_before: Mutex::new(None),
+        }
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, conns::Conns> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the source with all its connections.
+    fn drop_source(&self, ctx: &Ctx, reason: String) {
+        if !self.dropped.is_cancelled() {
+            ctx.net.metrics().sources_banned.inc();
+        }
+        ctx.progress.update(self.source.index, |s| {
+            s.state = SourceState::Banned;
+            s.last_error = Some(reason);
+        });
+        self.dropped.cancel();
+    }
+
+    /// Checks an answer's validators against the first answer's (fixing them on the first).
+    fn check_validators(&self, headers: &reqwest::header::HeaderMap) -> Result<(), String> {
+        let seen = Validators::of(headers);
+        let mut fixed = self.validators.lock().unwrap_or_else(|p| p.into_inner());
+        match &*fixed {
+            None => {
+                *fixed = Some(seen);
+                Ok(())
+            }
+            Some(first) => match seen.differs_from(first) {
+                Some(what) => Err(format!("the file changed while downloading ({what})")),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn if_range(&self) -> Option<String> {
+        let fixed = self.validators.lock().unwrap_or_else(|p| p.into_inner());
+        fixed.as_ref()?.strong_etag().map(str::to_string)
+    }
+
+    /// Defers every request to this source by `wait`, bounded by the time left before the
+    /// download gives up.
+    fn defer(&self, ctx: &Ctx, wait: Duration) {
+        let since_progress = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        let left = ctx.options.give_up_after.saturating_sub(since_progress);
+        let until = Instant::now() + wait.min(MAX_RETRY_AFTER).min(left);
+        let mut not_before = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        *not_before = Some(not_before.map_or(until, |t| t.max(until)));
+    }
+
+    fn not_before(&self) -> Option<Instant> {
+        *self.not_before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 /// Most sizes tried and most sources asked for a last piece before a download gives up
 /// (verification data is asked of every peer source).
 const MAX_LAYOUT_TRIES: usize = 4;
@@ -326,6 +515,10 @@ struct Ctx {
     limiter: Option<Arc<RateLimiter>>,
     cancel: CancellationToken,
     fatal: Mutex<Option<EngineError>>,
+    /// The next connection's scheduler id.
+    next_worker: AtomicUsize,
+    /// Connections open, over all sources.
+    open_total: AtomicUsize,
 }
 
 impl Ctx {
@@ -343,6 +536,10 @@ impl Ctx {
 enum RunError {
     /// The source failed (connection, status, stall): retry later.
     Source(String),
+    /// The source refused for now (429, 503), perhaps saying for how long.
+    Busy(String, Option<Duration>),
+    /// The file changed on the source since its first answer.
+    Changed(String),
     /// The source sent a piece that failed its check.
     Bad(u64),
     /// The source can never serve this file (wrong size, no ranges).
@@ -842,6 +1039,8 @@ impl Engine {
             limiter: self.options.max_rate.map(rate_limiter),
             cancel: cancel.child_token(),
             fatal: Mutex::new(None),
+            next_worker: AtomicUsize::new(0),
+            open_total: AtomicUsize::new(0),
         });
         let mut workers = JoinSet::new();
         let spawn = |workers: &mut JoinSet<()>, source: Source| {
@@ -853,8 +1052,10 @@ impl Engine {
                 bad_pieces: 0,
                 failures: 0,
                 last_error: None,
+                connections: 0,
             });
-            workers.spawn(worker(ctx.clone(), source));
+            let cap = ctx.options.max_connections_per_source.clamp(1, MAX_CONNECTIONS_PER_SOURCE);
+            workers.spawn(source_task(ctx.clone(), Arc::new(SourceRun::new(source, cap))));
         };
         for source in sources.iter().cloned() {
             spawn(&mut workers, source);
@@ -1007,114 +1208,216 @@ fn piece_len(index: u64, size: u64) -> u64 {
     (start + PIECE_SIZE).min(size).saturating_sub(start)
 }
 
-/// One source's loop: claim, fetch, verify, write; back off on failure.
-async fn worker(ctx: Arc<Ctx>, source: Source) {
-    let me: WorkerId = source.index;
-    let mut want: u64 = 4;
-    let mut failures: u32 = 0;
-    let mut bad: u32 = 0;
+/// How often a source looks at its connections (opens wanted ones, feeds the adaptation).
+const SOURCE_TICK: Duration = Duration::from_millis(250);
+
+/// One source: opens and closes its connections as [`conns`] decides, until every connection
+/// has ended and no more are wanted.
+async fn source_task(ctx: Arc<Ctx>, src: Arc<SourceRun>) {
+    let mut connections: JoinSet<()> = JoinSet::new();
+    let mut tick = tokio::time::interval(SOURCE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if ctx.cancel.is_cancelled() {
+        // Open what is wanted: the first connection always, extra ones within the download's
+        // bound, none once the source is dropped or the download is over.
+        let closing =
+            src.closing.load(Ordering::Relaxed) || ctx.cancel.is_cancelled() || src.dropped.is_cancelled() || ctx.lock().is_finished();
+        // Bounded: `open_one` says no once the source has what it wants (at most 16).
+        while !closing && (connections.is_empty() || ctx.open_total.load(Ordering::Relaxed) < MAX_CONNECTIONS) && src.conns().open_one() {
+            ctx.open_total.fetch_add(1, Ordering::Relaxed);
+            let me = ctx.next_worker.fetch_add(1, Ordering::Relaxed);
+            connections.spawn(connection(ctx.clone(), src.clone(), me));
+        }
+        let open = src.conns().open();
+        ctx.progress.update(src.source.index, |s| s.connections = open);
+        if connections.is_empty() {
             return;
+        }
+        tokio::select! {
+            joined = connections.join_next() => {
+                if let Some(Err(error)) = joined {
+                    tracing::warn!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), %error, "a download connection failed");
+                }
+            }
+            _ = tick.tick() => {
+                let received = src.received.load(Ordering::Relaxed);
+                src.conns().tick(Instant::now(), received);
+            }
+            () = src.wake.notified() => {}
+        }
+    }
+}
+
+/// How a connection ended, for the count of connections open.
+enum Ended {
+    /// Counted out already (retired, or refused while others stay).
+    Counted,
+    /// Ended for a reason of its own (finished, dropped, gave up).
+    Closed,
+}
+
+/// One connection to a source: claim, fetch, verify, write; back off on failure.
+async fn connection(ctx: Arc<Ctx>, src: Arc<SourceRun>, me: WorkerId) {
+    if let Ended::Closed = connection_loop(&ctx, &src, me).await {
+        src.closing.store(true, Ordering::Relaxed);
+        src.conns().closed();
+    }
+    ctx.open_total.fetch_sub(1, Ordering::Relaxed);
+    let open = src.conns().open();
+    ctx.progress.update(src.source.index, |s| s.connections = open);
+    src.wake.notify_one();
+}
+
+async fn connection_loop(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId) -> Ended {
+    let index = src.source.index;
+    let mut want: u64 = 4;
+    loop {
+        if ctx.cancel.is_cancelled() || src.dropped.is_cancelled() {
+            return Ended::Closed;
+        }
+        if src.conns().retire() {
+            return Ended::Counted;
         }
         let next = ctx.lock().claim(me, want);
         let run = match next {
             Next::Finished => {
-                ctx.progress.update(me, |s| s.state = SourceState::Idle);
+                ctx.progress.update(index, |s| s.state = SourceState::Idle);
                 ctx.changed.notify_waiters();
-                return;
+                return Ended::Closed;
             }
             Next::Wait => {
                 tokio::select! {
                     () = ctx.changed.notified() => {}
-                    () = ctx.cancel.cancelled() => return,
+                    () = ctx.cancel.cancelled() => return Ended::Closed,
+                    () = src.dropped.cancelled() => return Ended::Closed,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
                 continue;
             }
             Next::Fetch(run) => run,
         };
+        // A `Retry-After` holds every connection of the source.
+        if let Some(until) = src.not_before()
+            && until > Instant::now()
+        {
+            ctx.lock().release(me, run.clone());
+            ctx.changed.notify_waiters();
+            tokio::select! {
+                () = ctx.cancel.cancelled() => return Ended::Closed,
+                () = src.dropped.cancelled() => return Ended::Closed,
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            continue;
+        }
         let started = Instant::now();
-        let outcome = fetch_run(&ctx, &source, run.clone()).await;
+        let outcome = fetch_run(ctx, src, me, run.clone()).await;
         ctx.lock().release(me, run.clone());
         ctx.changed.notify_waiters();
-        match outcome {
+        let reason = match outcome {
             Ok(bytes) => {
-                failures = 0;
-                ctx.progress.update(me, |s| s.failures = 0);
-                // Size the next claim to about a second of this source's speed.
+                src.failures.store(0, Ordering::Relaxed);
+                ctx.progress.update(index, |s| s.failures = 0);
+                // Size the next claim to about a second of this connection's speed.
                 let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
                 want = ((rate / ctx.piece_size as f64).round() as u64).clamp(1, 64);
+                continue;
             }
             Err(RunError::Fatal(error)) => {
                 ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
                 ctx.cancel.cancel();
-                return;
+                return Ended::Closed;
             }
             Err(RunError::Unusable(reason)) => {
-                ctx.progress.update(me, |s| {
-                    s.state = SourceState::Banned;
-                    s.last_error = Some(reason.clone());
-                });
-                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source cannot serve this file");
-                return;
+                tracing::warn!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), %reason, "source cannot serve this file");
+                src.drop_source(ctx, reason);
+                return Ended::Closed;
             }
-            Err(RunError::Bad(index)) => {
-                bad += 1;
-                ctx.progress.wasted.fetch_add(piece_len(index, ctx.size), Ordering::Relaxed);
-                let banned = bad >= ctx.options.max_bad_pieces;
-                ctx.progress.update(me, |s| {
+            Err(RunError::Changed(reason)) => {
+                tracing::warn!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), %reason, "source dropped");
+                src.drop_source(ctx, reason);
+                return Ended::Closed;
+            }
+            Err(RunError::Bad(piece)) => {
+                let bad = src.bad.fetch_add(1, Ordering::Relaxed) + 1;
+                ctx.progress.wasted.fetch_add(piece_len(piece, ctx.size), Ordering::Relaxed);
+                if bad > ctx.options.max_bad_pieces {
+                    // Banned already by another connection: pieces it had in flight are not counted.
+                    return Ended::Closed;
+                }
+                ctx.progress.update(index, |s| {
                     s.bad_pieces = bad;
-                    s.last_error = Some(format!("piece {index} failed verification"));
-                    if banned {
-                        s.state = SourceState::Banned;
-                    }
+                    s.last_error = Some(format!("piece {piece} failed verification"));
                 });
-                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), index, "a piece failed verification");
-                if banned {
-                    return;
+                tracing::warn!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), piece, "a piece failed verification");
+                if bad >= ctx.options.max_bad_pieces {
+                    src.drop_source(ctx, format!("banned after {bad} pieces failed verification"));
+                    return Ended::Closed;
                 }
+                continue;
             }
-            Err(RunError::Source(reason)) => {
-                failures += 1;
-                ctx.progress.update(me, |s| {
-                    s.state = SourceState::Retrying;
-                    s.failures = failures;
-                    s.last_error = Some(reason.clone());
-                });
-                tracing::debug!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source failed; retrying later");
-                let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                if waited >= ctx.options.give_up_after {
-                    return;
+            Err(RunError::Busy(reason, wait)) => {
+                if let Some(wait) = wait {
+                    src.defer(ctx, wait);
                 }
-                let all_down = ctx.progress.live_sources() == 0;
-                ctx.progress.waiting.store(all_down, Ordering::Relaxed);
-                let backoff = ctx
-                    .options
-                    .backoff
-                    .saturating_mul(1 << failures.min(16))
-                    .min(ctx.options.max_backoff);
-                tokio::select! {
-                    () = ctx.cancel.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                reason
             }
+            Err(RunError::Source(reason)) => reason,
+        };
+        // A failure: with other connections open, this one ends (the source backs off by one);
+        // the last one retries with backoff.
+        if src.conns().refused(Instant::now()) {
+            tracing::debug!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), %reason, "one connection fewer");
+            return Ended::Counted;
+        }
+        let failures = src.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        ctx.progress.update(index, |s| {
+            s.state = SourceState::Retrying;
+            s.failures = failures;
+            s.last_error = Some(reason.clone());
+        });
+        tracing::debug!(source = %crate::proto::url::without_credentials(src.source.url.as_str()), %reason, "source failed; retrying later");
+        let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if waited >= ctx.options.give_up_after {
+            return Ended::Closed;
+        }
+        let all_down = ctx.progress.live_sources() == 0;
+        ctx.progress.waiting.store(all_down, Ordering::Relaxed);
+        let backoff = ctx
+            .options
+            .backoff
+            .saturating_mul(1 << failures.min(16))
+            .min(ctx.options.max_backoff);
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return Ended::Closed,
+            () = src.dropped.cancelled() => return Ended::Closed,
+            () = tokio::time::sleep(backoff) => {}
         }
     }
 }
 
 /// Fetches pieces `run` from one source in one range request. Returns the bytes used.
-async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u64, RunError> {
-    let me = source.index;
+///
+/// Every answer's validators are checked against the source's first (see [`Validators`]); once
+/// a strong ETag is known it goes in `If-Range`, so that a server whose file changed answers with
+/// the whole new file (200), which is refused.
+async fn fetch_run(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId, run: Range<u64>) -> Result<u64, RunError> {
+    let source = &src.source;
+    let stat = source.index;
     let start = ctx.piece_range(run.start).start;
     let end = ctx.piece_range(run.end - 1).end;
-    let request = ctx
+    let mut request = ctx
         .net
         .request(reqwest::Method::GET, &source.url, source.trust)
         .map_err(|e| RunError::Unusable(e.to_string()))?
         .header(reqwest::header::RANGE, format!("bytes={}-{}", start, end - 1));
+    let if_range = src.if_range();
+    if let Some(etag) = &if_range {
+        request = request.header(reqwest::header::IF_RANGE, etag.as_str());
+    }
+    let answered_before = src.validators.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     let response = tokio::select! {
         () = ctx.cancel.cancelled() => return Ok(0),
+        () = src.dropped.cancelled() => return Ok(0),
         sent = tokio::time::timeout(ctx.options.stall_timeout, request.send()) => match sent {
             Err(_) => return Err(RunError::Source(format!("no answer within {:?}", ctx.options.stall_timeout))),
             // A certificate that is not trusted stays so: the source is dropped, not retried.
@@ -1134,22 +1437,39 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
             .unwrap_or_default();
         let expected = format!("bytes {}-{}/{}", start, end - 1, ctx.size);
         if content_range != expected {
-            return Err(RunError::Unusable(format!(
-                "answered {content_range:?} to a request for {expected:?} (a different file?)"
-            )));
+            // Printable and short, or not quoted at all.
+            let said: String = content_range.chars().take(80).collect();
+            let reason = format!("answered {said:?} to a request for {expected:?}");
+            let total = content_range.rsplit_once('/').map(|(_, total)| total);
+            return Err(if answered_before && total != Some(&ctx.size.to_string()) {
+                RunError::Changed(format!("the file changed while downloading (its size): {reason}"))
+            } else {
+                RunError::Unusable(format!("{reason} (a different file?)"))
+            });
         }
     } else if status == reqwest::StatusCode::OK {
+        if if_range.is_some() && start != 0 {
+            return Err(RunError::Changed(
+                "the file changed while downloading (the whole file came back for If-Range)".into(),
+            ));
+        }
         if start != 0 || response.content_length().is_some_and(|len| len != ctx.size) {
             return Err(RunError::Unusable(
                 "does not support ranges, or serves a file of another size".into(),
             ));
         }
-    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::NOT_FOUND {
+    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        let wait = retry_after(response.headers(), std::time::SystemTime::now());
+        return Err(RunError::Busy(format!("HTTP {status}"), wait));
+    } else if status.is_server_error() || status == reqwest::StatusCode::NOT_FOUND {
         return Err(RunError::Source(format!("HTTP {status}")));
     } else {
         return Err(RunError::Unusable(format!("HTTP {status}")));
     }
-    ctx.progress.update(me, |s| s.state = SourceState::Live);
+    src.check_validators(response.headers()).map_err(RunError::Changed)?;
+    src.conns().accepted();
+    src.wake.notify_one();
+    ctx.progress.update(stat, |s| s.state = SourceState::Live);
     ctx.progress.waiting.store(false, Ordering::Relaxed);
     let mut stream = response.bytes_stream();
     let mut index = run.start;
@@ -1177,7 +1497,10 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
                 .map_err(|e| RunError::Fatal(EngineError::Task(e.to_string())))?;
                 match checked {
                     Ok(true) => {}
-                    Ok(false) => return Err(RunError::Bad(index)),
+                    Ok(false) => {
+                        ctx.net.metrics().pieces_rejected.inc();
+                        return Err(RunError::Bad(index));
+                    }
                     Err(source) => {
                         let error = if source.raw_os_error() == Some(libc::ENOSPC) {
                             let dir = ctx.part.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -1200,7 +1523,17 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
                 if ctx.lock().complete(index) {
                     used += len;
                     ctx.progress.done.fetch_add(len, Ordering::Relaxed);
-                    ctx.progress.update(me, |s| s.bytes += len);
+                    ctx.progress.update(stat, |s| s.bytes += len);
+                    let metrics = ctx.net.metrics();
+                    if ctx.hashes.is_some() {
+                        metrics.pieces_verified.inc();
+                    }
+                    metrics
+                        .bytes_down
+                        .get_or_create(&crate::net::metrics::KindLabel {
+                            kind: source.kind.to_string(),
+                        })
+                        .inc_by(len);
                     ctx.dirty.store(true, Ordering::Release);
                     *ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                     ctx.changed.notify_waiters();
@@ -1219,6 +1552,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
         }
         let chunk = tokio::select! {
             () = ctx.cancel.cancelled() => return Ok(used),
+            () = src.dropped.cancelled() => return Ok(used),
             next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => match next {
                 Err(_) => return Err(RunError::Source(format!("stalled: no data for {:?}", ctx.options.stall_timeout))),
                 Ok(None) => return Err(RunError::Source("closed the connection early".into())),
@@ -1226,6 +1560,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
                 Ok(Some(Ok(chunk))) => chunk,
             },
         };
+        src.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if let Some(limiter) = &ctx.limiter {
             throttle(limiter, chunk.len()).await;
         }
@@ -1256,6 +1591,56 @@ mod tests {
         let slow = quota(1 << 20);
         assert_eq!(slow.burst_size().get(), THROTTLE_STEP_KIB, "a wait may ask for one step");
         assert_eq!(quota(10).burst_size().get(), THROTTLE_STEP_KIB);
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, reqwest::header::HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_is_read_and_bounded() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let check = |value: Option<&str>, expected: Option<Duration>| {
+            let map = value.map_or_else(reqwest::header::HeaderMap::new, |v| headers(&[("retry-after", v)]));
+            assert_eq!(retry_after(&map, now), expected, "{value:?}");
+        };
+        check(None, None);
+        check(Some("2"), Some(Duration::from_secs(2)));
+        check(Some(" 0 "), Some(Duration::ZERO));
+        check(Some("301"), Some(MAX_RETRY_AFTER));
+        check(Some("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        check(Some(&later), Some(Duration::from_secs(30)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        check(Some(&earlier), Some(Duration::ZERO));
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
+        check(Some(&far), Some(MAX_RETRY_AFTER));
+        check(Some("soon"), None);
+        check(Some("-5"), None);
+        check(Some(&"9".repeat(65)), None);
+    }
+
+    #[test]
+    fn validators_differ_only_where_both_answers_say_something() {
+        let first = Validators::of(&headers(&[
+            ("etag", "\"5f-100\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]));
+        assert_eq!(first.strong_etag(), Some("\"5f-100\""));
+        let same = Validators::of(&headers(&[("etag", "\"5f-100\"")]));
+        assert_eq!(same.differs_from(&first), None, "a missing header is not a change");
+        let moved = Validators::of(&headers(&[("etag", "\"60-100\"")]));
+        assert!(moved.differs_from(&first).is_some_and(|what| what.contains("ETag")));
+        let touched = Validators::of(&headers(&[("last-modified", "Tue, 02 Jan 2024 00:00:00 GMT")]));
+        assert!(touched.differs_from(&first).is_some_and(|what| what.contains("Last-Modified")));
+        let weak = Validators::of(&headers(&[("etag", "W/\"5f\"")]));
+        assert_eq!(weak.strong_etag(), None, "a weak ETag is never sent in If-Range");
+        let long = Validators::of(&headers(&[("etag", &format!("\"{}\"", "a".repeat(300)))]));
+        assert_eq!(long.etag, None, "an overlong header is ignored");
     }
 
     #[test]

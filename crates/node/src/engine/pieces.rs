@@ -1,6 +1,7 @@
 //! Which piece is done, which is being fetched and by whom: the scheduler's state, with no I/O.
 //!
-//! Workers (one per source) claim runs of consecutive missing pieces sized to their speed, so
+//! Workers (one per connection; a source may hold several) claim runs of consecutive missing
+//! pieces sized to their speed, so
 //! that one HTTP range request carries several pieces. When nothing is missing any more, an idle
 //! worker steals the far half of the longest run another worker has claimed but not reached yet,
 //! and when only pieces in progress remain, it fetches one of them a second time (endgame): the
@@ -8,7 +9,7 @@
 
 use std::ops::Range;
 
-/// Identifies a worker (a source).
+/// Identifies a worker (one connection to a source).
 pub type WorkerId = usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
