@@ -94,13 +94,21 @@ struct Tally {
     failures: Vec<(String, String)>,
 }
 
+/// A large file in flight: its bar (on a terminal) and its progress.
+struct Active {
+    name: String,
+    bar: Option<indicatif::ProgressBar>,
+    progress: Arc<Progress>,
+}
+
 /// Prints per-file events (`--json`), or draws the bars.
 struct Display {
     json: bool,
     bars: Option<indicatif::MultiProgress>,
     overall: Option<indicatif::ProgressBar>,
-    /// Large files in flight, with their own bars.
-    active: Mutex<Vec<(indicatif::ProgressBar, Arc<Progress>)>>,
+    /// Large files in flight (bars, and `progress` events with `--json`).
+    active: Mutex<Vec<Active>>,
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl Display {
@@ -119,6 +127,7 @@ impl Display {
             bars,
             overall,
             active: Mutex::new(Vec::new()),
+            ticks: Default::default(),
         }
     }
 
@@ -130,41 +139,61 @@ impl Display {
 
     fn start(&self, job: &Job, progress: &Arc<Progress>) {
         self.event(serde_json::json!({"event": "start", "name": job.name, "path": job.target, "size": job.size}));
-        if let (Some(bars), Some(size)) = (&self.bars, job.size)
-            && size >= OWN_BAR_FROM
-        {
-            let bar = bars.add(indicatif::ProgressBar::new(size));
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("  {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(crate::output::printable(&job.name));
-            self.lock().push((bar, progress.clone()));
+        if job.size.is_some_and(|size| size >= OWN_BAR_FROM) && (self.bars.is_some() || self.json) {
+            let bar = self.bars.as_ref().map(|bars| {
+                let bar = bars.add(indicatif::ProgressBar::new(job.size.unwrap_or(0)));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("  {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(crate::output::printable(&job.name));
+                bar
+            });
+            self.lock().push(Active {
+                name: job.name.clone(),
+                bar,
+                progress: progress.clone(),
+            });
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(indicatif::ProgressBar, Arc<Progress>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn end(&self, progress: &Arc<Progress>) {
         let mut active = self.lock();
-        if let Some(at) = active.iter().position(|(_, p)| Arc::ptr_eq(p, progress)) {
-            let (bar, _) = active.remove(at);
-            bar.finish_and_clear();
-            if let Some(bars) = &self.bars {
-                bars.remove(&bar);
+        if let Some(at) = active.iter().position(|a| Arc::ptr_eq(&a.progress, progress)) {
+            if let Some(bar) = active.remove(at).bar {
+                bar.finish_and_clear();
+                if let Some(bars) = &self.bars {
+                    bars.remove(&bar);
+                }
             }
         }
+        self.count_one();
+    }
+
+    /// One more file of the queue has ended (done, skipped or failed).
+    fn count_one(&self) {
         if let Some(bar) = &self.overall {
             bar.inc(1);
         }
     }
 
+    /// Every 200 ms: the bars; every second with `--json`, a `progress` event per large file.
     fn tick(&self, tally: &Tally) {
-        for (bar, progress) in self.lock().iter() {
-            bar.set_length(progress.total.load(Ordering::Relaxed).max(1));
-            bar.set_position(progress.done.load(Ordering::Relaxed));
+        let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
+        for active in self.lock().iter() {
+            let (done, total) = (active.progress.done.load(Ordering::Relaxed), active.progress.total.load(Ordering::Relaxed));
+            if let Some(bar) = &active.bar {
+                bar.set_length(total.max(1));
+                bar.set_position(done);
+            }
+            if self.json && tick % 5 == 0 {
+                self.event(serde_json::json!({"event": "progress", "name": active.name, "done": done, "total": total,
+                    "live_sources": active.progress.live_sources()}));
+            }
         }
         if let Some(bar) = &self.overall {
             let failed = if tally.failures.is_empty() {
@@ -177,8 +206,10 @@ impl Display {
     }
 
     fn finish(&self) {
-        for (bar, _) in self.lock().drain(..) {
-            bar.finish_and_clear();
+        for active in self.lock().drain(..) {
+            if let Some(bar) = active.bar {
+                bar.finish_and_clear();
+            }
         }
         if let Some(bar) = &self.overall {
             bar.finish_and_clear();
@@ -349,9 +380,7 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
         Item::Ready(job) => job,
         Item::Failed { label, error } => {
             fail(label, error);
-            if let Some(bar) = &display.overall {
-                bar.inc(1);
-            }
+            display.count_one();
             return;
         }
         Item::Resolve { label, targets, output } => {
@@ -362,9 +391,7 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
                 }
                 Err(error) => {
                     fail(label, error.to_string());
-                    if let Some(bar) = &display.overall {
-                        bar.inc(1);
-                    }
+                    display.count_one();
                     return;
                 }
             }
@@ -382,16 +409,12 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
         Existing::Complete => {
             display.event(serde_json::json!({"event": "skipped", "name": job.name, "path": job.target, "reason": "complete"}));
             tally(&|t| t.skipped += 1);
-            if let Some(bar) = &display.overall {
-                bar.inc(1);
-            }
+            display.count_one();
             return;
         }
         Existing::Different if !job.force => {
             fail(job.name.clone(), format!("{} already exists; use --force to replace it", job.target.display()));
-            if let Some(bar) = &display.overall {
-                bar.inc(1);
-            }
+            display.count_one();
             return;
         }
         _ => {}
@@ -405,7 +428,7 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
     match result {
         Ok(outcome) => {
             display.event(serde_json::json!({"event": "done", "name": name, "path": outcome.path, "id": outcome.id.to_string(),
-                "size": outcome.size, "seconds": started.elapsed().as_secs_f64()}));
+                "size": outcome.size, "resumed": progress.resumed.load(Ordering::Relaxed), "seconds": started.elapsed().as_secs_f64()}));
             tally(&|t| {
                 t.done += 1;
                 t.bytes += outcome.size;
