@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download benchmarks of shoal, as ratios against curl and aria2c measured in the same run.
 #
-#   bash bench/download.sh [--quick] [--reps N] [--no-build]
+#   bash bench/download.sh [--quick] [--reps N] [--no-build] [--only CASE]
 #
 # Builds shoal (release), makes random test files in a temporary directory under /tmp, runs the
 # five cases below, cleans up (nodes, nginx, files) and prints a Markdown table on stdout; the
@@ -11,21 +11,31 @@
 #   3. four shoal peers with --max-upload-rate 25M: % of the 100 MiB/s they allow together
 #   4. peak RSS of shoal get on a 4 GiB file (curl and aria2c for reference)
 #   5. bytes fetched again after SIGKILL half way and a rerun
+#   6. a folder of 2,004 files (2,000 x 16 KiB nested + 4 x 8 MiB) from one shoal node vs
+#      aria2c -j16 -x1 -i LIST from nginx, and shoal's peak RSS
 # --quick shrinks the files (256 MiB / 50 MiB / 512 MiB) and does one repetition; --no-build uses
-# the shoal binary already in target/release (or $SHOAL_BIN).
+# the shoal binary already in target/release (or $SHOAL_BIN); --only runs one case (a number
+# 1-6 or a name: one, mirrors, peers, rss, resume, folder; repeatable).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" >&2; }
+usage() { sed -n '2,19p' "$0" >&2; }
 
 ARGS="$*"
 QUICK=0
 REPS=3
 BUILD=1
+ONLY=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --no-build) BUILD=0 ;;
+    --only)
+      case "$2" in
+        1|one) ONLY+=(1) ;; 2|mirrors) ONLY+=(2) ;; 3|peers) ONLY+=(3) ;; 4|rss) ONLY+=(4) ;;
+        5|resume) ONLY+=(5) ;; 6|folder) ONLY+=(6) ;; *) usage; exit 2 ;;
+      esac
+      shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
@@ -73,11 +83,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Whether case N runs (all of them without --only).
+wanted() { [ "${#ONLY[@]}" = 0 ] || printf '%s\n' "${ONLY[@]}" | grep -qx "$1"; }
+wanted 1 || BIG_MIB=0
+wanted 4 || HUGE_MIB=0
+{ wanted 2 || wanted 3 || wanted 5; } || MULTI_MIB=0
+
 # Space: the big file and its copy, the 4 GiB file and its copy, and a few 200 MiB files.
 need_mib=$((2 * HUGE_MIB + 2 * BIG_MIB + 8 * MULTI_MIB + 1024))
 avail_mib=$(($(df -Pk "$TMP" | awk 'NR == 2 { print $4 }') / 1024))
 if [ "$avail_mib" -lt "$need_mib" ]; then
-  HUGE_MIB=$(( (avail_mib - 2 * BIG_MIB - 8 * MULTI_MIB - 1024) / 2 ))
+  wanted 4 && HUGE_MIB=$(( (avail_mib - 2 * BIG_MIB - 8 * MULTI_MIB - 1024) / 2 ))
   [ "$HUGE_MIB" -ge 256 ] || HUGE_MIB=0
   echo "- Only ${avail_mib} MiB free under /tmp: case 4 uses ${HUGE_MIB} MiB (0 = skipped)." >> "$NOTES"
 fi
@@ -382,14 +398,85 @@ case5() {
 }
 
 # ---------------------------------------------------------------------------------------------
-make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync
+# 6. Many small files: a nested folder of 2,000 x 16 KiB and 4 x 8 MiB from one shoal node
+# (`shoal get DIR/`), against aria2c -j16 -x1 -i LIST from nginx serving the same files.
+FOLDER_SMALL=2000
+FOLDER_BIG=4
+FOLDER_BIG_MIB=8
+
+case6() {
+  local share=$TMP/c6/share dir=tree out=$TMP/c6/out st=$TMP/c6/get-state list=$TMP/c6/list.txt
+  local files=$((FOLDER_SMALL + FOLDER_BIG))
+  log "making the folder: $FOLDER_SMALL x 16 KiB in nested directories and $FOLDER_BIG x $FOLDER_BIG_MIB MiB"
+  python3 - "$share/$dir" "$FOLDER_SMALL" "$FOLDER_BIG" "$FOLDER_BIG_MIB" <<'PY' || return 1
+import os, sys
+root, small, big, big_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for i in range(small):
+    # 20 top directories of 10 subdirectories of 10 files: three levels, like a photo library.
+    d = os.path.join(root, f"d{i // 100:02}", f"s{i // 10 % 10}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:04}.dat"), "wb") as f:
+        f.write(os.urandom(16 << 10))
+os.makedirs(os.path.join(root, "big"), exist_ok=True)
+for i in range(big):
+    with open(os.path.join(root, "big", f"b{i}.bin"), "wb") as f:
+        f.write(os.urandom(big_mib << 20))
+PY
+  sync
+  local total; total=$(du -sb "$share/$dir" | cut -f1)
+  start_mirrors "$share" 0
+  local murl=${MIRROR_URLS[0]}
+  start_node "$share" "$TMP/c6/node-state" "$dir/big/b0.bin"
+  local nurl=$NODE_URL i
+  # The node scans its share at start: wait (bounded) until it indexed every file.
+  for i in $(seq 1 600); do
+    local n
+    n=$(curl -s -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>shoal.stats</methodName><params></params></methodCall>' "$nurl/" \
+      | tr -d '\n ' | sed -n 's/.*<name>files<\/name><value><[a-z0-9]*>\([0-9]*\)<.*/\1/p')
+    [ "${n:-0}" -ge "$files" ] && break
+    sleep 0.25
+  done
+  # aria2c's input file: one URL a line, each with its directory and name below it.
+  (cd "$share" && find "$dir" -type f | sort) | while read -r rel; do
+    printf '%s/%s\n  dir=%s\n  out=%s\n' "$murl" "$rel" "$out/$(dirname "$rel")" "$(basename "$rel")"
+  done > "$list"
+  local shoal_t=() aria_t=() shoal_rss=() aria_rss=() rep order tool got
+  for rep in $(seq 1 "$REPS"); do
+    if [ $((rep % 2)) = 1 ]; then order="aria2c shoal"; else order="shoal aria2c"; fi
+    for tool in $order; do
+      rm -rf "$out" "$st"; mkdir -p "$out"
+      if [ "$tool" = aria2c ]; then
+        run_timed 600 aria2c -j16 -x1 -i "$list" --allow-overwrite=true --file-allocation=none --console-log-level=warn --summary-interval=0 --download-result=hide || return 1
+        aria_t+=("$SECS"); aria_rss+=("$RSS_KB")
+      else
+        run_timed 600 "$SHOAL" get "$dir/" --peer "$nurl" -o "$out" --state "$st" --quiet || return 1
+        shoal_t+=("$SECS"); shoal_rss+=("$RSS_KB")
+      fi
+      got=$(find "$out/$dir" -type f | wc -l)
+      [ "$got" = "$files" ] || { log "$tool fetched $got files, expected $files"; return 1; }
+      log "case 6 rep $rep $tool: ${SECS}s, peak RSS $(calc "$RSS_KB / 1024" %.1f) MiB"
+    done
+  done
+  diff -r "$out/$dir" "$share/$dir" > /dev/null || note "case 6: the last download differs from the source"
+  stop_nodes; stop_mirrors
+  rm -rf "$TMP/c6"
+  local s a ratio rss; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
+  rss=$(calc "$(printf '%s\n' "${shoal_rss[@]}" | sort -g | tail -1) / 1024" %.1f)
+  row "6a. folder of $files files ($(calc "$total / $MIB" %.0f) MiB, nested), one source | shoal get DIR/ ${s} s | aria2c -j16 -x1 -i LIST from nginx ${a} s | **time ratio ${ratio}** | ≤ 1.0 | $(calc "$ratio <= 1.0" %d | sed 's/1/yes/;s/0/NO/')"
+  row "6b. same, peak RSS | shoal get ${rss} MiB (largest of the runs) | aria2c $(calc "$(printf '%s\n' "${aria_rss[@]}" | sort -g | tail -1) / 1024" %.1f) MiB | **${rss} MiB** | ≤ 64 MiB | $(calc "$rss <= 64" %d | sed 's/1/yes/;s/0/NO/')"
+  note "case 6 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; peak RSS (KiB): shoal ${shoal_rss[*]}; aria2c ${aria_rss[*]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+[ "$MULTI_MIB" = 0 ] || { make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync; }
 
 failed=0
-case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }
-case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }
-case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }
-case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }
-case5 || { failed=1; stop_mirrors; }
+if wanted 1; then case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }; fi
+if wanted 2; then case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }; fi
+if wanted 3; then case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }; fi
+if wanted 4; then case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }; fi
+if wanted 5; then case5 || { failed=1; stop_mirrors; }; fi
+if wanted 6; then case6 || { failed=1; row "6. folder | failed (see log) | | | ≤ 1.0 | NO"; stop_nodes; stop_mirrors; }; fi
 
 {
   echo "## shoal download benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $([ "$QUICK" = 1 ] && echo quick || echo full), median of $REPS)"
