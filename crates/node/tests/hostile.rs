@@ -1085,7 +1085,10 @@ async fn a_hostile_folder_listing_writes_nothing_outside_the_share() {
         options.insert("peers".to_string(), Value::Array(vec![s(&fake.url)]));
         let started = step(
             "shoal.download",
-            node.call("shoal.download", vec![s(SECRET), Value::Array(vec![s("photos/")]), Value::Struct(options)]),
+            node.call(
+                "shoal.download",
+                vec![s(SECRET), Value::Array(vec![s("photos/")]), Value::Struct(options)],
+            ),
         )
         .await;
         let Ok(Value::Struct(started)) = started else {

@@ -34,7 +34,11 @@ enum Item {
     Ready(Job),
     /// One line of a list, or the plain targets of the command line: resolved when its turn
     /// comes (a name is searched, URLs are mirrors).
-    Resolve { label: String, targets: Vec<String>, output: PathBuf },
+    Resolve {
+        label: String,
+        targets: Vec<String>,
+        output: PathBuf,
+    },
     /// A line or target that could not become a download.
     Failed { label: String, error: String },
 }
@@ -163,14 +167,15 @@ impl Display {
 
     fn end(&self, progress: &Arc<Progress>) {
         let mut active = self.lock();
-        if let Some(at) = active.iter().position(|a| Arc::ptr_eq(&a.progress, progress)) {
-            if let Some(bar) = active.remove(at).bar {
-                bar.finish_and_clear();
-                if let Some(bars) = &self.bars {
-                    bars.remove(&bar);
-                }
+        if let Some(at) = active.iter().position(|a| Arc::ptr_eq(&a.progress, progress))
+            && let Some(bar) = active.remove(at).bar
+        {
+            bar.finish_and_clear();
+            if let Some(bars) = &self.bars {
+                bars.remove(&bar);
             }
         }
+        drop(active);
         self.count_one();
     }
 
@@ -185,14 +190,19 @@ impl Display {
     fn tick(&self, tally: &Tally) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
         for active in self.lock().iter() {
-            let (done, total) = (active.progress.done.load(Ordering::Relaxed), active.progress.total.load(Ordering::Relaxed));
+            let (done, total) = (
+                active.progress.done.load(Ordering::Relaxed),
+                active.progress.total.load(Ordering::Relaxed),
+            );
             if let Some(bar) = &active.bar {
                 bar.set_length(total.max(1));
                 bar.set_position(done);
             }
-            if self.json && tick % 5 == 0 {
-                self.event(serde_json::json!({"event": "progress", "name": active.name, "done": done, "total": total,
-                    "live_sources": active.progress.live_sources()}));
+            if self.json && tick.is_multiple_of(5) {
+                self.event(
+                    serde_json::json!({"event": "progress", "name": active.name, "done": done, "total": total,
+                    "live_sources": active.progress.live_sources()}),
+                );
             }
         }
         if let Some(bar) = &self.overall {
@@ -230,7 +240,10 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
         None => std::env::current_dir().context("reading the current directory")?,
     };
     if out_dir.exists() && !out_dir.is_dir() {
-        bail!("{} is not a directory: with folders, globs and lists -o names the directory the files go into", out_dir.display());
+        bail!(
+            "{} is not a directory: with folders, globs and lists -o names the directory the files go into",
+            out_dir.display()
+        );
     }
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out_dir = std::path::absolute(&out_dir)?;
@@ -370,7 +383,16 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
 
 /// Runs one item of the queue to its end and counts it.
 #[allow(clippy::too_many_arguments)]
-async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], force: bool, display: &Display, tally: &Mutex<Tally>, cancel: &CancellationToken) {
+async fn one(
+    item: Item,
+    engine: &Engine,
+    client: &Client,
+    peers: &[String],
+    force: bool,
+    display: &Display,
+    tally: &Mutex<Tally>,
+    cancel: &CancellationToken,
+) {
     let tally = |change: &dyn Fn(&mut Tally)| change(&mut tally.lock().unwrap_or_else(|p| p.into_inner()));
     let fail = |name: String, error: String| {
         display.event(serde_json::json!({"event": "failed", "name": name, "error": error}));
@@ -413,7 +435,10 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
             return;
         }
         Existing::Different if !job.force => {
-            fail(job.name.clone(), format!("{} already exists; use --force to replace it", job.target.display()));
+            fail(
+                job.name.clone(),
+                format!("{} already exists; use --force to replace it", job.target.display()),
+            );
             display.count_one();
             return;
         }
@@ -427,8 +452,10 @@ async fn one(item: Item, engine: &Engine, client: &Client, peers: &[String], for
     display.end(&progress);
     match result {
         Ok(outcome) => {
-            display.event(serde_json::json!({"event": "done", "name": name, "path": outcome.path, "id": outcome.id.to_string(),
-                "size": outcome.size, "resumed": progress.resumed.load(Ordering::Relaxed), "seconds": started.elapsed().as_secs_f64()}));
+            display.event(
+                serde_json::json!({"event": "done", "name": name, "path": outcome.path, "id": outcome.id.to_string(),
+                "size": outcome.size, "resumed": progress.resumed.load(Ordering::Relaxed), "seconds": started.elapsed().as_secs_f64()}),
+            );
             tally(&|t| {
                 t.done += 1;
                 t.bytes += outcome.size;

@@ -84,7 +84,9 @@ fn events(lines: &[String], kind: &str) -> Vec<serde_json::Value> {
 }
 
 fn summary(lines: &[String]) -> serde_json::Value {
-    events(lines, "summary").pop().unwrap_or_else(|| panic!("a summary line in {lines:#?}"))
+    events(lines, "summary")
+        .pop()
+        .unwrap_or_else(|| panic!("a summary line in {lines:#?}"))
 }
 
 #[test]
@@ -103,7 +105,11 @@ fn a_nested_folder_downloads_with_its_layout_and_a_rerun_fetches_nothing() {
     let (status, lines, stderr) = get(&[]);
     assert!(status.success(), "the folder downloads: {stderr}");
     assert_eq!(tree(&out.join("pics")), wanted, "every file, intact, in its place");
-    assert_eq!(tree(&out).len(), wanted.len(), "nothing beside out/pics (no partial files, no outside.jpg)");
+    assert_eq!(
+        tree(&out).len(),
+        wanted.len(),
+        "nothing beside out/pics (no partial files, no outside.jpg)"
+    );
     assert_eq!(events(&lines, "done").len(), wanted.len());
     assert_eq!(summary(&lines)["done"], wanted.len());
 
@@ -139,10 +145,13 @@ fn a_glob_picks_only_the_matching_files() {
     for (glob, keep) in [
         ("pics/**/*.jpg", (|n: &str| n.ends_with(".jpg")) as fn(&str) -> bool),
         ("pics/*.jpg", |n: &str| n.ends_with(".jpg") && !n["pics/".len()..].contains('/')),
-        ("pics/2024/p?.jpg", |n: &str| n.starts_with("pics/2024/p") && n.len() == "pics/2024/p1.jpg".len()),
+        ("pics/2024/p?.jpg", |n: &str| {
+            n.starts_with("pics/2024/p") && n.len() == "pics/2024/p1.jpg".len()
+        }),
     ] {
         let out = root.path().join(format!("out-{}", glob.len()));
-        let (status, _, stderr) = Proc::shoal(&["get", glob, "--peer", &node.url, "-o", &path(&out), "--state", &state_s, "--quiet"]).finish(RUN_LIMIT);
+        let (status, _, stderr) =
+            Proc::shoal(&["get", glob, "--peer", &node.url, "-o", &path(&out), "--state", &state_s, "--quiet"]).finish(RUN_LIMIT);
         assert!(status.success(), "{glob}: {stderr}");
         let base = if glob.starts_with("pics/2024/") { "pics/2024/" } else { "pics/" };
         let wanted = under(&files, base, keep);
@@ -164,7 +173,9 @@ fn a_folder_killed_with_sigkill_resumes_and_completes() {
     let node = serving(root.path(), &files, &["--max-upload-rate", "4M"]);
     let out = root.path().join("out");
     let (out_s, state_s) = (path(&out), path(&root.path().join("get-state")));
-    let args = ["get", "dir/", "--peer", &node.url, "-o", &out_s, "--state", &state_s, "--json", "-j", "3"];
+    let args = [
+        "get", "dir/", "--peer", &node.url, "-o", &out_s, "--state", &state_s, "--json", "-j", "3",
+    ];
 
     let mut first = Proc::shoal(&args);
     let deadline = Instant::now() + RUN_LIMIT;
@@ -202,7 +213,10 @@ fn a_folder_killed_with_sigkill_resumes_and_completes() {
     assert!(status.success(), "the run again completes: {stderr}");
     assert_eq!(tree(&out), wanted, "every file intact, no partial file left");
     let sum = summary(&lines);
-    assert!(sum["skipped"].as_u64().unwrap() >= done_before, "files done before the kill are kept: {sum}");
+    assert!(
+        sum["skipped"].as_u64().unwrap() >= done_before,
+        "files done before the kill are kept: {sum}"
+    );
     // The large file that had progressed resumed from its record: only what was in flight is
     // fetched again.
     let resumed: u64 = events(&lines, "done").iter().map(|e| e["resumed"].as_u64().unwrap_or(0)).sum();
@@ -231,11 +245,17 @@ fn a_list_mixes_a_name_an_id_and_mirrors_and_names_its_failure() {
     .unwrap();
     let out = root.path().join("out");
     let (list_s, out_s, state_s) = (path(&list), path(&out), path(&root.path().join("get-state")));
-    let (status, lines, stderr) = Proc::shoal(&["get", "-i", &list_s, "--peer", &node.url, "-o", &out_s, "--state", &state_s, "-j", "2"]).finish(RUN_LIMIT);
+    let (status, lines, stderr) = Proc::shoal(&[
+        "get", "-i", &list_s, "--peer", &node.url, "-o", &out_s, "--state", &state_s, "-j", "2",
+    ])
+    .finish(RUN_LIMIT);
     assert!(!status.success(), "a failed line fails the run");
     let text = lines.join("\n");
     assert!(text.contains("3 downloaded"), "{text}");
-    assert!(text.contains("1 failed") && text.contains("failed: line 7: missing.txt"), "the summary names the failure: {text}");
+    assert!(
+        text.contains("1 failed") && text.contains("failed: line 7: missing.txt"),
+        "the summary names the failure: {text}"
+    );
     assert!(stderr.contains("1 of 4 downloads failed"), "{stderr}");
     let mut wanted = BTreeMap::new();
     wanted.insert("a.txt".to_string(), files["a.txt"].clone());
@@ -251,7 +271,10 @@ fn folders_are_not_handed_to_a_node_on_the_same_state() {
     let _node = Serve::start(&root.path().join("share"), &state, &["--secret", "x"]);
     let (status, _, stderr) = Proc::shoal(&["get", "pics/", "--state", &path(&state)]).finish(RUN_LIMIT);
     assert!(!status.success());
-    assert!(stderr.contains("folders, globs and lists are downloaded without a node"), "{stderr}");
+    assert!(
+        stderr.contains("folders, globs and lists are downloaded without a node"),
+        "{stderr}"
+    );
 }
 
 /// The content id of `data` (its BLAKE3 hash, as `b3sum` prints it).

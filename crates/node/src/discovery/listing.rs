@@ -69,7 +69,10 @@ pub async fn list_folder(client: &Client, peer: &str, folder: &str) -> Result<Ve
 /// Lists `folder` on `peers` (at most [`MAX_FANOUT`]) at once and merges the listings. Returns
 /// the files in name order and, for each peer that failed, why.
 pub async fn list_on_peers(client: &Client, peers: &[String], folder: &str) -> (Vec<ListedFile>, Vec<(String, CallError)>) {
-    let calls = peers.iter().take(MAX_FANOUT).map(|peer| async move { (peer.clone(), list_folder(client, peer, folder).await) });
+    let calls = peers
+        .iter()
+        .take(MAX_FANOUT)
+        .map(|peer| async move { (peer.clone(), list_folder(client, peer, folder).await) });
     let mut failures = Vec::new();
     // path -> the (id, size) claims, each with the peers that made it, in peer order.
     let mut claims: BTreeMap<String, Vec<(ContentId, u64, Vec<String>)>> = BTreeMap::new();

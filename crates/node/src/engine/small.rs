@@ -173,7 +173,11 @@ fn write_and_place(target: &Path, bytes: &[u8], replace: bool) -> Result<(), Eng
 /// of small files instead of two fsyncs per file.
 pub fn sync_file_system(path: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
     let handle = std::fs::File::open(dir)?;
     // SAFETY: the descriptor is open for the duration of the call.
     if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {

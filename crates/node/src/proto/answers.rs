@@ -476,7 +476,7 @@ mod tests {
             size: 1,
             id,
         }));
-        assert_eq!((small.files.len(), small.next), (3, None));
+        assert_eq!((small.files.len(), small.next.as_deref()), (3, None));
         let xml = shoal_xmlrpc::encode_response(small.to_value());
         assert!(xml.len() <= PAGE_XML_SLACK + 3 * ENTRY_XML_BYTES, "the estimate holds: {xml}");
     }

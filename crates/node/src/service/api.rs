@@ -223,10 +223,11 @@ impl Api {
         let rows = blocking(move || share.list_page(&folder, &cursor, MAX_LIST_ENTRIES + 1))
             .await?
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(FolderPage::fill(
-            rows.into_iter()
-                .map(|(path, entry)| FolderEntry { path, size: entry.size, id: entry.id }),
-        ))
+        Ok(FolderPage::fill(rows.into_iter().map(|(path, entry)| FolderEntry {
+            path,
+            size: entry.size,
+            id: entry.id,
+        })))
     }
 
     /// A file of this share by name or content id.
@@ -523,7 +524,10 @@ impl Api {
                 match found {
                     Existing::Complete => return None,
                     Existing::Different if !job.force => {
-                        return Some((job.name, format!("{} already exists; nothing was overwritten", job.target.display())));
+                        return Some((
+                            job.name,
+                            format!("{} already exists; nothing was overwritten", job.target.display()),
+                        ));
                     }
                     _ => {}
                 }

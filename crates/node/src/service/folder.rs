@@ -221,9 +221,12 @@ fn glob_matches(pattern: &[u8], path: &[u8]) -> bool {
     }
 }
 
-/// Parses a character class after its `[`: the byte ranges, whether it is negated, and how many
-/// bytes of the pattern it took (its `]` included). `None` when it never closes.
-fn class(pattern: &[u8]) -> Option<(Vec<(u8, u8)>, bool, usize)> {
+/// A character class of a glob: its byte ranges, whether it is negated, and how many bytes of the
+/// pattern it took (its `]` included).
+type Class = (Vec<(u8, u8)>, bool, usize);
+
+/// Parses a character class after its `[`; `None` when it never closes.
+fn class(pattern: &[u8]) -> Option<Class> {
     let negated = matches!(pattern.first(), Some(b'!' | b'^'));
     let mut i = usize::from(negated);
     let mut members = Vec::new();

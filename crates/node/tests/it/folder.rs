@@ -12,8 +12,12 @@ use super::util::{SECRET, TestNode, random_bytes, read, s};
 
 /// The paths of one page, and its `next`.
 fn page_of(answer: Value) -> (Vec<String>, Option<String>) {
-    let Value::Struct(fields) = answer else { panic!("a page is a struct: {answer:?}") };
-    let Some(Value::Array(files)) = fields.get("files") else { panic!("a page has files: {fields:?}") };
+    let Value::Struct(fields) = answer else {
+        panic!("a page is a struct: {answer:?}")
+    };
+    let Some(Value::Array(files)) = fields.get("files") else {
+        panic!("a page has files: {fields:?}")
+    };
     let paths = files
         .iter()
         .map(|f| match f {
@@ -107,7 +111,10 @@ async fn shoal_download_and_fetch_of_a_folder_keep_its_layout() {
     let node = TestNode::start().await;
     node.knows(&[&holder]).await;
     let started = node
-        .call("shoal.download", vec![s(SECRET), Value::Array(vec![s("photos/")]), Value::Struct(BTreeMap::new())])
+        .call(
+            "shoal.download",
+            vec![s(SECRET), Value::Array(vec![s("photos/")]), Value::Struct(BTreeMap::new())],
+        )
         .await
         .expect("the folder download starts");
     let Value::Struct(started) = started else { panic!("{started:?}") };
@@ -126,13 +133,19 @@ async fn shoal_download_and_fetch_of_a_folder_keep_its_layout() {
     // fetch of a folder, the seed's call: the same names in the share, done when it returns.
     let fetcher = TestNode::start().await;
     fetcher.knows(&[&holder]).await;
-    assert_eq!(fetcher.call("fetch", vec![s("photos/2024/"), s(SECRET)]).await, Ok(Value::Integer(0)));
+    assert_eq!(
+        fetcher.call("fetch", vec![s("photos/2024/"), s(SECRET)]).await,
+        Ok(Value::Integer(0))
+    );
     assert_eq!(read(&fetcher.path("photos/2024/b.jpg")), files["photos/2024/b.jpg"]);
     assert_eq!(read(&fetcher.path("photos/2024/deep/c.jpg")), files["photos/2024/deep/c.jpg"]);
     assert!(!fetcher.path("photos/a.jpg").exists());
     // Again: every file is complete already (checked by its content id), so nothing is
     // refused as existing and the call succeeds.
-    assert_eq!(fetcher.call("fetch", vec![s("photos/2024/"), s(SECRET)]).await, Ok(Value::Integer(0)));
+    assert_eq!(
+        fetcher.call("fetch", vec![s("photos/2024/"), s(SECRET)]).await,
+        Ok(Value::Integer(0))
+    );
     // A different file under one of the names is left alone, and the fetch says so.
     std::fs::write(fetcher.path("photos/2024/b.jpg"), b"mine").unwrap();
     let refused = fetcher.call("fetch", vec![s("photos/2024/"), s(SECRET)]).await.unwrap_err();
