@@ -508,12 +508,8 @@ impl Api {
     /// says `force`). Syncs the file system at the end. Returns the failures: (name, reason).
     async fn run_queue(&self, jobs: Vec<Job>) -> Vec<(String, String)> {
         use futures_util::StreamExt;
-        let dirs: Vec<PathBuf> = {
-            let mut dirs: Vec<PathBuf> = jobs.iter().filter_map(|j| j.target.parent().map(Path::to_path_buf)).collect();
-            dirs.dedup();
-            dirs.truncate(1);
-            dirs
-        };
+        // The jobs of one folder share an output directory, so one file system.
+        let sync_dir = jobs.first().and_then(|job| job.target.parent()).map(Path::to_path_buf);
         let failures: Vec<(String, String)> = futures_util::stream::iter(jobs)
             .map(|job| async move {
                 if self.inner.stopping.is_cancelled() {
@@ -539,7 +535,7 @@ impl Api {
             .collect()
             .await;
         // Small files are placed without an fsync each: one sync of the file system instead.
-        for dir in dirs {
+        if let Some(dir) = sync_dir {
             let _ = blocking(move || crate::engine::small::sync_file_system(&dir)).await;
         }
         failures

@@ -165,13 +165,18 @@ pub enum Existing {
     Different,
 }
 
-/// Checks `target` against content `id` by hashing it (blocking: call off the runtime).
+/// Checks `target` against content `id` by hashing it (blocking: call off the runtime). Beside
+/// a complete file, a partial file left by a kill between linking the file and removing its
+/// partial name is removed.
 pub fn existing(target: &Path, id: Option<ContentId>) -> Existing {
     match std::fs::symlink_metadata(target) {
         Err(_) => Existing::Absent,
         Ok(meta) if !meta.is_file() => Existing::Different,
         Ok(_) => match (id, shoal_index::hash_file(target)) {
-            (Some(id), Ok(hashed)) if hashed.id == id => Existing::Complete,
+            (Some(id), Ok(hashed)) if hashed.id == id => {
+                let _ = std::fs::remove_file(crate::engine::part_path(target));
+                Existing::Complete
+            }
             _ => Existing::Different,
         },
     }
