@@ -94,6 +94,8 @@ pub struct Share {
     store: IndexStore,
     /// Only one scan runs at a time.
     scan_lock: Mutex<()>,
+    /// Bytes found new or changed and not hashed yet (the hashing backlog).
+    backlog: std::sync::atomic::AtomicU64,
 }
 
 /// A file the walk found.
@@ -101,6 +103,27 @@ struct Found {
     name: String,
     path: PathBuf,
     meta: Metadata,
+}
+
+/// One scan's share of [`Share::hashing_backlog`], taken off as files are hashed and in full
+/// when the scan ends.
+struct Backlog<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    left: u64,
+}
+
+impl Backlog<'_> {
+    fn done(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.left);
+        self.left -= bytes;
+        self.counter.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.left, Ordering::Relaxed);
+    }
 }
 
 /// A file to hash: found, and new or changed.
@@ -130,7 +153,13 @@ impl Share {
             root,
             store: IndexStore::new(db)?,
             scan_lock: Mutex::new(()),
+            backlog: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Bytes of new or changed files that wait to be hashed.
+    pub fn hashing_backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// The canonical path of the shared directory.
@@ -338,6 +367,13 @@ impl Share {
         if jobs.is_empty() {
             return Ok(());
         }
+        let total: u64 = jobs.iter().map(|j| j.found.meta.len()).sum();
+        self.backlog.fetch_add(total, Ordering::Relaxed);
+        // Whatever happens below, the backlog of this call is gone when it returns.
+        let mut settle = Backlog {
+            counter: &self.backlog,
+            left: total,
+        };
         let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
@@ -366,6 +402,7 @@ impl Share {
                     continue; // drain so the workers can finish
                 }
                 let job = &jobs[index];
+                settle.done(job.found.meta.len());
                 let (hashed, meta) = match result {
                     Ok(done) => done,
                     Err(Skip::Changed) => {

@@ -150,6 +150,8 @@ impl Node {
             connect_timeout: options.connect_timeout,
             policy: Policy::for_node(own_host),
             budget: options.answer_budget,
+            extra_roots: options.ca_certs.clone(),
+            ..Default::default()
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -55,6 +55,8 @@ pub struct NodeOptions {
     pub max_per_address: usize,
     /// Bytes of peers' answers that may be in flight at once (all searches together).
     pub answer_budget: usize,
+    /// Certificate authorities trusted for https besides the platform's (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
 }
 
 impl NodeOptions {
@@ -79,6 +81,7 @@ impl NodeOptions {
             max_upload_rate: None,
             engine: EngineOptions::default(),
             download_dir: None,
+            ca_certs: Vec::new(),
             guard: GuardOptions::default(),
             stall_timeout: Duration::from_secs(60),
             max_per_address: 64,

@@ -801,6 +801,7 @@ async fn metadata_link_local_and_unspecified_addresses_are_never_contacted() {
         connect_timeout: Duration::from_secs(1),
         policy: shoal_node::net::Policy::for_node(Some("127.0.0.1".parse().unwrap())),
         budget: 1 << 20,
+        ..Default::default()
     });
     for url in forbidden {
         let parsed = reqwest::Url::parse(url).unwrap();
@@ -827,6 +828,7 @@ async fn metadata_link_local_and_unspecified_addresses_are_never_contacted() {
         connect_timeout: Duration::from_secs(1),
         policy: shoal_node::net::Policy::for_node(Some("8.8.8.8".parse().unwrap())),
         budget: 1 << 20,
+        ..Default::default()
     });
     assert!(
         public

@@ -30,7 +30,7 @@ pub enum Command {
     /// whole folder (DIR/), the files a glob matches, or a list (-i); run the same command again
     /// to resume.
     #[command(
-        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get photos/ --peer http://127.0.0.1:4242 -o ./backup      (every file under photos/ into ./backup/photos/)\n  shoal get 'photos/**/*.jpg' --peer http://127.0.0.1:4242 -j 32   (a glob, 32 files at once)\n  shoal get -i list.txt -o ./downloads --json                       (one download a line; tab-separated mirrors)\n\nFolders and globs: a TARGET ending in / names every file under that shared folder, recursively;\none with *, ?, [ is a glob over the paths the peers list (* stays within a folder, ** crosses\nfolders). The layout is kept under -o (default: the current directory) as scp -r does. A file\nalready complete at its target (checked by its content id) is skipped; a different one is left\nalone unless --force.\n\nList files (-i): one download a line: a file name, a content id, a folder or glob, or URLs\n(several mirrors of one file separated by tabs); lines starting with # and blank lines are\nignored; an indented line `  out=NAME` below a download names its file under -o."
+        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'\n  shoal get photos/ --peer http://127.0.0.1:4242 -o ./backup      (every file under photos/ into ./backup/photos/)\n  shoal get 'photos/**/*.jpg' --peer http://127.0.0.1:4242 -j 32   (a glob, 32 files at once)\n  shoal get -i list.txt -o ./downloads --json                       (one download a line; tab-separated mirrors)\n\nFolders and globs: a TARGET ending in / names every file under that shared folder, recursively;\none with *, ?, [ is a glob over the paths the peers list (* stays within a folder, ** crosses\nfolders). The layout is kept under -o (default: the current directory) as scp -r does. A file\nalready complete at its target (checked by its content id) is skipped; a different one is left\nalone unless --force.\n\nList files (-i): one download a line: a file name, a content id, a folder or glob, or URLs\n(several mirrors of one file separated by tabs); lines starting with # and blank lines are\nignored; an indented line `  out=NAME` below a download names its file under -o."
     )]
     Get(GetArgs),
     /// Start a node and open a prompt (the seed's client), or attach to a running node.
@@ -110,6 +110,9 @@ pub struct NodeArgs {
     /// A directory the owner's downloads (shoal.download, fetch) may write into besides the share.
     #[arg(long, value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
+    /// Also trust the certificate authorities in this PEM file for https mirrors (repeatable).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -126,9 +129,11 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// File names, content ids (64 hex characters) or http URLs of mirrors, mixed freely (https is not supported yet); or folders (DIR/) and globs ('photos/*.jpg').
+    /// File names, content ids (64 hex characters) or http/https URLs of mirrors, mixed freely; or folders (DIR/) and globs ('photos/*.jpg').
     #[arg(required_unless_present = "input_file", value_name = "TARGET")]
     pub targets: Vec<String>,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Where to save: a file path, or an existing directory [default: the current directory]; for folders, globs and lists the directory the files go into (created if missing).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -165,6 +170,18 @@ pub struct GetArgs {
     /// The state directory (peer table, resume records).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+}
+
+/// How requests to the URLs a user gives are made.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WebArgs {
+    /// Also trust the certificate authorities in this PEM file for https (repeatable; the
+    /// platform's roots, SSL_CERT_FILE and SSL_CERT_DIR stay trusted). Verification cannot be turned off.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Send this header to the mirrors, e.g. 'Authorization: Bearer TOKEN' (repeatable; never sent to peers).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -144,7 +144,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         .map(str::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
-    let client = Client::new(Duration::from_secs(3));
+    let client = owner_client(&args.web)?;
     let output = args.output.clone();
     let mut job = shoal_node::service::resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
     job.force = args.force;
@@ -224,8 +224,31 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The client for a download the user asked for: the platform's CA roots plus `--ca-cert`,
+/// and `--header` on every request to the URLs the user gave.
+pub fn owner_client(web: &crate::cli::WebArgs) -> anyhow::Result<Client> {
+    let mut options = shoal_node::net::ClientOptions::default();
+    for path in &web.ca_certs {
+        options
+            .extra_roots
+            .extend(shoal_node::net::load_ca_file(path).map_err(anyhow::Error::msg)?);
+    }
+    for header in &web.headers {
+        let (name, value) = shoal_node::net::parse_header(header).map_err(|e| anyhow::anyhow!("--header: {e}"))?;
+        options.owner_headers.append(name, value);
+    }
+    Ok(Client::with_options(options))
+}
+
 /// Hands the download to the node running on `state` and follows its progress.
 async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
+    if !args.web.ca_certs.is_empty() || !args.web.headers.is_empty() {
+        bail!(
+            "a node runs on {}: it downloads with its own settings, so --ca-cert and --header cannot be handed to it; \
+             give them to `shoal serve`, or use another --state",
+            state.display()
+        );
+    }
     let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE)).with_context(|| {
         format!(
             "the state store in {} is in use, but no node URL is recorded there",

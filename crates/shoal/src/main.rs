@@ -24,9 +24,11 @@ fn main() -> std::process::ExitCode {
         }
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+            // The TLS verifier logs every refused certificate as an error of its own; shoal
+            // reports it once, in its own words.
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+        }))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -273,7 +273,8 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
             requests.push((label, line.targets, output));
         }
     }
-    let client = Client::new(Duration::from_secs(3));
+    // The user's client: --ca-cert and --header apply to a list's https mirrors as to one file's.
+    let client = crate::get::owner_client(&args.web)?;
     let options = shoal_node::engine::EngineOptions {
         max_rate,
         give_up_after: Duration::from_secs(args.retry_for),

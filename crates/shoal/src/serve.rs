@@ -51,6 +51,11 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
         options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
     }
     options.secret = layers.get("secret", None).value;
+    for path in &args.ca_certs {
+        options
+            .ca_certs
+            .extend(shoal_node::net::load_ca_file(path).map_err(anyhow::Error::msg)?);
+    }
     options.download_dir = layers
         .get("download_dir", args.download_dir.as_ref().map(|p| p.display().to_string()))
         .value

@@ -360,6 +360,7 @@ impl Flood {
 
     /// Asks one peer where `name` is, in the protocol it speaks.
     async fn ask_locate(&self, peer: &str, kind: PeerKind, name: &str, route: Route) -> Option<Hit> {
+        self.client.metrics().searches_out.inc();
         let content_limit = (self.options.max_content as usize).saturating_mul(4) / 3 + LOCATE_ANSWER_BYTES;
         if kind != PeerKind::Seed {
             let params = [
@@ -424,6 +425,12 @@ impl Flood {
 
     /// Forwards a pattern search to the peers and merges what they answer into `merged`.
     pub async fn forward_search(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged) {
+        self.forward_search_each(pattern, route, merged, |_| {}).await
+    }
+
+    /// [`Flood::forward_search`], calling `each` with every peer's answer as it arrives (a live
+    /// view of the results).
+    pub async fn forward_search_each(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged, mut each: impl FnMut(&[Match])) {
         let Some(Hop { next, exclude, deadline }) = route.next_hop(self.me()) else {
             return;
         };
@@ -440,13 +447,18 @@ impl Flood {
                     Ok(None) | Err(_) => break,
                 },
             };
-            for found in joined.unwrap_or_default() {
+            let found = joined.unwrap_or_default();
+            if !found.is_empty() {
+                each(&found);
+            }
+            for found in found {
                 merged.add(found);
             }
         }
     }
 
     async fn ask_search(&self, peer: &str, pattern: &str, route: Route) -> Vec<Match> {
+        self.client.metrics().searches_out.inc();
         let params = [
             Value::String(pattern.to_string()),
             Value::String(route.query_id.clone()),

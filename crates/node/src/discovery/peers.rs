@@ -115,6 +115,8 @@ pub struct PeerInfo {
     pub backing_off: bool,
     /// Learnt from a stranger rather than configured by the owner.
     pub learnt: bool,
+    /// How long ago it last answered, if ever.
+    pub last_seen: Option<Duration>,
 }
 
 /// Why a peer was not added.
@@ -297,6 +299,7 @@ impl Peers {
                 failures: s.failures,
                 backing_off: s.retry_at.is_some_and(|at| at > now),
                 learnt: s.learnt,
+                last_seen: s.last_ok.map(|at| now.saturating_duration_since(at)),
             })
             .collect();
         rows.sort_by(|a, b| a.url.cmp(&b.url));

@@ -437,32 +437,69 @@ impl Engine {
         &self.options
     }
 
-    /// The size the first of `sources` to answer a HEAD request claims.
+    /// The size the first of `sources` to answer claims: from `HEAD`, or, for a server that
+    /// refuses `HEAD` or leaves out the length (presigned URLs, dynamic pages), from the total
+    /// in the `Content-Range` of a one-byte `GET`.
     async fn probe_size(&self, sources: &[&Source]) -> Result<u64, String> {
         let mut last = String::from("no source answered");
         for source in sources {
-            let request = match self.net.request(reqwest::Method::HEAD, &source.url, source.trust) {
-                Ok(request) => request.timeout(self.options.stall_timeout),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            match request.send().await {
-                Ok(r) if r.status().is_success() => match r
-                    .headers()
-                    .get(reqwest::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                {
-                    Some(len) if len <= MAX_SIZE => return Ok(len),
-                    Some(_) => last = format!("{} claims a size over {MAX_SIZE} bytes", source.url),
-                    None => last = format!("{} sent no Content-Length", source.url),
-                },
-                Ok(r) => last = format!("{} answered HTTP {}", source.url, r.status()),
-                Err(e) => last = format!("{}: {e}", source.url),
+            let shown = crate::proto::url::without_credentials(source.url.as_str());
+            match self.head_size(source).await {
+                Ok(size) => return Ok(size),
+                Err(reason) => last = format!("{shown}: {reason}"),
+            }
+            match self.range_size(source).await {
+                Ok(size) => return Ok(size),
+                Err(reason) => tracing::debug!(source = %shown, %reason, "no size from a one-byte range either"),
             }
         }
         Err(last)
+    }
+
+    async fn head_size(&self, source: &Source) -> Result<u64, String> {
+        let request = self
+            .net
+            .request(reqwest::Method::HEAD, &source.url, source.trust)
+            .map_err(|e| e.to_string())?
+            .timeout(self.options.stall_timeout);
+        let response = request.send().await.map_err(|e| crate::net::describe(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("answered HTTP {}", response.status()));
+        }
+        match response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            Some(len) if len <= MAX_SIZE => Ok(len),
+            Some(_) => Err(format!("claims a size over {MAX_SIZE} bytes")),
+            None => Err("sent no Content-Length".into()),
+        }
+    }
+
+    async fn range_size(&self, source: &Source) -> Result<u64, String> {
+        let request = self
+            .net
+            .request(reqwest::Method::GET, &source.url, source.trust)
+            .map_err(|e| e.to_string())?
+            .header(reqwest::header::RANGE, "bytes=0-0")
+            .timeout(self.options.stall_timeout);
+        let response = request.send().await.map_err(|e| crate::net::describe(&e))?;
+        if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(format!("answered HTTP {} to a range request", response.status()));
+        }
+        // `bytes 0-0/TOTAL`; the body (one byte) is dropped with the response.
+        let total = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes 0-0/"))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or("sent no usable Content-Range")?;
+        if total > MAX_SIZE {
+            return Err(format!("claims a size over {MAX_SIZE} bytes"));
+        }
+        Ok(total)
     }
 
     /// Fetches the verification data for a claimed `size` from the first peer that has it,
@@ -622,8 +659,7 @@ impl Engine {
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                    // No TLS in this build: https mirrors are refused when targets are resolved.
-                    Ok(url) if url.scheme() == "http" => (url, "mirror", Trust::Owner),
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror", Trust::Owner),
                     _ => return,
                 },
             };
@@ -815,7 +851,7 @@ impl Engine {
         let mut workers = JoinSet::new();
         let spawn = |workers: &mut JoinSet<()>, source: Source| {
             progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(SourceStat {
-                url: source.url.to_string(),
+                url: crate::proto::url::without_credentials(source.url.as_str()),
                 kind: source.kind,
                 state: SourceState::Connecting,
                 bytes: 0,
@@ -1025,7 +1061,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                     s.state = SourceState::Banned;
                     s.last_error = Some(reason.clone());
                 });
-                tracing::warn!(source = %source.url, %reason, "source cannot serve this file");
+                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source cannot serve this file");
                 return;
             }
             Err(RunError::Bad(index)) => {
@@ -1039,7 +1075,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                         s.state = SourceState::Banned;
                     }
                 });
-                tracing::warn!(source = %source.url, index, "a piece failed verification");
+                tracing::warn!(source = %crate::proto::url::without_credentials(source.url.as_str()), index, "a piece failed verification");
                 if banned {
                     return;
                 }
@@ -1051,7 +1087,7 @@ async fn worker(ctx: Arc<Ctx>, source: Source) {
                     s.failures = failures;
                     s.last_error = Some(reason.clone());
                 });
-                tracing::debug!(source = %source.url, %reason, "source failed; retrying later");
+                tracing::debug!(source = %crate::proto::url::without_credentials(source.url.as_str()), %reason, "source failed; retrying later");
                 let waited = ctx.last_progress.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                 if waited >= ctx.options.give_up_after {
                     return;
@@ -1086,7 +1122,11 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
         () = ctx.cancel.cancelled() => return Ok(0),
         sent = tokio::time::timeout(ctx.options.stall_timeout, request.send()) => match sent {
             Err(_) => return Err(RunError::Source(format!("no answer within {:?}", ctx.options.stall_timeout))),
-            Ok(Err(e)) => return Err(RunError::Source(format!("request failed: {e}"))),
+            // A certificate that is not trusted stays so: the source is dropped, not retried.
+            Ok(Err(e)) => match crate::net::tls_failure(&e) {
+                Some(tls) => return Err(RunError::Unusable(tls)),
+                None => return Err(RunError::Source(format!("request failed: {}", crate::net::describe(&e)))),
+            },
             Ok(Ok(response)) => response,
         },
     };
@@ -1187,7 +1227,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, source: &Source, run: Range<u64>) -> Result<u
             next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => match next {
                 Err(_) => return Err(RunError::Source(format!("stalled: no data for {:?}", ctx.options.stall_timeout))),
                 Ok(None) => return Err(RunError::Source("closed the connection early".into())),
-                Ok(Some(Err(e))) => return Err(RunError::Source(format!("read failed: {e}"))),
+                Ok(Some(Err(e))) => return Err(RunError::Source(format!("read failed: {}", crate::net::describe(&e)))),
                 Ok(Some(Ok(chunk))) => chunk,
             },
         };

@@ -13,9 +13,12 @@
 pub mod content;
 pub mod faults;
 pub mod guard;
+pub mod json;
+pub mod metrics;
 pub mod range;
 pub mod rpc;
 mod stall;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -61,6 +64,11 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .route("/content/{id}", get(content::by_id))
         .route("/files/{*name}", get(content::by_name))
         .route("/outboard/{id}", get(content::outboard))
+        .merge(json::routes())
+        .merge(web::routes())
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), metrics::timed))
+        .layer(axum::Extension(Arc::new(json::Sessions::default())))
         .layer(axum::middleware::from_fn(guard::browser))
         .layer(axum::Extension(guard))
         .with_state(api)

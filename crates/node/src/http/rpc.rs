@@ -200,6 +200,11 @@ pub async fn handle(
         let name: String = call.method.chars().take(100).filter(|c| !c.is_control()).collect();
         return fault_response(&Fault::new(BAD_CALL, format!("method \"{name}\" is not supported")));
     };
+    api.client()
+        .metrics()
+        .calls_in
+        .get_or_create(&crate::net::metrics::MethodLabel { method: method.name })
+        .inc();
     let request = Request {
         api,
         guard,

@@ -10,7 +10,6 @@
 //! messages it sends, which the search benchmark reports.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -76,6 +75,110 @@ pub struct ClientOptions {
     pub policy: Policy,
     /// Bytes of answers that may be in flight at once, across all calls.
     pub budget: usize,
+    /// Certificate authorities trusted besides the platform's (`--ca-cert`).
+    pub extra_roots: Vec<reqwest::Certificate>,
+    /// Headers sent with every request the owner asked for (`--header`), never to peers.
+    pub owner_headers: reqwest::header::HeaderMap,
+}
+
+impl Default for ClientOptions {
+    /// The owner's client: owner trust everywhere, no extra roots or headers.
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(3),
+            policy: Policy::OWNER,
+            budget: 1 << 30,
+            extra_roots: Vec::new(),
+            owner_headers: reqwest::header::HeaderMap::new(),
+        }
+    }
+}
+
+/// Reads the certificate authorities in a PEM file (one or more `CERTIFICATE` blocks), as
+/// curl's `--cacert` does. The error says which file and what is wrong with it.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("the CA file {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("the CA file {} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Parses a `--header 'Name: value'` argument.
+pub fn parse_header(text: &str) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not a header like 'Name: value'"))?;
+    let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+    if matches!(
+        name,
+        reqwest::header::HOST | reqwest::header::RANGE | reqwest::header::CONTENT_LENGTH | reqwest::header::TRANSFER_ENCODING
+    ) {
+        return Err(format!("the {name} header is set by shoal itself"));
+    }
+    let value =
+        reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| format!("the value of {name} is not a valid header value"))?;
+    Ok((name, value))
+}
+
+/// Why a request failed, in one line for a person: a TLS failure names the reason (such as
+/// `certificate not trusted: unknown issuer`); no URL (and so no credentials) is in it.
+pub fn describe(error: &reqwest::Error) -> String {
+    if let Some(tls) = tls_failure(error) {
+        return tls;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    // The innermost cause is the useful one ("Connection refused"), the outer ones are generic.
+    while let Some(cause) = source {
+        text = cause.to_string();
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        format!("could not connect: {text}")
+    } else {
+        text
+    }
+}
+
+/// The TLS failure behind `error`, described, when there is one: such an error will not go
+/// away by retrying.
+pub fn tls_failure(error: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    // Bounded: error chains are short, and a cycle is impossible in owned sources.
+    for _ in 0..16 {
+        let current = next?;
+        if let Some(e) = current.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(e));
+        }
+        // An io::Error's `source` skips the error it wraps: step into it instead.
+        let wrapped = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        next = wrapped.or_else(|| current.source());
+    }
+    None
+}
+
+fn describe_tls(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => "certificate not trusted: unknown issuer (give its CA with --ca-cert)".into(),
+            C::BadSignature => "certificate not trusted: bad signature".into(),
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => "certificate not valid for this host name".into(),
+            C::Revoked => "certificate revoked".into(),
+            other => format!("certificate refused: {other:?}"),
+        },
+        other => format!("TLS failed: {other}"),
+    }
 }
 
 /// A shared HTTP client for XML-RPC calls and downloads.
@@ -85,19 +188,43 @@ pub struct Client {
     owner: reqwest::Client,
     policy: Policy,
     budget: Arc<Semaphore>,
-    sent: Arc<AtomicU64>,
+    metrics: super::metrics::Metrics,
 }
 
-fn build(connect_timeout: Duration, policy: Policy, redirect: reqwest::redirect::Policy) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .redirect(redirect)
-        .dns_resolver(Resolver::shared(policy))
-        .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+/// Builds one reqwest client. TLS is rustls; the roots are the platform's (which honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`) plus `extra_roots`. A machine with no CA certificates at
+/// all still gets a client, trusting only `extra_roots`. There is no way to turn verification off.
+fn build(
+    options: &ClientOptions,
+    policy: Policy,
+    redirect: fn() -> reqwest::redirect::Policy,
+    headers: reqwest::header::HeaderMap,
+    proxies: bool,
+) -> reqwest::Client {
+    let builder = || {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .redirect(redirect())
+            .dns_resolver(Resolver::shared(policy))
+            .default_headers(headers.clone())
+            .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")));
+        if proxies { builder } else { builder.no_proxy() }
+    };
+    match builder().tls_certs_merge(options.extra_roots.iter().cloned()).build() {
+        Ok(client) => client,
+        Err(error) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(%error, "no usable CA certificates on this machine; https trusts only --ca-cert");
+            });
+            builder()
+                .tls_certs_only(options.extra_roots.iter().cloned())
+                .build()
+                .expect("a TLS client with explicit roots")
+        }
+    }
 }
 
 /// A few redirects, never from https down to http.
@@ -119,18 +246,20 @@ impl Client {
     pub fn new(connect_timeout: Duration) -> Self {
         Client::with_options(ClientOptions {
             connect_timeout,
-            policy: Policy::OWNER,
-            budget: 1 << 30,
+            ..ClientOptions::default()
         })
     }
 
+    /// Peers' URLs are contacted directly; the owner's go through the proxies of the
+    /// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), as curl's do.
     pub fn with_options(options: ClientOptions) -> Self {
+        let none = reqwest::header::HeaderMap::new();
         Client {
-            peer: build(options.connect_timeout, options.policy, reqwest::redirect::Policy::none()),
-            owner: build(options.connect_timeout, Policy::OWNER, owner_redirects()),
+            peer: build(&options, options.policy, reqwest::redirect::Policy::none, none, false),
+            owner: build(&options, Policy::OWNER, owner_redirects, options.owner_headers.clone(), true),
             policy: options.policy,
             budget: Arc::new(Semaphore::new((options.budget / 1024).clamp(1, Semaphore::MAX_PERMITS))),
-            sent: Arc::default(),
+            metrics: super::metrics::Metrics::default(),
         }
     }
 
@@ -169,7 +298,12 @@ impl Client {
 
     /// How many requests this client has sent.
     pub fn messages_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        self.metrics.messages_sent.get()
+    }
+
+    /// The node's counters (shared by every clone of this client).
+    pub fn metrics(&self) -> &super::metrics::Metrics {
+        &self.metrics
     }
 
     /// Reads a response body, refusing it once it passes `limit` bytes or the global budget of
@@ -196,7 +330,7 @@ impl Client {
     ) -> Result<Value, CallError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| CallError::Refused { url: url.to_string() })?;
         self.check(&parsed, trust)?;
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages_sent.inc();
         let body = shoal_xmlrpc::encode_call(method, params);
         let work = async {
             let response = self

@@ -3,9 +3,10 @@
 //! A second transport (keys and encryption) fills the same seam later.
 
 pub mod client;
+pub mod metrics;
 pub mod policy;
 
-pub use client::{CallError, Client, ClientOptions, Trust};
+pub use client::{CallError, Client, ClientOptions, Trust, describe, load_ca_file, parse_header, tls_failure};
 pub use policy::Policy;
 
 /// The URL of one of the protocol's paths on the node at `base` (any path in `base` is

@@ -90,6 +90,18 @@ pub fn redact(raw: &str) -> String {
     }
 }
 
+/// A URL as its owner may see it in output and logs: whole, but without `user:password@`.
+pub fn without_credentials(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "(hidden)".to_string(),
+    }
+}
+
 /// A URL shortened for an error message (callers may send anything).
 fn short(raw: &str) -> String {
     raw.chars().take(80).filter(|c| !c.is_control()).collect()

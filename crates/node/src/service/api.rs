@@ -427,6 +427,12 @@ impl Api {
 
     /// `shoal.search`: every file whose name matches `pattern`, across the network.
     pub async fn search(&self, pattern: &str, route: Route) -> Result<Vec<Match>, ApiError> {
+        self.search_each(pattern, route, |_| {}).await
+    }
+
+    /// [`Api::search`], calling `each` with this node's matches and then with every peer's
+    /// answer as it arrives.
+    pub async fn search_each(&self, pattern: &str, route: Route, mut each: impl FnMut(&[Match])) -> Result<Vec<Match>, ApiError> {
         if pattern.len() > crate::proto::limits::MAX_PATTERN {
             return Err(ApiError::BadRequest("the pattern is too long".into()));
         }
@@ -436,18 +442,23 @@ impl Api {
         let mut merged = Merged::default();
         let local = self.list().await?;
         let by_id = pattern.parse::<ContentId>().ok();
-        for (name, entry) in local
+        let mine: Vec<Match> = local
             .into_iter()
             .filter(|(name, entry)| by_id.map_or_else(|| search::matches(pattern, name), |id| id == entry.id))
-        {
-            merged.add(Match {
+            .map(|(name, entry)| Match {
                 name,
                 size: entry.size,
                 id: entry.id,
                 urls: vec![self.url().to_string()],
-            });
+            })
+            .collect();
+        if !mine.is_empty() {
+            each(&mine);
         }
-        self.inner.flood.forward_search(pattern, route, &mut merged).await;
+        for found in mine {
+            merged.add(found);
+        }
+        self.inner.flood.forward_search_each(pattern, route, &mut merged, each).await;
         Ok(merged.into_sorted())
     }
 

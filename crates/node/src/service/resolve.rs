@@ -1,6 +1,11 @@
 //! Turning what a user typed into a [`Job`]: file names and content ids are searched across the
-//! known peers (`shoal.search`), http URLs are mirrors (https is refused: no TLS in this build), and all of them may be mixed (a
+//! known peers (`shoal.search`), http and https URLs are mirrors, and all of them may be mixed (a
 //! content id found on peers plus mirrors of the same bytes is the P2SP case).
+//!
+//! Each mirror is asked once (`HEAD`) before the download: its redirects are followed here, so
+//! that the engine's range requests go straight to the final URL, and a mirror that can never
+//! work (a certificate that is not trusted, a redirect from https down to http) is named in one
+//! line before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,8 +46,52 @@ pub enum ResolveError {
     Conflict(String),
     #[error("give at least one target: a file name, a content id or URLs")]
     Empty,
-    #[error("{0}: https mirrors are not supported yet (this build has no TLS); use an http URL")]
-    Https(String),
+    #[error("{0}")]
+    Mirrors(String),
+}
+
+/// Time allowed for the `HEAD` that follows a mirror's redirects.
+const MIRROR_CHECK: Duration = Duration::from_secs(15);
+
+/// What the `HEAD` of a mirror found.
+enum Checked {
+    /// Use this URL (the final one after redirects, with the user's credentials when it is
+    /// on the same origin).
+    Use(String),
+    /// This mirror can never serve the file; the reason, for the user.
+    Unusable(String),
+}
+
+/// Follows a mirror's redirects with one `HEAD`. Failures that may pass (a refused connection,
+/// a server that answers `HEAD` badly) keep the URL as given; the engine retries those.
+async fn check_mirror(client: &Client, raw: &str) -> Checked {
+    let shown = crate::proto::url::without_credentials(raw);
+    let Ok(url) = reqwest::Url::parse(raw) else {
+        return Checked::Unusable(format!("{shown}: not a valid URL"));
+    };
+    let request = match client.request(reqwest::Method::HEAD, &url, crate::net::Trust::Owner) {
+        Ok(request) => request.timeout(MIRROR_CHECK),
+        Err(e) => return Checked::Unusable(format!("{shown}: {e}")),
+    };
+    match request.send().await {
+        Ok(response) => {
+            let mut last = response.url().clone();
+            if last.origin() == url.origin() {
+                let _ = last.set_username(url.username());
+                let _ = last.set_password(url.password());
+            }
+            Checked::Use(last.to_string())
+        }
+        Err(e) => {
+            if let Some(tls) = crate::net::tls_failure(&e) {
+                Checked::Unusable(format!("{}: {tls}", crate::proto::url::redact(raw)))
+            } else if e.is_redirect() {
+                Checked::Unusable(format!("{shown}: {}", crate::net::describe(&e)))
+            } else {
+                Checked::Use(raw.to_string())
+            }
+        }
+    }
 }
 
 /// The file name a URL points at.
@@ -92,7 +141,6 @@ pub async fn resolve(
     let deadline = Duration::from_secs(10);
     for target in targets {
         match classify(target) {
-            Target::Url(url) if url.starts_with("https://") => return Err(ResolveError::Https(url)),
             Target::Url(url) => {
                 if name.is_none() {
                     name = url_file_name(&url);
@@ -157,6 +205,26 @@ pub async fn resolve(
     }
     job.peers.sort();
     job.peers.dedup();
+    if !job.mirrors.is_empty() {
+        let checks = futures_util::future::join_all(job.mirrors.iter().map(|m| check_mirror(client, m))).await;
+        let mut unusable = Vec::new();
+        job.mirrors = checks
+            .into_iter()
+            .filter_map(|checked| match checked {
+                Checked::Use(url) => Some(url),
+                Checked::Unusable(reason) => {
+                    unusable.push(reason);
+                    None
+                }
+            })
+            .collect();
+        if job.mirrors.is_empty() && job.peers.is_empty() {
+            return Err(ResolveError::Mirrors(unusable.join("; ")));
+        }
+        for reason in unusable {
+            tracing::warn!(%reason, "a mirror is left out");
+        }
+    }
     let name = name
         .or_else(|| job.id.map(|id| id.to_string()))
         .unwrap_or_else(|| "download".to_string());
@@ -185,13 +253,5 @@ mod tests {
         assert_eq!(url_file_name("http://m/dir/a%20b.iso?x=1"), Some("a b.iso".into()));
         assert_eq!(url_file_name("http://m/"), None);
         assert_eq!(url_file_name("http://m/.."), None);
-    }
-
-    #[tokio::test]
-    async fn https_mirrors_are_refused_clearly() {
-        let client = Client::new(Duration::from_secs(1));
-        let error = resolve(&client, &[], &["https://m/x.iso".into()], None, None).await.unwrap_err();
-        assert!(matches!(error, ResolveError::Https(_)), "{error}");
-        assert!(error.to_string().contains("use an http URL"));
     }
 }

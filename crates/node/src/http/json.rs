@@ -1,0 +1,667 @@
+//! The JSON API under `/api/v1`, for the web UI and for scripts. It calls the same [`Api`] as
+//! XML-RPC; its wire types are its own (below), built field by field from what the facade
+//! returns, never an internal struct serialised.
+//!
+//! Who may do what (docs/SECURITY.md): browsing the share (`GET /api/v1/files`) and searching
+//! the network (`GET /api/v1/search`) are public, as the seed's `list()` and `query` are;
+//! everything else needs the owner. The owner proves it by sending the secret once to
+//! `POST /api/v1/login`, which answers with a session cookie (`HttpOnly`, `SameSite=Strict`,
+//! random, kept only in memory, 12 hours), or by sending the secret as a bearer token
+//! (`Authorization: Bearer SECRET`, for scripts). Wrong secrets count against the caller's
+//! per-minute allowance, as on XML-RPC. Cross-origin requests are refused by the node's
+//! browser check (every route), and requests that change anything must be
+//! `application/json`, which a page of another origin cannot send without being refused.
+//!
+//! Errors are `{"error": "..."}` with the status [`super::faults::status_of`] gives.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::guard::{Caller, Guard, Limit};
+use crate::service::downloads::Status;
+use crate::service::{Api, ApiError};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "shoal_session";
+/// How long a session lasts after login.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions kept at once; the oldest goes first.
+const MAX_SESSIONS: usize = 64;
+/// Largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+/// Most files in one page of `GET /api/v1/files`.
+const MAX_PAGE: usize = 1000;
+/// Most rows a search stream sends.
+const MAX_SEARCH_ROWS: usize = 1024;
+/// How often the downloads stream sends the table.
+const DOWNLOADS_TICK: Duration = Duration::from_millis(500);
+
+/// The owner's sessions: random tokens and when they end.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Instant>>);
+
+impl Sessions {
+    fn open(&self) -> String {
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        table.retain(|_, until| *until > now);
+        if table.len() >= MAX_SESSIONS
+            && let Some(oldest) = table.iter().min_by_key(|(_, until)| **until).map(|(t, _)| t.clone())
+        {
+            table.remove(&oldest);
+        }
+        table.insert(token.clone(), now + SESSION_LIFETIME);
+        token
+    }
+
+    fn valid(&self, token: &str) -> bool {
+        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Compared in constant time, as the secret is.
+        table
+            .iter()
+            .any(|(t, until)| *until > Instant::now() && subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into())
+    }
+
+    fn close(&self, token: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+    }
+}
+
+/// The routes under `/api/v1`.
+pub fn routes() -> axum::Router<Api> {
+    axum::Router::new()
+        .route("/api/v1/files", get(files))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/session", get(session))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/downloads", get(downloads).post(start_download))
+        .route("/api/v1/downloads/events", get(download_events))
+        .route("/api/v1/downloads/pause", post(pause))
+        .route("/api/v1/downloads/resume", post(resume))
+        .route("/api/v1/downloads/cancel", post(cancel))
+        .route("/api/v1/peers", get(peers).post(add_peer))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// An API error as JSON.
+pub(super) struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        let status = super::faults::status_of(&error);
+        // The same wording XML-RPC callers get (internal causes are logged, not told).
+        Failure(status, super::faults::fault_of(&error).message)
+    }
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+
+// ---- wire types ------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+#[derive(Serialize)]
+struct FileRow {
+    path: String,
+    size: u64,
+    id: String,
+}
+
+#[derive(Serialize)]
+struct FilesPage {
+    files: Vec<FileRow>,
+    /// Give as `after` for the next page; absent on the last page.
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FilesQuery {
+    /// Only files under this folder (no leading or trailing `/`).
+    folder: Option<String>,
+    /// Files whose path sorts after this one.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct SearchRow {
+    name: String,
+    size: u64,
+    id: String,
+    holders: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    secret: String,
+}
+
+#[derive(Serialize)]
+struct SessionBody {
+    owner: bool,
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    url: String,
+    version: &'static str,
+    files: u64,
+    bytes_shared: u64,
+    peers: u64,
+    downloads_running: u64,
+    messages_sent: u64,
+}
+
+#[derive(Serialize)]
+struct SourceRow {
+    url: String,
+    kind: &'static str,
+    state: &'static str,
+    bytes: u64,
+    /// Bytes per second over the last interval (event streams only; 0 in a plain list).
+    speed: u64,
+    bad_pieces: u32,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DownloadRow {
+    name: String,
+    target: String,
+    id: Option<String>,
+    size: u64,
+    done: u64,
+    state: &'static str,
+    detail: Option<String>,
+    speed: u64,
+    sources: Vec<SourceRow>,
+}
+
+#[derive(Deserialize)]
+struct StartDownload {
+    targets: Vec<String>,
+    /// A file or folder in the share or the download directory; the share when absent.
+    output: Option<String>,
+    #[serde(default)]
+    force: bool,
+    hash: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Started {
+    name: String,
+    target: String,
+}
+
+#[derive(Deserialize)]
+struct TargetBody {
+    target: String,
+}
+
+#[derive(Serialize)]
+struct Done {
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct PeerRow {
+    url: String,
+    kind: &'static str,
+    state: &'static str,
+    failures: u32,
+    learnt: bool,
+    /// Seconds since it last answered; absent when it never has.
+    last_seen_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AddPeer {
+    url: String,
+}
+
+// ---- owner checks ----------------------------------------------------------------------------
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Passes when the request carries a live session cookie or the secret as a bearer token.
+pub(super) fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
+    if let Some(token) = cookie(headers, SESSION_COOKIE)
+        && sessions.valid(&token)
+    {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        Some(secret) => guard.check_secret(api, caller, secret.trim()).map_err(Failure::from),
+        None => Err(Failure(StatusCode::UNAUTHORIZED, "log in as the owner first".into())),
+    }
+}
+
+/// Requests that change something must say they are JSON (a cross-origin form cannot).
+fn json_body(headers: &HeaderMap) -> Result<(), Failure> {
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(Failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json".into()))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Failure> {
+    json_body(headers)?;
+    serde_json::from_slice(body).map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("bad request: {e}")))
+}
+
+use axum::Extension as Ext;
+
+// ---- handlers --------------------------------------------------------------------------------
+
+async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FilesPage> {
+    let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let folder = query.folder.as_deref().map(|f| f.trim_matches('/')).filter(|f| !f.is_empty());
+    let prefix = folder.map(|f| format!("{f}/"));
+    let mut list = api.list().await?;
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut page: Vec<FileRow> = list
+        .into_iter()
+        .filter(|(name, _)| prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())))
+        .filter(|(name, _)| query.after.as_ref().is_none_or(|after| name.as_str() > after.as_str()))
+        .take(limit + 1)
+        .map(|(path, entry)| FileRow {
+            path,
+            size: entry.size,
+            id: entry.id.to_string(),
+        })
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|r| r.path.clone()).unwrap_or_default()
+    });
+    Ok(Json(FilesPage { files: page, next }))
+}
+
+/// Search results as Server-Sent Events: a `match` event per group of results as peers answer
+/// (this node's own first), then `done`. Rows are grouped by content id in the UI.
+async fn search(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(caller): Ext<Caller>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, Failure> {
+    guard.allow(&caller, Limit::Search)?;
+    let pattern = query.q.trim().to_string();
+    if pattern.is_empty() || pattern.len() > crate::proto::limits::MAX_PATTERN {
+        return Err(Failure(StatusCode::BAD_REQUEST, "give a pattern of 1 to 255 bytes in q".into()));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        let each = |found: &[crate::discovery::Match]| {
+            let rows: Vec<SearchRow> = found
+                .iter()
+                .take(MAX_SEARCH_ROWS.saturating_sub(sent))
+                .map(|m| SearchRow {
+                    name: m.name.clone(),
+                    size: m.size,
+                    id: m.id.to_string(),
+                    holders: m.urls.clone(),
+                })
+                .collect();
+            sent += rows.len();
+            if !rows.is_empty()
+                && let Ok(event) = Event::default().event("match").json_data(&rows)
+            {
+                // A closed page stops caring; a full channel drops this batch rather than wait.
+                let _ = tx.try_send(event);
+            }
+        };
+        let result = api.search_each(&pattern, api.new_route(), each).await;
+        let done = match result {
+            Ok(all) => Event::default().event("done").data(all.len().to_string()),
+            Err(error) => Event::default().event("failed").data(Failure::from(error).1),
+        };
+        let _ = tx.send(done).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn login(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Failure> {
+    let login: Login = parse(&headers, &body)?;
+    guard.check_secret(&api, &caller, &login.secret)?;
+    let token = sessions.open();
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Json(SessionBody { owner: true })).into_response())
+}
+
+async fn logout(Ext(sessions): Ext<Arc<Sessions>>, headers: HeaderMap) -> Response {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        sessions.close(&token);
+    }
+    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Json(SessionBody { owner: false })).into_response()
+}
+
+/// Whether this browser is logged in (the page asks before it shows owner views).
+async fn session(Ext(sessions): Ext<Arc<Sessions>>, headers: HeaderMap) -> Json<SessionBody> {
+    let owner = cookie(&headers, SESSION_COOKIE).is_some_and(|t| sessions.valid(&t));
+    Json(SessionBody { owner })
+}
+
+async fn status(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+) -> Answer<StatusBody> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    let files = api.list().await?;
+    Ok(Json(StatusBody {
+        url: api.url().to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        files: files.len() as u64,
+        bytes_shared: files.iter().map(|(_, e)| e.size).sum(),
+        peers: api.peers().len() as u64,
+        downloads_running: api.downloads().iter().filter(|d| d.status == Status::Running).count() as u64,
+        messages_sent: api.messages_sent(),
+    }))
+}
+
+fn download_rows(api: &Api, previous: &HashMap<(String, String), u64>, elapsed: f64) -> Vec<DownloadRow> {
+    let speed = |key: (String, String), now: u64| -> u64 {
+        match previous.get(&key) {
+            Some(before) if elapsed > 0.0 => (now.saturating_sub(*before) as f64 / elapsed) as u64,
+            _ => 0,
+        }
+    };
+    api.downloads()
+        .into_iter()
+        .map(|d| {
+            let (state, detail) = match &d.status {
+                Status::Running => ("running", None),
+                Status::Done => ("done", None),
+                Status::Failed(reason) => ("failed", Some(reason.clone())),
+                Status::Paused => ("paused", None),
+            };
+            DownloadRow {
+                speed: speed((d.target.clone(), String::new()), d.done),
+                sources: d
+                    .sources
+                    .iter()
+                    .map(|s| SourceRow {
+                        speed: speed((d.target.clone(), s.url.clone()), s.bytes),
+                        url: s.url.clone(),
+                        kind: s.kind,
+                        state: s.state.name(),
+                        bytes: s.bytes,
+                        bad_pieces: s.bad_pieces,
+                        last_error: s.last_error.clone(),
+                    })
+                    .collect(),
+                name: d.name,
+                target: d.target,
+                id: d.id,
+                size: d.size,
+                done: d.done,
+                state,
+                detail,
+            }
+        })
+        .collect()
+}
+
+async fn downloads(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+) -> Answer<Vec<DownloadRow>> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    Ok(Json(download_rows(&api, &HashMap::new(), 0.0)))
+}
+
+/// The downloads table as Server-Sent Events (`downloads`, every half second while anything
+/// changes, with speeds over the last interval), for live bars.
+async fn download_events(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    struct Tick {
+        api: Api,
+        previous: HashMap<(String, String), u64>,
+        at: Instant,
+        last_sent: String,
+        first: bool,
+        interval: tokio::time::Interval,
+    }
+    let tick = Tick {
+        api,
+        previous: HashMap::new(),
+        at: Instant::now(),
+        last_sent: String::new(),
+        first: true,
+        interval: tokio::time::interval(DOWNLOADS_TICK),
+    };
+    let stream = futures_util::stream::unfold(tick, |mut t| async move {
+        // An idle table is not sent again: a page left open costs the node one timer tick.
+        loop {
+            t.interval.tick().await;
+            let elapsed = t.at.elapsed().as_secs_f64();
+            let rows = download_rows(&t.api, &t.previous, elapsed);
+            t.previous.clear();
+            for row in &rows {
+                t.previous.insert((row.target.clone(), String::new()), row.done);
+                for s in &row.sources {
+                    t.previous.insert((row.target.clone(), s.url.clone()), s.bytes);
+                }
+            }
+            t.at = Instant::now();
+            let data = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+            if data != t.last_sent || t.first {
+                t.first = false;
+                t.last_sent = data.clone();
+                return Some((Ok::<_, Infallible>(Event::default().event("downloads").data(data)), t));
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn start_download(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer<Started> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    let request: StartDownload = parse(&headers, &body)?;
+    if request.targets.is_empty() || request.targets.len() > crate::proto::limits::MAX_TARGETS {
+        return Err(Failure(StatusCode::BAD_REQUEST, "give 1 to 64 targets".into()));
+    }
+    let hash = request
+        .hash
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("hash: {e}")))?;
+    let output = request.output.map(|o| {
+        let path = std::path::PathBuf::from(&o);
+        if path.is_absolute() { path } else { api.share().root().join(path) }
+    });
+    let (name, target) = api
+        .download(crate::service::api::DownloadRequest {
+            targets: request.targets,
+            output,
+            hash,
+            force: request.force,
+            peers: Vec::new(),
+        })
+        .await?;
+    Ok(Json(Started {
+        name,
+        target: target.to_string_lossy().into_owned(),
+    }))
+}
+
+enum Control {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+async fn control(
+    api: Api,
+    guard: Arc<Guard>,
+    sessions: Arc<Sessions>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: &[u8],
+    what: Control,
+) -> Answer<Done> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    let request: TargetBody = parse(&headers, body)?;
+    let target = api.download_target(&request.target)?;
+    match what {
+        Control::Pause => api.pause_download(&target)?,
+        Control::Resume => api.resume_download(&target)?,
+        Control::Cancel => api.cancel_download(&target).await,
+    }
+    Ok(Json(Done { ok: true }))
+}
+
+async fn pause(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer<Done> {
+    control(api, guard, sessions, caller, headers, &body, Control::Pause).await
+}
+
+async fn resume(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer<Done> {
+    control(api, guard, sessions, caller, headers, &body, Control::Resume).await
+}
+
+async fn cancel(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer<Done> {
+    control(api, guard, sessions, caller, headers, &body, Control::Cancel).await
+}
+
+async fn peers(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+) -> Answer<Vec<PeerRow>> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    Ok(Json(
+        api.peers()
+            .into_iter()
+            .map(|p| PeerRow {
+                kind: p.kind.name(),
+                state: if p.backing_off {
+                    "backing off"
+                } else if p.failures > 0 {
+                    "failing"
+                } else {
+                    "ok"
+                },
+                failures: p.failures,
+                learnt: p.learnt,
+                last_seen_s: p.last_seen.map(|d| d.as_secs()),
+                url: p.url,
+            })
+            .collect(),
+    ))
+}
+
+async fn add_peer(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer<Done> {
+    owner(&api, &guard, &sessions, &caller, &headers)?;
+    let request: AddPeer = parse(&headers, &body)?;
+    api.add_peer(&request.url)?;
+    Ok(Json(Done { ok: true }))
+}

@@ -1,0 +1,427 @@
+// The shoal web UI: four views over the node's JSON API (/api/v1). Everything shown that came
+// from the network (names, URLs, errors) is set as text, never as HTML.
+
+const $ = (selector) => document.querySelector(selector);
+const views = ["files", "search", "downloads", "peers"];
+const SOURCE_COLOURS = 6;
+
+let owner = false;
+let downloadEvents = null;
+let searchEvents = null;
+let folder = "";
+let filesAfter = null;
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key === "style") node.style.cssText = value; // through the CSSOM, which the CSP allows
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(n);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+function duration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "–";
+  if (seconds < 60) return `${Math.ceil(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+
+let noticeTimer = null;
+
+// A line of news at the top; it fades after a while so that it does not outlive its view.
+function notice(text) {
+  $("#notice").textContent = text;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    $("#notice").textContent = "";
+  }, 8000);
+}
+
+async function api(path, options = {}) {
+  const init = { credentials: "same-origin", ...options };
+  if (options.body !== undefined) {
+    init.method = options.method || "POST";
+    init.headers = { "content-type": "application/json" };
+    init.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(`/api/v1${path}`, init);
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    setOwner(false);
+    openLogin();
+    throw new Error("log in as the owner first");
+  }
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+// ---- views -----------------------------------------------------------------------------------
+
+function show(view) {
+  if (!views.includes(view)) view = "files";
+  for (const name of views) {
+    $(`#view-${name}`).hidden = name !== view;
+    const link = $(`#nav-${name}`);
+    if (name === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view === "files") loadFiles(true);
+  if (view === "downloads") followDownloads();
+  if (view === "peers") loadPeers();
+}
+
+// ---- files -----------------------------------------------------------------------------------
+
+function crumbs() {
+  const nav = $("#crumbs");
+  nav.replaceChildren();
+  const parts = folder ? folder.split("/") : [];
+  nav.append(el("button", { type: "button", onclick: () => openFolder("") }, "share"));
+  parts.forEach((part, i) => {
+    nav.append(" / ", el("button", { type: "button", onclick: () => openFolder(parts.slice(0, i + 1).join("/")) }, part));
+  });
+}
+
+function openFolder(path) {
+  folder = path;
+  loadFiles(true);
+}
+
+async function loadFiles(fresh) {
+  if (fresh) filesAfter = null;
+  const query = new URLSearchParams({ limit: "500" });
+  if (folder) query.set("folder", folder);
+  if (filesAfter) query.set("after", filesAfter);
+  let page;
+  try {
+    page = await api(`/files?${query}`);
+  } catch (error) {
+    notice(`Could not list the share: ${error.message}`);
+    return;
+  }
+  const body = $("#files-table tbody");
+  if (fresh) {
+    body.replaceChildren();
+    crumbs();
+  }
+  const prefix = folder ? `${folder}/` : "";
+  const folders = new Set([...body.querySelectorAll("tr[data-folder]")].map((r) => r.dataset.folder));
+  for (const file of page.files) {
+    const rest = file.path.slice(prefix.length);
+    const slash = rest.indexOf("/");
+    if (slash >= 0) {
+      const sub = rest.slice(0, slash);
+      if (folders.has(sub)) continue;
+      folders.add(sub);
+      const row = el("tr", {}, el("td", {}, el("button", { type: "button", class: "folder", onclick: () => openFolder(prefix + sub) }, `${sub}/`)), el("td"), el("td"));
+      row.dataset.folder = sub;
+      body.append(row);
+    } else {
+      body.append(el("tr", {}, el("td", {}, rest), el("td", { class: "num" }, bytes(file.size)), el("td", { class: "id", title: file.id }, file.id.slice(0, 16) + "…")));
+    }
+  }
+  filesAfter = page.next;
+  $("#files-more").hidden = !page.next;
+  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: "3" }, "Nothing shared here yet.")));
+}
+
+// ---- search ----------------------------------------------------------------------------------
+
+function search(pattern) {
+  if (searchEvents) searchEvents.close();
+  const body = $("#results-table tbody");
+  body.replaceChildren();
+  const groups = new Map();
+  $("#search-status").textContent = `Searching for “${pattern}”…`;
+  searchEvents = new EventSource(`/api/v1/search?${new URLSearchParams({ q: pattern })}`);
+  searchEvents.addEventListener("match", (event) => {
+    for (const found of JSON.parse(event.data)) {
+      let group = groups.get(found.id);
+      if (!group) {
+        group = { names: new Set(), holders: new Set(), size: found.size, row: el("tr") };
+        group.row.dataset.id = found.id;
+        groups.set(found.id, group);
+        body.append(group.row);
+      }
+      group.names.add(found.name);
+      for (const holder of found.holders) group.holders.add(holder);
+      renderResult(found.id, group);
+    }
+    $("#search-status").textContent = `${groups.size} file${groups.size === 1 ? "" : "s"} found so far…`;
+  });
+  searchEvents.addEventListener("done", () => {
+    searchEvents.close();
+    $("#search-status").textContent = groups.size ? `${groups.size} file${groups.size === 1 ? "" : "s"} found.` : "Nothing found.";
+  });
+  searchEvents.addEventListener("failed", (event) => {
+    searchEvents.close();
+    $("#search-status").textContent = `The search failed: ${event.data}`;
+  });
+  searchEvents.onerror = () => {
+    searchEvents.close();
+    if (!groups.size) $("#search-status").textContent = "The search ended without results.";
+  };
+}
+
+function renderResult(id, group) {
+  const name = [...group.names][0];
+  const holders = [...group.holders];
+  const button = el("button", { type: "button", class: "primary", "aria-label": `Download ${name}`, onclick: () => startDownload(name, id, button) }, "Download");
+  group.row.replaceChildren(
+    el("td", {}, [...group.names].join(", ")),
+    el("td", { class: "num" }, bytes(group.size)),
+    el("td", { title: holders.join("\n") }, `${holders.length} holder${holders.length === 1 ? "" : "s"}`),
+    el("td", { class: "id", title: id }, id.slice(0, 16) + "…"),
+    el("td", {}, button),
+  );
+}
+
+async function startDownload(name, id, button) {
+  if (!owner) {
+    openLogin(() => startDownload(name, id, button));
+    return;
+  }
+  button.disabled = true;
+  try {
+    const started = await api("/downloads", { body: { targets: [name], hash: id } });
+    notice(`Downloading ${started.name} to ${started.target}`);
+    location.hash = "#downloads";
+  } catch (error) {
+    notice(`Could not start the download of ${name}: ${error.message}`);
+    button.disabled = false;
+  }
+}
+
+// ---- downloads -------------------------------------------------------------------------------
+
+function followDownloads() {
+  if (!owner) {
+    openLogin(followDownloads);
+    return;
+  }
+  if (downloadEvents) return;
+  downloadEvents = new EventSource("/api/v1/downloads/events");
+  downloadEvents.addEventListener("downloads", (event) => renderDownloads(JSON.parse(event.data)));
+  downloadEvents.onerror = () => {
+    downloadEvents.close();
+    downloadEvents = null;
+  };
+}
+
+function renderDownloads(rows) {
+  const list = $("#downloads-list");
+  $("#downloads-empty").hidden = rows.length > 0;
+  const seen = new Set();
+  for (const row of rows) {
+    seen.add(row.target);
+    let item = [...list.children].find((li) => li.dataset.target === row.target);
+    if (!item) {
+      item = el("li");
+      item.dataset.target = row.target;
+      list.append(item);
+    }
+    renderDownload(item, row);
+  }
+  for (const item of [...list.children]) if (!seen.has(item.dataset.target)) item.remove();
+}
+
+// A download's item is built once and then updated in place, so that a focused button keeps
+// its focus (and a test's reference to it) while the numbers change twice a second.
+function renderDownload(item, row) {
+  if (!item.parts) {
+    const parts = {
+      name: el("span", { class: "name" }),
+      state: el("span"),
+      amount: el("span"),
+      speed: el("span"),
+      actions: el("div", { class: "actions" }),
+      bar: el("progress", { max: "100", value: "0" }),
+      shares: el("div", { class: "shares", role: "img", "aria-label": "Share of each source" }),
+      sources: el("ul", { class: "sources" }),
+      shownState: null,
+    };
+    item.parts = parts;
+    item.replaceChildren(
+      el("div", { class: "dl-head" }, parts.name, parts.state, parts.amount, parts.speed, parts.actions),
+      parts.bar,
+      parts.shares,
+      parts.sources,
+    );
+  }
+  const parts = item.parts;
+  const percent = row.size ? Math.floor((row.done * 100) / row.size) : row.state === "done" ? 100 : 0;
+  const eta = row.speed > 0 ? duration((row.size - row.done) / row.speed) : "–";
+  parts.name.textContent = row.name;
+  parts.state.className = `state-${row.state}`;
+  parts.state.textContent = row.state + (row.detail ? `: ${row.detail}` : "");
+  parts.amount.textContent = `${bytes(row.done)} of ${bytes(row.size)}`;
+  parts.speed.textContent = row.state === "running" ? `${bytes(row.speed)}/s, ETA ${eta}` : "";
+  parts.bar.value = percent;
+  parts.bar.setAttribute("aria-label", `${row.name}: ${percent}%`);
+  if (parts.shownState !== row.state) {
+    parts.shownState = row.state;
+    const act = (label, path) =>
+      el("button", { type: "button", "aria-label": `${label} ${row.name}`, onclick: () => control(path, row.target) }, label);
+    parts.actions.replaceChildren();
+    if (row.state === "running") parts.actions.append(act("Pause", "pause"), act("Cancel", "cancel"));
+    if (row.state === "paused" || row.state === "failed") parts.actions.append(act("Resume", "resume"), act("Cancel", "cancel"));
+  }
+  const total = row.sources.reduce((sum, s) => sum + s.bytes, 0) || 1;
+  parts.shares.replaceChildren();
+  parts.sources.replaceChildren();
+  row.sources.forEach((source, i) => {
+    const colour = `var(--s${(i % SOURCE_COLOURS) + 1})`;
+    const width = (source.bytes * 100) / total;
+    if (width > 0) parts.shares.append(el("span", { style: `width:${width}%;background:${colour}`, title: source.url }));
+    parts.sources.append(
+      el(
+        "li",
+        {},
+        el("span", { class: "swatch", style: `background:${colour}` }),
+        `${source.kind} ${source.url} — ${source.state}, ${bytes(source.bytes)}`,
+        source.speed ? `, ${bytes(source.speed)}/s` : "",
+        source.bad_pieces ? `, ${source.bad_pieces} bad pieces` : "",
+      ),
+    );
+  });
+}
+
+async function control(what, target) {
+  try {
+    await api(`/downloads/${what}`, { body: { target } });
+  } catch (error) {
+    notice(`Could not ${what}: ${error.message}`);
+  }
+}
+
+// ---- peers -----------------------------------------------------------------------------------
+
+async function loadPeers() {
+  if (!owner) {
+    openLogin(loadPeers);
+    return;
+  }
+  let peers;
+  try {
+    peers = await api("/peers");
+  } catch (error) {
+    notice(`Could not list the peers: ${error.message}`);
+    return;
+  }
+  const body = $("#peers-table tbody");
+  body.replaceChildren(
+    ...peers.map((p) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, p.url),
+        el("td", {}, p.kind),
+        el("td", {}, p.state),
+        el("td", {}, p.last_seen_s === null || p.last_seen_s === undefined ? "never" : `${duration(p.last_seen_s)} ago`),
+        el("td", { class: "num" }, p.failures),
+        el("td", {}, p.learnt ? "yes" : "no"),
+      ),
+    ),
+  );
+  if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "No peers yet.")));
+}
+
+// ---- owner login -----------------------------------------------------------------------------
+
+let afterLogin = null;
+
+function setOwner(value) {
+  owner = value;
+  $("#login-button").textContent = value ? "Log out" : "Log in";
+}
+
+function openLogin(then) {
+  afterLogin = then || null;
+  $("#login-error").textContent = "";
+  $("#secret").value = "";
+  const dialog = $("#login-dialog");
+  if (!dialog.open) dialog.showModal();
+  $("#secret").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  try {
+    await api("/login", { body: { secret: $("#secret").value } });
+  } catch (error) {
+    $("#login-error").textContent = error.message === "Access denied" ? "That secret is not this node's." : error.message;
+    return;
+  }
+  $("#secret").value = "";
+  $("#login-dialog").close();
+  setOwner(true);
+  notice("Logged in as the owner.");
+  const then = afterLogin;
+  afterLogin = null;
+  if (then) then();
+}
+
+async function logout() {
+  await api("/logout", { body: {} }).catch(() => {});
+  setOwner(false);
+  if (downloadEvents) downloadEvents.close();
+  downloadEvents = null;
+  notice("Logged out.");
+}
+
+// ---- start -----------------------------------------------------------------------------------
+
+async function start() {
+  $("#search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search($("#q").value.trim());
+  });
+  $("#peer-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api("/peers", { body: { url: $("#peer-url").value.trim() } });
+      $("#peer-url").value = "";
+      notice("Peer added.");
+      loadPeers();
+    } catch (error) {
+      notice(`Could not add the peer: ${error.message}`);
+    }
+  });
+  $("#files-more").addEventListener("click", () => loadFiles(false));
+  $("#login-form").addEventListener("submit", login);
+  $("#login-cancel").addEventListener("click", () => $("#login-dialog").close());
+  $("#login-button").addEventListener("click", () => (owner ? logout() : openLogin()));
+  $("#copy-url").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(location.origin);
+      notice(`Copied ${location.origin}`);
+    } catch {
+      notice(`This node's address: ${location.origin}`);
+    }
+  });
+  window.addEventListener("hashchange", () => show(location.hash.slice(1)));
+  const session = await api("/session").catch(() => ({ owner: false }));
+  setOwner(session.owner);
+  show(location.hash.slice(1));
+}
+
+start();
