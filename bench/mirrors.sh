@@ -13,6 +13,9 @@
 # Either way the access log, $MIRRORS_STATE/access.log, has one `PORT STATUS BYTES_SENT` line per
 # response. Unlike the shared script's fixed default, the first port is a free one picked here
 # (MIRRORS_PORT + 1, ... are used; set MIRRORS_PORT yourself to choose).
+# With MIRRORS_TLS_CERT and MIRRORS_TLS_KEY (PEM files, the certificate naming localhost), the
+# mirrors serve https (always through the generator below, as the shared script has no TLS) and
+# the printed URLs are https://localhost:PORT.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,9 +76,14 @@ http {
   # One connection per server (the key is the port): a second concurrent one gets 503.
   limit_conn_zone \$server_port zone=one_per_port:1m;
 EOF
+  local ssl=""
+  if [ -n "${MIRRORS_TLS_CERT:-}" ]; then
+    ssl=" ssl"
+    printf '  ssl_certificate %s;\n  ssl_certificate_key %s;\n' "$MIRRORS_TLS_CERT" "$MIRRORS_TLS_KEY"
+  fi
   for rate in "$@"; do
     port=$((port + 1))
-    printf '  server { listen 127.0.0.1:%s; root %s; limit_rate %s; limit_conn one_per_port 1; }\n' "$port" "$root" "$rate"
+    printf '  server { listen 127.0.0.1:%s%s; root %s; limit_rate %s; limit_conn one_per_port 1; }\n' "$port" "$ssl" "$root" "$rate"
   done
   echo "}"
 }
@@ -88,7 +96,13 @@ own_start() {
   own_config "$root" "$base" "$@" > "$state/nginx.conf"
   nginx -p "$state" -e "$state/error.log" -c "$state/nginx.conf"
   : > "$state/urls"
-  for i in $(seq 1 $#); do echo "http://127.0.0.1:$((base + i))" >> "$state/urls"; done
+  for i in $(seq 1 $#); do
+    if [ -n "${MIRRORS_TLS_CERT:-}" ]; then
+      echo "https://localhost:$((base + i))" >> "$state/urls"
+    else
+      echo "http://127.0.0.1:$((base + i))" >> "$state/urls"
+    fi
+  done
   cat "$state/urls"
 }
 
@@ -97,7 +111,7 @@ own_stop() {
   rm -f "$state/urls"
 }
 
-use_shared() { [ "${MIRRORS_OWN:-0}" != 1 ] && [ -x "$shared" ]; }
+use_shared() { [ "${MIRRORS_OWN:-0}" != 1 ] && [ -z "${MIRRORS_TLS_CERT:-}" ] && [ -x "$shared" ]; }
 
 cmd=${1:-}
 case "$cmd" in

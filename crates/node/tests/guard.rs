@@ -342,7 +342,13 @@ async fn downloads_are_redacted_for_callers_without_the_secret() {
         text.contains("127.0.0.1").then_some(text)
     })
     .await;
-    assert!(owner_view.contains(&mirror), "the owner does not see the full URL: {owner_view}");
+    // The owner sees the whole URL but its credentials, which are never shown or logged.
+    let without_credentials = format!("http://127.0.0.1:{port}/f.bin?sig=SECRETSIG");
+    assert!(
+        owner_view.contains(&without_credentials),
+        "the owner does not see the URL: {owner_view}"
+    );
+    assert!(!owner_view.contains("user:pw"), "the credentials are shown: {owner_view}");
     assert!(owner_view.contains(&target), "the owner does not see the target: {owner_view}");
 
     // A caller without the secret (any stranger) sees that there is a download, not where it

@@ -229,6 +229,44 @@ async fn a_search_streams_a_peers_match_and_a_click_downloads_it() {
         "{row}"
     );
     assert_eq!(std::fs::read(node.path("song.ogg")).unwrap(), data);
+    // The peers view says how much came from the holder.
+    let peers = owner_get(&node, &cookie, "/api/v1/peers").await;
+    let row = peers.as_array().unwrap().iter().find(|p| p["url"] == holder.url).cloned().unwrap();
+    assert_eq!(row["bytes"], data.len(), "{peers}");
+    assert_eq!(row["kind"], "shoal");
+    assert!(row["last_seen_s"].is_u64(), "{row}");
+}
+
+#[tokio::test]
+async fn a_download_may_go_to_the_download_directory() {
+    let holder = TestNode::start().await;
+    holder.add("doc.pdf", b"a document").await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().to_path_buf();
+    let node = TestNode::start_with(|o| o.download_dir = Some(dir)).await;
+    node.knows(&[&holder]).await;
+    let cookie = login(&node).await;
+    let status = owner_get(&node, &cookie, "/api/v1/status").await;
+    let download_dir = status["download_dir"].as_str().unwrap().to_string();
+    let (code, started) = owner_post(
+        &node,
+        &cookie,
+        "/api/v1/downloads",
+        json!({"targets": ["doc.pdf"], "output": download_dir}),
+    )
+    .await;
+    assert_eq!(code, 200, "{started}");
+    wait_state(&node, &cookie, "doc.pdf", "done").await;
+    assert_eq!(std::fs::read(elsewhere.path().join("doc.pdf")).unwrap(), b"a document");
+    // Anywhere else is refused.
+    let (code, body) = owner_post(
+        &node,
+        &cookie,
+        "/api/v1/downloads",
+        json!({"targets": ["doc.pdf"], "output": "/etc"}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
 }
 
 #[tokio::test]

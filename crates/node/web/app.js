@@ -202,7 +202,9 @@ async function startDownload(name, id, button) {
   }
   button.disabled = true;
   try {
-    const started = await api("/downloads", { body: { targets: [name], hash: id } });
+    const body = { targets: [name], hash: id };
+    if ($("#save-to").value) body.output = $("#save-to").value;
+    const started = await api("/downloads", { body });
     notice(`Downloading ${started.name} to ${started.target}`);
     location.hash = "#downloads";
   } catch (error) {
@@ -337,12 +339,13 @@ async function loadPeers() {
         el("td", {}, p.kind),
         el("td", {}, p.state),
         el("td", {}, p.last_seen_s === null || p.last_seen_s === undefined ? "never" : `${duration(p.last_seen_s)} ago`),
+        el("td", { class: "num" }, bytes(p.bytes)),
         el("td", { class: "num" }, p.failures),
         el("td", {}, p.learnt ? "yes" : "no"),
       ),
     ),
   );
-  if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "No peers yet.")));
+  if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "7" }, "No peers yet.")));
 }
 
 // ---- owner login -----------------------------------------------------------------------------
@@ -352,6 +355,17 @@ let afterLogin = null;
 function setOwner(value) {
   owner = value;
   $("#login-button").textContent = value ? "Log out" : "Log in";
+  if (value) offerDownloadDir();
+}
+
+// When the node has a download directory, a download may go there instead of the share.
+async function offerDownloadDir() {
+  const status = await api("/status").catch(() => null);
+  const select = $("#save-to");
+  if (!status || !status.download_dir || select.options.length > 1) return;
+  select.append(el("option", { value: status.download_dir }, `the download directory (${status.download_dir})`));
+  select.hidden = false;
+  $("#save-to-label").hidden = false;
 }
 
 function openLogin(then) {

@@ -171,6 +171,8 @@ struct SessionBody {
 #[derive(Serialize)]
 struct StatusBody {
     url: String,
+    /// Where downloads may go besides the share (`--download-dir`), when set.
+    download_dir: Option<String>,
     version: &'static str,
     files: u64,
     bytes_shared: u64,
@@ -239,6 +241,8 @@ struct PeerRow {
     learnt: bool,
     /// Seconds since it last answered; absent when it never has.
     last_seen_s: Option<u64>,
+    /// Verified bytes downloaded from it by the downloads this node ran since it started.
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -260,7 +264,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Passes when the request carries a live session cookie or the secret as a bearer token.
-pub(super) fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
+fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
     if let Some(token) = cookie(headers, SESSION_COOKIE)
         && sessions.valid(&token)
     {
@@ -296,6 +300,39 @@ fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Re
 }
 
 use axum::Extension as Ext;
+
+/// Proof that a request comes from the owner: extracting it checks the session cookie or the
+/// bearer secret, so a handler that takes it cannot run for anyone else.
+pub(super) struct Owner;
+
+impl axum::extract::FromRequestParts<Api> for Owner {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, api: &Api) -> Result<Self, Failure> {
+        let missing = || Failure(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into());
+        let guard = parts.extensions.get::<Arc<Guard>>().cloned().ok_or_else(missing)?;
+        let sessions = parts.extensions.get::<Arc<Sessions>>().cloned().ok_or_else(missing)?;
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(missing)?;
+        owner(api, &guard, &sessions, &caller, &parts.headers)?;
+        Ok(Owner)
+    }
+}
+
+/// A JSON request body of type `T`: refused unless it is `application/json`, at most
+/// [`MAX_BODY`] bytes, and of the right shape.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Api> for Body<T> {
+    type Rejection = Failure;
+
+    async fn from_request(request: axum::extract::Request, api: &Api) -> Result<Self, Failure> {
+        let headers = request.headers().clone();
+        let bytes = axum::body::Bytes::from_request(request, api)
+            .await
+            .map_err(|_| Failure(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY} bytes")))?;
+        parse(&headers, &bytes).map(Body)
+    }
+}
 
 // ---- handlers --------------------------------------------------------------------------------
 
@@ -374,10 +411,8 @@ async fn login(
     Ext(guard): Ext<Arc<Guard>>,
     Ext(sessions): Ext<Arc<Sessions>>,
     Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Body(login): Body<Login>,
 ) -> Result<Response, Failure> {
-    let login: Login = parse(&headers, &body)?;
     guard.check_secret(&api, &caller, &login.secret)?;
     let token = sessions.open();
     let cookie = format!(
@@ -401,17 +436,11 @@ async fn session(Ext(sessions): Ext<Arc<Sessions>>, headers: HeaderMap) -> Json<
     Json(SessionBody { owner })
 }
 
-async fn status(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-) -> Answer<StatusBody> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
+async fn status(State(api): State<Api>, _owner: Owner) -> Answer<StatusBody> {
     let files = api.list().await?;
     Ok(Json(StatusBody {
         url: api.url().to_string(),
+        download_dir: api.options().download_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
         version: env!("CARGO_PKG_VERSION"),
         files: files.len() as u64,
         bytes_shared: files.iter().map(|(_, e)| e.size).sum(),
@@ -464,27 +493,13 @@ fn download_rows(api: &Api, previous: &HashMap<(String, String), u64>, elapsed: 
         .collect()
 }
 
-async fn downloads(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-) -> Answer<Vec<DownloadRow>> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
+async fn downloads(State(api): State<Api>, _owner: Owner) -> Answer<Vec<DownloadRow>> {
     Ok(Json(download_rows(&api, &HashMap::new(), 0.0)))
 }
 
 /// The downloads table as Server-Sent Events (`downloads`, every half second while anything
 /// changes, with speeds over the last interval), for live bars.
-async fn download_events(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-) -> Result<Response, Failure> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
+async fn download_events(State(api): State<Api>, _owner: Owner) -> Result<Response, Failure> {
     struct Tick {
         api: Api,
         previous: HashMap<(String, String), u64>,
@@ -526,16 +541,7 @@ async fn download_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-async fn start_download(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Answer<Started> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
-    let request: StartDownload = parse(&headers, &body)?;
+async fn start_download(State(api): State<Api>, _owner: Owner, Body(request): Body<StartDownload>) -> Answer<Started> {
     if request.targets.is_empty() || request.targets.len() > crate::proto::limits::MAX_TARGETS {
         return Err(Failure(StatusCode::BAD_REQUEST, "give 1 to 64 targets".into()));
     }
@@ -570,17 +576,7 @@ enum Control {
     Cancel,
 }
 
-async fn control(
-    api: Api,
-    guard: Arc<Guard>,
-    sessions: Arc<Sessions>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: &[u8],
-    what: Control,
-) -> Answer<Done> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
-    let request: TargetBody = parse(&headers, body)?;
+async fn control(api: Api, request: TargetBody, what: Control) -> Answer<Done> {
     let target = api.download_target(&request.target)?;
     match what {
         Control::Pause => api.pause_download(&target)?,
@@ -590,51 +586,38 @@ async fn control(
     Ok(Json(Done { ok: true }))
 }
 
-async fn pause(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Answer<Done> {
-    control(api, guard, sessions, caller, headers, &body, Control::Pause).await
+async fn pause(State(api): State<Api>, _owner: Owner, Body(request): Body<TargetBody>) -> Answer<Done> {
+    control(api, request, Control::Pause).await
 }
 
-async fn resume(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Answer<Done> {
-    control(api, guard, sessions, caller, headers, &body, Control::Resume).await
+async fn resume(State(api): State<Api>, _owner: Owner, Body(request): Body<TargetBody>) -> Answer<Done> {
+    control(api, request, Control::Resume).await
 }
 
-async fn cancel(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Answer<Done> {
-    control(api, guard, sessions, caller, headers, &body, Control::Cancel).await
+async fn cancel(State(api): State<Api>, _owner: Owner, Body(request): Body<TargetBody>) -> Answer<Done> {
+    control(api, request, Control::Cancel).await
 }
 
-async fn peers(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-) -> Answer<Vec<PeerRow>> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
+async fn peers(State(api): State<Api>, _owner: Owner) -> Answer<Vec<PeerRow>> {
+    // Each source of a download is a peer's base URL plus the content path.
+    let sources: Vec<(String, u64)> = api
+        .downloads()
+        .into_iter()
+        .flat_map(|d| d.sources.into_iter().filter(|s| s.kind == "peer").map(|s| (s.url, s.bytes)))
+        .collect();
+    let bytes_from = |peer: &str| -> u64 {
+        let base = peer.trim_end_matches('/');
+        sources
+            .iter()
+            .filter(|(url, _)| url.strip_prefix(base).is_some_and(|rest| rest.starts_with('/')))
+            .map(|(_, bytes)| bytes)
+            .sum()
+    };
     Ok(Json(
         api.peers()
             .into_iter()
             .map(|p| PeerRow {
+                bytes: bytes_from(&p.url),
                 kind: p.kind.name(),
                 state: if p.backing_off {
                     "backing off"
@@ -652,16 +635,7 @@ async fn peers(
     ))
 }
 
-async fn add_peer(
-    State(api): State<Api>,
-    Ext(guard): Ext<Arc<Guard>>,
-    Ext(sessions): Ext<Arc<Sessions>>,
-    Ext(caller): Ext<Caller>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Answer<Done> {
-    owner(&api, &guard, &sessions, &caller, &headers)?;
-    let request: AddPeer = parse(&headers, &body)?;
+async fn add_peer(State(api): State<Api>, _owner: Owner, Body(request): Body<AddPeer>) -> Answer<Done> {
     api.add_peer(&request.url)?;
     Ok(Json(Done { ok: true }))
 }
