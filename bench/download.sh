@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download benchmarks of shoal, as ratios against curl and aria2c measured in the same run.
 #
-#   bash bench/download.sh [--quick] [--reps N] [--no-build] [--only NAME]
+#   bash bench/download.sh [--quick] [--reps N] [--no-build] [--only CASE]
 #
 # Builds shoal (release), makes random test files in a temporary directory under /tmp, runs the
 # five cases below, cleans up (nodes, nginx, files) and prints a Markdown table on stdout; the
@@ -11,41 +11,52 @@
 #   3. four shoal peers with --max-upload-rate 25M: % of the 100 MiB/s they allow together
 #   4. peak RSS of shoal get on a 4 GiB file (curl and aria2c for reference)
 #   5. bytes fetched again after SIGKILL half way and a rerun
-#   6. one server capping each connection at 10 MiB/s, 8 allowed: shoal vs aria2c -x8 -s8 -k1M
+#   6. a folder of 2,004 files (2,000 x 16 KiB nested + 4 x 8 MiB) from one shoal node vs
+#      aria2c -j16 -x1 -i LIST from nginx, and shoal's peak RSS
+#   7. one server capping each connection at 10 MiB/s, 8 allowed: shoal vs aria2c -x8 -s8 -k1M
+#   8. four https mirrors (25 MiB/s each): shoal vs aria2c -s4 -x4 -k1M --ca-certificate
 # --quick shrinks the files (256 MiB / 50 MiB / 512 MiB) and does one repetition; --no-build uses
-# the shoal binary already in target/release (or $SHOAL_BIN); --only NAME runs one case: one-source,
-# mirrors, peers, rss, resume or one-server.
+# the shoal binary already in target/release (or $SHOAL_BIN); --only runs one case (a number
+# 1-8 or a name: one, mirrors, peers, rss, resume, folder, one-server, https; repeatable).
+# Case 7 is over https when ONE_SERVER_SCHEME=https (the certificate is made by the script).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" >&2; }
+usage() { sed -n '2,22p' "$0" >&2; }
 
 ARGS="$*"
 QUICK=0
 REPS=3
 BUILD=1
-ONLY=
+ONLY=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    --only) ONLY=$2; shift ;;
+    --only)
+      case "$2" in
+        1|one) ONLY+=(1) ;; 2|mirrors) ONLY+=(2) ;; 3|peers) ONLY+=(3) ;; 4|rss) ONLY+=(4) ;;
+        5|resume) ONLY+=(5) ;; 6|folder) ONLY+=(6) ;; 7|one-server) ONLY+=(7) ;; 8|https) ONLY+=(8) ;;
+        *) usage; exit 2 ;;
+      esac
+      shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
   shift
 done
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-SHOAL=${SHOAL_BIN:-$root/target/release/shoal}
-MIRRORS=$here/mirrors.sh
-# Case 6's server: http now; with https, set ONE_SERVER_SCHEME=https and the certificate, key and
-# CA (PEM) below, and both tools are told to trust the CA.
+# Case 7's server: http, or https with ONE_SERVER_SCHEME=https (the script's own CA signs it
+# unless ONE_SERVER_CERT, _KEY and _CA name PEM files); both tools are told to trust the CA.
 ONE_SERVER_SCHEME=${ONE_SERVER_SCHEME:-http}
 ONE_SERVER_CERT=${ONE_SERVER_CERT:-}
 ONE_SERVER_KEY=${ONE_SERVER_KEY:-}
 ONE_SERVER_CA=${ONE_SERVER_CA:-}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+SHOAL=${SHOAL_BIN:-$root/target/release/shoal}
+MIRRORS=$here/mirrors.sh
 
 if [ "$QUICK" = 1 ]; then
   BIG_MIB=256; MULTI_MIB=50; HUGE_MIB=512; RESUME_RATE=12m
@@ -84,11 +95,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Whether case N runs (all of them without --only).
+wanted() { [ "${#ONLY[@]}" = 0 ] || printf '%s\n' "${ONLY[@]}" | grep -qx "$1"; }
+wanted 1 || BIG_MIB=0
+wanted 4 || HUGE_MIB=0
+{ wanted 2 || wanted 3 || wanted 5 || wanted 7 || wanted 8; } || MULTI_MIB=0
+
 # Space: the big file and its copy, the 4 GiB file and its copy, and a few 200 MiB files.
 need_mib=$((2 * HUGE_MIB + 2 * BIG_MIB + 8 * MULTI_MIB + 1024))
 avail_mib=$(($(df -Pk "$TMP" | awk 'NR == 2 { print $4 }') / 1024))
 if [ "$avail_mib" -lt "$need_mib" ]; then
-  HUGE_MIB=$(( (avail_mib - 2 * BIG_MIB - 8 * MULTI_MIB - 1024) / 2 ))
+  wanted 4 && HUGE_MIB=$(( (avail_mib - 2 * BIG_MIB - 8 * MULTI_MIB - 1024) / 2 ))
   [ "$HUGE_MIB" -ge 256 ] || HUGE_MIB=0
   echo "- Only ${avail_mib} MiB free under /tmp: case 4 uses ${HUGE_MIB} MiB (0 = skipped)." >> "$NOTES"
 fi
@@ -393,6 +410,107 @@ case5() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 6. Many small files: a nested folder of 2,000 x 16 KiB and 4 x 8 MiB from one shoal node
+# (`shoal get DIR/`), against aria2c -j16 -x1 -i LIST from nginx serving the same files.
+FOLDER_SMALL=2000
+FOLDER_BIG=4
+FOLDER_BIG_MIB=8
+
+# An unthrottled nginx with no connection limit (the mirrors above allow one connection each),
+# serving ROOT, run in the foreground so that stop_nodes ends it; sets PLAIN_URL.
+start_plain_nginx() { # ROOT
+  local conf=$TMP/c6/nginx.conf port i user=
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  [ "$(id -u)" = 0 ] && user="user root;"
+  cat > "$conf" <<NGINX
+daemon off; $user worker_processes 1; pid $TMP/c6/nginx.pid; error_log $TMP/c6/nginx-error.log;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:$port; root $1; } }
+NGINX
+  nginx -c "$conf" &
+  PIDS+=($!)
+  PLAIN_URL=http://127.0.0.1:$port
+  for i in $(seq 1 100); do
+    curl -s -o /dev/null "$PLAIN_URL/" && return 0
+    sleep 0.1
+  done
+  die "nginx did not start (see $TMP/c6/nginx-error.log)"
+}
+
+case6() {
+  local share=$TMP/c6/share dir=tree out=$TMP/c6/out st=$TMP/c6/get-state list=$TMP/c6/list.txt
+  local files=$((FOLDER_SMALL + FOLDER_BIG))
+  log "making the folder: $FOLDER_SMALL x 16 KiB in nested directories and $FOLDER_BIG x $FOLDER_BIG_MIB MiB"
+  python3 - "$share/$dir" "$FOLDER_SMALL" "$FOLDER_BIG" "$FOLDER_BIG_MIB" <<'PY' || return 1
+import os, sys
+root, small, big, big_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for i in range(small):
+    # 20 top directories of 10 subdirectories of 10 files: three levels, like a photo library.
+    d = os.path.join(root, f"d{i // 100:02}", f"s{i // 10 % 10}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:04}.dat"), "wb") as f:
+        f.write(os.urandom(16 << 10))
+os.makedirs(os.path.join(root, "big"), exist_ok=True)
+for i in range(big):
+    with open(os.path.join(root, "big", f"b{i}.bin"), "wb") as f:
+        f.write(os.urandom(big_mib << 20))
+PY
+  sync
+  local total; total=$(du -sb "$share/$dir" | cut -f1)
+  start_plain_nginx "$share"
+  local murl=$PLAIN_URL
+  start_node "$share" "$TMP/c6/node-state" "$dir/big/b0.bin"
+  local nurl=$NODE_URL i
+  # The node scans its share at start: wait (bounded) until it indexed every file.
+  for i in $(seq 1 600); do
+    local n
+    n=$(curl -s -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>shoal.stats</methodName><params></params></methodCall>' "$nurl/" \
+      | tr -d '\n ' | sed -n 's/.*<name>files<\/name><value><[a-z0-9]*>\([0-9]*\)<.*/\1/p')
+    [ "${n:-0}" -ge "$files" ] && break
+    sleep 0.25
+  done
+  # aria2c's input file: one URL a line (the brief's `aria2c -j16 -x1 -i LIST`). The file names
+  # are unique, so aria2c puts them all in one directory (-d), which spares it the directories.
+  # One untimed run of the form that keeps the layout (a `dir=` line under each URL) is reported
+  # in the notes; aria2c's times vary a lot from run to run on a shared machine (2 s to 30 s
+  # were seen for either form), shoal's much less.
+  (cd "$share" && find "$dir" -type f | sort) | sed "s|^|$murl/|" > "$list"
+  (cd "$share" && find "$dir" -type f | sort) | while read -r rel; do
+    printf '%s/%s\n  dir=%s\n' "$murl" "$rel" "$out/$(dirname "$rel")"
+  done > "$list.layout"
+  rm -rf "$out"; mkdir -p "$out"
+  if run_timed 600 aria2c -j16 -x1 -i "$list.layout" --allow-overwrite=true --file-allocation=none --console-log-level=warn --summary-interval=0 --download-result=hide; then
+    note "case 6: aria2c keeping the layout (a dir= line under each URL), untimed for the table: ${SECS}s"
+  fi
+  local shoal_t=() aria_t=() shoal_rss=() aria_rss=() rep order tool got
+  for rep in $(seq 1 "$REPS"); do
+    if [ $((rep % 2)) = 1 ]; then order="aria2c shoal"; else order="shoal aria2c"; fi
+    for tool in $order; do
+      rm -rf "$out" "$st"; mkdir -p "$out"
+      if [ "$tool" = aria2c ]; then
+        run_timed 600 aria2c -j16 -x1 -i "$list" -d "$out/$dir" --allow-overwrite=true --file-allocation=none --console-log-level=warn --summary-interval=0 --download-result=hide || return 1
+        aria_t+=("$SECS"); aria_rss+=("$RSS_KB")
+      else
+        run_timed 600 "$SHOAL" get "$dir/" --peer "$nurl" -o "$out" --state "$st" --quiet || return 1
+        shoal_t+=("$SECS"); shoal_rss+=("$RSS_KB")
+      fi
+      got=$(find "$out/$dir" -type f | wc -l) # (aria2c: flat; shoal: the folder's layout)
+      [ "$got" = "$files" ] || { log "$tool fetched $got files, expected $files"; return 1; }
+      log "case 6 rep $rep $tool: ${SECS}s, peak RSS $(calc "$RSS_KB / 1024" %.1f) MiB"
+    done
+  done
+  if [ "$tool" = shoal ]; then
+    diff -r "$out/$dir" "$share/$dir" > /dev/null || note "case 6: shoal's last download differs from the source"
+  fi
+  stop_nodes
+  rm -rf "$TMP/c6"
+  local s a ratio rss; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
+  rss=$(calc "$(printf '%s\n' "${shoal_rss[@]}" | sort -g | tail -1) / 1024" %.1f)
+  row "6a. folder of $files files ($(calc "$total / $MIB" %.0f) MiB, nested), one source | shoal get DIR/ ${s} s | aria2c -j16 -x1 -i LIST -d DIR from nginx ${a} s | **time ratio ${ratio}** | ≤ 1.0 | $(calc "$ratio <= 1.0" %d | sed 's/1/yes/;s/0/NO/')"
+  row "6b. same, peak RSS | shoal get ${rss} MiB (largest of the runs) | aria2c $(calc "$(printf '%s\n' "${aria_rss[@]}" | sort -g | tail -1) / 1024" %.1f) MiB | **${rss} MiB** | ≤ 64 MiB | $(calc "$rss <= 64" %d | sed 's/1/yes/;s/0/NO/')"
+  note "case 6 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; peak RSS (KiB): shoal ${shoal_rss[*]}; aria2c ${aria_rss[*]}"
+}
+
 # One nginx whose every connection is capped at RATE, allowing CONNS connections at once (503
 # beyond); its access log has `CONNECTION STATUS BYTES_SENT` lines. Sets ONE_URL.
 ONE_STATE=$TMP/one-server-nginx
@@ -446,9 +564,13 @@ one_sums() {
   awk '{ c[$1] = 1; n++; if ($2 == 503) e++ } END { printf "%d %d %d\n", length(c), e, n }' "$ONE_STATE/access.log"
 }
 
-case6() {
-  local dir=$MULTI_DIR name=$MULTI_NAME size out=$TMP/c6/out st=$TMP/c6/get-state
+case7() {
+  local dir=$MULTI_DIR name=$MULTI_NAME size out=$TMP/c7/out st=$TMP/c7/get-state
   size=$(file_size "$dir/$name")
+  if [ "$ONE_SERVER_SCHEME" = https ] && [ -z "$ONE_SERVER_CERT" ]; then
+    make_tls || return 1
+    ONE_SERVER_CERT=$TLS_CERT ONE_SERVER_KEY=$TLS_KEY ONE_SERVER_CA=$TLS_CA
+  fi
   start_one_server "$dir" 10m 8 || return 1
   local url=$ONE_URL/$name
   local shoal_tls=() aria_tls=()
@@ -473,34 +595,85 @@ case6() {
         shoal_t+=("$SECS")
         read -r c e n < <(one_sums); shoal_conns+=("$c"); shoal_503=$((shoal_503 + e))
       fi
-      log "case 6 rep $rep $tool: ${SECS}s ($c connections, $e of $n responses 503)"
+      log "case 7 rep $rep $tool: ${SECS}s ($c connections, $e of $n responses 503)"
     done
   done
-  cmp -s "$out/$name" "$dir/$name" || note "case 6: the last download differs from the source"
-  rm -rf "$TMP/c6"
+  cmp -s "$out/$name" "$dir/$name" || note "case 7: the last download differs from the source"
+  rm -rf "$TMP/c7"
   stop_one_server
   local s a ratio; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
-  row "6. one $ONE_SERVER_SCHEME server, 10 MiB/s per connection, 8 allowed, ${MULTI_MIB} MiB | shoal (defaults) ${s} s ($(calc "$size / $MIB / $s" %.0f) MiB/s) | aria2c -x8 -s8 -k1M ${a} s ($(calc "$size / $MIB / $a" %.0f) MiB/s) | **time ratio ${ratio}** | ≤ 1.05 | $(calc "$ratio <= 1.05" %d | sed 's/1/yes/;s/0/NO/')"
-  note "case 6 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; connections nginx saw per run: shoal ${shoal_conns[*]}, aria2c ${aria_conns[*]}; 503 responses in timed runs: shoal ${shoal_503}, aria2c ${aria_503}"
+  row "7. one $ONE_SERVER_SCHEME server, 10 MiB/s per connection, 8 allowed, ${MULTI_MIB} MiB | shoal (defaults) ${s} s ($(calc "$size / $MIB / $s" %.0f) MiB/s) | aria2c -x8 -s8 -k1M ${a} s ($(calc "$size / $MIB / $a" %.0f) MiB/s) | **time ratio ${ratio}** | ≤ 1.05 | $(calc "$ratio <= 1.05" %d | sed 's/1/yes/;s/0/NO/')"
+  note "case 7 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; connections nginx saw per run: shoal ${shoal_conns[*]}, aria2c ${aria_conns[*]}; 503 responses in timed runs: shoal ${shoal_503}, aria2c ${aria_503}"
 }
 
 # ---------------------------------------------------------------------------------------------
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
-case "$ONLY" in
-  ''|one-source|mirrors|peers|rss|resume|one-server) ;;
-  *) usage; exit 2 ;;
-esac
-if want mirrors || want peers || want resume || want one-server; then
-  make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync
-fi
+# TLS for cases 7 (with ONE_SERVER_SCHEME=https) and 8: a CA and a certificate for localhost and
+# 127.0.0.1, made once with openssl; sets TLS_CA, TLS_CERT, TLS_KEY.
+make_tls() {
+  [ -n "${TLS_CA:-}" ] && return 0
+  local d=$TMP/tls
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -days 2 -subj "/CN=shoal bench CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null || return 1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/server.key" -out "$d/server.csr" \
+    -subj /CN=localhost 2>/dev/null || return 1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$d/ext.cnf"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/server.pem" \
+    -days 2 -extfile "$d/ext.cnf" 2>/dev/null || return 1
+  TLS_CA=$d/ca.pem TLS_CERT=$d/server.pem TLS_KEY=$d/server.key
+}
+
+# 8. The four mirrors of case 2 over https (rustls in shoal, aria2c's own TLS), both told to
+# trust the same CA.
+case8() {
+  local dir=$MULTI_DIR name=$MULTI_NAME size out=$TMP/c8/out st=$TMP/c8/get-state
+  make_tls || return 1
+  size=$(file_size "$dir/$name")
+  MIRRORS_TLS_CERT=$TLS_CERT MIRRORS_TLS_KEY=$TLS_KEY start_mirrors "$dir" 25m 25m 25m 25m
+  local urls=() u
+  for u in "${MIRROR_URLS[@]}"; do urls+=("$u/$name"); done
+  local hash=(); [ -n "$MULTI_ID" ] && hash=(--hash "$MULTI_ID")
+  local shoal_t=() aria_t=() shoal_503=0 aria_503=0 rep order tool b e n
+  for rep in $(seq 1 "$REPS"); do
+    if [ $((rep % 2)) = 1 ]; then order="aria2c shoal"; else order="shoal aria2c"; fi
+    for tool in $order; do
+      rm -rf "$out" "$st"; mkdir -p "$out"
+      clear_access_log
+      if [ "$tool" = aria2c ]; then
+        run_timed 300 aria2c -s4 -x4 -k1M --ca-certificate="$TLS_CA" -d "$out" -o "$name" "${urls[@]}" --allow-overwrite=true --file-allocation=none || return 1
+        check_size "$out/$name" "$size" || return 1
+        aria_t+=("$SECS")
+        read -r b e n < <(access_sums); aria_503=$((aria_503 + e))
+      else
+        run_timed 300 "$SHOAL" get "${urls[@]}" --ca-cert "$TLS_CA" -o "$out/$name" --state "$st" --quiet "${hash[@]}" || return 1
+        check_size "$out/$name" "$size" || return 1
+        shoal_t+=("$SECS")
+        read -r b e n < <(access_sums); shoal_503=$((shoal_503 + e))
+      fi
+      log "case 8 rep $rep $tool: ${SECS}s (503s: $e of $n responses)"
+    done
+  done
+  cmp -s "$out/$name" "$dir/$name" || note "case 8: the last download differs from the source"
+  rm -rf "$TMP/c8"
+  stop_mirrors
+  local s a ratio; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
+  row "8. 4 https mirrors × 25 MiB/s, ${MULTI_MIB} MiB | shoal --ca-cert ${s} s | aria2c -s4 -x4 -k1M --ca-certificate ${a} s | **time ratio ${ratio}** | ≤ 1.02 | $(calc "$ratio <= 1.02" %d | sed 's/1/yes/;s/0/NO/')"
+  note "case 8 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; 503 responses in timed runs: shoal ${shoal_503}, aria2c ${aria_503}"
+}
+
+# ---------------------------------------------------------------------------------------------
+[ "$MULTI_MIB" = 0 ] || { make_file "$MULTI_DIR/$MULTI_NAME" "$MULTI_MIB"; sync; }
 
 failed=0
-if want one-source; then case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }; fi
-if want mirrors; then case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }; fi
-if want peers; then case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }; fi
-if want rss; then case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }; fi
-if want resume; then case5 || { failed=1; stop_mirrors; }; fi
-if want one-server; then case6 || { failed=1; row "6. one server | failed (see log) | | | ≤ 1.05 | NO"; stop_one_server; }; fi
+if wanted 1; then case1 || { failed=1; row "1. one source, loopback | failed (see log) | | | ≤ 1.1 | NO"; stop_nodes; stop_mirrors; }; fi
+if wanted 2; then case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | | | NO"; stop_mirrors; }; fi
+if wanted 3; then case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }; fi
+if wanted 4; then case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }; fi
+if wanted 5; then case5 || { failed=1; stop_mirrors; }; fi
+if wanted 6; then case6 || { failed=1; row "6. folder | failed (see log) | | | ≤ 1.0 | NO"; stop_nodes; }; fi
+if wanted 7; then case7 || { failed=1; row "7. one server | failed (see log) | | | ≤ 1.05 | NO"; stop_one_server; }; fi
+if wanted 8; then case8 || { failed=1; row "8. 4 https mirrors | failed (see log) | | | ≤ 1.02 | NO"; stop_mirrors; }; fi
 
 {
   echo "## shoal download benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $([ "$QUICK" = 1 ] && echo quick || echo full), median of $REPS)"

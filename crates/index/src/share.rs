@@ -459,6 +459,12 @@ impl Share {
         Ok(self.store.list()?)
     }
 
+    /// One page of the files under directory `dir` (empty: the whole share), in name order,
+    /// after the name `after` (exclusive), at most `limit` of them.
+    pub fn list_page(&self, dir: &str, after: &str, limit: usize) -> Result<Vec<(String, FileEntry)>, ShareError> {
+        Ok(self.store.list_page(dir, after, limit)?)
+    }
+
     /// Indexed files whose name matches `pattern`, case-insensitively, sorted by name.
     ///
     /// A pattern with `*` or `?` is a glob over the whole name; any other pattern matches as a

@@ -293,6 +293,43 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// At most `limit` entries under directory `dir` (names starting with `dir/`; an empty `dir`
+    /// is the root: everything) whose names sort after `after` (exclusive; empty: from the
+    /// start), in name order. One range read, so a page costs what it returns.
+    pub fn list_page(&self, dir: &str, after: &str, limit: usize) -> Result<Vec<(String, FileEntry)>, StoreError> {
+        use std::ops::Bound;
+        let txn = self.read_txn()?;
+        let files = txn.open_table(FILES).map_err(db("open table index_files"))?;
+        let (start, end) = if dir.is_empty() {
+            (String::new(), None)
+        } else {
+            // Every name under `dir/` sorts between `dir/` and `dir0` ('0' follows '/').
+            (format!("{dir}/"), Some(format!("{dir}0")))
+        };
+        let lower = if after.is_empty() || after < start.as_str() {
+            Bound::Included(start.as_str())
+        } else {
+            Bound::Excluded(after)
+        };
+        let upper = match &end {
+            // A cursor at or past the end: nothing is left (and the range would be reversed).
+            Some(end) if after >= end.as_str() => return Ok(Vec::new()),
+            Some(end) => Bound::Excluded(end.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in files.range::<&str>((lower, upper)).map_err(db("range over index_files"))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(db("range over index_files"))?;
+            let name = key.value().to_owned();
+            let entry = FileEntry::decode(&name, value.value())?;
+            out.push((name, entry));
+        }
+        Ok(out)
+    }
+
     /// Records `name` as holding `entry`, with the outboard of its content.
     pub fn put(&self, name: &str, entry: &FileEntry, outboard: &[u8]) -> Result<(), StoreError> {
         self.write(|tables| tables.put(name, entry, outboard))
@@ -432,6 +469,25 @@ mod tests {
         assert_eq!(store.outboard(&old.id).unwrap(), None);
         assert_eq!(store.by_id(&new.id).unwrap(), Some(("f".into(), new)));
         assert_eq!(store.outboard(&new.id).unwrap(), Some(new_out));
+    }
+
+    #[test]
+    fn pages_of_a_directory_follow_the_cursor() {
+        let (_dir, store) = store();
+        let (e, out) = entry(b"x", 1);
+        for name in ["a/x", "a/y/z", "a/yy", "a0", "ab/c", "b"] {
+            store.put(name, &e, &out).unwrap();
+        }
+        let names = |dir: &str, after: &str, limit: usize| -> Vec<String> {
+            store.list_page(dir, after, limit).unwrap().into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(names("a", "", 10), ["a/x", "a/y/z", "a/yy"]);
+        assert_eq!(names("a", "", 2), ["a/x", "a/y/z"]);
+        assert_eq!(names("a", "a/y/z", 2), ["a/yy"], "the cursor is exclusive");
+        assert_eq!(names("a", "a/yy", 2), Vec::<String>::new());
+        assert_eq!(names("a", "0", 1), ["a/x"], "a cursor before the directory starts it");
+        assert_eq!(names("", "a0", 10), ["ab/c", "b"]);
+        assert!(names("a", "zzz", 10).is_empty(), "a cursor past the directory ends it");
     }
 
     #[test]

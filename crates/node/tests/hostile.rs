@@ -1,8 +1,8 @@
 //! A fake peer that lies in every field, against real nodes and the engine, over real HTTP on
 //! `127.0.0.1:0`.
 //!
-//! The fake speaks XML-RPC (`shoal.search`, `shoal.locate`, `query`, `shoal.peers`, `hello`,
-//! `system.listMethods`) and serves `/content/<id>` and `/outboard/<id>`, each answer scripted
+//! The fake speaks XML-RPC (`shoal.search`, `shoal.locate`, `query`, `shoal.peers`,
+//! `shoal.list_folder`, `hello`, `system.listMethods`) and serves `/content/<id>` and `/outboard/<id>`, each answer scripted
 //! per test: sizes that are not the file's, names that try to leave the share or carry control
 //! codes, thousands of holder URLs pointing at a counting "victim" server, redirects to a
 //! counting server, endless bodies, wrong verification data. It counts every request and every
@@ -88,6 +88,7 @@ mod fake {
         pub locate: Rpc,
         pub query: Rpc,
         pub peers: Rpc,
+        pub list_folder: Rpc,
         pub content: Data,
         pub outboard: Data,
     }
@@ -99,6 +100,7 @@ mod fake {
                 locate: Rpc::Fault(100, "Could not handle the query".into()),
                 query: Rpc::Fault(100, "Could not handle the query".into()),
                 peers: Rpc::Value(Value::Array(Vec::new())),
+                list_folder: Rpc::Fault(1, "method \"shoal.list_folder\" is not supported".into()),
                 content: Data::NotFound,
                 outboard: Data::NotFound,
             }
@@ -196,6 +198,7 @@ mod fake {
                     "shoal.locate" => script.locate.clone(),
                     "query" => script.query.clone(),
                     "shoal.peers" => script.peers.clone(),
+                    "shoal.list_folder" => script.list_folder.clone(),
                     "hello" => Rpc::Value(Value::Integer(0)),
                     "system.listMethods" => Rpc::Value(Value::Array(
                         ["hello", "query", "fetch", "shoal.search", "shoal.locate", "shoal.peers"]
@@ -1034,6 +1037,150 @@ async fn lying_locate_hits_are_not_found() {
             }
         }
         assert_eq!(node.call("list", vec![]).await.map(|_| ()), Ok(()));
+    })
+    .await;
+}
+
+fn listing_entry(path: &str, size: i64, id: &str) -> Value {
+    let mut f = std::collections::BTreeMap::new();
+    f.insert("path".into(), s(path));
+    f.insert("size".into(), Value::Long(size));
+    f.insert("id".into(), s(id));
+    Value::Struct(f)
+}
+
+// 11. A folder listing that tries to leave the output directory, names hidden or partial files,
+// carries bad ids and sizes or lies about its folder: every such entry is dropped, the honest
+// one is downloaded, and nothing is written outside the node's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_folder_listing_writes_nothing_outside_the_share() {
+    bounded(async {
+        let data = random_bytes(40 * 1024, 11);
+        let id = shoal_index::hash_bytes(&data).id.to_string();
+        let fake = FakePeer::start(Script::default()).await;
+        let mut page = std::collections::BTreeMap::new();
+        page.insert(
+            "files".into(),
+            Value::Array(vec![
+                listing_entry("photos/ok.bin", data.len() as i64, &id),
+                listing_entry("photos/../../escape.bin", data.len() as i64, &id),
+                listing_entry("/tmp/absolute.bin", data.len() as i64, &id),
+                listing_entry("photos/.ok.bin.shoal-part", data.len() as i64, &id),
+                listing_entry("photos/sub/.hidden", data.len() as i64, &id),
+                listing_entry("elsewhere/other.bin", data.len() as i64, &id),
+                listing_entry("photos/bad-id.bin", data.len() as i64, "not-an-id"),
+                listing_entry("photos/huge.bin", 1 << 62, &id),
+                listing_entry("photos/neg.bin", -5, &id),
+            ]),
+        );
+        fake.script(|script| {
+            script.list_folder = Rpc::Value(Value::Struct(page));
+            script.content = Data::Serve {
+                data: data.clone().into(),
+                claimed: data.len() as u64,
+            };
+        });
+        let node = TestNode::start().await;
+        let mut options = std::collections::BTreeMap::new();
+        options.insert("peers".to_string(), Value::Array(vec![s(&fake.url)]));
+        let started = step(
+            "shoal.download",
+            node.call(
+                "shoal.download",
+                vec![s(SECRET), Value::Array(vec![s("photos/")]), Value::Struct(options)],
+            ),
+        )
+        .await;
+        let Ok(Value::Struct(started)) = started else {
+            panic!("the folder download starts: {started:?}")
+        };
+        assert_eq!(started.get("target"), Some(&s(&node.path("photos").to_string_lossy())));
+        let wanted = node.path("photos/ok.bin");
+        for _ in 0..1000 {
+            if wanted.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_same_file(&wanted, &data);
+        // Only the honest entry: the share holds photos/ok.bin and nothing else, and its parent
+        // directory gained nothing.
+        let mut found = Vec::new();
+        let mut stack = vec![node.dir.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    found.push(entry.path().strip_prefix(node.dir.path()).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        assert_eq!(found, ["photos/ok.bin"]);
+        let parent = node.dir.path().parent().unwrap();
+        assert!(!parent.join("escape.bin").exists() && !Path::new("/tmp/absolute.bin").exists());
+        assert_eq!(fake.requests("GET /content"), 1, "one file was fetched");
+    })
+    .await;
+}
+
+// 12. A small file with a known id and size costs one request to its holder (no size probe, no
+// verification data, no last-piece check), and a holder whose bytes do not hash to the id is
+// passed over for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_costs_one_request_and_lying_bytes_are_refused() {
+    bounded(async {
+        let data = random_bytes(16 * 1024, 12);
+        let hashed = shoal_index::hash_bytes(&data);
+        let fake = FakePeer::start(Script {
+            content: Data::Serve {
+                data: data.clone().into(),
+                claimed: data.len() as u64,
+            },
+            ..Script::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_in(dir.path());
+        let job = |target: &Path, peers: Vec<String>| Job {
+            name: "small.bin".into(),
+            target: target.to_path_buf(),
+            id: Some(hashed.id),
+            size: Some(data.len() as u64),
+            peers,
+            ..Job::default()
+        };
+        let target = dir.path().join("out/small.bin");
+        let (result, _, _) = step("the engine", run(&engine, job(&target, vec![fake.url.clone()]))).await;
+        result.expect("the small file downloads");
+        assert_same_file(&target, &data);
+        assert_eq!(fake.requests("GET /content"), 1);
+        assert_eq!(fake.requests("HEAD /content") + fake.requests("GET /outboard"), 0);
+        assert!(engine.records().all().unwrap().is_empty(), "no resume record");
+
+        // The same size, other bytes: refused; the honest node that follows serves it.
+        let honest = TestNode::start().await;
+        honest.add("small.bin", &data).await;
+        let mut wrong = data.clone();
+        wrong[100] ^= 1;
+        fake.script(|script| {
+            script.content = Data::Serve {
+                data: wrong.clone().into(),
+                claimed: wrong.len() as u64,
+            }
+        });
+        let target = dir.path().join("out/second.bin");
+        let (result, progress, largest) = step("the engine", run(&engine, job(&target, vec![fake.url.clone(), honest.url.clone()]))).await;
+        result.expect("the honest holder serves it");
+        assert_same_file(&target, &data);
+        assert!(largest <= data.len() as u64);
+        assert_eq!(stat_of(&progress.sources(), &honest.url).bytes, data.len() as u64);
+
+        // Only the liar: nothing appears under the target.
+        let target = dir.path().join("out/third.bin");
+        let (result, _, _) = step("the engine", run(&engine, job(&target, vec![fake.url.clone()]))).await;
+        assert!(result.is_err(), "no holder gave the right bytes");
+        assert!(!target.exists() && !part_path(&target).exists());
     })
     .await;
 }

@@ -26,10 +26,11 @@ pub enum Command {
         after_help = "Examples:\n  shoal serve\n  shoal serve --dir ./a --listen 127.0.0.1:4242 --state ./a-state\n  shoal serve --dir ./b --listen 127.0.0.1:4243 --state ./b-state --peer http://127.0.0.1:4242"
     )]
     Serve(ServeArgs),
-    /// Download a file from peers and HTTP mirrors at once, every piece verified; run the same
-    /// command again to resume.
+    /// Download files from peers and HTTP mirrors at once, every piece verified: one file, a
+    /// whole folder (DIR/), the files a glob matches, or a list (-i); run the same command again
+    /// to resume.
     #[command(
-        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get http://mirror/x.iso -x 4   (at most 4 connections to each source)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'"
+        after_help = "Examples:\n  shoal get notes.txt --peer http://127.0.0.1:4242\n  shoal get <64-hex content id> -o ./iso/\n  shoal get http://m1/x.iso http://m2/x.iso --hash <content id>\n  shoal get x.iso http://mirror/x.iso --peer http://127.0.0.1:4242   (peers and mirrors at once)\n  shoal get https://mirror.example/x.iso --ca-cert ./my-ca.pem -H 'Authorization: Bearer TOKEN'\n  shoal get http://mirror/x.iso -x 4   (at most 4 connections to each source)\n  shoal get photos/ --peer http://127.0.0.1:4242 -o ./backup      (every file under photos/ into ./backup/photos/)\n  shoal get 'photos/**/*.jpg' --peer http://127.0.0.1:4242 -j 32   (a glob, 32 files at once)\n  shoal get -i list.txt -o ./downloads --json                       (one download a line; tab-separated mirrors)\n\nFolders and globs: a TARGET ending in / names every file under that shared folder, recursively;\none with *, ?, [ is a glob over the paths the peers list (* stays within a folder, ** crosses\nfolders). The layout is kept under -o (default: the current directory) as scp -r does. A file\nalready complete at its target (checked by its content id) is skipped; a different one is left\nalone unless --force.\n\nList files (-i): one download a line: a file name, a content id, a folder or glob, or URLs\n(several mirrors of one file separated by tabs); lines starting with # and blank lines are\nignored; an indented line `  out=NAME` below a download names its file under -o."
     )]
     Get(GetArgs),
     /// Start a node and open a prompt (the seed's client), or attach to a running node.
@@ -128,14 +129,20 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// File names, content ids (64 hex characters) or http/https URLs of mirrors, mixed freely.
-    #[arg(required = true, value_name = "TARGET")]
+    /// File names, content ids (64 hex characters) or http/https URLs of mirrors, mixed freely; or folders (DIR/) and globs ('photos/*.jpg').
+    #[arg(required_unless_present = "input_file", value_name = "TARGET")]
     pub targets: Vec<String>,
     #[command(flatten)]
     pub web: WebArgs,
-    /// Where to save: a file path, or an existing directory [default: the current directory].
+    /// Where to save: a file path, or an existing directory [default: the current directory]; for folders, globs and lists the directory the files go into (created if missing).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Read downloads from FILE, one a line (a name, a content id, a folder, a glob, or URLs separated by tabs); - reads standard input.
+    #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// How many files of a folder, glob or list to download at once.
+    #[arg(short = 'j', long = "max-concurrent", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent: u16,
     /// A peer to search (repeatable); the state directory's peer table is searched too.
     #[arg(long = "peer", value_name = "URL")]
     pub peers: Vec<String>,
@@ -153,7 +160,7 @@ pub struct GetArgs {
     /// server refuses; -x 1 keeps one connection per source.
     #[arg(short = 'x', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub max_connections_per_source: u8,
-    /// Replace an existing file.
+    /// Replace an existing file (with folders and lists: every existing file that differs).
     #[arg(long)]
     pub force: bool,
     /// Print nothing but errors.

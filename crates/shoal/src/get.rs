@@ -1,4 +1,5 @@
-//! `shoal get`: download one file from peers and mirrors at once, with a progress bar (or
+//! `shoal get`: download one file from peers and mirrors at once (folders, globs and lists are
+//! a queue of such downloads: [`crate::queue`]), with a progress bar (or
 //! `--json` lines, or nothing with `--quiet`), resumable by running the same command again.
 //!
 //! Without a node it opens the state store itself (for the peer table and resume records). When
@@ -121,6 +122,9 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     };
     let db = match opened {
         Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) if crate::queue::wanted(&args) => {
+            return Err(crate::queue::refuse_hand_over(&state));
+        }
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return hand_to_node(&args, &state).await,
         Err(error) => return Err(error).with_context(|| format!("opening the state store {}", store.display())),
     };
@@ -131,6 +135,9 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     peers.extend(shoal_node::discovery::peers::stored_urls(&db));
     peers.sort();
     peers.dedup();
+    if crate::queue::wanted(&args) {
+        return crate::queue::run(&args, db, peers, max_rate).await;
+    }
     let hash = args
         .hash
         .as_deref()
@@ -194,6 +201,13 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         finder.abort();
     }
     let outcome = result?;
+    if outcome.size <= shoal_node::engine::PIECE_SIZE {
+        // A small file is placed without an fsync of its own (engine::small).
+        let path = outcome.path.clone();
+        tokio::task::spawn_blocking(move || shoal_node::engine::small::sync_file_system(&path))
+            .await?
+            .with_context(|| format!("syncing {}", outcome.path.display()))?;
+    }
     if let Some(expected) = expected_hash
         && expected != outcome.id
     {

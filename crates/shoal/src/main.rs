@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod get;
 mod output;
+mod queue;
 mod remote;
 mod serve;
 mod shell;

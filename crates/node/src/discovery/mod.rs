@@ -6,6 +6,7 @@
 //! capped to what it needs ([`crate::proto::limits`]) and all answers in flight share the
 //! client's budget; merged results are capped and merged in linear time.
 
+pub mod listing;
 pub mod peers;
 pub mod search;
 

@@ -36,6 +36,7 @@ pub mod conns;
 pub mod pieces;
 pub mod place;
 pub mod record;
+pub mod small;
 
 use std::num::NonZeroU32;
 use std::ops::Range;
@@ -842,6 +843,10 @@ impl Engine {
         let target = job.target.clone();
         if !job.force && tokio::fs::symlink_metadata(&target).await.is_ok() {
             return Err(EngineError::Exists(target));
+        }
+        // A small file with a known id and size: one request, no records (see `small`).
+        if let Some(outcome) = small::run(self, &job, &progress, &cancel).await {
+            return outcome;
         }
         let mut sources: Vec<Source> = Vec::new();
         let add_source = |sources: &mut Vec<Source>, new: NewSource, id: Option<ContentId>| {

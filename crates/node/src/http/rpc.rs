@@ -86,6 +86,11 @@ pub static METHODS: &[Method] = &[
         handler: |r| Box::pin(list(r)),
     },
     Method {
+        name: "shoal.list_folder",
+        help: "shoal.list_folder(path, cursor) -> {files: [{path, size, id}], next}. Every file under the shared folder path (\"\" or \"/\": the whole share), recursively, in name order, at most 1000 a page; pass next back as cursor for the following page (absent on the last page).",
+        handler: |r| Box::pin(list_folder(r)),
+    },
+    Method {
         name: "shoal.search",
         help: "shoal.search(pattern, query_id, ttl, history, budget_ms) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) or whose content id is pattern, across the network.",
         handler: |r| Box::pin(search(r)),
@@ -238,6 +243,11 @@ async fn list(r: Request) -> Answer {
     Ok(Value::Array(
         r.api.list().await?.into_iter().map(|(name, _)| Value::String(name)).collect(),
     ))
+}
+
+async fn list_folder(r: Request) -> Answer {
+    let call = calls::ListFolder::decode(r.params)?;
+    Ok(r.api.list_folder(&call.folder, &call.cursor).await?.to_value())
 }
 
 async fn search(r: Request) -> Answer {

@@ -1,5 +1,5 @@
-//! Answers on the wire: what `shoal.locate`, `shoal.search`, `shoal.peers` and `shoal.downloads`
-//! send, encoded by this node and decoded from peers.
+//! Answers on the wire: what `shoal.locate`, `shoal.search`, `shoal.list_folder`, `shoal.peers`
+//! and `shoal.downloads` send, encoded by this node and decoded from peers.
 //!
 //! Decoding an answer from a peer keeps only what passes every check: a name that
 //! [`check_name`] accepts, a size within [`MAX_SIZE`], a well-formed content id, holder URLs
@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 use shoal_index::{ContentId, check_name};
 use shoal_xmlrpc::Value;
 
-use super::limits::{MAX_HOLDERS_PER_ANSWER, MAX_HOLDERS_PER_MATCH, MAX_MATCHES, MAX_PEERS_PER_ANSWER, MAX_SIZE};
+use super::limits::{
+    LIST_ANSWER_BYTES, MAX_HOLDERS_PER_ANSWER, MAX_HOLDERS_PER_MATCH, MAX_LIST_ENTRIES, MAX_MATCHES, MAX_PEERS_PER_ANSWER, MAX_SIZE,
+};
 use super::url::{holder, host_port};
 
 /// `shoal.locate`'s answer: where a file is (or, forwarded from a seed node, its content).
@@ -150,6 +152,112 @@ pub fn search_answer(value: Value) -> Vec<SearchMatch> {
         }
     }
     out
+}
+
+/// One file of a `shoal.list_folder` page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// The file's name in the holder's share (a [`check_name`]-safe relative path).
+    pub path: String,
+    pub size: u64,
+    pub id: ContentId,
+}
+
+/// One page of `shoal.list_folder`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FolderPage {
+    pub files: Vec<FolderEntry>,
+    /// The cursor of the next page (the last path given), when more may follow.
+    pub next: Option<String>,
+}
+
+/// Bytes of XML one entry may take at most, apart from its escaped path: the struct's tags, the
+/// id and the size (measured: about 190; rounded up).
+const ENTRY_XML_BYTES: usize = 320;
+/// The XML of an answer around its entries, and some room for error in the estimate.
+const PAGE_XML_SLACK: usize = 16 << 10;
+
+/// Bytes `path` can take once escaped for XML (`&` as `&amp;`, quotes as `&quot;`: at most six
+/// bytes for one).
+fn escaped_len(path: &str) -> usize {
+    path.len() + path.bytes().filter(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')).count() * 5
+}
+
+impl FolderPage {
+    /// A page of `entries` (in name order, as many as the caller read, at most one more than
+    /// fits): as many as fit within [`MAX_LIST_ENTRIES`] and [`LIST_ANSWER_BYTES`] of XML, with
+    /// `next` set when any were left out or the page is full.
+    pub fn fill(entries: impl IntoIterator<Item = FolderEntry>) -> FolderPage {
+        let mut page = FolderPage::default();
+        let mut bytes = PAGE_XML_SLACK;
+        let mut full = false;
+        for entry in entries {
+            let cost = ENTRY_XML_BYTES + escaped_len(&entry.path);
+            if page.files.len() >= MAX_LIST_ENTRIES || bytes + cost > LIST_ANSWER_BYTES {
+                full = true;
+                break;
+            }
+            bytes += cost;
+            page.files.push(entry);
+        }
+        if full {
+            page.next = page.files.last().map(|e| e.path.clone());
+        }
+        page
+    }
+
+    pub fn to_value(&self) -> Value {
+        let files = self
+            .files
+            .iter()
+            .map(|e| {
+                let mut f = BTreeMap::new();
+                f.insert("path".into(), Value::String(e.path.clone()));
+                f.insert("size".into(), shoal_xmlrpc::size_value(e.size));
+                f.insert("id".into(), Value::String(e.id.to_string()));
+                Value::Struct(f)
+            })
+            .collect();
+        let mut fields = BTreeMap::new();
+        fields.insert("files".into(), Value::Array(files));
+        if let Some(next) = &self.next {
+            fields.insert("next".into(), Value::String(next.clone()));
+        }
+        Value::Struct(fields)
+    }
+
+    /// Reads a peer's page of the folder `folder` (no trailing `/`; empty: the whole share)
+    /// asked for after `cursor`. At most [`MAX_LIST_ENTRIES`] entries are read; an entry is
+    /// dropped unless its path passes [`check_name`], lies under `folder` and sorts after
+    /// `cursor` (so no page can repeat or go back), its id is well formed and its size within
+    /// [`MAX_SIZE`]. `next` is kept only when it moves past `cursor` (no endless paging).
+    pub fn from_value(value: Value, folder: &str, cursor: &str) -> FolderPage {
+        let Value::Struct(mut fields) = value else {
+            return FolderPage::default();
+        };
+        let prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+        let items = match fields.remove("files") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        let mut files = Vec::new();
+        for item in items.into_iter().take(MAX_LIST_ENTRIES) {
+            let Value::Struct(f) = item else { continue };
+            let (Some(path), Some(size), Some(id)) = (
+                text(&f, "path").and_then(|p| check_name(&p).ok()).map(|p| p.as_str().to_string()),
+                size(&f),
+                text(&f, "id").and_then(|id| id.parse::<ContentId>().ok()),
+            ) else {
+                continue;
+            };
+            if !path.starts_with(&prefix) || path.as_str() <= cursor {
+                continue;
+            }
+            files.push(FolderEntry { path, size, id });
+        }
+        let next = text(&fields, "next").filter(|n| n.as_str() > cursor && n.len() <= shoal_index::name::MAX_NAME_BYTES);
+        FolderPage { files, next }
+    }
 }
 
 /// Reads a peer's `shoal.peers` answer: at most [`MAX_PEERS_PER_ANSWER`] node base URLs.
@@ -303,6 +411,74 @@ mod tests {
         let found = search_answer(Value::Array(many));
         assert!(found.len() <= MAX_MATCHES);
         assert!(found.iter().map(|m| m.holders.len()).sum::<usize>() <= MAX_HOLDERS_PER_ANSWER);
+    }
+
+    fn entry(path: &str, size: i64, id: &str) -> Value {
+        let mut f = BTreeMap::new();
+        f.insert("path".into(), Value::String(path.into()));
+        f.insert("size".into(), Value::Long(size));
+        f.insert("id".into(), Value::String(id.into()));
+        Value::Struct(f)
+    }
+
+    #[test]
+    fn folder_pages_drop_every_entry_that_fails_a_check() {
+        let mut fields = BTreeMap::new();
+        fields.insert(
+            "files".into(),
+            Value::Array(vec![
+                entry("photos/a.jpg", 5, ID),
+                entry("photos/../etc/passwd", 5, ID),
+                entry("/etc/passwd", 5, ID),
+                entry("photos/.a.jpg.shoal-part", 5, ID),
+                entry("photos/x\u{1b}y", 5, ID),
+                entry("elsewhere/b.jpg", 5, ID),
+                entry("photos/bad-id", 5, "nothex"),
+                entry("photos/huge", 1 << 62, ID),
+                entry("photos/neg", -1, ID),
+                entry("photos/b.jpg", 7, ID),
+                Value::Integer(3),
+            ]),
+        );
+        fields.insert("next".into(), Value::String("photos/b.jpg".into()));
+        let page = FolderPage::from_value(Value::Struct(fields.clone()), "photos", "");
+        let paths: Vec<&str> = page.files.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["photos/a.jpg", "photos/b.jpg"]);
+        assert_eq!(page.next.as_deref(), Some("photos/b.jpg"));
+        let later = FolderPage::from_value(Value::Struct(fields), "photos", "photos/b.jpg");
+        assert!(later.files.is_empty(), "nothing at or before the cursor: {later:?}");
+        assert_eq!(later.next, None, "a next that does not move on ends the paging");
+        assert_eq!(FolderPage::from_value(Value::Integer(1), "", ""), FolderPage::default());
+    }
+
+    #[test]
+    fn a_page_is_bounded_in_entries_and_bytes() {
+        let id: ContentId = ID.parse().unwrap();
+        let many = (0..3000).map(|i| FolderEntry {
+            path: format!("d/{i:05}"),
+            size: 1,
+            id,
+        });
+        let page = FolderPage::fill(many);
+        assert_eq!(page.files.len(), MAX_LIST_ENTRIES);
+        assert_eq!(page.next.as_deref(), Some("d/00999"));
+        let long = (0..3000).map(|i| FolderEntry {
+            path: format!("{}/{i:05}", "&".repeat(1000)),
+            size: 1,
+            id,
+        });
+        let page = FolderPage::fill(long);
+        assert!(page.files.len() < MAX_LIST_ENTRIES && page.next.is_some());
+        let xml = shoal_xmlrpc::encode_response(page.to_value());
+        assert!(xml.len() <= LIST_ANSWER_BYTES, "{} bytes", xml.len());
+        let small = FolderPage::fill((0..3).map(|i| FolderEntry {
+            path: format!("d/{i}"),
+            size: 1,
+            id,
+        }));
+        assert_eq!((small.files.len(), small.next.as_deref()), (3, None));
+        let xml = shoal_xmlrpc::encode_response(small.to_value());
+        assert!(xml.len() <= PAGE_XML_SLACK + 3 * ENTRY_XML_BYTES, "the estimate holds: {xml}");
     }
 
     #[test]

@@ -22,6 +22,20 @@
 //! unbounded string, list or number. Names pass the same check as local names
 //! ([`shoal_index::check_name`]); holder URLs are reduced to a node's base URL ([`url::holder`]).
 //!
+//! **Listing a folder.** `shoal.list_folder(path, cursor)` lists every file under the shared
+//! folder `path` (`""` or `"/"`: the whole share; a trailing `/` is optional), recursively, in
+//! byte order of their names: `{files: [{path, size, id}], next}`. `path` of an entry is the
+//! file's name in the share (relative to its root, as `/files/<name>` takes it), `id` its content
+//! id. A page holds at most [`limits::MAX_LIST_ENTRIES`] entries and
+//! [`limits::LIST_ANSWER_BYTES`] of XML; `next` is there when more may follow, and is the last
+//! path given: the caller passes it back as `cursor`, and the next page starts after that name
+//! (exclusive), so paging stays stable while files come and go (a file added behind the cursor
+//! is missed, none is given twice). Public, like `list()`: it says what `shoal.search` would.
+//! A listing is only a claim: each file is still fetched by its content id and checked, and a
+//! path that fails the name check (`..`, absolute, hidden, control characters) is dropped.
+//! Example: `shoal.list_folder("photos", "")` →
+//! `{files: [{path: "photos/2024/a.jpg", size: 16384, id: "af13…"}, …], next: "photos/2024/z.jpg"}`.
+//!
 //! Requests: [`calls`]. Answers: [`answers`]. Fault codes: [`faults`].
 
 pub mod answers;
@@ -59,4 +73,9 @@ pub mod limits {
     pub const PEERS_ANSWER_BYTES: usize = 256 << 10;
     /// Largest answer to `hello` or a probe.
     pub const SMALL_ANSWER_BYTES: usize = 16 << 10;
+    /// Most entries in one page of `shoal.list_folder`.
+    pub const MAX_LIST_ENTRIES: usize = 1000;
+    /// Largest `shoal.list_folder` answer: a node fills a page up to this (estimated
+    /// conservatively), and a peer's answer is read up to it.
+    pub const LIST_ANSWER_BYTES: usize = 1 << 20;
 }

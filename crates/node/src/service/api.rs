@@ -13,6 +13,7 @@ use std::time::Duration;
 use shoal_index::{ContentId, FileEntry, NameError, SafeName, Share, check_name};
 
 use super::downloads::{DownloadInfo, Downloads, Status};
+use super::folder::{self, Existing, Selection};
 use super::seed;
 use crate::discovery::peers::{PeerError, PeerInfo};
 use crate::discovery::search::{self, MAX_HISTORY};
@@ -20,6 +21,8 @@ use crate::discovery::{Flood, Hit, Match, Merged, Route};
 use crate::engine::{Job, RateLimiter};
 use crate::net::Client;
 use crate::options::NodeOptions;
+use crate::proto::answers::{FolderEntry, FolderPage};
+use crate::proto::limits::MAX_LIST_ENTRIES;
 
 /// What went wrong in an API call. Each variant maps to one fault code and HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,9 @@ pub struct DownloadRequest {
 /// The directory inside the state directory where hand-overs from `shoal get` land before the
 /// command moves them where its user asked.
 pub const INCOMING_DIR: &str = "incoming";
+
+/// How many files of a folder a node downloads at once.
+pub const FOLDER_CONCURRENCY: usize = 8;
 
 /// How often a node's running download asks the peers for more holders.
 pub const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
@@ -201,6 +207,27 @@ impl Api {
     pub async fn list(&self) -> Result<Vec<(String, FileEntry)>, ApiError> {
         let share = self.inner.share.clone();
         blocking(move || share.list()).await?.map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// `shoal.list_folder`: one page of the files under `folder` (a share name without its
+    /// trailing `/`; empty: the whole share), recursively, in name order, after `cursor`
+    /// (exclusive). A name outside the share is refused as everywhere (fault 200); a folder
+    /// with no files gives an empty page.
+    pub async fn list_folder(&self, folder: &str, cursor: &str) -> Result<FolderPage, ApiError> {
+        if !folder.is_empty() {
+            check_name(folder)?;
+        }
+        let share = self.inner.share.clone();
+        let (folder, cursor) = (folder.to_string(), cursor.to_string());
+        // One more than a page holds, so that a full page knows whether more follow.
+        let rows = blocking(move || share.list_page(&folder, &cursor, MAX_LIST_ENTRIES + 1))
+            .await?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(FolderPage::fill(rows.into_iter().map(|(path, entry)| FolderEntry {
+            path,
+            size: entry.size,
+            id: entry.id,
+        })))
     }
 
     /// A file of this share by name or content id.
@@ -444,6 +471,9 @@ impl Api {
     /// every shoal node that holds it at once, or from a seed node through `query`.
     pub async fn fetch(&self, name: &str, secret: &str) -> Result<(), ApiError> {
         self.check_secret(secret)?;
+        if name.ends_with('/') {
+            return self.fetch_folder(name).await;
+        }
         let name = check_name(name)?;
         let target = self.share_target(&name).await?;
         if tokio::fs::symlink_metadata(&target).await.is_ok() {
@@ -458,6 +488,68 @@ impl Api {
             }
         }
         result
+    }
+
+    /// `fetch("photos/", secret)`: every file under the folder on the live peers, each to the
+    /// same name in the share. Fails (after fetching what it could) when any file failed.
+    async fn fetch_folder(&self, name: &str) -> Result<(), ApiError> {
+        let selection = Selection::parse(name).map_err(|_| ApiError::AccessDenied)?;
+        let root = self.inner.share.root().to_path_buf();
+        let peers: Vec<String> = self.live_peer_urls().into_iter().filter(|u| u != self.url()).collect();
+        let mut jobs = folder::plan(self.client(), &peers, &selection, &root, true)
+            .await
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        for job in &mut jobs {
+            job.target = self.share_target(&check_name(&job.name)?).await?;
+        }
+        let total = jobs.len();
+        let failures = self.run_queue(jobs).await;
+        match failures.first() {
+            None => Ok(()),
+            Some((file, reason)) => Err(ApiError::Download {
+                name: name.to_string(),
+                reason: format!("{} of {total} files failed, {file} first: {reason}", failures.len()),
+            }),
+        }
+    }
+
+    /// Runs downloads of many files, [`FOLDER_CONCURRENCY`] at once, each through the node's
+    /// download table (so each shows in `shoal.downloads`); a file already complete at its
+    /// target (checked by its content id) is skipped, a different one left alone (unless the job
+    /// says `force`). Syncs the file system at the end. Returns the failures: (name, reason).
+    async fn run_queue(&self, jobs: Vec<Job>) -> Vec<(String, String)> {
+        use futures_util::StreamExt;
+        // The jobs of one folder share an output directory, so one file system.
+        let sync_dir = jobs.first().and_then(|job| job.target.parent()).map(Path::to_path_buf);
+        let failures: Vec<(String, String)> = futures_util::stream::iter(jobs)
+            .map(|job| async move {
+                if self.inner.stopping.is_cancelled() {
+                    return Some((job.name, "the node is shutting down".to_string()));
+                }
+                let (target, id) = (job.target.clone(), job.id);
+                let found = blocking(move || folder::existing(&target, id)).await.unwrap_or(Existing::Absent);
+                match found {
+                    Existing::Complete => return None,
+                    Existing::Different if !job.force => {
+                        return Some((
+                            job.name,
+                            format!("{} already exists; nothing was overwritten", job.target.display()),
+                        ));
+                    }
+                    _ => {}
+                }
+                let name = job.name.clone();
+                self.run_job(job).await.err().map(|e| (name, e.to_string()))
+            })
+            .buffer_unordered(FOLDER_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        // Small files are placed without an fsync each: one sync of the file system instead.
+        if let Some(dir) = sync_dir {
+            let _ = blocking(move || crate::engine::small::sync_file_system(&dir)).await;
+        }
+        failures
     }
 
     async fn fetch_into(&self, name: &SafeName, target: std::path::PathBuf) -> Result<(), ApiError> {
@@ -596,6 +688,11 @@ impl Api {
         };
         let output = self.allowed_output(&output).await?;
         let peers = self.live_peer_urls();
+        if let [target] = request.targets.as_slice()
+            && folder::is_selection(target)
+        {
+            return self.download_folder(target, &output, &peers, request.force).await;
+        }
         let mut job = super::resolve::resolve(self.client(), &peers, &request.targets, request.hash, Some(&output))
             .await
             .map_err(|e| ApiError::Unresolved(e.to_string()))?;
@@ -606,6 +703,30 @@ impl Api {
         let (name, target) = (job.name.clone(), job.target.clone());
         self.start_download(job);
         Ok((name, target))
+    }
+
+    /// `shoal.download` of a folder or glob: lists it on the live peers and downloads its files
+    /// in the background, keeping the layout under `output` (as `shoal get DIR/ -o OUT`).
+    /// Returns a name for the whole and the directory the files land in.
+    async fn download_folder(&self, target: &str, output: &Path, peers: &[String], force: bool) -> Result<(String, PathBuf), ApiError> {
+        let selection = Selection::parse(target).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let peers: Vec<String> = peers.iter().filter(|u| *u != self.url()).cloned().collect();
+        let mut jobs = folder::plan(self.client(), &peers, &selection, output, false)
+            .await
+            .map_err(|e| ApiError::Unresolved(e.to_string()))?;
+        for job in &mut jobs {
+            job.target = self.allowed_output(&job.target).await?;
+            job.force = force;
+        }
+        let name = format!("{target} ({} files)", jobs.len());
+        let api = self.clone();
+        self.inner.downloads.spawn(async move {
+            let failures = api.run_queue(jobs).await;
+            for (file, reason) in failures {
+                tracing::warn!(%file, %reason, "a file of a folder download failed");
+            }
+        });
+        Ok((name, folder::landing_dir(&selection, output)))
     }
 
     /// The directories a download may write into: the share, `--download-dir`, and the state

@@ -1,8 +1,10 @@
 //! The service layer: the [`Api`] facade every frontend calls, the node's background downloads,
-//! turning a user's targets into a download job, and fetching from seed nodes.
+//! turning a user's targets into a download job (one file: `resolve`; folders and globs:
+//! `folder`), and fetching from seed nodes.
 
 pub mod api;
 pub mod downloads;
+pub mod folder;
 pub mod resolve;
 pub mod seed;
 
