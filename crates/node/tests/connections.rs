@@ -253,10 +253,9 @@ async fn a_cap_of_one_keeps_one_connection() {
         assert_eq!(outcome.sources[0].connections, 0, "all closed at the end");
         drop(engine);
         let log = server.stop();
-        let mut connections: Vec<u64> = log.iter().map(|l| l.connection).collect();
-        connections.dedup();
-        assert_eq!(connections.len(), 1, "one connection served everything: {log:#?}");
-        assert!(log.len() >= 2, "over several requests on it: {log:#?}");
+        // One at a time (a connection that fails under load is replaced, never doubled).
+        assert_eq!(most_at_once(&log), 1, "one connection at a time: {log:#?}");
+        assert!(log.len() >= 2, "over several requests: {log:#?}");
     })
     .await;
 }
