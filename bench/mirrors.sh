@@ -56,7 +56,10 @@ wait_gone() {
 own_config() {
   local root=$1 base=$2; shift 2
   local port=$base rate
+  # As root, nginx's workers would run as nobody, who may not read the served directory.
+  local user=""; [ "$(id -u)" = 0 ] && user="user root;"
   cat <<EOF
+$user
 worker_processes 1;
 daemon on;
 pid $state/nginx.pid;
