@@ -9,7 +9,8 @@
 //! - [`engine`]: the multi-source download engine; knows sources, not where they come from.
 //! - [`discovery`]: the flood search, holders of an id, peer exchange, the peer table.
 //! - [`service`]: the [`Api`] facade, the node's downloads, target resolution, seed fetches.
-//! - [`http`]: the frontends: the server, XML-RPC with one method table, file data.
+//! - [`http`]: the frontends: the server, XML-RPC with one method table, file data, the JSON API,
+//!   the web UI and `/metrics`.
 //! - [`node`], [`tasks`], [`options`]: wiring, start and stop, background work.
 
 pub mod proto;
