@@ -338,26 +338,24 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Api> for Body<T>
 
 async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FilesPage> {
     let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let folder = query.folder.as_deref().map(|f| f.trim_matches('/')).filter(|f| !f.is_empty());
-    let prefix = folder.map(|f| format!("{f}/"));
-    let mut list = api.list().await?;
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut page: Vec<FileRow> = list
+    let folder = query.folder.as_deref().map(|f| f.trim_matches('/')).unwrap_or("");
+    // The same paged read of the index as `shoal.list_folder` (byte order, cursor exclusive).
+    let page = api.list_folder(folder, query.after.as_deref().unwrap_or("")).await?;
+    let mut files: Vec<FileRow> = page
+        .files
         .into_iter()
-        .filter(|(name, _)| prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())))
-        .filter(|(name, _)| query.after.as_ref().is_none_or(|after| name.as_str() > after.as_str()))
-        .take(limit + 1)
-        .map(|(path, entry)| FileRow {
-            path,
-            size: entry.size,
-            id: entry.id.to_string(),
+        .map(|f| FileRow {
+            path: f.path,
+            size: f.size,
+            id: f.id.to_string(),
         })
         .collect();
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|r| r.path.clone()).unwrap_or_default()
-    });
-    Ok(Json(FilesPage { files: page, next }))
+    let mut next = page.next;
+    if files.len() > limit {
+        files.truncate(limit);
+        next = files.last().map(|f| f.path.clone());
+    }
+    Ok(Json(FilesPage { files, next }))
 }
 
 /// Search results as Server-Sent Events: a `match` event per group of results as peers answer
