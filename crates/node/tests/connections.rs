@@ -6,26 +6,37 @@
 //! status), never from timing: every wait is a bounded poll, and the tests assert what would be
 //! false without the feature (one connection only, a storm of refused requests, mixed content).
 
+#[path = "it/engine_kit.rs"]
+mod kit;
 #[path = "it/util.rs"]
 mod util;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shoal_index::ContentId;
-use shoal_node::engine::{Engine, EngineError, EngineOptions, Job, NewSource, Outcome, Progress, SourceState, part_path};
+use shoal_node::engine::{EngineOptions, Job, NewSource, Progress, SourceState};
 use shoal_testkit::{Nginx, NginxConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use kit::{MIB, assert_same_file, bounded, content_id, engine_in, run};
 use util::random_bytes;
 
-const MIB: usize = 1 << 20;
-/// The bound on every test.
-const TEST_LIMIT: Duration = Duration::from_secs(90);
+/// The engine's quick options with a stall timeout that throttled servers on a busy machine
+/// do not trip.
+fn quick_options() -> EngineOptions {
+    EngineOptions {
+        stall_timeout: Duration::from_secs(5),
+        ..kit::quick_options()
+    }
+}
+
+/// A mirrors-only job for `data`.
+fn job(target: &Path, data: &[u8], mirrors: Vec<String>) -> Job {
+    kit::job(target, data, vec![], mirrors)
+}
 
 /// Our own access log, with times: `CONNECTION STATUS MSEC REQUEST_TIME BODY_BYTES "RANGE"`.
 const TIMED_FORMAT: &str = "log_format timed '$connection $status $msec $request_time $body_bytes_sent \"$http_range\"';";
@@ -117,60 +128,6 @@ impl Server {
     }
 }
 
-fn content_id(data: &[u8]) -> ContentId {
-    ContentId::from(blake3::hash(data))
-}
-
-fn quick_options() -> EngineOptions {
-    EngineOptions {
-        stall_timeout: Duration::from_secs(5),
-        backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(200),
-        give_up_after: Duration::from_secs(30),
-        ..Default::default()
-    }
-}
-
-fn engine_in(dir: &Path, options: EngineOptions) -> Engine {
-    let db = redb::Database::create(dir.join("s.redb")).expect("the state store");
-    Engine::new(Arc::new(db), shoal_node::net::Client::new(Duration::from_secs(3)), options).expect("an engine")
-}
-
-/// A mirrors-only job for `data` (no piece hashes: the whole file is checked at the end).
-fn job(target: &Path, data: &[u8], mirrors: Vec<String>) -> Job {
-    Job {
-        name: "file.bin".into(),
-        target: target.to_path_buf(),
-        id: Some(content_id(data)),
-        size: Some(data.len() as u64),
-        peers: vec![],
-        mirrors,
-        force: false,
-        by_node: false,
-    }
-}
-
-async fn run(engine: &Engine, job: Job) -> (Result<Outcome, EngineError>, Arc<Progress>) {
-    let progress = Arc::new(Progress::default());
-    let (_more, more_rx) = mpsc::channel::<NewSource>(1);
-    let result = engine.run(job, progress.clone(), CancellationToken::new(), more_rx).await;
-    (result, progress)
-}
-
-async fn bounded<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_LIMIT, test)
-        .await
-        .expect("the test finished within its bound");
-}
-
-fn assert_same_file(path: &Path, data: &[u8]) {
-    let got = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    assert_eq!(got.len(), data.len(), "size of {}", path.display());
-    assert!(got == data, "{} differs from the served bytes", path.display());
-    assert!(!part_path(path).exists(), "the partial file is gone after success");
-}
-
-/// Distinct connections that served a complete range.
 fn serving_connections(log: &[Line]) -> Vec<u64> {
     let mut seen: Vec<u64> = log.iter().filter(|l| l.complete_range()).map(|l| l.connection).collect();
     seen.sort_unstable();

@@ -7,28 +7,25 @@
 //! that it fails without the feature. Waits are bounded poll loops under a timeout; the engine
 //! runs with short stall and backoff times.
 
+#[path = "it/engine_kit.rs"]
+mod kit;
 #[path = "it/util.rs"]
 mod util;
 
-use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shoal_index::ContentId;
 use shoal_node::engine::{
     Engine, EngineError, EngineOptions, Job, NewSource, Outcome, PIECE_SIZE, Progress, SourceStat, SourceState, part_path,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use kit::{MIB, assert_same_file, bounded, content_id, engine_in, job, quick_options, run};
 use util::{SECRET, TestNode, random_bytes, s};
 
 use fault::{FaultServer, Mode};
-
-/// The bound on every test.
-const TEST_LIMIT: Duration = Duration::from_secs(90);
 
 /// A test-only HTTP server for one byte buffer whose behaviour the test switches while it runs.
 mod fault {
@@ -278,51 +275,6 @@ mod fault {
     }
 }
 
-fn content_id(data: &[u8]) -> ContentId {
-    ContentId::from(blake3::hash(data))
-}
-
-const MIB: usize = 1 << 20;
-
-/// Short timeouts, so that faults are noticed quickly.
-fn quick_options() -> EngineOptions {
-    EngineOptions {
-        stall_timeout: Duration::from_millis(500),
-        backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(200),
-        give_up_after: Duration::from_secs(30),
-        ..Default::default()
-    }
-}
-
-/// An engine over a state store in `dir`.
-fn engine_in(dir: &Path, options: EngineOptions) -> Engine {
-    let db = redb::Database::create(dir.join("s.redb")).expect("the state store");
-    Engine::new(Arc::new(db), shoal_node::net::Client::new(Duration::from_secs(3)), options).expect("an engine")
-}
-
-/// A job for `data` saved at `target`.
-fn job(target: &Path, data: &[u8], peers: Vec<String>, mirrors: Vec<String>) -> Job {
-    Job {
-        name: "file.bin".into(),
-        target: target.to_path_buf(),
-        id: Some(content_id(data)),
-        size: Some(data.len() as u64),
-        peers,
-        mirrors,
-        force: false,
-        by_node: false,
-    }
-}
-
-/// Runs `job` to its end with no sources arriving later.
-async fn run(engine: &Engine, job: Job) -> (Result<Outcome, EngineError>, Arc<Progress>) {
-    let progress = Arc::new(Progress::default());
-    let (_more, more_rx) = mpsc::channel::<NewSource>(1);
-    let result = engine.run(job, progress.clone(), CancellationToken::new(), more_rx).await;
-    (result, progress)
-}
-
 /// Runs `job` until at least `bytes` are done, then cancels it. Returns how it ended and the
 /// bytes done by then.
 async fn run_then_cancel(engine: &Engine, job: Job, bytes: u64) -> (Result<Outcome, EngineError>, u64) {
@@ -360,13 +312,6 @@ async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool
     assert!(polled.is_ok(), "timed out waiting until {what}");
 }
 
-/// Runs a test body under the bound every test has.
-async fn bounded<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_LIMIT, test)
-        .await
-        .expect("the test finished within its bound");
-}
-
 fn stat_of<'a>(sources: &'a [SourceStat], server: &FaultServer) -> &'a SourceStat {
     sources
         .iter()
@@ -379,13 +324,6 @@ fn peer_stat(sources: &[SourceStat]) -> &SourceStat {
         .iter()
         .find(|s| s.kind == "peer")
         .unwrap_or_else(|| panic!("no peer in {sources:#?}"))
-}
-
-fn assert_same_file(path: &Path, data: &[u8]) {
-    let got = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    assert_eq!(got.len(), data.len(), "size of {}", path.display());
-    assert!(got == data, "{} differs from the served bytes", path.display());
-    assert!(!part_path(path).exists(), "the partial file is gone after success");
 }
 
 // 1. P2SP: a shoal peer and two plain mirrors of the same bytes.
