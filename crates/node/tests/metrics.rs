@@ -68,6 +68,11 @@ async fn metrics_pass_promtool_and_count_what_happened() {
     let (ok, report) = promtool(&mine);
     assert!(ok, "promtool refused the metrics: {report}\n{mine}");
     assert_eq!(value(&mine, "shoal_files_indexed"), 1.0);
+    assert_eq!(
+        value(&mine, "shoal_hashing_backlog_bytes"),
+        0.0,
+        "nothing waits once the share is hashed"
+    );
     assert_eq!(value(&mine, "shoal_downloads{state=\"done\"}"), 1.0);
     assert!(value(&mine, "shoal_searches_sent_total") >= 1.0);
     assert_eq!(value(&mine, "shoal_rpc_calls_total{method=\"fetch\"}"), 1.0);

@@ -637,3 +637,31 @@ async fn add_peer(State(api): State<Api>, _owner: Owner, Body(request): Body<Add
     api.add_peer(&request.url)?;
     Ok(Json(Done { ok: true }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_random_bounded_and_closable() {
+        let sessions = Sessions::default();
+        let first = sessions.open();
+        assert_eq!(first.len(), 64);
+        assert!(sessions.valid(&first));
+        assert!(!sessions.valid(&"0".repeat(64)));
+        let later: Vec<String> = (0..MAX_SESSIONS).map(|_| sessions.open()).collect();
+        // The table holds at most MAX_SESSIONS: the oldest made way for the newest.
+        assert!(!sessions.valid(&first), "the oldest session was not evicted");
+        assert!(later.iter().all(|t| sessions.valid(t)));
+        sessions.close(&later[0]);
+        assert!(!sessions.valid(&later[0]));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; shoal_session=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+}

@@ -432,3 +432,20 @@ async fn read_capped_within(
     drop(held);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_parsed_and_the_ones_shoal_sets_are_refused() {
+        let (name, value) = parse_header("Authorization:  Bearer abc ").unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("authorization", "Bearer abc"));
+        assert!(parse_header("no colon here").unwrap_err().contains("Name: value"));
+        assert!(parse_header("bad name: x").unwrap_err().contains("not a valid header name"));
+        assert!(parse_header("X-Ok: line\nbreak").unwrap_err().contains("not a valid header value"));
+        for taken in ["Host: a", "range: bytes=0-1", "Content-Length: 3", "Transfer-Encoding: chunked"] {
+            assert!(parse_header(taken).unwrap_err().contains("set by shoal"), "{taken}");
+        }
+    }
+}

@@ -173,6 +173,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_are_cut_and_the_rest_is_kept() {
+        assert_eq!(
+            without_credentials("https://alice:pw@m.example:8443/a/b.iso?sig=1"),
+            "https://m.example:8443/a/b.iso?sig=1"
+        );
+        assert_eq!(without_credentials("http://m.example/x"), "http://m.example/x");
+        assert_eq!(without_credentials("not a url"), "(hidden)");
+    }
+
+    #[test]
     fn spellings_of_one_url_are_equal() {
         for raw in [
             "http://localhost:4242",
