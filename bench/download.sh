@@ -89,7 +89,6 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
   "$MIRRORS" stop >/dev/null 2>&1 || true
-  stop_one_server >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -416,27 +415,6 @@ FOLDER_SMALL=2000
 FOLDER_BIG=4
 FOLDER_BIG_MIB=8
 
-# An unthrottled nginx with no connection limit (the mirrors above allow one connection each),
-# serving ROOT, run in the foreground so that stop_nodes ends it; sets PLAIN_URL.
-start_plain_nginx() { # ROOT
-  local conf=$TMP/c6/nginx.conf port i user=
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  [ "$(id -u)" = 0 ] && user="user root;"
-  cat > "$conf" <<NGINX
-daemon off; $user worker_processes 1; pid $TMP/c6/nginx.pid; error_log $TMP/c6/nginx-error.log;
-events { worker_connections 4096; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:$port; root $1; } }
-NGINX
-  nginx -c "$conf" &
-  PIDS+=($!)
-  PLAIN_URL=http://127.0.0.1:$port
-  for i in $(seq 1 100); do
-    curl -s -o /dev/null "$PLAIN_URL/" && return 0
-    sleep 0.1
-  done
-  die "nginx did not start (see $TMP/c6/nginx-error.log)"
-}
-
 case6() {
   local share=$TMP/c6/share dir=tree out=$TMP/c6/out st=$TMP/c6/get-state list=$TMP/c6/list.txt
   local files=$((FOLDER_SMALL + FOLDER_BIG))
@@ -457,8 +435,10 @@ for i in range(big):
 PY
   sync
   local total; total=$(du -sb "$share/$dir" | cut -f1)
-  start_plain_nginx "$share"
-  local murl=$PLAIN_URL
+  # An unthrottled nginx with no connection limit: aria2c -j16 would get 503s from the one-
+  # connection mirrors of the other cases.
+  MIRRORS_CONNS=0 start_mirrors "$share" 0
+  local murl=${MIRROR_URLS[0]}
   start_node "$share" "$TMP/c6/node-state" "$dir/big/b0.bin"
   local nurl=$NODE_URL i
   # The node scans its share at start: wait (bounded) until it indexed every file.
@@ -503,6 +483,7 @@ PY
     diff -r "$out/$dir" "$share/$dir" > /dev/null || note "case 6: shoal's last download differs from the source"
   fi
   stop_nodes
+  stop_mirrors
   rm -rf "$TMP/c6"
   local s a ratio rss; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
   rss=$(calc "$(printf '%s\n' "${shoal_rss[@]}" | sort -g | tail -1) / 1024" %.1f)
@@ -511,57 +492,11 @@ PY
   note "case 6 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; peak RSS (KiB): shoal ${shoal_rss[*]}; aria2c ${aria_rss[*]}"
 }
 
-# One nginx whose every connection is capped at RATE, allowing CONNS connections at once (503
-# beyond); its access log has `CONNECTION STATUS BYTES_SENT` lines. Sets ONE_URL.
-ONE_STATE=$TMP/one-server-nginx
-start_one_server() { # ROOT RATE CONNS
-  local root=$1 rate=$2 conns=$3 port i listen tls=
-  mkdir -p "$ONE_STATE/tmp"
-  for i in $(seq 1 50); do
-    port=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
-  done
-  listen="listen 127.0.0.1:$port;"
-  if [ "$ONE_SERVER_SCHEME" = https ]; then
-    listen="listen 127.0.0.1:$port ssl;"
-    tls="ssl_certificate $ONE_SERVER_CERT; ssl_certificate_key $ONE_SERVER_KEY;"
-  fi
-  # As root, nginx's workers would run as nobody, who cannot read our mktemp directory.
-  local user=; [ "$(id -u)" = 0 ] && user="user root;"
-  cat > "$ONE_STATE/nginx.conf" <<CONF
-$user
-worker_processes 1;
-daemon on;
-pid $ONE_STATE/nginx.pid;
-error_log $ONE_STATE/error.log warn;
-events { worker_connections 1024; }
-http {
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  client_body_temp_path $ONE_STATE/tmp/body;
-  proxy_temp_path $ONE_STATE/tmp/proxy;
-  fastcgi_temp_path $ONE_STATE/tmp/fastcgi;
-  uwsgi_temp_path $ONE_STATE/tmp/uwsgi;
-  scgi_temp_path $ONE_STATE/tmp/scgi;
-  log_format conn_status_bytes '\$connection \$status \$bytes_sent';
-  access_log $ONE_STATE/access.log conn_status_bytes;
-  limit_conn_zone \$server_port zone=per_server:1m;
-  server { $listen $tls root $root; limit_rate $rate; limit_conn per_server $conns; }
-}
-CONF
-  nginx -p "$ONE_STATE" -e "$ONE_STATE/error.log" -c "$ONE_STATE/nginx.conf" || return 1
-  ONE_URL="$ONE_SERVER_SCHEME://127.0.0.1:$port"
-}
-stop_one_server() {
-  local pid; pid=$(cat "$ONE_STATE/nginx.pid" 2>/dev/null || true)
-  [ -f "$ONE_STATE/nginx.conf" ] && nginx -p "$ONE_STATE" -e "$ONE_STATE/error.log" -c "$ONE_STATE/nginx.conf" -s stop 2>/dev/null || true
-  [ -z "$pid" ] || timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || true
-}
-# "CONNECTIONS COUNT_503 REQUESTS" of the one server's log since it was cleared.
-one_sums() {
+# "CONNECTIONS COUNT_503 REQUESTS" of the mirrors' log since it was cleared (the generator's
+# fourth field is the connection serial).
+conn_sums() {
   sleep 0.5
-  awk '{ c[$1] = 1; n++; if ($2 == 503) e++ } END { printf "%d %d %d\n", length(c), e, n }' "$ONE_STATE/access.log"
+  awk '{ c[$4] = 1; n++; if ($2 == 503) e++ } END { printf "%d %d %d\n", length(c), e, n }' "$(access_log)"
 }
 
 case7() {
@@ -571,8 +506,10 @@ case7() {
     make_tls || return 1
     ONE_SERVER_CERT=$TLS_CERT ONE_SERVER_KEY=$TLS_KEY ONE_SERVER_CA=$TLS_CA
   fi
-  start_one_server "$dir" 10m 8 || return 1
-  local url=$ONE_URL/$name
+  local tls_env=()
+  [ "$ONE_SERVER_SCHEME" = https ] && tls_env=(MIRRORS_TLS_CERT="$ONE_SERVER_CERT" MIRRORS_TLS_KEY="$ONE_SERVER_KEY")
+  env "${tls_env[@]}" MIRRORS_CONNS=8 "$MIRRORS" start "$dir" 10m > "$TMP/one-url" || return 1
+  local url; url=$(head -1 "$TMP/one-url")/$name
   local shoal_tls=() aria_tls=()
   if [ "$ONE_SERVER_SCHEME" = https ]; then
     shoal_tls=(--ca-cert "$ONE_SERVER_CA"); aria_tls=(--ca-certificate "$ONE_SERVER_CA")
@@ -583,24 +520,24 @@ case7() {
     if [ $((rep % 2)) = 1 ]; then order="aria2c shoal"; else order="shoal aria2c"; fi
     for tool in $order; do
       rm -rf "$out" "$st"; mkdir -p "$out"
-      sleep 0.3; : > "$ONE_STATE/access.log"
+      clear_access_log
       if [ "$tool" = aria2c ]; then
         run_timed 300 aria2c -x8 -s8 -k1M "${aria_tls[@]}" -d "$out" -o "$name" "$url" --allow-overwrite=true --file-allocation=none || return 1
         check_size "$out/$name" "$size" || return 1
         aria_t+=("$SECS")
-        read -r c e n < <(one_sums); aria_conns+=("$c"); aria_503=$((aria_503 + e))
+        read -r c e n < <(conn_sums); aria_conns+=("$c"); aria_503=$((aria_503 + e))
       else
         run_timed 300 "$SHOAL" get "$url" "${shoal_tls[@]}" -o "$out/$name" --state "$st" --quiet "${hash[@]}" || return 1
         check_size "$out/$name" "$size" || return 1
         shoal_t+=("$SECS")
-        read -r c e n < <(one_sums); shoal_conns+=("$c"); shoal_503=$((shoal_503 + e))
+        read -r c e n < <(conn_sums); shoal_conns+=("$c"); shoal_503=$((shoal_503 + e))
       fi
       log "case 7 rep $rep $tool: ${SECS}s ($c connections, $e of $n responses 503)"
     done
   done
   cmp -s "$out/$name" "$dir/$name" || note "case 7: the last download differs from the source"
   rm -rf "$TMP/c7"
-  stop_one_server
+  stop_mirrors
   local s a ratio; s=$(median "${shoal_t[@]}"); a=$(median "${aria_t[@]}"); ratio=$(calc "$s / $a")
   row "7. one $ONE_SERVER_SCHEME server, 10 MiB/s per connection, 8 allowed, ${MULTI_MIB} MiB | shoal (defaults) ${s} s ($(calc "$size / $MIB / $s" %.0f) MiB/s) | aria2c -x8 -s8 -k1M ${a} s ($(calc "$size / $MIB / $a" %.0f) MiB/s) | **time ratio ${ratio}** | ≤ 1.05 | $(calc "$ratio <= 1.05" %d | sed 's/1/yes/;s/0/NO/')"
   note "case 7 runs (s): shoal ${shoal_t[*]}; aria2c ${aria_t[*]}; connections nginx saw per run: shoal ${shoal_conns[*]}, aria2c ${aria_conns[*]}; 503 responses in timed runs: shoal ${shoal_503}, aria2c ${aria_503}"
@@ -671,8 +608,8 @@ if wanted 2; then case2 || { failed=1; row "2. 4 mirrors | failed (see log) | | 
 if wanted 3; then case3 || { failed=1; row "3. 4 peers | failed (see log) | | | ≥ 95% | NO"; stop_nodes; }; fi
 if wanted 4; then case4 || { failed=1; row "4. peak RSS | failed (see log) | | | ≤ 64 MiB | NO"; stop_nodes; stop_mirrors; }; fi
 if wanted 5; then case5 || { failed=1; stop_mirrors; }; fi
-if wanted 6; then case6 || { failed=1; row "6. folder | failed (see log) | | | ≤ 1.0 | NO"; stop_nodes; }; fi
-if wanted 7; then case7 || { failed=1; row "7. one server | failed (see log) | | | ≤ 1.05 | NO"; stop_one_server; }; fi
+if wanted 6; then case6 || { failed=1; row "6. folder | failed (see log) | | | ≤ 1.0 | NO"; stop_nodes; stop_mirrors; }; fi
+if wanted 7; then case7 || { failed=1; row "7. one server | failed (see log) | | | ≤ 1.05 | NO"; stop_mirrors; }; fi
 if wanted 8; then case8 || { failed=1; row "8. 4 https mirrors | failed (see log) | | | ≤ 1.02 | NO"; stop_mirrors; }; fi
 
 {
@@ -684,7 +621,7 @@ if wanted 8; then case8 || { failed=1; row "8. 4 https mirrors | failed (see log
   echo
   cat "$NOTES"
   if [ "${MIRRORS_OWN:-0}" != 1 ] && [ -x "$root/../shared/bench/mirrors.sh" ]; then
-    echo "- Mirrors: the shared anchor script ../shared/bench/mirrors.sh (through bench/mirrors.sh)."
+    echo "- Mirrors: the shared anchor script ../shared/bench/mirrors.sh (through bench/mirrors.sh) for cases 2 and 5; bench/mirrors.sh's own nginx config for cases 6-8 (connection limits, TLS)."
   else
     echo "- Mirrors: bench/mirrors.sh's own nginx config."
   fi

@@ -15,7 +15,9 @@
 # (MIRRORS_PORT + 1, ... are used; set MIRRORS_PORT yourself to choose).
 # With MIRRORS_TLS_CERT and MIRRORS_TLS_KEY (PEM files, the certificate naming localhost), the
 # mirrors serve https (always through the generator below, as the shared script has no TLS) and
-# the printed URLs are https://localhost:PORT.
+# the printed URLs are https://localhost:PORT. MIRRORS_CONNS=N (again through the generator)
+# allows N connections at once per mirror instead of one (0: no limit); a rate of 0 is no cap.
+# The generator's access log adds each response's connection serial as a fourth field.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -74,19 +76,21 @@ http {
   fastcgi_temp_path $state/tmp/fastcgi;
   uwsgi_temp_path $state/tmp/uwsgi;
   scgi_temp_path $state/tmp/scgi;
-  log_format port_status_bytes '\$server_port \$status \$bytes_sent';
+  log_format port_status_bytes '\$server_port \$status \$bytes_sent \$connection';
   access_log $state/access.log port_status_bytes;
-  # One connection per server (the key is the port): a second concurrent one gets 503.
-  limit_conn_zone \$server_port zone=one_per_port:1m;
+  # MIRRORS_CONNS connections per server (the key is the port): one more at once gets 503.
+  limit_conn_zone \$server_port zone=per_port:1m;
 EOF
   local ssl=""
   if [ -n "${MIRRORS_TLS_CERT:-}" ]; then
     ssl=" ssl"
     printf '  ssl_certificate %s;\n  ssl_certificate_key %s;\n' "$MIRRORS_TLS_CERT" "$MIRRORS_TLS_KEY"
   fi
+  local conns=${MIRRORS_CONNS:-1} limit=""
+  [ "$conns" = 0 ] || limit=" limit_conn per_port $conns;"
   for rate in "$@"; do
     port=$((port + 1))
-    printf '  server { listen 127.0.0.1:%s%s; root %s; limit_rate %s; limit_conn one_per_port 1; }\n' "$port" "$ssl" "$root" "$rate"
+    printf '  server { listen 127.0.0.1:%s%s; root %s; limit_rate %s;%s }\n' "$port" "$ssl" "$root" "$rate" "$limit"
   done
   echo "}"
 }
@@ -114,7 +118,7 @@ own_stop() {
   rm -f "$state/urls"
 }
 
-use_shared() { [ "${MIRRORS_OWN:-0}" != 1 ] && [ -z "${MIRRORS_TLS_CERT:-}" ] && [ -x "$shared" ]; }
+use_shared() { [ "${MIRRORS_OWN:-0}" != 1 ] && [ -z "${MIRRORS_TLS_CERT:-}" ] && [ "${MIRRORS_CONNS:-1}" = 1 ] && [ -x "$shared" ]; }
 
 cmd=${1:-}
 case "$cmd" in
