@@ -310,39 +310,31 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
         }
     }
 
-    let display = Arc::new(Display::new(args.quiet, args.json, items.len()));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let cancel = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        display: Display::new(args.quiet, args.json, items.len()),
+        tally: Mutex::new(Tally::default()),
+        cancel: CancellationToken::new(),
+        engine: engine.clone(),
+        client: client.clone(),
+        peers: peers.clone(),
+        force: args.force,
+    });
+    let (display, tally, cancel) = (&shared.display, &shared.tally, &shared.cancel);
     let started = Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(args.max_concurrent)));
     let mut running = tokio::task::JoinSet::new();
     let queue = {
-        let (engine, client, peers, display, tally, cancel) = (
-            engine.clone(),
-            client.clone(),
-            peers.clone(),
-            display.clone(),
-            tally.clone(),
-            cancel.clone(),
-        );
-        let force = args.force;
+        let shared = shared.clone();
         async move {
             for item in items {
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                if cancel.is_cancelled() {
+                if shared.cancel.is_cancelled() {
                     break;
                 }
-                let (engine, client, peers, display, tally, cancel) = (
-                    engine.clone(),
-                    client.clone(),
-                    peers.clone(),
-                    display.clone(),
-                    tally.clone(),
-                    cancel.clone(),
-                );
+                let s = shared.clone();
                 running.spawn(async move {
                     let _slot = slot;
-                    one(item, &engine, &client, &peers, force, &display, &tally, &cancel).await;
+                    one(item, &s).await;
                 });
                 // Reap finished tasks as we go, so that a long queue holds no pile of them.
                 while running.try_join_next().is_some() {}
@@ -382,18 +374,29 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
     Ok(())
 }
 
-/// Runs one item of the queue to its end and counts it.
-#[allow(clippy::too_many_arguments)]
-async fn one(
-    item: Item,
-    engine: &Engine,
-    client: &Client,
-    peers: &[String],
+/// What every download of a queue shares.
+struct Shared {
+    engine: Engine,
+    client: Client,
+    peers: Vec<String>,
     force: bool,
-    display: &Display,
-    tally: &Mutex<Tally>,
-    cancel: &CancellationToken,
-) {
+    display: Display,
+    tally: Mutex<Tally>,
+    cancel: CancellationToken,
+}
+
+/// Runs one item of the queue to its end and counts it.
+async fn one(item: Item, shared: &Shared) {
+    let Shared {
+        engine,
+        client,
+        peers,
+        force,
+        display,
+        tally,
+        cancel,
+    } = shared;
+    let force = *force;
     let tally = |change: &dyn Fn(&mut Tally)| change(&mut tally.lock().unwrap_or_else(|p| p.into_inner()));
     let fail = |name: String, error: String| {
         display.event(serde_json::json!({"event": "failed", "name": name, "error": error}));
