@@ -194,35 +194,58 @@ pub fn landing_dir(selection: &Selection, out_dir: &Path) -> PathBuf {
 }
 
 /// Matches a glob (see the module's doc) against a whole path.
+///
+/// Every step compares a suffix of the pattern with a suffix of the path, so each pair is
+/// decided once and remembered: the work is at most pattern × path steps, whatever the stars
+/// (a plain backtracking matcher takes exponential time on `*a*a*a*…b` against a long path).
 fn glob_matches(pattern: &[u8], path: &[u8]) -> bool {
-    match pattern.first() {
-        None => path.is_empty(),
-        Some(b'*') if pattern.get(1) == Some(&b'*') => {
-            // `**/` also matches no directory at all.
-            let rest = &pattern[2..];
-            if let Some(after) = rest.strip_prefix(b"/")
-                && glob_matches(after, path)
-            {
-                return true;
-            }
-            (0..=path.len()).any(|i| glob_matches(rest, &path[i..]))
+    let mut memo = vec![None; (pattern.len() + 1) * (path.len() + 1)];
+    Glob {
+        memo: &mut memo,
+        width: path.len() + 1,
+    }
+    .matches(pattern, path)
+}
+
+/// The remembered answers of one [`glob_matches`], keyed by the lengths of the two suffixes.
+struct Glob<'a> {
+    memo: &'a mut [Option<bool>],
+    width: usize,
+}
+
+impl Glob<'_> {
+    fn matches(&mut self, pattern: &[u8], path: &[u8]) -> bool {
+        let key = pattern.len() * self.width + path.len();
+        if let Some(known) = self.memo[key] {
+            return known;
         }
-        Some(b'*') => {
-            let rest = &pattern[1..];
-            let run = path.iter().position(|b| *b == b'/').unwrap_or(path.len());
-            (0..=run).any(|i| glob_matches(rest, &path[i..]))
-        }
-        Some(b'?') => path.first().is_some_and(|b| *b != b'/') && glob_matches(&pattern[1..], &path[1..]),
-        Some(b'[') => match (class(&pattern[1..]), path.first()) {
-            (Some((members, negated, len)), Some(&c)) => {
-                let hit = members.iter().any(|&(lo, hi)| lo <= c && c <= hi);
-                c != b'/' && hit != negated && glob_matches(&pattern[1 + len..], &path[1..])
+        let result = match pattern.first() {
+            None => path.is_empty(),
+            Some(b'*') if pattern.get(1) == Some(&b'*') => {
+                // `**/` also matches no directory at all.
+                let rest = &pattern[2..];
+                rest.strip_prefix(b"/").is_some_and(|after| self.matches(after, path))
+                    || (0..=path.len()).any(|i| self.matches(rest, &path[i..]))
             }
-            // An unclosed `[` is a literal.
-            (None, Some(b'[')) => glob_matches(&pattern[1..], &path[1..]),
-            _ => false,
-        },
-        Some(&c) => path.first() == Some(&c) && glob_matches(&pattern[1..], &path[1..]),
+            Some(b'*') => {
+                let rest = &pattern[1..];
+                let run = path.iter().position(|b| *b == b'/').unwrap_or(path.len());
+                (0..=run).any(|i| self.matches(rest, &path[i..]))
+            }
+            Some(b'?') => path.first().is_some_and(|b| *b != b'/') && self.matches(&pattern[1..], &path[1..]),
+            Some(b'[') => match (class(&pattern[1..]), path.first()) {
+                (Some((members, negated, len)), Some(&c)) => {
+                    let hit = members.iter().any(|&(lo, hi)| lo <= c && c <= hi);
+                    c != b'/' && hit != negated && self.matches(&pattern[1 + len..], &path[1..])
+                }
+                // An unclosed `[` is a literal.
+                (None, Some(b'[')) => self.matches(&pattern[1..], &path[1..]),
+                _ => false,
+            },
+            Some(&c) => path.first() == Some(&c) && self.matches(&pattern[1..], &path[1..]),
+        };
+        self.memo[key] = Some(result);
+        result
     }
 }
 
@@ -259,6 +282,15 @@ mod tests {
 
     fn check(pattern: &str, path: &str, expected: bool) {
         assert_eq!(glob_matches(pattern.as_bytes(), path.as_bytes()), expected, "{pattern} vs {path}");
+    }
+
+    #[test]
+    fn a_glob_full_of_stars_takes_polynomial_time() {
+        // Backtracking alone would try about 10^12 splits here; remembered, a few thousand steps.
+        let path = "a".repeat(64);
+        check(&"*a".repeat(12), &path, true);
+        check(&format!("{}b", "*a".repeat(12)), &path, false);
+        check(&format!("{}b", "**a".repeat(12)), &path, false);
     }
 
     #[test]
