@@ -3,12 +3,15 @@
 //!
 //! A listing is a peer's claim. Each page is checked where it enters
 //! ([`FolderPage::from_value`]: safe names under the folder, valid ids, bounded sizes, a cursor
-//! that moves forward), the whole listing is bounded ([`MAX_FOLDER_FILES`], [`MAX_PAGES`]), and a
+//! that moves forward), each peer's listing is bounded ([`MAX_FOLDER_FILES`], [`MAX_PAGES`]), all
+//! the peers of one listing together hold at most [`MAX_LISTING_BYTES`] of names (so that many
+//! lying peers cannot fill memory with long names between them), and a
 //! file is believed only once its bytes check against its content id (the engine does that).
 //! When peers list different ids under one path, the id most of them list wins (ties: the
 //! earliest peer in the order given).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shoal_index::ContentId;
@@ -23,6 +26,8 @@ use crate::proto::limits::LIST_ANSWER_BYTES;
 pub const MAX_FOLDER_FILES: usize = 100_000;
 /// Most pages asked of one peer for one folder (an honest page holds up to 1,000 files).
 pub const MAX_PAGES: usize = 1_000;
+/// Most bytes of names all the peers of one listing may give together.
+pub const MAX_LISTING_BYTES: usize = 64 << 20;
 /// How long one page may take.
 const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -39,6 +44,12 @@ pub struct ListedFile {
 
 /// Every file under `folder` (no trailing `/`; empty: the whole share) on one peer, page by page.
 pub async fn list_folder(client: &Client, peer: &str, folder: &str) -> Result<Vec<FolderEntry>, CallError> {
+    list_folder_within(client, peer, folder, &AtomicUsize::new(MAX_LISTING_BYTES)).await
+}
+
+/// [`list_folder`], taking the bytes of the names it keeps from `budget`; once that is spent, it
+/// stops asking and keeps what it has.
+pub async fn list_folder_within(client: &Client, peer: &str, folder: &str, budget: &AtomicUsize) -> Result<Vec<FolderEntry>, CallError> {
     let mut files: Vec<FolderEntry> = Vec::new();
     let mut cursor = String::new();
     for _ in 0..MAX_PAGES {
@@ -53,9 +64,20 @@ pub async fn list_folder(client: &Client, peer: &str, folder: &str) -> Result<Ve
             .await?;
         let page = FolderPage::from_value(answer, folder, &cursor);
         let room = MAX_FOLDER_FILES - files.len();
-        files.extend(page.files.into_iter().take(room));
+        let mut spent = false;
+        for file in page.files.into_iter().take(room) {
+            let cost = file.path.len() + std::mem::size_of::<FolderEntry>();
+            if budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(cost))
+                .is_err()
+            {
+                spent = true;
+                break;
+            }
+            files.push(file);
+        }
         match page.next {
-            Some(next) if files.len() < MAX_FOLDER_FILES => cursor = next,
+            Some(next) if !spent && files.len() < MAX_FOLDER_FILES => cursor = next,
             _ => break,
         }
     }
@@ -69,10 +91,12 @@ pub async fn list_folder(client: &Client, peer: &str, folder: &str) -> Result<Ve
 /// Lists `folder` on `peers` (at most [`MAX_FANOUT`]) at once and merges the listings. Returns
 /// the files in name order and, for each peer that failed, why.
 pub async fn list_on_peers(client: &Client, peers: &[String], folder: &str) -> (Vec<ListedFile>, Vec<(String, CallError)>) {
+    let budget = AtomicUsize::new(MAX_LISTING_BYTES);
+    let budget = &budget;
     let calls = peers
         .iter()
         .take(MAX_FANOUT)
-        .map(|peer| async move { (peer.clone(), list_folder(client, peer, folder).await) });
+        .map(|peer| async move { (peer.clone(), list_folder_within(client, peer, folder, budget).await) });
     let mut failures = Vec::new();
     // path -> the (id, size) claims, each with the peers that made it, in peer order.
     let mut claims: BTreeMap<String, Vec<(ContentId, u64, Vec<String>)>> = BTreeMap::new();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_node::discovery::listing::list_folder;
+use shoal_node::discovery::listing::{list_folder, list_folder_within};
 use shoal_node::proto::limits::{LIST_ANSWER_BYTES, MAX_LIST_ENTRIES};
 use shoal_xmlrpc::Value;
 
@@ -78,6 +78,18 @@ async fn a_folder_larger_than_a_page_lists_completely_through_the_cursor() {
     let first = &files[0];
     assert_eq!(first.size, 1);
     assert_eq!(first.id, shoal_index::hash_bytes(b"0").id);
+
+    // A budget of names shared by all the peers of a listing stops the paging once spent: the
+    // listing keeps what fitted (here about one page's worth) instead of taking every page.
+    let budget = std::sync::atomic::AtomicUsize::new(64 * 1024);
+    let partial = list_folder_within(&client, &node.url, "big", &budget).await.expect("the listing");
+    assert!(
+        !partial.is_empty() && partial.len() < expected.len(),
+        "{} of {}",
+        partial.len(),
+        expected.len()
+    );
+    assert_eq!(partial[..], files[..partial.len()], "what fitted is the start of the listing");
 
     // The whole share; a file name lists nothing; names outside the share are refused.
     let (all, _) = page_of(node.call("shoal.list_folder", vec![s("/"), s("")]).await.unwrap());
