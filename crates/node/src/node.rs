@@ -13,6 +13,7 @@ use crate::discovery::peers::Peers;
 use crate::discovery::{DiscoveryOptions, Flood};
 use crate::engine::{Engine, Job};
 use crate::http::guard::Guard;
+use crate::net::iroh::Iroh;
 use crate::net::{Client, ClientOptions, Policy};
 use crate::options::NodeOptions;
 use crate::proto::url::{SelfUrl, default_url};
@@ -36,6 +37,10 @@ pub enum StartError {
     Listener(std::io::Error),
     #[error("the peer table: {0}")]
     Peers(#[from] crate::discovery::peers::PeerError),
+    #[error("the key file {path}: {source}")]
+    Key { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Iroh(String),
 }
 
 /// A running node.
@@ -58,6 +63,22 @@ pub const SECRET_FILE: &str = "secret";
 /// The file in the state directory that names the URL of the node running on it, so that
 /// commands started beside it hand their work to it instead of opening the store twice.
 pub const URL_FILE: &str = "node.url";
+/// The node's ed25519 key (its id over iroh), inside the state directory.
+pub const KEY_FILE: &str = "node.key";
+/// The key the CLI uses when it dials a node over iroh; its id is an owner's.
+pub const CLIENT_KEY_FILE: &str = "client.key";
+
+/// The node key of `state`, made on first use (owner-only permissions).
+pub fn node_key(state: &Path) -> Result<iroh::SecretKey, StartError> {
+    let path = state.join(KEY_FILE);
+    crate::net::iroh::load_or_create_key(&path).map_err(|source| StartError::Key { path, source })
+}
+
+/// The client key of `state`, made on first use (owner-only permissions).
+pub fn client_key(state: &Path) -> Result<iroh::SecretKey, StartError> {
+    let path = state.join(CLIENT_KEY_FILE);
+    crate::net::iroh::load_or_create_key(&path).map_err(|source| StartError::Key { path, source })
+}
 
 /// Reads the secret kept in `state`, making one first if there is none. The file is readable by
 /// the owner alone. Returns the secret and the file's path.
@@ -132,7 +153,19 @@ impl Node {
                 })?
         };
         let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
-        let me = SelfUrl::new(&url, local_addr)?;
+        let mut owner_keys = options.owner_keys.clone();
+        let iroh = match &options.iroh {
+            Some(iroh_options) => {
+                let key = node_key(&options.state)?;
+                owner_keys.push(crate::net::iroh::id_of(&client_key(&options.state)?));
+                Some(Arc::new(Iroh::bind(key, iroh_options, true).await.map_err(StartError::Iroh)?))
+            }
+            None => None,
+        };
+        let mut me = SelfUrl::new(&url, local_addr)?;
+        if let Some(iroh) = &iroh {
+            me = me.with_key(format!("iroh://{}", iroh.id()));
+        }
         let own_url = me.url.clone();
         let peers = Peers::load(me, options.peer.clone(), db.clone())?;
         for peer in &options.peers {
@@ -151,8 +184,12 @@ impl Node {
             policy: Policy::for_node(own_host),
             budget: options.answer_budget,
             extra_roots: options.ca_certs.clone(),
+            iroh: iroh.clone(),
             ..Default::default()
         });
+        for peer in &options.peers {
+            client.learn_ticket(peer, crate::net::Trust::Owner);
+        }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let engine = Engine::new(db, client.clone(), options.engine.clone()).map_err(|e| StartError::Store {
@@ -185,6 +222,7 @@ impl Node {
             root: Arc::new(root),
             flood,
             secret,
+            owner_keys,
             downloads,
             upload_limit,
             stopping: shutdown.child_token(),
@@ -201,18 +239,23 @@ impl Node {
         let max_connections = options.max_connections.min((descriptors as usize).saturating_sub(128).max(16));
         let guard = Arc::new(Guard::new(options.guard.clone(), api.url(), local_addr));
         let router = crate::http::router(api.clone(), guard);
-        tasks.spawn(crate::http::serve(
-            listener,
-            router,
-            shutdown.child_token(),
-            crate::http::ServeOptions {
-                max_connections,
-                max_per_address: options.max_per_address,
-                loopback_exempt: options.guard.loopback_exempt,
-                header_timeout: options.request_timeout,
-                stall_timeout: options.stall_timeout,
-            },
-        ));
+        let serve_options = crate::http::ServeOptions {
+            max_connections,
+            max_per_address: options.max_per_address,
+            loopback_exempt: options.guard.loopback_exempt,
+            header_timeout: options.request_timeout,
+            stall_timeout: options.stall_timeout,
+        };
+        if let Some(iroh) = &iroh {
+            tasks.spawn(crate::http::iroh::serve(
+                iroh.clone(),
+                router.clone(),
+                shutdown.child_token(),
+                serve_options.clone(),
+            ));
+            tasks.spawn(crate::tasks::lan_loop(api.clone(), iroh.clone(), shutdown.child_token()));
+        }
+        tasks.spawn(crate::http::serve(listener, router, shutdown.child_token(), serve_options));
         // The watcher starts before the first scan, so nothing changed in between is missed.
         match shoal_index::Watcher::start(api.share().root()) {
             Ok((watcher, batches)) => {
@@ -250,6 +293,19 @@ impl Node {
     /// This node's URL.
     pub fn url(&self) -> &str {
         self.api.url()
+    }
+
+    /// This node's ticket, when it runs iroh; it says so once it knows a direct address and,
+    /// with relays, its home relay (waiting at most `wait`).
+    pub async fn ticket(&self, wait: std::time::Duration) -> Option<String> {
+        let iroh = self.api.client().iroh()?;
+        iroh.settle(wait).await;
+        Some(iroh.ticket().encode())
+    }
+
+    /// This node's id (hex), when it runs iroh.
+    pub fn id(&self) -> Option<String> {
+        self.api.client().iroh().map(|iroh| iroh.id())
     }
 
     /// The address the server is bound to.

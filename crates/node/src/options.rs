@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::discovery::peers::PeerOptions;
 use crate::engine::EngineOptions;
+pub use crate::net::iroh::IrohOptions;
 
 /// How a node runs. Built by the CLI from flags; tests build it directly.
 #[derive(Debug, Clone)]
@@ -57,6 +58,12 @@ pub struct NodeOptions {
     pub answer_budget: usize,
     /// Certificate authorities trusted for https besides the platform's (`--ca-cert`).
     pub ca_certs: Vec<reqwest::Certificate>,
+    /// The iroh endpoint beside the TCP listener (node key, relays, LAN discovery); `None`
+    /// serves TCP alone.
+    pub iroh: Option<IrohOptions>,
+    /// Node ids (hex) that are the owner when they call over iroh, besides the id of the
+    /// state directory's own client key.
+    pub owner_keys: Vec<String>,
 }
 
 impl NodeOptions {
@@ -82,6 +89,8 @@ impl NodeOptions {
             engine: EngineOptions::default(),
             download_dir: None,
             ca_certs: Vec::new(),
+            iroh: None,
+            owner_keys: Vec::new(),
             guard: GuardOptions::default(),
             stall_timeout: Duration::from_secs(60),
             max_per_address: 64,

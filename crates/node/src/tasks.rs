@@ -112,3 +112,35 @@ pub async fn watch_loop(
     }
     drop(watcher);
 }
+
+/// Learns the shoal nodes that announce themselves on the LAN (mDNS) and marks them local.
+/// Each joins as a learnt peer would, after it answered; one that stops announcing stays a
+/// peer but is no longer marked local. Does nothing when LAN discovery is off.
+pub async fn lan_loop(api: Api, iroh: std::sync::Arc<crate::net::iroh::Iroh>, shutdown: CancellationToken) {
+    use crate::net::iroh::LanEvent;
+    use futures_util::StreamExt;
+    let Some(mut events) = iroh.lan_events().await else { return };
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = events.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        match event {
+            LanEvent::Found(id) => {
+                let url = format!("iroh://{id}");
+                match api.flood().learn(&url).await {
+                    Ok(_) => {
+                        tracing::info!(peer = %url, "found a node on the LAN");
+                        api.flood().peers.set_local(&url, true);
+                    }
+                    Err(error) => tracing::debug!(peer = %url, %error, "a node on the LAN did not answer"),
+                }
+            }
+            LanEvent::Gone(id) => api.flood().peers.set_local(&format!("iroh://{id}"), false),
+            LanEvent::Other => {}
+        }
+    }
+}

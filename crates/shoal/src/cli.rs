@@ -53,6 +53,16 @@ pub enum Command {
     /// Show the node's URL, counters and health.
     #[command(after_help = "Example:\n  shoal status --node http://127.0.0.1:4242")]
     Status(RemoteArgs),
+    /// Print this state directory's node id and ticket (and the id its CLI proves ownership with).
+    #[command(
+        after_help = "Examples:\n  shoal id\n  shoal id --state ./a-state\n\nWith a node running on the state directory the ticket holds its relay and addresses;\notherwise only the id. Give the ticket to another machine: shoal get NAME --peer TICKET"
+    )]
+    Id(IdArgs),
+    /// Run a relay (iroh-relay) for a group's own nodes: plain HTTP, for local use and tests, or behind TLS.
+    #[command(
+        after_help = "Examples:\n  shoal relay --listen 127.0.0.1:3340\n  shoal serve --relay http://127.0.0.1:3340\n\nIn production, serve it over https: put it behind a TLS-terminating proxy that passes\nWebSocket upgrades (see README), and give nodes --relay https://relay.example."
+    )]
+    Relay(RelayArgs),
     /// Print the settings in force and where each came from.
     #[command(after_help = "Examples:\n  shoal config\n  SHOAL_LISTEN=127.0.0.1:9000 shoal config --json")]
     Config(ConfigArgs),
@@ -80,6 +90,7 @@ impl Command {
                 | Command::Downloads(_)
                 | Command::Status(_)
                 | Command::Config(_)
+                | Command::Id(_)
                 | Command::Completions { .. }
                 | Command::Man
         )
@@ -98,8 +109,8 @@ pub struct NodeArgs {
     /// The URL other nodes reach this one at [default: http://<listen address>, loopback for 0.0.0.0].
     #[arg(long)]
     pub url: Option<String>,
-    /// A peer to know from the start (repeatable).
-    #[arg(long = "peer", value_name = "URL")]
+    /// A peer to know from the start (repeatable): an http URL, a node id or a ticket.
+    #[arg(long = "peer", value_name = "URL|ID|TICKET")]
     pub peers: Vec<String>,
     /// A file of peer URLs, one a line; blank lines and # comments are ignored (the seed's urls.txt).
     #[arg(long, value_name = "FILE")]
@@ -113,6 +124,62 @@ pub struct NodeArgs {
     /// Also trust the certificate authorities in this PEM file for https mirrors (repeatable).
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub ca_certs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How a node or a download reaches nodes named by id or ticket (iroh).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// Use this relay instead of iroh's public ones (repeatable), e.g. http://relay.example:3340 (see `shoal relay`).
+    #[arg(long = "relay", value_name = "URL", conflicts_with = "no_relay")]
+    pub relays: Vec<String>,
+    /// Use no relay: only direct connections.
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Do not ask the local router to map a port (UPnP, PCP, NAT-PMP).
+    #[arg(long)]
+    pub no_portmap: bool,
+    /// Neither announce this node on the LAN nor look for others there (mDNS).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Reach nothing past the peers and relays given explicitly: no public relays, no public address look-up, no port mapping, no mDNS.
+    #[arg(long, env = "SHOAL_LOCAL_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub local_only: bool,
+    /// The UDP address the iroh endpoint binds [default: every address, a free port].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub iroh_listen: Option<std::net::SocketAddr>,
+    /// No node key and no iroh endpoint: plain HTTP over TCP only.
+    #[arg(long)]
+    pub no_iroh: bool,
+}
+
+impl NetArgs {
+    /// The iroh settings these flags ask for; `None` with --no-iroh.
+    pub fn iroh_options(&self) -> anyhow::Result<Option<shoal_node::options::IrohOptions>> {
+        if self.no_iroh {
+            return Ok(None);
+        }
+        let mut options = if self.local_only {
+            shoal_node::options::IrohOptions::local_only()
+        } else {
+            shoal_node::options::IrohOptions::everything()
+        };
+        for relay in &self.relays {
+            let url = reqwest::Url::parse(relay).map_err(|_| anyhow::anyhow!("--relay: {relay:?} is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                anyhow::bail!("--relay: {relay:?} must be an http or https URL");
+            }
+        }
+        options.relays = self.relays.clone();
+        if self.no_relay {
+            options.public_relays = false;
+        }
+        options.portmap &= !self.no_portmap;
+        options.mdns &= !self.no_mdns;
+        options.bind = self.iroh_listen;
+        Ok(Some(options))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +192,9 @@ pub struct ServeArgs {
     /// Cap the rate this node serves file data at (all clients together), e.g. 25M.
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<String>,
+    /// A node id (from `shoal id` on another machine: its "owner id") that may act as this node's owner over iroh without the secret (repeatable).
+    #[arg(long = "owner-key", value_name = "ID")]
+    pub owner_keys: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -143,8 +213,8 @@ pub struct GetArgs {
     /// How many files of a folder, glob or list to download at once.
     #[arg(short = 'j', long = "max-concurrent", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent: u16,
-    /// A peer to search (repeatable); the state directory's peer table is searched too.
-    #[arg(long = "peer", value_name = "URL")]
+    /// A peer to search (repeatable): an http URL, a node id or a ticket; the state directory's peer table is searched too.
+    #[arg(long = "peer", value_name = "URL|ID|TICKET")]
     pub peers: Vec<String>,
     /// A file of peer URLs, one a line.
     #[arg(long, value_name = "FILE")]
@@ -175,6 +245,8 @@ pub struct GetArgs {
     /// The state directory (peer table, resume records).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// How requests to the URLs a user gives are made.
@@ -223,6 +295,20 @@ pub struct SearchArgs {
     pub pattern: String,
     #[command(flatten)]
     pub remote: RemoteArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    /// The state directory [default: the platform's data directory + /shoal].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    /// Address and port to serve the relay on (plain HTTP).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:3340")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]

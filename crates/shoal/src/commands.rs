@@ -70,17 +70,22 @@ pub fn peers_table(rows: &serde_json::Value) -> String {
                     } else {
                         "ok"
                     };
+                    let mut via = p["path"].as_str().unwrap_or_default().to_string();
+                    if p["local"].as_bool() == Some(true) {
+                        via = if via.is_empty() { "local".into() } else { format!("local, {via}") };
+                    }
                     vec![
                         p["url"].as_str().unwrap_or_default().to_string(),
                         p["kind"].as_str().unwrap_or_default().to_string(),
                         state.to_string(),
                         p["failures"].to_string(),
+                        via,
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["URL", "KIND", "STATE", "FAILURES"], &rows)
+    table(&["URL", "KIND", "STATE", "FAILURES", "VIA"], &rows)
 }
 
 pub async fn peers(args: RemoteArgs) -> anyhow::Result<()> {
@@ -205,4 +210,59 @@ fn matches_json(found: &[shoal_node::Match]) -> serde_json::Value {
         .iter()
         .map(|m| serde_json::json!({"name": m.name, "size": m.size, "id": m.id.to_string(), "urls": m.urls}))
         .collect()
+}
+
+/// `shoal id`: the state directory's node id and ticket, and the id its CLI dials with.
+pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
+    let layers = crate::config::Layers::load(args.state.as_deref())?;
+    std::fs::create_dir_all(&layers.state).map_err(|e| anyhow::anyhow!("creating the state directory {}: {e}", layers.state.display()))?;
+    let key = shoal_node::node::node_key(&layers.state)?;
+    let client = shoal_node::node::client_key(&layers.state)?;
+    let id = key.public().to_string();
+    // A node running on this state directory knows its relay and addresses.
+    let running = match Remote::find(None, Some(&layers.state)) {
+        Ok(node) => node.call("shoal.stats", Vec::new()).await.ok(),
+        Err(_) => None,
+    };
+    let ticket = running
+        .as_ref()
+        .and_then(|stats| match stats {
+            shoal_xmlrpc::Value::Struct(fields) => match (fields.get("id"), fields.get("ticket")) {
+                (Some(shoal_xmlrpc::Value::String(node)), Some(shoal_xmlrpc::Value::String(ticket))) if *node == id => Some(ticket.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(key.public().as_bytes());
+            shoal_node::proto::ticket::Ticket::bare(bytes).encode()
+        });
+    println!("node id {id}");
+    println!("ticket {ticket}");
+    println!("owner id {}", client.public());
+    if running.is_none() {
+        eprintln!(
+            "no node runs on {}: the ticket holds the id alone (start `shoal serve` for one with addresses)",
+            layers.state.display()
+        );
+    }
+    Ok(())
+}
+
+/// `shoal relay`: an iroh relay on plain HTTP until Ctrl-C.
+pub async fn relay(args: crate::cli::RelayArgs) -> anyhow::Result<()> {
+    use iroh_relay::server::{RelayConfig, Server, ServerConfig};
+    let mut config = ServerConfig::default();
+    config.relay = Some(RelayConfig::new(args.listen));
+    let server = Server::spawn(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the relay on {}: {e}", args.listen))?;
+    let addr = server.http_addr().ok_or_else(|| anyhow::anyhow!("the relay has no HTTP address"))?;
+    println!("relay listening on http://{addr}");
+    println!("give nodes: --relay http://{addr}");
+    crate::serve::wait_for_signal().await?;
+    eprintln!("shutting down");
+    let _ = server.shutdown().await;
+    Ok(())
 }

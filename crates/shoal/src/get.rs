@@ -133,102 +133,143 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         peers.extend(crate::serve::read_peers_file(file)?);
     }
     peers.extend(shoal_node::discovery::peers::stored_urls(&db));
-    peers.sort();
-    peers.dedup();
-    if crate::queue::wanted(&args) {
-        return crate::queue::run(&args, db, peers, max_rate).await;
-    }
-    let hash = args
-        .hash
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
-    let client = owner_client(&args.web)?;
-    let output = args.output.clone();
-    let mut job = shoal_node::service::resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
-    job.force = args.force;
-    if !args.force && job.target.exists() {
-        bail!("{} already exists; use --force to replace it", job.target.display());
-    }
-    let options = EngineOptions {
-        max_rate,
-        give_up_after: Duration::from_secs(args.retry_for),
-        max_connections_per_source: args.max_connections_per_source.into(),
-        ..EngineOptions::default()
-    };
-    let engine = Engine::new(db, client.clone(), options)?;
-    let progress = Arc::new(Progress::default());
-    let cancel = CancellationToken::new();
-    let (more_tx, more_rx) = tokio::sync::mpsc::channel(16);
-    // Holders that appear while the download runs join it.
-    let finder = job.id.filter(|_| !peers.is_empty()).map(|id| {
-        tokio::spawn(shoal_node::discovery::find_more(
-            shoal_node::discovery::FixedPeers {
-                client: client.clone(),
-                peers: peers.clone(),
-                deadline: FIND_MORE_EVERY,
-            },
-            id,
-            job.peers.clone(),
-            FIND_MORE_EVERY,
-            more_tx.clone(),
-        ))
-    });
-    drop(more_tx);
-    let reporter = Reporter::new(args.quiet, args.json);
-    let started = Instant::now();
-    let expected_hash = hash;
-    let download = engine.run(job, progress.clone(), cancel.clone(), more_rx);
-    tokio::pin!(download);
-    let mut ticks = tokio::time::interval(Duration::from_millis(if args.json { 1000 } else { 200 }));
-    let result: Result<Outcome, shoal_node::engine::EngineError> = loop {
-        tokio::select! {
-            result = &mut download => break result,
-            _ = ticks.tick() => reporter.update(
-                progress.done.load(Ordering::Relaxed),
-                progress.total.load(Ordering::Relaxed),
-                progress.live_sources(),
-                progress.waiting.load(Ordering::Relaxed),
-            ),
-            _ = tokio::signal::ctrl_c() => {
-                cancel.cancel();
-            }
+    let (client, peers) = client_for(&args, &state, peers).await?;
+    let iroh = client.iroh().cloned();
+    let result = async move {
+        if crate::queue::wanted(&args) {
+            return crate::queue::run(&args, db, client, peers, max_rate).await;
         }
+        let hash = args
+            .hash
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+        let output = args.output.clone();
+        let mut job = shoal_node::service::resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
+        job.force = args.force;
+        if !args.force && job.target.exists() {
+            bail!("{} already exists; use --force to replace it", job.target.display());
+        }
+        let options = EngineOptions {
+            max_rate,
+            give_up_after: Duration::from_secs(args.retry_for),
+            max_connections_per_source: args.max_connections_per_source.into(),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::new(db, client.clone(), options)?;
+        let progress = Arc::new(Progress::default());
+        let cancel = CancellationToken::new();
+        let (more_tx, more_rx) = tokio::sync::mpsc::channel(16);
+        // Holders that appear while the download runs join it.
+        let finder = job.id.filter(|_| !peers.is_empty()).map(|id| {
+            tokio::spawn(shoal_node::discovery::find_more(
+                shoal_node::discovery::FixedPeers {
+                    client: client.clone(),
+                    peers: peers.clone(),
+                    deadline: FIND_MORE_EVERY,
+                },
+                id,
+                job.peers.clone(),
+                FIND_MORE_EVERY,
+                more_tx.clone(),
+            ))
+        });
+        drop(more_tx);
+        let reporter = Reporter::new(args.quiet, args.json);
+        let started = Instant::now();
+        let expected_hash = hash;
+        let download = engine.run(job, progress.clone(), cancel.clone(), more_rx);
+        tokio::pin!(download);
+        let mut ticks = tokio::time::interval(Duration::from_millis(if args.json { 1000 } else { 200 }));
+        let result: Result<Outcome, shoal_node::engine::EngineError> = loop {
+            tokio::select! {
+                result = &mut download => break result,
+                _ = ticks.tick() => reporter.update(
+                    progress.done.load(Ordering::Relaxed),
+                    progress.total.load(Ordering::Relaxed),
+                    progress.live_sources(),
+                    progress.waiting.load(Ordering::Relaxed),
+                ),
+                _ = tokio::signal::ctrl_c() => {
+                    cancel.cancel();
+                }
+            }
+        };
+        reporter.finish();
+        if let Some(finder) = finder {
+            finder.abort();
+        }
+        let outcome = result?;
+        if outcome.size <= shoal_node::engine::PIECE_SIZE {
+            // A small file is placed without an fsync of its own (engine::small).
+            let path = outcome.path.clone();
+            tokio::task::spawn_blocking(move || shoal_node::engine::small::sync_file_system(&path))
+                .await?
+                .with_context(|| format!("syncing {}", outcome.path.display()))?;
+        }
+        if let Some(expected) = expected_hash
+            && expected != outcome.id
+        {
+            bail!("the file's content id is {}, not --hash {expected}", outcome.id);
+        }
+        summary(
+            &outcome.path,
+            &outcome.id.to_string(),
+            outcome.size,
+            &outcome.sources,
+            started.elapsed(),
+            args.json,
+            args.quiet,
+        );
+        Ok(())
+    }
+    .await;
+    // The endpoint says goodbye to the nodes it reached, so they need not wait for a timeout.
+    if let Some(iroh) = iroh {
+        iroh.close().await;
+    }
+    result
+}
+
+/// The client for a download and the peers in the spelling the engine uses. Peers named by id
+/// or ticket become `iroh://<id>` (the client keeps the ticket's addresses), and only then is an
+/// iroh endpoint bound, with the state directory's client key; a download from http peers and
+/// mirrors alone opens none.
+pub async fn client_for(args: &GetArgs, state: &Path, peers: Vec<String>) -> anyhow::Result<(Client, Vec<String>)> {
+    let keyed = peers.iter().any(|p| shoal_node::proto::ticket::is_keyed(p));
+    let iroh = match args.net.iroh_options()? {
+        Some(options) if keyed => {
+            let key = shoal_node::node::client_key(state)?;
+            Some(Arc::new(
+                shoal_node::net::iroh::Iroh::bind(key, &options, false)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ))
+        }
+        _ => None,
     };
-    reporter.finish();
-    if let Some(finder) = finder {
-        finder.abort();
+    if keyed && iroh.is_none() {
+        anyhow::bail!("peers named by id or ticket need iroh, which --no-iroh turns off");
     }
-    let outcome = result?;
-    if outcome.size <= shoal_node::engine::PIECE_SIZE {
-        // A small file is placed without an fsync of its own (engine::small).
-        let path = outcome.path.clone();
-        tokio::task::spawn_blocking(move || shoal_node::engine::small::sync_file_system(&path))
-            .await?
-            .with_context(|| format!("syncing {}", outcome.path.display()))?;
+    let client = owner_client(&args.web, iroh)?;
+    let mut named = Vec::with_capacity(peers.len());
+    for peer in peers {
+        client.learn_ticket(&peer, shoal_node::net::Trust::Owner);
+        named.push(shoal_node::proto::url::normalize(&peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?);
     }
-    if let Some(expected) = expected_hash
-        && expected != outcome.id
-    {
-        bail!("the file's content id is {}, not --hash {expected}", outcome.id);
-    }
-    summary(
-        &outcome.path,
-        &outcome.id.to_string(),
-        outcome.size,
-        &outcome.sources,
-        started.elapsed(),
-        args.json,
-        args.quiet,
-    );
-    Ok(())
+    named.sort();
+    named.dedup();
+    Ok((client, named))
 }
 
 /// The client for a download the user asked for: the platform's CA roots plus `--ca-cert`,
 /// and `--header` on every request to the URLs the user gave.
-pub fn owner_client(web: &crate::cli::WebArgs) -> anyhow::Result<Client> {
-    let mut options = shoal_node::net::ClientOptions::default();
+pub fn owner_client(web: &crate::cli::WebArgs, iroh: Option<Arc<shoal_node::net::iroh::Iroh>>) -> anyhow::Result<Client> {
+    let mut options = shoal_node::net::ClientOptions {
+        iroh,
+        ..Default::default()
+    };
     for path in &web.ca_certs {
         options
             .extra_roots

@@ -49,6 +49,8 @@ fn main() -> std::process::ExitCode {
             cli::Command::Downloads(args) => commands::downloads(args).await,
             cli::Command::Status(args) => commands::status(args).await,
             cli::Command::Config(args) => commands::config(args),
+            cli::Command::Id(args) => commands::id(args).await,
+            cli::Command::Relay(args) => commands::relay(args).await,
             cli::Command::Completions { shell } => {
                 commands::completions(shell);
                 Ok(())

@@ -231,7 +231,7 @@ impl Display {
 }
 
 /// Runs a queue `get`: `peers` are the peers to list and search, `db` the state store.
-pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, max_rate: Option<u64>) -> anyhow::Result<()> {
+pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers: Vec<String>, max_rate: Option<u64>) -> anyhow::Result<()> {
     if args.hash.is_some() {
         bail!("--hash names one file; with folders, globs and lists each file is checked by the content id it is listed with");
     }
@@ -273,8 +273,6 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, peers: Vec<String>, ma
             requests.push((label, line.targets, output));
         }
     }
-    // The user's client: --ca-cert and --header apply to a list's https mirrors as to one file's.
-    let client = crate::get::owner_client(&args.web)?;
     let options = shoal_node::engine::EngineOptions {
         max_rate,
         give_up_after: Duration::from_secs(args.retry_for),

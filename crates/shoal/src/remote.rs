@@ -15,6 +15,9 @@ pub struct Remote {
     pub url: String,
     pub secret: Option<String>,
     client: Client,
+    /// Where the client key is, for a node named by id or ticket (dialled over iroh).
+    state: Option<std::path::PathBuf>,
+    keyed: tokio::sync::OnceCell<Client>,
 }
 
 /// An XML-RPC value as JSON, for `--json` output.
@@ -44,7 +47,43 @@ impl Remote {
             url: url.to_string(),
             secret,
             client: Client::new(Duration::from_secs(3)),
+            state: None,
+            keyed: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The client for this node: over iroh (with the state directory's client key, which the
+    /// node may know as an owner's) when the node is named by id or ticket.
+    async fn client(&self) -> Result<&Client, CallError> {
+        if !shoal_node::proto::ticket::is_keyed(&self.url) {
+            return Ok(&self.client);
+        }
+        let refused = |reason: String| CallError::Fault {
+            url: self.url.clone(),
+            fault: shoal_xmlrpc::Fault::new(200, reason),
+        };
+        self.keyed
+            .get_or_try_init(|| async {
+                let state = match &self.state {
+                    Some(state) => state.clone(),
+                    None => Layers::load(None).map_err(|e| refused(e.to_string()))?.state,
+                };
+                let key = shoal_node::node::client_key(&state).map_err(|e| refused(e.to_string()))?;
+                let local = std::env::var("SHOAL_LOCAL_ONLY").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false" | "no" | "off"));
+                let options = if local {
+                    shoal_node::options::IrohOptions::local_only()
+                } else {
+                    shoal_node::options::IrohOptions::everything()
+                };
+                let iroh = shoal_node::net::iroh::Iroh::bind(key, &options, false).await.map_err(refused)?;
+                let client = Client::with_options(shoal_node::net::ClientOptions {
+                    iroh: Some(std::sync::Arc::new(iroh)),
+                    ..Default::default()
+                });
+                client.learn_ticket(&self.url, shoal_node::net::Trust::Owner);
+                Ok(client)
+            })
+            .await
     }
 
     /// The node a command means: `--node`, then `SHOAL_NODE`, then the config file, then the
@@ -60,7 +99,9 @@ impl Remote {
         if let Some(url) = setting.value {
             let ours = own_url.as_deref().is_some_and(|own| same_node(own, &url));
             let secret = given.or_else(|| if ours { Self::local_secret(&layers.state) } else { None });
-            return Ok(Remote::new(&url, secret));
+            let mut remote = Remote::new(&url, secret);
+            remote.state = Some(layers.state.clone());
+            return Ok(remote);
         }
         match own_url {
             Some(url) => Ok(Remote::new(&url, given.or_else(|| Self::local_secret(&layers.state)))),
@@ -80,8 +121,13 @@ impl Remote {
 
     /// One call, with a clear error naming the node.
     pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, CallError> {
-        self.client
-            .call(&self.url, method, &params, Duration::from_secs(60), 64 << 20)
+        let url = match shoal_node::proto::url::normalize(&self.url) {
+            Ok(url) if shoal_node::proto::ticket::is_keyed(&self.url) => url,
+            _ => self.url.clone(),
+        };
+        self.client()
+            .await?
+            .call(&url, method, &params, Duration::from_secs(60), 64 << 20)
             .await
     }
 
@@ -96,6 +142,8 @@ impl Remote {
     fn secret(&self) -> anyhow::Result<Value> {
         match &self.secret {
             Some(secret) => Ok(Value::String(secret.clone())),
+            // Over iroh the client key proves the owner, when the node knows it as one.
+            None if shoal_node::proto::ticket::is_keyed(&self.url) => Ok(Value::String(String::new())),
             None => bail!("this needs the node's secret: give --secret or run on the node's state directory"),
         }
     }

@@ -56,6 +56,7 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
             .ca_certs
             .extend(shoal_node::net::load_ca_file(path).map_err(anyhow::Error::msg)?);
     }
+    options.iroh = args.net.iroh_options()?;
     options.download_dir = layers
         .get("download_dir", args.download_dir.as_ref().map(|p| p.display().to_string()))
         .value
@@ -72,8 +73,17 @@ pub fn warn_secret_flag() {
 }
 
 /// Starts a node from the node flags, printing where it listens.
-pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Option<String>) -> anyhow::Result<Node> {
+pub async fn start(
+    args: &NodeArgs,
+    secret: Option<String>,
+    max_upload_rate: Option<String>,
+    owner_keys: &[String],
+) -> anyhow::Result<Node> {
     let (mut options, listen, layers) = node_options(args)?;
+    for key in owner_keys {
+        let ticket = shoal_node::proto::ticket::Ticket::parse(key).map_err(|e| anyhow::anyhow!("--owner-key {key:?}: {e}"))?;
+        options.owner_keys.push(ticket.id_hex());
+    }
     if secret.is_some() {
         warn_secret_flag();
         options.secret = secret;
@@ -88,18 +98,22 @@ pub async fn start(args: &NodeArgs, secret: Option<String>, max_upload_rate: Opt
         println!("secret for fetch is kept in {}", path.display());
     }
     println!("node URL {}", node.url());
+    if let (Some(id), Some(ticket)) = (node.id(), node.ticket(std::time::Duration::from_secs(3)).await) {
+        println!("node id {id}");
+        println!("ticket {ticket}");
+    }
     Ok(node)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let node = start(&args.node, args.secret.clone(), args.max_upload_rate.clone()).await?;
+    let node = start(&args.node, args.secret.clone(), args.max_upload_rate.clone(), &args.owner_keys).await?;
     wait_for_signal().await?;
     eprintln!("shutting down");
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

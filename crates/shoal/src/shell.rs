@@ -269,7 +269,7 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
             (remote, None)
         }
         None => {
-            let node = crate::serve::start(&args.node, args.secret.clone(), None).await?;
+            let node = crate::serve::start(&args.node, args.secret.clone(), None, &[]).await?;
             let remote = Remote::new(node.url(), Some(node.api().secret().to_string()));
             (remote, Some(node))
         }

@@ -515,6 +515,8 @@ impl Flood {
     /// Learns a peer named by someone else: it joins the table only after it answered as a
     /// node (any well-formed XML-RPC answer, a fault included). Returns whether it was new.
     pub async fn learn(&self, url: &str) -> Result<bool, peers::PeerError> {
+        // A ticket's addresses are hints for the dial below; its key decides who answers.
+        self.client.learn_ticket(url, crate::net::Trust::Peer);
         let url = self.peers.admissible(url)?;
         let Some(url) = url else { return Ok(false) };
         let probe = self
@@ -533,8 +535,13 @@ impl Flood {
     /// Says `hello` with this node's URL to every known peer, so the introduction goes both ways.
     pub async fn introduce(&self) {
         let me = Value::String(self.me().to_string());
+        // Nodes reached over iroh are told this node's ticket, so they can dial it back.
+        let ticket = self.client.iroh().map(|iroh| Value::String(iroh.ticket().encode()));
         let calls = self.peers.list().into_iter().map(|peer| {
-            let me = me.clone();
+            let me = match &ticket {
+                Some(ticket) if peer.url.starts_with("iroh://") => ticket.clone(),
+                _ => me.clone(),
+            };
             async move {
                 if let Err(error) = self
                     .client

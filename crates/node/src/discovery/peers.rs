@@ -103,6 +103,8 @@ struct PeerState {
     failures: u32,
     first_failure: Option<Instant>,
     retry_at: Option<Instant>,
+    /// Found on the LAN (mDNS) rather than named by anyone.
+    local: bool,
 }
 
 /// One row of the peer table, as shown to users.
@@ -117,6 +119,10 @@ pub struct PeerInfo {
     pub learnt: bool,
     /// How long ago it last answered, if ever.
     pub last_seen: Option<Duration>,
+    /// Found on the LAN.
+    pub local: bool,
+    /// How the connection to it runs (`direct` or `relay`), for a node reached over iroh.
+    pub path: Option<&'static str>,
 }
 
 /// Why a peer was not added.
@@ -300,10 +306,19 @@ impl Peers {
                 backing_off: s.retry_at.is_some_and(|at| at > now),
                 learnt: s.learnt,
                 last_seen: s.last_ok.map(|at| now.saturating_duration_since(at)),
+                local: s.local,
+                path: None,
             })
             .collect();
         rows.sort_by(|a, b| a.url.cmp(&b.url));
         rows
+    }
+
+    /// Marks a peer as found on the LAN (or no longer seen there).
+    pub fn set_local(&self, url: &str, local: bool) {
+        if let Some(state) = self.lock().get_mut(url) {
+            state.local = local;
+        }
     }
 
     /// Records that a peer answered (with a result or a fault).
@@ -413,6 +428,7 @@ impl PeerState {
             failures: 0,
             first_failure: None,
             retry_at: None,
+            local: false,
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod content;
 pub mod faults;
 pub mod guard;
+pub mod iroh;
 pub mod json;
 pub mod metrics;
 pub mod range;
@@ -171,7 +172,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Caller(peer))));
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Caller(peer, None))));
         let io = stall::Stall::new(stream, options.stall_timeout);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

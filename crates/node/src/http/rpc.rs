@@ -257,7 +257,14 @@ async fn search(r: Request) -> Answer {
         .api
         .flood()
         .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
-    let found = r.api.search(&call.pattern, route).await?;
+    let mut found = r.api.search(&call.pattern, route).await?;
+    if let Some(keyed) = own_name_for(&r.api, &r.caller) {
+        for url in found.iter_mut().flat_map(|m| m.urls.iter_mut()) {
+            if url == r.api.url() {
+                url.clone_from(&keyed);
+            }
+        }
+    }
     Ok(Value::Array(found.iter().map(|m| SearchMatch::from(m).to_value()).collect()))
 }
 
@@ -268,8 +275,20 @@ async fn locate(r: Request) -> Answer {
         .api
         .flood()
         .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
-    let hit: Hit = r.api.locate(&call.name, route).await?;
+    let mut hit: Hit = r.api.locate(&call.name, route).await?;
+    if let Some(keyed) = own_name_for(&r.api, &r.caller)
+        && hit.url == r.api.url()
+    {
+        hit.url = keyed;
+    }
     Ok(LocateAnswer::from(&hit).to_value())
+}
+
+/// How this node names itself as a holder to `caller`: by its id to a caller that came over
+/// iroh (its TCP URL may well be a loopback or private one the caller cannot reach).
+fn own_name_for(api: &Api, caller: &Caller) -> Option<String> {
+    caller.key()?;
+    api.keyed_url()
 }
 
 async fn info(r: Request) -> Answer {
@@ -301,6 +320,10 @@ async fn stats(r: Request) -> Answer {
     calls::none(r.params)?;
     let mut fields = BTreeMap::new();
     fields.insert("url".into(), Value::String(r.api.url().to_string()));
+    if let (Some(keyed), Some(ticket)) = (r.api.keyed_url(), r.api.ticket()) {
+        fields.insert("id".into(), Value::String(keyed.trim_start_matches("iroh://").to_string()));
+        fields.insert("ticket".into(), Value::String(ticket));
+    }
     fields.insert("files".into(), shoal_xmlrpc::size_value(r.api.list().await?.len() as u64));
     fields.insert("peers".into(), shoal_xmlrpc::size_value(r.api.peers().len() as u64));
     fields.insert("messages_sent".into(), shoal_xmlrpc::size_value(r.api.messages_sent()));
@@ -410,6 +433,8 @@ async fn peer_table(r: Request) -> Answer {
                     failures: p.failures,
                     backing_off: p.backing_off,
                     learnt: p.learnt,
+                    local: p.local,
+                    path: p.path.unwrap_or_default().to_string(),
                 }
                 .to_value()
             })

@@ -38,7 +38,7 @@ pub enum CallError {
     #[error("calling {url} timed out after {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("calling {url} failed: {source}")]
-    Transport { url: String, source: reqwest::Error },
+    Transport { url: String, source: SendError },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url} sent a response larger than {limit} bytes")]
@@ -79,6 +79,8 @@ pub struct ClientOptions {
     pub extra_roots: Vec<reqwest::Certificate>,
     /// Headers sent with every request the owner asked for (`--header`), never to peers.
     pub owner_headers: reqwest::header::HeaderMap,
+    /// The iroh endpoint that reaches nodes named `iroh://<id>` (none: such peers are refused).
+    pub iroh: Option<Arc<super::iroh::Iroh>>,
 }
 
 impl Default for ClientOptions {
@@ -90,7 +92,74 @@ impl Default for ClientOptions {
             budget: 1 << 30,
             extra_roots: Vec::new(),
             owner_headers: reqwest::header::HeaderMap::new(),
+            iroh: None,
         }
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Http(reqwest::Error),
+    #[error("{0}")]
+    Iroh(String),
+}
+
+impl SendError {
+    /// True when a redirect was refused (an owner's URL only).
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, SendError::Http(e) if e.is_redirect())
+    }
+}
+
+/// A request ready to go, over TCP or iroh (see [`Client::request`]).
+pub struct Pending {
+    builder: reqwest::RequestBuilder,
+    iroh: Option<Arc<super::iroh::Iroh>>,
+    timeout: Option<Duration>,
+}
+
+impl Pending {
+    /// Adds a header.
+    pub fn header<K, V>(mut self, key: K, value: V) -> Self
+    where
+        reqwest::header::HeaderName: TryFrom<K>,
+        <reqwest::header::HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        reqwest::header::HeaderValue: TryFrom<V>,
+        <reqwest::header::HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.builder = self.builder.header(key, value);
+        self
+    }
+
+    /// Sets a body.
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.body(body);
+        self
+    }
+
+    /// Gives up when no response came within `timeout` (over TCP also when the body takes longer).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.builder = self.builder.timeout(timeout);
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends the request.
+    pub async fn send(self) -> Result<reqwest::Response, SendError> {
+        let Some(iroh) = self.iroh else {
+            return self.builder.send().await.map_err(SendError::Http);
+        };
+        let request = self.builder.build().map_err(SendError::Http)?;
+        let sent = iroh.send(request);
+        match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, sent)
+                .await
+                .map_err(|_| SendError::Iroh("timed out".into()))?,
+            None => sent.await,
+        }
+        .map_err(SendError::Iroh)
     }
 }
 
@@ -125,10 +194,18 @@ pub fn parse_header(text: &str) -> Result<(reqwest::header::HeaderName, reqwest:
 
 /// Why a request failed, in one line for a person: a TLS failure names the reason (such as
 /// `certificate not trusted: unknown issuer`); no URL (and so no credentials) is in it.
-pub fn describe(error: &reqwest::Error) -> String {
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     if let Some(tls) = tls_failure(error) {
         return tls;
     }
+    let error = match error.downcast_ref::<SendError>() {
+        Some(SendError::Iroh(text)) => return text.clone(),
+        Some(SendError::Http(inner)) => inner,
+        None => match error.downcast_ref::<reqwest::Error>() {
+            Some(inner) => inner,
+            None => return error.to_string(),
+        },
+    };
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     // The innermost cause is the useful one ("Connection refused"), the outer ones are generic.
@@ -147,7 +224,7 @@ pub fn describe(error: &reqwest::Error) -> String {
 
 /// The TLS failure behind `error`, described, when there is one: such an error will not go
 /// away by retrying.
-pub fn tls_failure(error: &reqwest::Error) -> Option<String> {
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     // Bounded: error chains are short, and a cycle is impossible in owned sources.
     for _ in 0..16 {
@@ -189,6 +266,7 @@ pub struct Client {
     policy: Policy,
     budget: Arc<Semaphore>,
     metrics: super::metrics::Metrics,
+    iroh: Option<Arc<super::iroh::Iroh>>,
 }
 
 /// Builds one reqwest client. TLS is rustls; the roots are the platform's (which honours
@@ -260,7 +338,27 @@ impl Client {
             policy: options.policy,
             budget: Arc::new(Semaphore::new((options.budget / 1024).clamp(1, Semaphore::MAX_PERMITS))),
             metrics: super::metrics::Metrics::default(),
+            iroh: options.iroh.clone(),
         }
+    }
+
+    /// The iroh endpoint, when this client has one.
+    pub fn iroh(&self) -> Option<&Arc<super::iroh::Iroh>> {
+        self.iroh.as_ref()
+    }
+
+    /// Remembers the relay and addresses a ticket gives for its node, keeping only addresses
+    /// this client's policy for `trust` allows. Does nothing for an http URL or a bare id.
+    pub fn learn_ticket(&self, raw: &str, trust: Trust) {
+        let (Some(iroh), Ok(mut ticket)) = (&self.iroh, crate::proto::ticket::Ticket::parse(raw)) else {
+            return;
+        };
+        let policy = match trust {
+            Trust::Peer => self.policy,
+            Trust::Owner => Policy::OWNER,
+        };
+        ticket.addrs.retain(|a| policy.allows(a.ip()));
+        iroh.learn(&ticket);
     }
 
     /// The HTTP client for requests of the given trust. Callers check IP literals with
@@ -284,6 +382,9 @@ impl Client {
             Some(url::Host::Domain(_)) => None,
             None => return Err(CallError::Refused { url: url.to_string() }),
         };
+        if url.scheme() == crate::proto::ticket::SCHEME && self.iroh.is_some() {
+            return Ok(());
+        }
         if ip.is_some_and(|ip| !policy.allows(ip)) || !matches!(url.scheme(), "http" | "https") {
             return Err(CallError::Refused { url: url.to_string() });
         }
@@ -291,9 +392,14 @@ impl Client {
     }
 
     /// A GET (or HEAD) request for `url`, checked against the policy.
-    pub fn request(&self, method: reqwest::Method, url: &reqwest::Url, trust: Trust) -> Result<reqwest::RequestBuilder, CallError> {
+    pub fn request(&self, method: reqwest::Method, url: &reqwest::Url, trust: Trust) -> Result<Pending, CallError> {
         self.check(url, trust)?;
-        Ok(self.http(trust).request(method, url.clone()))
+        let iroh = self.iroh.clone().filter(|_| url.scheme() == crate::proto::ticket::SCHEME);
+        Ok(Pending {
+            builder: self.http(trust).request(method, url.clone()),
+            iroh,
+            timeout: None,
+        })
     }
 
     /// How many requests this client has sent.
@@ -329,13 +435,11 @@ impl Client {
         trust: Trust,
     ) -> Result<Value, CallError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| CallError::Refused { url: url.to_string() })?;
-        self.check(&parsed, trust)?;
+        let request = self.request(reqwest::Method::POST, &parsed, trust)?;
         self.metrics.messages_sent.inc();
         let body = shoal_xmlrpc::encode_call(method, params);
         let work = async {
-            let response = self
-                .http(trust)
-                .post(parsed)
+            let response = request
                 .header("content-type", "text/xml")
                 .body(body)
                 .send()
@@ -401,7 +505,7 @@ async fn read_capped_within(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|source| CallError::Transport {
             url: url.to_string(),
-            source,
+            source: SendError::Http(source),
         })?;
         if len + chunk.len() > limit {
             return Err(CallError::TooLarge {

@@ -1,12 +1,14 @@
 //! The network seam: every outbound request goes through [`Client`], which applies the address
 //! [`policy`], the redirect rules, timeouts, response caps and the budget of answers in flight.
-//! A second transport (keys and encryption) fills the same seam later.
+//! A peer named `iroh://<id>` is reached over the second transport, [`iroh`] (node keys,
+//! encryption, hole punching, relays), behind the same seam.
 
 pub mod client;
+pub mod iroh;
 pub mod metrics;
 pub mod policy;
 
-pub use client::{CallError, Client, ClientOptions, Trust, describe, load_ca_file, parse_header, tls_failure};
+pub use client::{CallError, Client, ClientOptions, Pending, SendError, Trust, describe, load_ca_file, parse_header, tls_failure};
 pub use policy::Policy;
 
 /// The URL of one of the protocol's paths on the node at `base` (any path in `base` is

@@ -350,6 +350,10 @@ pub struct PeerRow {
     pub failures: u32,
     pub backing_off: bool,
     pub learnt: bool,
+    /// Found on the LAN.
+    pub local: bool,
+    /// `direct` or `relay` for a node reached over iroh, empty otherwise.
+    pub path: String,
 }
 
 impl PeerRow {
@@ -360,6 +364,8 @@ impl PeerRow {
         f.insert("failures".into(), shoal_xmlrpc::size_value(u64::from(self.failures)));
         f.insert("backing_off".into(), Value::Boolean(self.backing_off));
         f.insert("learnt".into(), Value::Boolean(self.learnt));
+        f.insert("local".into(), Value::Boolean(self.local));
+        f.insert("path".into(), Value::String(self.path.clone()));
         Value::Struct(f)
     }
 }

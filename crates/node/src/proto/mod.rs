@@ -41,6 +41,7 @@
 pub mod answers;
 pub mod calls;
 pub mod faults;
+pub mod ticket;
 pub mod url;
 
 /// The bounds of the protocol.

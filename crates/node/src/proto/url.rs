@@ -21,13 +21,26 @@ pub enum UrlError {
     TooLong,
     #[error("peer URL {0:?} has a path that is not a node's")]
     Path(String),
+    #[error("peer {0:?}: {1}")]
+    Key(String, crate::proto::ticket::TicketError),
 }
 
-/// The canonical spelling of a peer URL: lower-case scheme and host, `localhost` as
+/// A node named by id or ticket, as `iroh://<id>`.
+fn keyed(raw: &str) -> Result<String, UrlError> {
+    crate::proto::ticket::Ticket::parse(raw)
+        .map(|t| t.url())
+        .map_err(|e| UrlError::Key(short(raw), e))
+}
+
+/// The canonical spelling of a peer URL: a node id or ticket as `iroh://<id>`; otherwise
+/// lower-case scheme and host, `localhost` as
 /// `127.0.0.1`, an explicit port, no query or fragment, and no trailing slash.
 pub fn normalize(raw: &str) -> Result<String, UrlError> {
     if raw.len() > crate::proto::limits::MAX_URL_BYTES {
         return Err(UrlError::TooLong);
+    }
+    if crate::proto::ticket::is_keyed(raw) {
+        return keyed(raw);
     }
     let url = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
     spell(&url, raw)
@@ -57,6 +70,9 @@ fn spell(url: &url::Url, raw: &str) -> Result<String, UrlError> {
 pub fn holder(raw: &str) -> Result<String, UrlError> {
     if raw.len() > crate::proto::limits::MAX_URL_BYTES {
         return Err(UrlError::TooLong);
+    }
+    if crate::proto::ticket::is_keyed(raw) {
+        return keyed(raw);
     }
     let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::Invalid(short(raw)))?;
     if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
@@ -114,6 +130,8 @@ pub struct SelfUrl {
     pub url: String,
     port: u16,
     hosts: Vec<String>,
+    /// `iroh://<id>`, when the node has a key.
+    pub keyed: Option<String>,
 }
 
 impl SelfUrl {
@@ -131,13 +149,20 @@ impl SelfUrl {
             port: parsed.port_or_known_default().unwrap_or(listen.port()),
             url,
             hosts,
+            keyed: None,
         })
+    }
+
+    /// The same, for a node that is also reachable by its id.
+    pub fn with_key(mut self, keyed: String) -> Self {
+        self.keyed = Some(keyed);
+        self
     }
 
     /// True when `other` (any spelling) names this node.
     pub fn is_me(&self, other: &str) -> bool {
         let Ok(other) = normalize(other) else { return false };
-        if other == self.url {
+        if other == self.url || self.keyed.as_deref() == Some(other.as_str()) {
             return true;
         }
         let Ok(parsed) = url::Url::parse(&other) else { return false };

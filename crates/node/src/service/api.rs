@@ -97,6 +97,8 @@ pub struct Inner {
     pub root: Arc<shoal_index::Root>,
     pub flood: Arc<Flood>,
     pub secret: String,
+    /// Node ids (hex) whose callers over iroh are the owner, with no secret.
+    pub owner_keys: Vec<String>,
     pub downloads: Downloads,
     pub upload_limit: Option<Arc<RateLimiter>>,
     /// Cancelled when the node begins to shut down.
@@ -147,6 +149,21 @@ impl Api {
         self.inner.flood.me()
     }
 
+    /// This node as `iroh://<id>`, when it has a key.
+    pub fn keyed_url(&self) -> Option<String> {
+        self.inner.flood.peers.me().keyed.clone()
+    }
+
+    /// This node's ticket (id, home relay, direct addresses), when it runs iroh.
+    pub fn ticket(&self) -> Option<String> {
+        self.client().iroh().map(|iroh| iroh.ticket().encode())
+    }
+
+    /// Whether `key` (a node id in hex) is one of the owner's.
+    pub fn is_owner_key(&self, key: &str) -> bool {
+        self.inner.owner_keys.iter().any(|k| k == key)
+    }
+
     /// The owner's secret, for the owner's own in-process shell.
     pub fn secret(&self) -> &str {
         &self.inner.secret
@@ -181,6 +198,7 @@ impl Api {
 
     /// Adds a peer on the owner's word (no probe, never evicted).
     pub fn add_peer(&self, url: &str) -> Result<(), ApiError> {
+        self.client().learn_ticket(url, crate::net::Trust::Owner);
         match self.inner.flood.peers.add(url) {
             Ok(_) | Err(PeerError::IsSelf(_)) => Ok(()),
             Err(PeerError::Store(e)) => Err(ApiError::Internal(e)),
@@ -190,7 +208,15 @@ impl Api {
 
     /// The known peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.inner.flood.peers.list()
+        let mut peers = self.inner.flood.peers.list();
+        if let Some(iroh) = self.client().iroh() {
+            for peer in &mut peers {
+                if let Some(id) = peer.url.strip_prefix("iroh://") {
+                    peer.path = iroh.path(id);
+                }
+            }
+        }
+        peers
     }
 
     /// Messages this node has sent to others.

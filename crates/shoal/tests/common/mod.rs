@@ -32,6 +32,9 @@ pub fn shoal() -> Command {
         }
     }
     command.env_remove("NO_COLOR");
+    // Nothing a test starts reaches past this machine: no public relays, look-ups, port
+    // mapping or mDNS on the real interfaces.
+    command.env("SHOAL_LOCAL_ONLY", "1");
     command.env(
         "XDG_DATA_HOME",
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("shoal-tests-no-data-home"),
