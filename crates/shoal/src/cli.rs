@@ -141,8 +141,11 @@ pub struct NetArgs {
     #[arg(long)]
     pub no_portmap: bool,
     /// Neither announce this node on the LAN nor look for others there (mDNS).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mdns")]
     pub no_mdns: bool,
+    /// Find nodes on the LAN (mDNS) even with --local-only (the LAN is then the one place reached).
+    #[arg(long)]
+    pub mdns: bool,
     /// Reach nothing past the peers and relays given explicitly: no public relays, no public address look-up, no port mapping, no mDNS.
     #[arg(long, env = "SHOAL_LOCAL_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     pub local_only: bool,
@@ -176,7 +179,7 @@ impl NetArgs {
             options.public_relays = false;
         }
         options.portmap &= !self.no_portmap;
-        options.mdns &= !self.no_mdns;
+        options.mdns = (options.mdns || self.mdns) && !self.no_mdns;
         options.bind = self.iroh_listen;
         Ok(Some(options))
     }

@@ -222,6 +222,25 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
             args.json,
             args.quiet,
         );
+        // How each node reached over iroh was reached: directly or through a relay.
+        if let Some(iroh) = client.iroh() {
+            let mut seen = Vec::new();
+            for source in outcome.sources.iter().filter(|s| s.bytes > 0) {
+                let Some(id) = source.url.strip_prefix("iroh://").and_then(|rest| rest.split('/').next()) else {
+                    continue;
+                };
+                if seen.contains(&id) {
+                    continue;
+                }
+                seen.push(id);
+                let path = iroh.path(id).unwrap_or("closed");
+                if args.json {
+                    println!("{}", serde_json::json!({"event": "path", "node": id, "path": path}));
+                } else if !args.quiet {
+                    println!("node {id} reached {path}");
+                }
+            }
+        }
         Ok(())
     }
     .await;

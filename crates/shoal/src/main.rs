@@ -26,8 +26,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
             // The TLS verifier logs every refused certificate as an error of its own; shoal
-            // reports it once, in its own words.
-            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+            // reports it once, in its own words. iroh's socket reports connections closed at
+            // exit as errors.
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off,iroh::socket=off")
         }))
         .with_writer(std::io::stderr)
         .init();

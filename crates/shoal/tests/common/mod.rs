@@ -155,6 +155,8 @@ pub struct Node {
     /// The state directory.
     pub state: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// The lines the node printed after `listening on`.
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 impl Node {
@@ -241,6 +243,7 @@ impl Node {
             dir,
             state,
             _tmp: None,
+            lines: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -249,6 +252,7 @@ impl Node {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("listening on ") {
                         node.url = url.trim().to_string();
+                        node.lines = Some(lines);
                         return node;
                     }
                 }
@@ -256,6 +260,34 @@ impl Node {
                     let log = std::fs::read_to_string(&log).unwrap_or_default();
                     panic!("{command:?} did not print `listening on` within {START_TIMEOUT:?} (or ended); stderr:\n{log}");
                 }
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The node's ticket, from its `ticket ...` line (bounded wait; the node runs iroh).
+    pub fn ticket(&mut self) -> String {
+        self.line_after("ticket ")
+    }
+
+    /// The node's id, from its `node id ...` line (before the ticket line).
+    pub fn id(&mut self) -> String {
+        self.line_after("node id ")
+    }
+
+    fn line_after(&mut self, prefix: &str) -> String {
+        let lines = self.lines.as_ref().expect("the node's output");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!("the node printed no `{prefix}` line within {START_TIMEOUT:?}"),
             }
         }
     }
