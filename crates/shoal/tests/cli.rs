@@ -174,7 +174,7 @@ fn report_commands_print_tables_and_json() {
 
     // peers
     let out = against(&near, &["peers"], false).expect_code(0).stdout();
-    assert_eq!(header(&out), ["URL", "KIND", "STATE", "FAILURES"], "{out}");
+    assert_eq!(header(&out), ["URL", "KIND", "STATE", "FAILURES", "VIA"], "{out}");
     let line = row(&out, &far.url);
     assert_eq!(line.split_whitespace().collect::<Vec<_>>(), [far.url.as_str(), "shoal", "ok", "0"]);
     let peers = against(&near, &["peers"], true).json();
