@@ -20,6 +20,8 @@
 # 1-8 or a name: one, mirrors, peers, rss, resume, folder, one-server, https; repeatable).
 # Case 7 is over https when ONE_SERVER_SCHEME=https (the certificate is made by the script).
 set -euo pipefail
+# Nothing leaves this machine: no public relays, look-ups, port mapping or mDNS.
+export SHOAL_LOCAL_ONLY=1
 
 usage() { sed -n '2,22p' "$0" >&2; }
 

@@ -90,6 +90,8 @@ impl Proc {
                 command.env_remove(key);
             }
         }
+        // Nothing leaves this machine: no public relays, look-ups, port mapping or mDNS.
+        command.env("SHOAL_LOCAL_ONLY", "1");
         let mut child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let out = child.stdout.take().context("the child's stdout")?;
         let mut err = child.stderr.take().context("the child's stderr")?;
