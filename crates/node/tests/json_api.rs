@@ -298,3 +298,57 @@ async fn downloads_pause_and_resume_and_peers_are_added() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("targets"));
 }
+
+/// A client endpoint dialling with `key`, nothing reaching past loopback.
+async fn iroh_client(key: iroh::SecretKey) -> shoal_node::net::Client {
+    let iroh = shoal_node::net::iroh::Iroh::bind(key, &shoal_node::options::IrohOptions::local_only(), false)
+        .await
+        .unwrap();
+    shoal_node::net::Client::with_options(shoal_node::net::ClientOptions {
+        iroh: Some(std::sync::Arc::new(iroh)),
+        ..Default::default()
+    })
+}
+
+async fn iroh_get(client: &shoal_node::net::Client, id: &str, path: &str) -> (u16, Json) {
+    let url = reqwest::Url::parse(&format!("iroh://{id}{path}")).unwrap();
+    let response = client
+        .request(reqwest::Method::GET, &url, shoal_node::net::Trust::Peer)
+        .unwrap()
+        .timeout(BOUND)
+        .send()
+        .await
+        .expect("the node answers over iroh");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Json::Null))
+}
+
+#[tokio::test]
+async fn over_iroh_the_owner_is_proven_by_key_and_a_stranger_is_not() {
+    let node = TestNode::start_with(|o| o.iroh = Some(shoal_node::options::IrohOptions::local_only())).await;
+    node.add("a.txt", b"a").await;
+    let ticket = node.node.ticket(Duration::from_secs(3)).await.expect("a ticket");
+    let id = node.node.id().unwrap();
+
+    // The state directory's client key is the owner's.
+    let owner = iroh_client(shoal_node::node::client_key(node.state.path()).unwrap()).await;
+    owner.learn_ticket(&ticket, shoal_node::net::Trust::Owner);
+    let (status, body) = iroh_get(&owner, &id, "/api/v1/status").await;
+    assert_eq!(status, 200, "{body}");
+    // Public routes answer everyone.
+    let (status, files) = iroh_get(&owner, &id, "/api/v1/files").await;
+    assert_eq!(status, 200);
+    assert!(files.to_string().contains("a.txt"), "{files}");
+
+    // Any other key is a stranger's: owner routes refuse it.
+    let stranger = iroh_client(iroh::SecretKey::from_bytes(&[9; 32])).await;
+    stranger.learn_ticket(&ticket, shoal_node::net::Trust::Owner);
+    let (status, _) = iroh_get(&stranger, &id, "/api/v1/status").await;
+    assert_eq!(status, 401);
+    let (status, _) = iroh_get(&stranger, &id, "/api/v1/files").await;
+    assert_eq!(status, 200);
+    for client in [owner, stranger] {
+        client.iroh().unwrap().close().await;
+    }
+    node.stop().await;
+}

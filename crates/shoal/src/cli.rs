@@ -268,9 +268,9 @@ pub struct WebArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Attach to a running node instead of starting one: its URL, or none for the node running
-    /// on the state directory.
-    #[arg(long = "node", value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    /// Attach to a running node instead of starting one: its URL, id or ticket, or none for the
+    /// node running on the state directory.
+    #[arg(long = "node", value_name = "URL|TICKET", num_args = 0..=1, default_missing_value = "")]
     pub attach: Option<String>,
     /// The owner's secret [default: the state directory's].
     #[arg(long)]
@@ -280,8 +280,8 @@ pub struct ShellArgs {
 /// How a command finds the node it talks to.
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
-    /// The node's URL [default: the node running on the state directory].
-    #[arg(long = "node", value_name = "URL")]
+    /// The node's URL, id or ticket [default: the node running on the state directory].
+    #[arg(long = "node", value_name = "URL|TICKET")]
     pub node: Option<String>,
     /// The state directory of the local node.
     #[arg(long, value_name = "DIR")]
@@ -289,6 +289,8 @@ pub struct RemoteArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Args, Debug)]

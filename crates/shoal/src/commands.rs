@@ -10,7 +10,7 @@ use crate::output::{size, table};
 use crate::remote::Remote;
 
 fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
-    Remote::find(args.node.as_deref(), args.state.as_deref())
+    Remote::find(args.node.as_deref(), args.state.as_deref(), &args.net)
 }
 
 /// Rows of matches: name, size, holders, id.
@@ -220,7 +220,14 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
     let client = shoal_node::node::client_key(&layers.state)?;
     let id = key.public().to_string();
     // A node running on this state directory knows its relay and addresses.
-    let running = match Remote::find(None, Some(&layers.state)) {
+    let running = match Remote::find(
+        None,
+        Some(&layers.state),
+        &crate::cli::NetArgs {
+            no_iroh: true,
+            ..Default::default()
+        },
+    ) {
         Ok(node) => node.call("shoal.stats", Vec::new()).await.ok(),
         Err(_) => None,
     };
@@ -260,7 +267,11 @@ pub async fn relay(args: crate::cli::RelayArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the relay on {}: {e}", args.listen))?;
     let addr = server.http_addr().ok_or_else(|| anyhow::anyhow!("the relay has no HTTP address"))?;
     println!("relay listening on http://{addr}");
-    println!("give nodes: --relay http://{addr}");
+    if addr.ip().is_unspecified() {
+        println!("give nodes: --relay http://<this machine's address>:{}", addr.port());
+    } else {
+        println!("give nodes: --relay http://{addr}");
+    }
     crate::serve::wait_for_signal().await?;
     eprintln!("shutting down");
     let _ = server.shutdown().await;

@@ -17,6 +17,8 @@ pub struct Remote {
     client: Client,
     /// Where the client key is, for a node named by id or ticket (dialled over iroh).
     state: Option<std::path::PathBuf>,
+    /// How to reach such a node (`--relay`, `--local-only`, ...).
+    iroh: Option<shoal_node::options::IrohOptions>,
     keyed: tokio::sync::OnceCell<Client>,
 }
 
@@ -48,6 +50,7 @@ impl Remote {
             secret,
             client: Client::new(Duration::from_secs(3)),
             state: None,
+            iroh: None,
             keyed: tokio::sync::OnceCell::new(),
         }
     }
@@ -69,12 +72,10 @@ impl Remote {
                     None => Layers::load(None).map_err(|e| refused(e.to_string()))?.state,
                 };
                 let key = shoal_node::node::client_key(&state).map_err(|e| refused(e.to_string()))?;
-                let local = std::env::var("SHOAL_LOCAL_ONLY").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false" | "no" | "off"));
-                let options = if local {
-                    shoal_node::options::IrohOptions::local_only()
-                } else {
-                    shoal_node::options::IrohOptions::everything()
-                };
+                let options = self
+                    .iroh
+                    .clone()
+                    .ok_or_else(|| refused("nodes named by id or ticket need iroh, which --no-iroh turns off".into()))?;
                 let iroh = shoal_node::net::iroh::Iroh::bind(key, &options, false).await.map_err(refused)?;
                 let client = Client::with_options(shoal_node::net::ClientOptions {
                     iroh: Some(std::sync::Arc::new(iroh)),
@@ -88,7 +89,14 @@ impl Remote {
 
     /// The node a command means: `--node`, then `SHOAL_NODE`, then the config file, then the
     /// node running on the state directory. Its secret is the state directory's, when readable.
-    pub fn find(node: Option<&str>, state: Option<&Path>) -> anyhow::Result<Remote> {
+    pub fn find(node: Option<&str>, state: Option<&Path>, net: &crate::cli::NetArgs) -> anyhow::Result<Remote> {
+        let iroh = net.iroh_options()?;
+        let mut remote = Self::find_url(node, state)?;
+        remote.iroh = iroh;
+        Ok(remote)
+    }
+
+    fn find_url(node: Option<&str>, state: Option<&Path>) -> anyhow::Result<Remote> {
         let layers = Layers::load(state)?;
         let url_file = layers.state.join(shoal_node::node::URL_FILE);
         let own_url = std::fs::read_to_string(&url_file).ok().map(|u| u.trim().to_string());

@@ -261,7 +261,7 @@ async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut
 pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
     let (remote, node) = match &args.attach {
         Some(url) => {
-            let mut remote = Remote::find(Some(url.as_str()), args.node.state.as_deref())?;
+            let mut remote = Remote::find(Some(url.as_str()), args.node.state.as_deref(), &args.node.net)?;
             if args.secret.is_some() {
                 crate::serve::warn_secret_flag();
                 remote.secret = args.secret.clone();

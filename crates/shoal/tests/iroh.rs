@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,16 @@ fn start_with(mut command: Command, files: &[(&str, &[u8])], extra: &[&str]) -> 
     (node, tmp)
 }
 
-fn get(args: &[&str]) -> common::Output {
+/// `shoal get ARGS` saving into `out`, with a state directory of its own there.
+fn get_into(out: &Path, args: &[&str]) -> common::Output {
     let mut command = shoal();
-    command.arg("get").args(args);
+    command
+        .arg("get")
+        .args(args)
+        .arg("--state")
+        .arg(out.join("state"))
+        .arg("-o")
+        .arg(out);
     run(command, "")
 }
 
@@ -55,17 +63,7 @@ fn a_file_crosses_over_iroh_by_ticket_and_the_key_stays() {
     assert!(shown.stdout().contains(&format!("ticket {ticket}\n")), "{}", shown.describe());
 
     let out = tempfile::tempdir().unwrap();
-    let state = out.path().join("state");
-    let got = get(&[
-        "big.bin",
-        "--peer",
-        &ticket,
-        "--state",
-        state.to_str().unwrap(),
-        "-o",
-        out.path().to_str().unwrap(),
-    ])
-    .expect_code(0);
+    let got = get_into(out.path(), &["big.bin", "--peer", &ticket]).expect_code(0);
     assert_eq!(read(&out.path().join("big.bin")), data);
     assert!(got.stdout().contains(&format!("iroh://{id}/content/")), "{}", got.describe());
     assert!(got.stdout().contains(&format!("node {id} reached direct")), "{}", got.describe());
@@ -86,6 +84,29 @@ fn a_file_crosses_over_iroh_by_ticket_and_the_key_stays() {
 }
 
 #[test]
+fn a_node_named_by_ticket_learns_the_namer_back_by_its_ticket() {
+    let (mut first, _a) = start(&[], &[]);
+    let first_ticket = first.ticket();
+    let (mut second, _b) = start(&[], &["--peer", &first_ticket]);
+    let second_id = second.id();
+    // The second node says hello to the first over iroh with its own ticket; the first dials
+    // it back by that ticket (the probe) and keeps it as a peer, by id.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers = run_args(["peers", "--json", "--node", &first.url]).expect_code(0).json();
+        let known = peers.as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["url"] == format!("iroh://{second_id}") && r["path"] == "direct")
+        });
+        if known {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first node never learnt the second: {peers}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_node_whose_key_does_not_match_the_ticket_is_refused() {
     let data = pattern(1 << 20, 3);
     let (mut honest, _a) = start(&[("f.bin", &data)], &[]);
@@ -97,22 +118,11 @@ fn a_node_whose_key_does_not_match_the_ticket_is_refused() {
     let mut forged = shoal_node::proto::ticket::Ticket::parse(&other.ticket()).unwrap();
     forged.id = shoal_node::proto::ticket::Ticket::parse(&honest.id()).unwrap().id;
     let out = tempfile::tempdir().unwrap();
-    let state = out.path().join("state");
-    let failed = get(&[
-        "f.bin",
-        "--peer",
-        &forged.encode(),
-        "--state",
-        state.to_str().unwrap(),
-        "-o",
-        out.path().to_str().unwrap(),
-        "--retry-for",
-        "1",
-    ]);
+    let failed = get_into(out.path(), &["f.bin", "--peer", &forged.encode(), "--retry-for", "1"]);
     assert_ne!(failed.code(), Some(0), "{}", failed.describe());
     assert!(!out.path().join("f.bin").exists());
     // And a ticket that is not one is a clear error.
-    let bad = get(&["f.bin", "--peer", "shoal1notaticket", "--state", state.to_str().unwrap()]);
+    let bad = get_into(out.path(), &["f.bin", "--peer", "shoal1notaticket"]);
     assert_eq!(bad.code(), Some(1), "{}", bad.describe());
     assert!(bad.stderr().contains("ticket is damaged"), "{}", bad.describe());
 }
@@ -194,16 +204,7 @@ fn a_seed_node_an_http_node_and_an_iroh_node_form_one_network() {
     let out = tempfile::tempdir().unwrap();
     let state = out.path().join("state");
     for (name, want) in [("i.bin", &i_data[..]), ("h.bin", &h_data[..])] {
-        get(&[
-            name,
-            "--peer",
-            &ticket,
-            "--state",
-            state.to_str().unwrap(),
-            "-o",
-            out.path().to_str().unwrap(),
-        ])
-        .expect_code(0);
+        get_into(out.path(), &[name, "--peer", &ticket]).expect_code(0);
         assert_eq!(read(&out.path().join(name)), want, "{name}");
     }
     // The seed's own flow, driven over iroh: the owner's shell tells the iroh node to fetch a
@@ -240,22 +241,10 @@ fn one_download_mixes_an_iroh_peer_a_tcp_peer_and_a_mirror() {
     let mirror = format!("{}/mix.bin", nginx.url());
     let ticket = over_iroh.ticket();
     let out = tempfile::tempdir().unwrap();
-    let state = out.path().join("state");
-    let got = get(&[
-        "mix.bin",
-        &mirror,
-        "--peer",
-        &ticket,
-        "--peer",
-        &over_tcp.url,
-        "--state",
-        state.to_str().unwrap(),
-        "-o",
-        out.path().to_str().unwrap(),
-        "--json",
-        "-x",
-        "1",
-    ])
+    let got = get_into(
+        out.path(),
+        &["mix.bin", &mirror, "--peer", &ticket, "--peer", &over_tcp.url, "--json", "-x", "1"],
+    )
     .expect_code(0);
     assert_eq!(read(&out.path().join("mix.bin")), data);
     let done: serde_json::Value = got
@@ -301,7 +290,8 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) {
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("shoal-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by an earlier run of this process id would be in the way.
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
         ip(&["netns", "add", &name]);
         in_ns(&name, "ip", &["link", "set", "lo", "up"]);
         Netns(name)

@@ -515,17 +515,21 @@ impl Flood {
     /// Learns a peer named by someone else: it joins the table only after it answered as a
     /// node (any well-formed XML-RPC answer, a fault included). Returns whether it was new.
     pub async fn learn(&self, url: &str) -> Result<bool, peers::PeerError> {
-        // A ticket's addresses are hints for the dial below; its key decides who answers.
+        let admitted = self.peers.admissible(url)?;
+        // A ticket's addresses are hints for dialling its node; its key decides who answers.
+        // They are kept for peers in the table (a known node may have moved) and for one
+        // being probed, and forgotten when the probe fails, so strangers cannot fill memory.
         self.client.learn_ticket(url, crate::net::Trust::Peer);
-        let url = self.peers.admissible(url)?;
-        let Some(url) = url else { return Ok(false) };
+        let Some(admitted) = admitted else { return Ok(false) };
         let probe = self
             .client
-            .call(&url, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
+            .call(&admitted, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
             .await;
+        let url = admitted;
         match probe {
             Ok(_) | Err(CallError::Fault { .. }) => self.peers.add_learnt(&url).map(|(_, added)| added),
             Err(error) => {
+                self.client.forget_ticket(&url);
                 tracing::debug!(%url, %error, "a peer we were told of did not answer as a node");
                 Err(peers::PeerError::NotANode(url))
             }

@@ -234,10 +234,7 @@ async fn query(r: Request) -> Answer {
 async fn fetch(r: Request) -> Answer {
     let call = calls::Fetch::decode(r.params)?;
     r.guard.check_secret(&r.api, &r.caller, &call.secret)?;
-    // An owner proven by key over iroh sent no secret; the guard let it through.
-    let by_key = r.caller.key().is_some_and(|key| r.api.is_owner_key(key));
-    let secret = if by_key { r.api.secret() } else { call.secret.as_str() };
-    r.api.fetch(&call.name, secret).await?;
+    r.api.fetch(&call.name).await?;
     Ok(Value::Integer(0))
 }
 

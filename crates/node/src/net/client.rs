@@ -361,6 +361,13 @@ impl Client {
         iroh.learn(&ticket);
     }
 
+    /// Forgets what [`Client::learn_ticket`] remembered for the node `raw` names.
+    pub fn forget_ticket(&self, raw: &str) {
+        if let (Some(iroh), Ok(ticket)) = (&self.iroh, crate::proto::ticket::Ticket::parse(raw)) {
+            iroh.forget(&ticket.id);
+        }
+    }
+
     /// The HTTP client for requests of the given trust. Callers check IP literals with
     /// [`Client::check`] first (the resolver sees only host names).
     pub fn http(&self, trust: Trust) -> &reqwest::Client {

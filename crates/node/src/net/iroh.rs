@@ -27,6 +27,8 @@ pub const MDNS_SERVICE: &str = "shoal";
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections kept open to other nodes; closed ones are forgotten first.
 const MAX_CACHED: usize = 512;
+/// Most nodes whose ticket addresses are remembered; the oldest are forgotten first.
+const MAX_HINTS: usize = 1024;
 
 /// What the endpoint may use to reach and be reached.
 #[derive(Debug, Clone)]
@@ -140,6 +142,8 @@ pub fn id_of(key: &SecretKey) -> String {
 pub struct Iroh {
     endpoint: Endpoint,
     memory: MemoryLookup,
+    /// The ids in `memory`, oldest first (bounded by [`MAX_HINTS`]).
+    hinted: Mutex<std::collections::VecDeque<EndpointId>>,
     mdns: Option<MdnsAddressLookup>,
     with_relays: bool,
     /// One slot per node dialled: the lock makes concurrent requests share one dial.
@@ -194,6 +198,7 @@ impl Iroh {
         Ok(Iroh {
             endpoint,
             memory,
+            hinted: Mutex::new(std::collections::VecDeque::new()),
             mdns,
             with_relays,
             conns: Mutex::new(HashMap::new()),
@@ -265,7 +270,24 @@ impl Iroh {
         if let Some(relay) = ticket.relay.as_deref().and_then(|r| r.parse::<RelayUrl>().ok()) {
             addrs.push(TransportAddr::Relay(relay));
         }
+        let mut hinted = self.hinted.lock().unwrap_or_else(|p| p.into_inner());
+        if !hinted.contains(&id) {
+            hinted.push_back(id);
+            if hinted.len() > MAX_HINTS
+                && let Some(oldest) = hinted.pop_front()
+            {
+                self.memory.remove_endpoint_info(oldest);
+            }
+        }
         self.memory.add_endpoint_info(EndpointAddr::from_parts(id, addrs));
+    }
+
+    /// Forgets the addresses [`Iroh::learn`] remembered for `id`.
+    pub fn forget(&self, id: &[u8; 32]) {
+        if let Ok(id) = EndpointId::from_bytes(id) {
+            self.hinted.lock().unwrap_or_else(|p| p.into_inner()).retain(|known| *known != id);
+            self.memory.remove_endpoint_info(id);
+        }
     }
 
     /// The nodes found on the LAN, as they come and go.

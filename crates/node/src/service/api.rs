@@ -494,9 +494,10 @@ impl Api {
     }
 
     /// The seed's `fetch(name, secret)`: download `name` from the network into the share, from
-    /// every shoal node that holds it at once, or from a seed node through `query`.
-    pub async fn fetch(&self, name: &str, secret: &str) -> Result<(), ApiError> {
-        self.check_secret(secret)?;
+    /// every shoal node that holds it at once, or from a seed node through `query`. The caller
+    /// is the owner: the frontend checked (the secret, or the owner's key over iroh), as for
+    /// every other owner action.
+    pub async fn fetch(&self, name: &str) -> Result<(), ApiError> {
         if name.ends_with('/') {
             return self.fetch_folder(name).await;
         }
