@@ -14,14 +14,19 @@
 #                       host1 10.1.0.2           host2 10.2.0.2
 #                       shoal serve              shoal get         (routers MASQUERADE on wan)
 #
-# Case "open": host2 downloads from host1 with nothing but the two NATs between them; hole
-# punching may or may not work. (With `shoal relay`, which answers no QUIC address discovery,
-# and --local-only, a node knows only its LAN address, so neither side has a public address
-# to aim at: expect "relay".)
+# The relay serves https with a certificate from a CA this script makes (the nodes trust it with
+# --ca-cert), and QUIC address discovery on UDP 7842: each node learns its public (NATed)
+# address from it, as from iroh's public relays.
+# Case "open": host2 downloads from host1 with nothing but the two NATs between them: both
+# know their public addresses, so hole punching through the two NATs can succeed. A download
+# starts on the relay and moves to the direct path once the punch meets; the counters show
+# how much went each way. (The routers drop unsolicited inbound packets, as home routers do;
+# see make_home for why that matters to Linux's NAT.)
 # Case "one-nat": the public host downloads from host1, through home 1's NAT alone: host1 can
 # aim at the public address, so the direct path is expected here.
 # Case "blocked": host2 again, with each router also dropping forwarded UDP to and from the
-# other home's wan address, so only the relay (HTTP over TCP) can carry the data.
+# other home's wan address, so only the relay (https over TCP) can carry the data.
+#   NAT_SIZE_MIB=512 ... sets the file's size (default 64).
 # Exit code 0 when every case delivered an identical file, 1 when one did not, 2 when the
 # scenario could not be set up.
 set -euo pipefail
@@ -56,8 +61,9 @@ ns_h2="$tag-host2"
 ns_pub="$tag-public"
 namespaces=("$ns_inet" "$ns_relay" "$ns_r1" "$ns_h1" "$ns_r2" "$ns_h2" "$ns_pub")
 relay_ip=203.0.113.10
-relay_port=3340
-relay_url="http://$relay_ip:$relay_port"
+relay_http_port=3340
+relay_port=3341
+relay_url="https://$relay_ip:$relay_port"
 
 work="$(mktemp -d /tmp/shoal-nat.XXXXXX)"
 pids=()
@@ -140,7 +146,15 @@ plug_into_internet() {
 
 # --- the relay: its own namespace on the internet, running `shoal relay` ---
 plug_into_internet "$ns_relay" "$relay_ip" p-relay
-start_in "$ns_relay" relay "$bin" relay --listen "$relay_ip:$relay_port"
+# A CA of our own and the relay's certificate for its address.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=nat test CA" \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=$relay_ip" -keyout "$work/relay.key" -out "$work/relay.csr" 2>/dev/null
+printf 'subjectAltName=IP:%s\n' "$relay_ip" >"$work/relay.ext"
+openssl x509 -req -in "$work/relay.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+    -extfile "$work/relay.ext" -out "$work/relay.pem" 2>/dev/null
+start_in "$ns_relay" relay "$bin" relay --listen "$relay_ip:$relay_http_port" \
+    --tls-cert "$work/relay.pem" --tls-key "$work/relay.key" --https-listen "$relay_ip:$relay_port"
 
 # --- two homes: a NAT router (wan on the internet, lan to the home) and one host behind it ---
 make_home() {
@@ -151,6 +165,11 @@ make_home() {
     in_ns "$router" ip link set lan0 up
     in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
     in_ns "$router" iptables -t nat -A POSTROUTING -o wan0 -j MASQUERADE
+    # As home routers do, unsolicited packets from the internet are dropped. Dropped before
+    # conntrack confirms them, they leave no entry behind: a hole punch that arrives before
+    # this side's own has gone out does not take the port this side's mapping needs (with
+    # the entry, MASQUERADE would pick another port and the punch could never meet).
+    in_ns "$router" iptables -A INPUT -i wan0 -m conntrack --ctstate NEW -j DROP
     in_ns "$host" ip addr add "10.$n.0.2/24" dev eth0
     in_ns "$host" ip link set eth0 up
     in_ns "$host" ip route add default via "10.$n.0.1"
@@ -184,7 +203,7 @@ done
 mkdir -p "$work/share" "$work/serve-state"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom >"$work/share/big.bin"
 start_in "$ns_h1" serve "$bin" serve --dir "$work/share" --state "$work/serve-state" \
-    --listen 127.0.0.1:0 --local-only --no-mdns --relay "$relay_url"
+    --listen 127.0.0.1:0 --local-only --no-mdns --relay "$relay_url" --ca-cert "$work/ca.pem"
 ticket_line="$(wait_for_line "$work/serve.out" '^ticket ')" || {
     cat "$work/serve.out" "$work/serve.err" >&2
     die "shoal serve printed no ticket"
@@ -203,7 +222,7 @@ run_case() {
     in_ns "$ns_r1" iptables -Z FORWARD
     t0="$(date +%s.%N)"
     in_ns "$downloader" timeout -k 5 "$get_timeout" "$bin" get big.bin --peer "$ticket" --state "$dir/state" \
-        -o "$dir/out/" --local-only --no-mdns --relay "$relay_url" --json --retry-for 30 \
+        -o "$dir/out/" --local-only --no-mdns --relay "$relay_url" --ca-cert "$work/ca.pem" --json --retry-for 30 \
         >"$dir/get.out" 2>"$dir/get.err" || rc=$?
     t1="$(date +%s.%N)"
     local seconds transfer path verdict

@@ -60,7 +60,7 @@ pub enum Command {
     Id(IdArgs),
     /// Run a relay (iroh-relay) for a group's own nodes: plain HTTP, for local use and tests, or behind TLS.
     #[command(
-        after_help = "Examples:\n  shoal relay --listen 127.0.0.1:3340\n  shoal serve --relay http://127.0.0.1:3340\n\nIn production, serve it over https: put it behind a TLS-terminating proxy that passes\nWebSocket upgrades (see README), and give nodes --relay https://relay.example."
+        after_help = "Examples:\n  shoal relay --listen 127.0.0.1:3340\n  shoal serve --relay http://127.0.0.1:3340\n  shoal relay --tls-cert relay.pem --tls-key relay.key   (https on 443, QUIC address discovery on UDP 7842)\n  shoal serve --relay https://relay.example\n\nWith TLS the relay also answers QUIC address discovery on UDP port 7842 (the port nodes\nask), so nodes behind NAT learn their public address and can connect directly. Nodes trust\nthe certificate through the web's roots, or through --ca-cert for a group's own CA."
     )]
     Relay(RelayArgs),
     /// Print the settings in force and where each came from.
@@ -311,9 +311,20 @@ pub struct IdArgs {
 
 #[derive(Args, Debug)]
 pub struct RelayArgs {
-    /// Address and port to serve the relay on (plain HTTP).
+    /// Address and port of the plain-HTTP side: the whole relay without TLS, or only the
+    /// captive-portal check with --tls-cert.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:3340")]
     pub listen: std::net::SocketAddr,
+    /// Serve the relay over https with this certificate chain (PEM), and QUIC address discovery
+    /// beside it, which lets nodes behind NAT learn their public address (hole punching).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Address and port of the https side [default: the --listen address, port 443].
+    #[arg(long, value_name = "ADDR:PORT", requires = "tls_cert")]
+    pub https_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]

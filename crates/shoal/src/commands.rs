@@ -257,23 +257,59 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `shoal relay`: an iroh relay on plain HTTP until Ctrl-C.
+/// `shoal relay`: an iroh relay until Ctrl-C: plain HTTP, or https with QUIC address discovery.
 pub async fn relay(args: crate::cli::RelayArgs) -> anyhow::Result<()> {
-    use iroh_relay::server::{RelayConfig, Server, ServerConfig};
+    use iroh_relay::server::{CertConfig, QuicConfig, RelayConfig, Server, ServerConfig, TlsConfig};
+    let mut relay = RelayConfig::new(args.listen);
+    let mut quic = None;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let server_config = tls_server_config(cert, key)?;
+        let https = args
+            .https_listen
+            .unwrap_or_else(|| std::net::SocketAddr::new(args.listen.ip(), iroh_relay::defaults::DEFAULT_HTTPS_PORT));
+        // Nodes ask for address discovery on this port of the relay's host; it is not theirs to choose.
+        quic = Some(QuicConfig::new(std::net::SocketAddr::new(
+            https.ip(),
+            iroh_relay::defaults::DEFAULT_RELAY_QUIC_PORT,
+        )));
+        relay.tls = Some(TlsConfig::new(https, CertConfig::Manual { server_config }));
+    }
     let mut config = ServerConfig::default();
-    config.relay = Some(RelayConfig::new(args.listen));
+    config.relay = Some(relay);
+    config.quic = quic;
     let server = Server::spawn(config)
         .await
         .map_err(|e| anyhow::anyhow!("starting the relay on {}: {e}", args.listen))?;
-    let addr = server.http_addr().ok_or_else(|| anyhow::anyhow!("the relay has no HTTP address"))?;
-    println!("relay listening on http://{addr}");
+    let (scheme, addr) = match (server.https_addr(), server.http_addr()) {
+        (Some(addr), _) => ("https", addr),
+        (None, Some(addr)) => ("http", addr),
+        (None, None) => anyhow::bail!("the relay has no address"),
+    };
+    println!("relay listening on {scheme}://{addr}");
+    if let Some(quic) = server.quic_addr() {
+        println!("QUIC address discovery on udp {quic}");
+    }
     if addr.ip().is_unspecified() {
-        println!("give nodes: --relay http://<this machine's address>:{}", addr.port());
+        println!("give nodes: --relay {scheme}://<this machine's name>:{}", addr.port());
     } else {
-        println!("give nodes: --relay http://{addr}");
+        println!("give nodes: --relay {scheme}://{addr}");
     }
     crate::serve::wait_for_signal().await?;
     eprintln!("shutting down");
     let _ = server.shutdown().await;
     Ok(())
+}
+
+/// A TLS server configuration from a PEM certificate chain and key.
+fn tls_server_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", cert.display()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(iroh_relay::tls::default_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| anyhow::anyhow!("the relay's certificate and key: {e}"))
 }

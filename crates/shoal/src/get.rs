@@ -258,7 +258,12 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
 pub async fn client_for(args: &GetArgs, state: &Path, peers: Vec<String>) -> anyhow::Result<(Client, Vec<String>)> {
     let keyed = peers.iter().any(|p| shoal_node::proto::ticket::is_keyed(p));
     let iroh = match args.net.iroh_options()? {
-        Some(options) if keyed => {
+        Some(mut options) if keyed => {
+            for path in &args.web.ca_certs {
+                options
+                    .extra_roots
+                    .extend(shoal_node::net::load_ca_der(path).map_err(anyhow::Error::msg)?);
+            }
             let key = shoal_node::node::client_key(state)?;
             Some(Arc::new(
                 shoal_node::net::iroh::Iroh::bind(key, &options, false)

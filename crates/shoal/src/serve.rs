@@ -51,12 +51,19 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
         options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
     }
     options.secret = layers.get("secret", None).value;
-    for path in &args.ca_certs {
-        options
-            .ca_certs
-            .extend(shoal_node::net::load_ca_file(path).map_err(anyhow::Error::msg)?);
-    }
     options.iroh = args.net.iroh_options()?;
+    // --ca-cert is trusted for https mirrors and for relays alike.
+    for path in &args.ca_certs {
+        let roots = shoal_node::net::load_ca_der(path).map_err(anyhow::Error::msg)?;
+        for der in &roots {
+            options
+                .ca_certs
+                .push(reqwest::Certificate::from_der(der).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?);
+        }
+        if let Some(iroh) = &mut options.iroh {
+            iroh.extra_roots.extend(roots);
+        }
+    }
     options.download_dir = layers
         .get("download_dir", args.download_dir.as_ref().map(|p| p.display().to_string()))
         .value

@@ -318,31 +318,53 @@ impl Drop for Netns {
     }
 }
 
-#[test]
-fn a_relay_carries_the_file_when_direct_paths_are_blocked() {
-    let ns = Netns::new("relay");
-    // Every UDP packet is dropped in this namespace: QUIC cannot go direct, the relay (HTTP over
-    // TCP) carries it.
+/// A file crossing through `shoal relay` in a namespace where every UDP packet is dropped, so
+/// QUIC cannot go direct; `tls` serves the relay over https with a CA of the test's own (and
+/// QUIC address discovery, on its fixed port inside the namespace).
+fn relay_carries_the_file(tag: &str, tls: bool) {
+    let ns = Netns::new(tag);
     in_ns(&ns.0, "iptables", &["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
     in_ns(&ns.0, "ip6tables", &["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
+    let pki = shoal_testkit::Pki::new("relay");
     let mut relay = ns.shoal();
     relay.args(["relay", "--listen", "127.0.0.1:0"]);
-    let (_relay, relay_addr) = spawn_announcing(relay, "relay listening on ");
-    let relay_url = relay_addr.clone();
+    let mut trust: Vec<String> = Vec::new();
+    if tls {
+        relay.arg("--tls-cert").arg(&pki.server.cert).arg("--tls-key").arg(&pki.server.key);
+        relay.args(["--https-listen", "127.0.0.1:0"]);
+        trust = vec!["--ca-cert".into(), pki.ca_cert.to_string_lossy().into_owned()];
+    }
+    let (_relay, relay_url) = spawn_announcing(relay, "relay listening on ");
+    assert_eq!(relay_url.starts_with("https://"), tls, "{relay_url}");
 
     let data = pattern(4 << 20, 31);
-    let (mut node, _tmp) = start_with(ns.shoal(), &[("far.bin", &data)], &["--relay", &relay_url]);
+    let mut flags = vec!["--relay", relay_url.as_str()];
+    flags.extend(trust.iter().map(String::as_str));
+    let (mut node, _tmp) = start_with(ns.shoal(), &[("far.bin", &data)], &flags);
     let ticket = node.ticket();
     let parsed = shoal_node::proto::ticket::Ticket::parse(&ticket).unwrap();
-    assert!(parsed.relay.is_some(), "the ticket names the home relay: {parsed:?}");
+    assert_eq!(
+        parsed.relay.as_deref().map(|r| r.trim_end_matches('/')),
+        Some(relay_url.as_str()),
+        "the ticket names the home relay"
+    );
     let out = tempfile::tempdir().unwrap();
-    let state = out.path().join("state");
     let mut command = ns.shoal();
-    command.args(["get", "far.bin", "--peer", &ticket, "--relay", &relay_url]);
-    command.arg("--state").arg(&state).arg("-o").arg(out.path());
+    command.args(["get", "far.bin", "--peer", &ticket]).args(&flags);
+    command.arg("--state").arg(out.path().join("state")).arg("-o").arg(out.path());
     let got = run(command, "").expect_code(0);
     assert_eq!(read(&out.path().join("far.bin")), data);
     assert!(got.stdout().contains("reached relay"), "{}", got.describe());
+}
+
+#[test]
+fn a_relay_carries_the_file_when_direct_paths_are_blocked() {
+    relay_carries_the_file("relay", false);
+}
+
+#[test]
+fn a_relay_over_https_with_its_own_ca_carries_the_file() {
+    relay_carries_the_file("relaytls", true);
 }
 
 #[test]

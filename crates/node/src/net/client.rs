@@ -165,13 +165,24 @@ impl Pending {
 
 /// Reads the certificate authorities in a PEM file (one or more `CERTIFICATE` blocks), as
 /// curl's `--cacert` does. The error says which file and what is wrong with it.
-pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+pub fn load_ca_der(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("the CA file {} is not valid PEM: {e}", path.display()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA file {} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("the CA file {} holds no PEM certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// [`load_ca_der`], as roots for the HTTP client.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    load_ca_der(path)?
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der).map_err(|e| format!("the CA file {}: {e}", path.display())))
+        .collect()
 }
 
 /// Parses a `--header 'Name: value'` argument.

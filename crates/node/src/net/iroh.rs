@@ -45,6 +45,9 @@ pub struct IrohOptions {
     pub public_lookup: bool,
     /// The UDP address to bind (by default any address, a free port).
     pub bind: Option<SocketAddr>,
+    /// Certificate authorities trusted for relays besides the built-in web roots (`--ca-cert`:
+    /// a group's own relay with its own CA).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl IrohOptions {
@@ -57,6 +60,7 @@ impl IrohOptions {
             mdns: true,
             public_lookup: true,
             bind: None,
+            extra_roots: Vec::new(),
         }
     }
 
@@ -69,6 +73,7 @@ impl IrohOptions {
             mdns: false,
             public_lookup: false,
             bind: None,
+            extra_roots: Vec::new(),
         }
     }
 
@@ -168,6 +173,9 @@ impl Iroh {
             .address_lookup(memory.clone());
         if accept {
             builder = builder.alpns(vec![ALPN.to_vec()]);
+        }
+        if !options.extra_roots.is_empty() {
+            builder = builder.ca_tls_config(::iroh::tls::CaTlsConfig::default().with_extra_roots(options.extra_roots.iter().cloned()));
         }
         if options.public_lookup {
             builder = builder

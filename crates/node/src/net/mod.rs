@@ -8,7 +8,9 @@ pub mod iroh;
 pub mod metrics;
 pub mod policy;
 
-pub use client::{CallError, Client, ClientOptions, Pending, SendError, Trust, describe, load_ca_file, parse_header, tls_failure};
+pub use client::{
+    CallError, Client, ClientOptions, Pending, SendError, Trust, describe, load_ca_der, load_ca_file, parse_header, tls_failure,
+};
 pub use policy::Policy;
 
 /// The URL of one of the protocol's paths on the node at `base` (any path in `base` is
