@@ -240,7 +240,7 @@ impl Node {
         let guard = Arc::new(Guard::new(options.guard.clone(), api.url(), local_addr));
         let router = crate::http::router(api.clone(), guard);
         let serve_options = crate::http::ServeOptions {
-            max_connections,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
             max_per_address: options.max_per_address,
             loopback_exempt: options.guard.loopback_exempt,
             header_timeout: options.request_timeout,

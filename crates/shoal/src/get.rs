@@ -255,8 +255,16 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
 /// or ticket become `iroh://<id>` (the client keeps the ticket's addresses), and only then is an
 /// iroh endpoint bound, with the state directory's client key; a download from http peers and
 /// mirrors alone opens none.
-pub async fn client_for(args: &GetArgs, state: &Path, peers: Vec<String>) -> anyhow::Result<(Client, Vec<String>)> {
-    let keyed = peers.iter().any(|p| shoal_node::proto::ticket::is_keyed(p));
+pub async fn client_for(args: &GetArgs, state: &Path, mut peers: Vec<String>) -> anyhow::Result<(Client, Vec<String>)> {
+    let is_keyed = |p: &String| shoal_node::proto::ticket::is_keyed(p);
+    if args.net.no_iroh {
+        // Peers the user named need iroh; those the state directory's table holds are left out.
+        if args.peers.iter().any(is_keyed) {
+            anyhow::bail!("peers named by id or ticket need iroh, which --no-iroh turns off");
+        }
+        peers.retain(|p| !is_keyed(p));
+    }
+    let keyed = peers.iter().any(is_keyed);
     let iroh = match args.net.iroh_options()? {
         Some(mut options) if keyed => {
             for path in &args.web.ca_certs {
@@ -273,9 +281,6 @@ pub async fn client_for(args: &GetArgs, state: &Path, peers: Vec<String>) -> any
         }
         _ => None,
     };
-    if keyed && iroh.is_none() {
-        anyhow::bail!("peers named by id or ticket need iroh, which --no-iroh turns off");
-    }
     let client = owner_client(&args.web, iroh)?;
     let mut named = Vec::with_capacity(peers.len());
     for peer in peers {

@@ -55,11 +55,8 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
     // --ca-cert is trusted for https mirrors and for relays alike.
     for path in &args.ca_certs {
         let roots = shoal_node::net::load_ca_der(path).map_err(anyhow::Error::msg)?;
-        for der in &roots {
-            options
-                .ca_certs
-                .push(reqwest::Certificate::from_der(der).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?);
-        }
+        let http = shoal_node::net::http_roots(&roots).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+        options.ca_certs.extend(http);
         if let Some(iroh) = &mut options.iroh {
             iroh.extra_roots.extend(roots);
         }

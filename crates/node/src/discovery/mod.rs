@@ -520,12 +520,11 @@ impl Flood {
         // They are kept for peers in the table (a known node may have moved) and for one
         // being probed, and forgotten when the probe fails, so strangers cannot fill memory.
         self.client.learn_ticket(url, crate::net::Trust::Peer);
-        let Some(admitted) = admitted else { return Ok(false) };
+        let Some(url) = admitted else { return Ok(false) };
         let probe = self
             .client
-            .call(&admitted, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
+            .call(&url, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
             .await;
-        let url = admitted;
         match probe {
             Ok(_) | Err(CallError::Fault { .. }) => self.peers.add_learnt(&url).map(|(_, added)| added),
             Err(error) => {

@@ -12,7 +12,6 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Caller;
@@ -22,7 +21,7 @@ use crate::net::iroh::{ALPN, Iroh};
 /// Serves `router` on the iroh endpoint until `shutdown` is cancelled.
 pub async fn serve(iroh: Arc<Iroh>, router: Router, shutdown: CancellationToken, options: ServeOptions) {
     let connections = tokio_util::task::TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = options.slots.clone();
     let endpoint = iroh.endpoint().clone();
     loop {
         let incoming = tokio::select! {

@@ -44,8 +44,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How the server treats connections.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Most connections at once.
-    pub max_connections: usize,
+    /// The connections that may be open at once, over TCP and iroh together: one permit each.
+    pub slots: Arc<Semaphore>,
     /// Most connections at once from one address.
     pub max_per_address: usize,
     /// Loopback callers (the owner's machine) skip the per-address cap.
@@ -117,7 +117,7 @@ const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Serves `router` on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, options: ServeOptions) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = options.slots.clone();
     let per_address = Arc::new(PerAddress::default());
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut failing = false;

@@ -179,9 +179,13 @@ pub fn load_ca_der(path: &std::path::Path) -> Result<Vec<rustls::pki_types::Cert
 
 /// [`load_ca_der`], as roots for the HTTP client.
 pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
-    load_ca_der(path)?
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der).map_err(|e| format!("the CA file {}: {e}", path.display())))
+    http_roots(&load_ca_der(path)?).map_err(|e| format!("the CA file {}: {e}", path.display()))
+}
+
+/// Certificates (DER) as roots for the HTTP client.
+pub fn http_roots(ders: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Vec<reqwest::Certificate>, String> {
+    ders.iter()
+        .map(|der| reqwest::Certificate::from_der(der).map_err(|e| e.to_string()))
         .collect()
 }
 

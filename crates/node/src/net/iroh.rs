@@ -25,7 +25,8 @@ pub const ALPN: &[u8] = b"shoal/1";
 pub const MDNS_SERVICE: &str = "shoal";
 /// Longest wait for a connection to a node (through a relay, hole punching included).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections kept open to other nodes; closed ones are forgotten first.
+/// Size of the connection table at which closed connections are dropped from it. Live ones stay
+/// (the table holds only nodes this one dialled: its peers and the holders of its downloads).
 const MAX_CACHED: usize = 512;
 /// Most nodes whose ticket addresses are remembered; the oldest are forgotten first.
 const MAX_HINTS: usize = 1024;

@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod policy;
 
 pub use client::{
-    CallError, Client, ClientOptions, Pending, SendError, Trust, describe, load_ca_der, load_ca_file, parse_header, tls_failure,
+    CallError, Client, ClientOptions, Pending, SendError, Trust, describe, http_roots, load_ca_der, load_ca_file, parse_header, tls_failure,
 };
 pub use policy::Policy;
 
