@@ -95,6 +95,16 @@ impl IrohOptions {
     }
 }
 
+/// QUIC settings: iroh's, with the ACK frequency extension asking the receiver of bulk data
+/// to acknowledge every 16th packet rather than every second one.
+fn transport_config() -> ::iroh::endpoint::QuicTransportConfig {
+    let mut acks = ::iroh::endpoint::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(15u32.into());
+    ::iroh::endpoint::QuicTransportConfig::builder()
+        .ack_frequency_config(Some(acks))
+        .build()
+}
+
 /// Reads the node key kept at `path`, making one first if there is none. The file (64 hex
 /// digits) is readable by the owner alone.
 pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<SecretKey> {
@@ -175,6 +185,7 @@ impl Iroh {
         if accept {
             builder = builder.alpns(vec![ALPN.to_vec()]);
         }
+        builder = builder.transport_config(transport_config());
         if !options.extra_roots.is_empty() {
             builder = builder.ca_tls_config(::iroh::tls::CaTlsConfig::default().with_extra_roots(options.extra_roots.iter().cloned()));
         }
@@ -390,4 +401,44 @@ pub enum LanEvent {
     /// A node's announcement expired.
     Gone(String),
     Other,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(n: u16) -> Ticket {
+        let mut seed = [0u8; 32];
+        seed[..2].copy_from_slice(&n.to_be_bytes());
+        Ticket {
+            id: *SecretKey::from_bytes(&seed).public().as_bytes(),
+            relay: None,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], 1000 + n))],
+        }
+    }
+
+    fn known(iroh: &Iroh, ticket: &Ticket) -> bool {
+        iroh.memory.get_endpoint_info(EndpointId::from_bytes(&ticket.id).unwrap()).is_some()
+    }
+
+    #[tokio::test]
+    async fn ticket_hints_are_bounded_and_forgotten() {
+        let iroh = Iroh::bind(SecretKey::from_bytes(&[1; 32]), &IrohOptions::local_only(), false)
+            .await
+            .unwrap();
+        let first = ticket(0);
+        iroh.learn(&first);
+        assert!(known(&iroh, &first));
+        for n in 1..=MAX_HINTS as u16 {
+            iroh.learn(&ticket(n));
+        }
+        // One more than the bound: the oldest is gone, the newest kept.
+        assert!(!known(&iroh, &first));
+        assert!(known(&iroh, &ticket(MAX_HINTS as u16)));
+        assert_eq!(iroh.hinted.lock().unwrap().len(), MAX_HINTS);
+        let last = ticket(MAX_HINTS as u16);
+        iroh.forget(&last.id);
+        assert!(!known(&iroh, &last));
+        iroh.close().await;
+    }
 }
