@@ -58,7 +58,7 @@ pub enum Command {
         after_help = "Examples:\n  shoal id\n  shoal id --state ./a-state\n\nWith a node running on the state directory the ticket holds its relay and addresses;\notherwise only the id. Give the ticket to another machine: shoal get NAME --peer TICKET"
     )]
     Id(IdArgs),
-    /// Run a relay (iroh-relay) for a group's own nodes: plain HTTP, for local use and tests, or behind TLS.
+    /// Run a relay (iroh-relay) for a group's own nodes: plain HTTP for local use and tests, or https with QUIC address discovery.
     #[command(
         after_help = "Examples:\n  shoal relay --listen 127.0.0.1:3340\n  shoal serve --relay http://127.0.0.1:3340\n  shoal relay --tls-cert relay.pem --tls-key relay.key   (https on 443, QUIC address discovery on UDP 7842)\n  shoal serve --relay https://relay.example\n\nWith TLS the relay also answers QUIC address discovery on UDP port 7842 (the port nodes\nask), so nodes behind NAT learn their public address and can connect directly. Nodes trust\nthe certificate through the web's roots, or through --ca-cert for a group's own CA."
     )]
