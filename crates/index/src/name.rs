@@ -4,7 +4,8 @@
 //! target) goes through [`check_name`] first. A [`SafeName`] is a relative path with `/`
 //! separators whose components are plain file names: no `.` or `..`, nothing hidden (a leading
 //! `.` marks hidden files and our own partial downloads, which are never addressable), no
-//! backslashes, no control characters, no drive letters, and bounded in length.
+//! backslashes, no control characters, no invisible or text-direction characters (which make
+//! `evil\u{202e}cod.exe` show as `evilexe.doc`), no drive letters, and bounded in length.
 //!
 //! A syntactically safe name can still lead out of the share through a symlink, so turning a name
 //! into a path is a second step: [`SafeName::resolve_existing`] for files we serve and
@@ -39,6 +40,9 @@ pub enum NameError {
     Backslash { name: String },
     #[error("name {name:?} contains a control character")]
     Control { name: String },
+    /// `name` has the offending characters written as `\u{..}` escapes.
+    #[error("name \"{name}\" contains an invisible or text-direction character")]
+    Invisible { name: String },
     #[error("name {name:?} has a drive letter")]
     DriveLetter { name: String },
     #[error("name is {len} bytes long, more than {MAX_NAME_BYTES}")]
@@ -84,6 +88,13 @@ pub fn check_name(raw: &str) -> Result<SafeName, NameError> {
     if raw.chars().any(char::is_control) {
         return Err(NameError::Control { name: owned() });
     }
+    if raw.chars().any(is_invisible) {
+        let name = raw
+            .chars()
+            .map(|c| if is_invisible(c) { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() })
+            .collect();
+        return Err(NameError::Invisible { name });
+    }
     if raw.contains('\\') {
         return Err(NameError::Backslash { name: owned() });
     }
@@ -109,6 +120,16 @@ pub fn check_name(raw: &str) -> Result<SafeName, NameError> {
         }
     }
     Ok(SafeName(raw.to_owned()))
+}
+
+/// Characters that show nothing or change the direction of the text around them: a name with
+/// one can look like another name, or hide its extension, in a terminal, a page or a file
+/// manager. Zero-width spaces and joiners, direction marks, embeddings, overrides and isolates,
+/// line and paragraph separators, the byte order mark, and their invisible relatives.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}')
 }
 
 /// True when a path relative to the share root has a hidden component.
@@ -290,6 +311,13 @@ mod tests {
             ("a\nb", |e| matches!(e, NameError::Control { .. })),
             ("a\u{7f}b", |e| matches!(e, NameError::Control { .. })),
             ("a\u{85}b", |e| matches!(e, NameError::Control { .. })),
+            ("evil\u{202e}cod.exe", |e| matches!(e, NameError::Invisible { .. })),
+            ("a\u{2066}b", |e| matches!(e, NameError::Invisible { .. })),
+            ("a\u{200b}b", |e| matches!(e, NameError::Invisible { .. })),
+            ("a\u{200f}b", |e| matches!(e, NameError::Invisible { .. })),
+            ("a\u{2028}b", |e| matches!(e, NameError::Invisible { .. })),
+            ("a\u{2029}b", |e| matches!(e, NameError::Invisible { .. })),
+            ("\u{feff}a", |e| matches!(e, NameError::Invisible { .. })),
             ("a//b", |e| matches!(e, NameError::EmptyComponent { .. })),
             ("a/", |e| matches!(e, NameError::EmptyComponent { .. })),
             (".hidden", |e| matches!(e, NameError::Hidden { .. })),
@@ -301,6 +329,8 @@ mod tests {
             (&long_component, |e| matches!(e, NameError::ComponentTooLong { .. })),
             (&long_name, |e| matches!(e, NameError::TooLong { .. })),
         ];
+        let shown = check_name("evil\u{202e}cod.exe").unwrap_err().to_string();
+        assert!(shown.contains("evil\\u{202e}cod.exe") && !shown.contains('\u{202e}'), "{shown}");
         for (raw, expected) in cases {
             match check_name(raw) {
                 Ok(safe) => panic!("{raw:?} accepted as {safe}"),

@@ -179,9 +179,10 @@ impl Node {
             Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
             _ => None,
         });
+        let interfaces = crate::net::policy::interface_addrs();
         let client = Client::with_options(ClientOptions {
             connect_timeout: options.connect_timeout,
-            policy: Policy::for_node(own_host),
+            policy: Policy::for_listener(own_host, local_addr, &interfaces),
             budget: options.answer_budget,
             extra_roots: options.ca_certs.clone(),
             iroh: iroh.clone(),
@@ -237,7 +238,7 @@ impl Node {
         // store and outbound calls.
         let descriptors = crate::http::raise_descriptor_limit().unwrap_or(1024);
         let max_connections = options.max_connections.min((descriptors as usize).saturating_sub(128).max(16));
-        let guard = Arc::new(Guard::new(options.guard.clone(), api.url(), local_addr));
+        let guard = Arc::new(Guard::new(options.guard.clone(), api.url(), local_addr, &interfaces));
         let router = crate::http::router(api.clone(), guard);
         let serve_options = crate::http::ServeOptions {
             slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
@@ -268,6 +269,7 @@ impl Node {
         tasks.spawn(crate::tasks::rescan_loop(api.clone(), shutdown.child_token(), scanned));
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
+        tasks.spawn(crate::tasks::candidates_loop(api.clone(), shutdown.child_token()));
         // A small share is indexed before the node says it is up (it already answers while
         // it waits); a large one goes on being hashed in the background.
         let _ = tokio::time::timeout(FIRST_SCAN_WAIT, first_scan).await;

@@ -58,6 +58,23 @@ pub async fn peer_exchange_loop(api: Api, shutdown: CancellationToken) {
     }
 }
 
+/// Probes the nodes introduced by `hello` that did not answer yet, each when its backoff is
+/// over (see `discovery::candidates`); a tick a second costs a look at a small table.
+pub async fn candidates_loop(api: Api, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(crate::discovery::candidates::FIRST_RETRY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = api.flood().retry_candidates() => {}
+        }
+    }
+}
+
 /// Keeps the index current between rescans: the share's watcher reports what changed, and those
 /// paths are refreshed at once (a full scan when it lost track). Ends with `shutdown` or when
 /// the node is dropped; without a watcher (e.g. the inotify limit is reached) the periodic

@@ -7,8 +7,8 @@
 //! the peers of one listing together hold at most [`MAX_LISTING_BYTES`] of names (so that many
 //! lying peers cannot fill memory with long names between them), and a
 //! file is believed only once its bytes check against its content id (the engine does that).
-//! When peers list different ids under one path, the id most of them list wins (ties: the
-//! earliest peer in the order given).
+//! Listings are never voted on: when peers list different ids under one path, or (for peers
+//! learnt from strangers) different paths, [`merge`] says so and nothing is fetched.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,41 +88,80 @@ pub async fn list_folder_within(client: &Client, peer: &str, folder: &str, budge
     Ok(files)
 }
 
-/// Lists `folder` on `peers` (at most [`MAX_FANOUT`]) at once and merges the listings. Returns
-/// the files in name order and, for each peer that failed, why.
-pub async fn list_on_peers(client: &Client, peers: &[String], folder: &str) -> (Vec<ListedFile>, Vec<(String, CallError)>) {
+/// What every peer asked listed, and why the others failed.
+#[derive(Debug, Default)]
+pub struct Listings {
+    /// Each peer that answered, with its files in name order.
+    pub listed: Vec<(String, Vec<FolderEntry>)>,
+    pub failures: Vec<(String, CallError)>,
+}
+
+/// Lists `folder` on `peers` (at most [`MAX_FANOUT`]) at once.
+pub async fn list_on_peers(client: &Client, peers: &[String], folder: &str) -> Listings {
     let budget = AtomicUsize::new(MAX_LISTING_BYTES);
     let budget = &budget;
     let calls = peers
         .iter()
         .take(MAX_FANOUT)
         .map(|peer| async move { (peer.clone(), list_folder_within(client, peer, folder, budget).await) });
-    let mut failures = Vec::new();
+    let mut listings = Listings::default();
+    for (peer, listed) in futures_util::future::join_all(calls).await {
+        match listed {
+            Ok(files) => listings.listed.push((peer, files)),
+            Err(error) => listings.failures.push((peer, error)),
+        }
+    }
+    listings
+}
+
+/// How the listings of several peers become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Peers the owner named: every path any of them lists (one may hold more than another).
+    Union,
+    /// Peers the node learnt from strangers: the same paths from every peer that lists any,
+    /// so that no stranger adds a file the others lack.
+    Unanimous,
+}
+
+/// Merges `listed` (only the paths `selects` keeps; a peer with none of them holds nothing here
+/// and is left out). A path listed with different ids, or under [`Merge::Unanimous`] a path that
+/// some listing peer lacks, is a disagreement: nothing is merged and the reason is given, for
+/// the owner to decide (votes would let one stranger with many names win).
+pub fn merge(listed: Vec<(String, Vec<FolderEntry>)>, rule: Merge, selects: impl Fn(&str) -> bool) -> Result<Vec<ListedFile>, String> {
     // path -> the (id, size) claims, each with the peers that made it, in peer order.
     let mut claims: BTreeMap<String, Vec<(ContentId, u64, Vec<String>)>> = BTreeMap::new();
-    for (peer, listed) in futures_util::future::join_all(calls).await {
-        let files = match listed {
-            Ok(files) => files,
-            Err(error) => {
-                failures.push((peer, error));
-                continue;
-            }
-        };
-        for file in files {
+    let mut holding = 0;
+    for (peer, files) in listed {
+        let mut any = false;
+        for file in files.into_iter().filter(|f| selects(&f.path)) {
+            any = true;
             let versions = claims.entry(file.path).or_default();
             match versions.iter_mut().find(|(id, size, _)| *id == file.id && *size == file.size) {
                 Some((_, _, holders)) => holders.push(peer.clone()),
                 None => versions.push((file.id, file.size, vec![peer.clone()])),
             }
         }
+        holding += usize::from(any);
     }
-    let files = claims
-        .into_iter()
-        .filter_map(|(path, versions)| {
-            // The most listed version; `max_by_key` keeps the last of equals, so reverse first.
-            let (id, size, holders) = versions.into_iter().rev().max_by_key(|(_, _, holders)| holders.len())?;
-            Some(ListedFile { path, size, id, holders })
-        })
-        .collect();
-    (files, failures)
+    let mut files = Vec::with_capacity(claims.len());
+    for (path, mut versions) in claims {
+        if versions.len() > 1 {
+            let said: Vec<String> = versions
+                .iter()
+                .take(3)
+                .map(|(id, _, holders)| format!("{} lists {id}", holders[0]))
+                .collect();
+            return Err(format!("the peers disagree on {path}: {}", said.join(", ")));
+        }
+        let Some((id, size, holders)) = versions.pop() else { continue };
+        if rule == Merge::Unanimous && holders.len() < holding {
+            return Err(format!(
+                "{path} is listed by {} of the {holding} peers that hold files here",
+                holders.len()
+            ));
+        }
+        files.push(ListedFile { path, size, id, holders });
+    }
+    Ok(files)
 }

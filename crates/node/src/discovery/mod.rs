@@ -6,6 +6,7 @@
 //! capped to what it needs ([`crate::proto::limits`]) and all answers in flight share the
 //! client's budget; merged results are capped and merged in linear time.
 
+pub mod candidates;
 pub mod listing;
 pub mod peers;
 pub mod search;
@@ -201,17 +202,24 @@ pub trait Discover: Send + Sync + 'static {
 /// Asks `peers` (at most [`MAX_FANOUT`]) for `pattern` (a name or a content id) in one hop and
 /// merges what they know (`shoal get` and a running download's holder search).
 pub async fn search_peers(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
+    ask_each(client, peers, &[Value::String(pattern.to_string())], deadline).await
+}
+
+/// Asks `peers` (at most [`MAX_FANOUT`]) for their own files matching `pattern`, a search
+/// that goes no further than each of them (ttl 1), and merges the answers.
+pub async fn own_files_of(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
+    let params = [
+        Value::String(pattern.to_string()),
+        Value::String(search::new_query_id()),
+        Value::Integer(1),
+    ];
+    ask_each(client, peers, &params, deadline).await
+}
+
+/// One `shoal.search` with `params` to each of `peers` at once, the answers merged.
+async fn ask_each(client: &Client, peers: &[String], params: &[Value], deadline: Duration) -> Vec<Match> {
     let calls = peers.iter().take(MAX_FANOUT).map(|peer| async move {
-        match client
-            .call(
-                peer,
-                "shoal.search",
-                &[Value::String(pattern.to_string())],
-                deadline,
-                SEARCH_ANSWER_BYTES,
-            )
-            .await
-        {
+        match client.call(peer, "shoal.search", params, deadline, SEARCH_ANSWER_BYTES).await {
             Ok(value) => search_answer(value).into_iter().map(Match::from).collect(),
             Err(error) => {
                 tracing::debug!(%peer, %error, "a peer did not answer a search");
@@ -241,6 +249,8 @@ pub struct DiscoveryOptions {
 pub struct Flood {
     pub peers: Peers,
     pub seen: SeenQueries,
+    /// Nodes introduced by `hello` that have not answered yet.
+    candidates: std::sync::Mutex<candidates::Candidates>,
     client: Client,
     asks: Arc<tokio::sync::Semaphore>,
     options: DiscoveryOptions,
@@ -262,6 +272,7 @@ impl Flood {
         Arc::new(Flood {
             peers,
             seen: SeenQueries::default(),
+            candidates: std::sync::Mutex::default(),
             client,
             asks: Arc::new(tokio::sync::Semaphore::new(MAX_ASKS_IN_FLIGHT)),
             options,
@@ -530,9 +541,74 @@ impl Flood {
             Err(error) => {
                 self.client.forget_ticket(&url);
                 tracing::debug!(%url, %error, "a peer we were told of did not answer as a node");
+                if matches!(error, CallError::Refused { .. }) {
+                    return Err(peers::PeerError::Refused(url));
+                }
                 Err(peers::PeerError::NotANode(url))
             }
         }
+    }
+
+    /// The seed's `hello`: learns `raw` now when it answers, and otherwise keeps it as a
+    /// candidate that is probed again later (a node introduced before it starts joins once it
+    /// runs). Errors only for what can never be a node this one may reach.
+    pub async fn hello(&self, raw: &str) -> Result<(), peers::PeerError> {
+        match self.learn(raw).await {
+            Ok(_) | Err(peers::PeerError::IsSelf(_)) => Ok(()),
+            Err(peers::PeerError::NotANode(url)) => {
+                let key = peers::limit_key(&url);
+                let (host, subnet) = match &key {
+                    Some((host, subnet)) => (Some(host.as_str()), subnet.clone()),
+                    None => (None, None),
+                };
+                let kept = self.lock_candidates().add(raw, host, subnet, Instant::now());
+                if kept {
+                    tracing::debug!(%url, "an introduced node did not answer yet; it is tried again later");
+                    Ok(())
+                } else {
+                    Err(peers::PeerError::Crowded)
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn lock_candidates(&self) -> std::sync::MutexGuard<'_, candidates::Candidates> {
+        self.candidates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Probes the introduced nodes whose wait is over; those that answer join the table.
+    /// Returns how many joined.
+    pub async fn retry_candidates(&self) -> usize {
+        let due = self.lock_candidates().due(Instant::now());
+        let probes = due.into_iter().map(|raw| async move {
+            let result = self.learn(&raw).await;
+            let mut candidates = self.lock_candidates();
+            match result {
+                Err(peers::PeerError::NotANode(_)) => {
+                    candidates.failed(&raw, Instant::now());
+                    false
+                }
+                Ok(added) => {
+                    candidates.remove(&raw);
+                    if added {
+                        tracing::info!(url = %raw, "an introduced node answered and joined");
+                    }
+                    added
+                }
+                // Known now, itself, crowded or refused: nothing more to try.
+                Err(_) => {
+                    candidates.remove(&raw);
+                    false
+                }
+            }
+        });
+        futures_util::future::join_all(probes).await.into_iter().filter(|added| *added).count()
+    }
+
+    /// How many introduced nodes wait for a probe.
+    pub fn candidates(&self) -> usize {
+        self.lock_candidates().len()
     }
 
     /// Says `hello` with this node's URL to every known peer, so the introduction goes both ways.

@@ -138,6 +138,8 @@ pub enum PeerError {
     Crowded,
     #[error("{0} did not answer as a node")]
     NotANode(String),
+    #[error("{0} is not an address this node may contact")]
+    Refused(String),
     #[error("saving the peer table failed: {0}")]
     Store(String),
 }
@@ -293,6 +295,16 @@ impl Peers {
         live
     }
 
+    /// [`Peers::live`] in two tiers: the peers the owner configured, then those learnt from
+    /// strangers.
+    pub fn live_tiers(&self, exclude: &[String]) -> (Vec<String>, Vec<String>) {
+        let live = self.live(exclude);
+        let table = self.lock();
+        live.into_iter()
+            .map(|(url, _)| url)
+            .partition(|url| table.get(url).is_some_and(|state| !state.learnt))
+    }
+
     /// Every known peer, for display and peer exchange.
     pub fn list(&self) -> Vec<PeerInfo> {
         let now = Instant::now();
@@ -402,6 +414,17 @@ pub fn stored_urls(db: &redb::Database) -> Vec<String> {
 fn find_host_port<'a>(table: &'a HashMap<String, PeerState>, url: &str) -> Option<&'a str> {
     let key = host_port(url);
     table.keys().find(|known| host_port(known) == key).map(String::as_str)
+}
+
+/// What the limits on strangers' introductions key on for `url` (a normalised URL): its host
+/// and network, or `None` on this machine's loopback (only a local user can run nodes there).
+pub fn limit_key(url: &str) -> Option<(String, Option<Vec<u8>>)> {
+    let subnet = subnet_of(url);
+    let host = host_of(url);
+    if subnet.as_deref() == Some(&[127, 0, 0][..]) || host == "[::1]" {
+        return None;
+    }
+    Some((host.to_string(), subnet))
 }
 
 fn host_of(url: &str) -> &str {

@@ -8,8 +8,9 @@
 //!   rate. Loopback callers are exempt from the search and hello limits by default (the owner's
 //!   own tools and nodes on one machine), never from the secret limit.
 //! - **Browsers**: a request whose `Origin` is not this node's own is refused (a web page cannot
-//!   make the node act, CSRF); on a node bound to loopback the `Host` must be one of its own
-//!   names (a DNS-rebinding page cannot reach it).
+//!   make the node act, CSRF); on a node bound to loopback or naming itself by loopback (the
+//!   default `serve`) the `Host` must be one of its own names or addresses (a DNS-rebinding
+//!   page cannot reach it).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -58,9 +59,10 @@ pub struct Guard {
     wrong_secrets: Mutex<HashMap<IpAddr, Vec<Instant>>>,
     /// `scheme://host:port` spellings of this node (for `Origin`).
     origins: Vec<String>,
-    /// `host:port` spellings of this node (for `Host` on a loopback-bound node).
+    /// `host:port` spellings of this node (for `Host`).
     hosts: Vec<String>,
-    loopback_bound: bool,
+    /// `Host` must be one of `hosts`: on a node bound to loopback or named by it.
+    check_host: bool,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -71,10 +73,12 @@ fn nz(n: u32) -> NonZeroU32 {
 const MAX_TRACKED: usize = 100_000;
 
 impl Guard {
-    /// `url` is the node's own URL, `local` the address it is bound to.
-    pub fn new(options: GuardOptions, url: &str, local: SocketAddr) -> Guard {
+    /// `url` is the node's own URL, `local` the address it is bound to, `interfaces` the
+    /// machine's addresses (the names a node bound to every address is reached by).
+    pub fn new(options: GuardOptions, url: &str, local: SocketAddr, interfaces: &[IpAddr]) -> Guard {
         let port = local.port();
         let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
+        let mut named_by_loopback = false;
         if let Ok(parsed) = url::Url::parse(url)
             && let Some(host) = parsed.host_str()
         {
@@ -83,8 +87,17 @@ impl Guard {
             if port == 80 {
                 hosts.push(host.to_string());
             }
+            named_by_loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
         }
-        if !local.ip().is_unspecified() {
+        if local.ip().is_unspecified() {
+            // Reached from other machines by one of the machine's addresses.
+            hosts.extend(interfaces.iter().map(|ip| SocketAddr::new(*ip, port).to_string()));
+        } else {
             hosts.push(SocketAddr::new(local.ip(), port).to_string());
         }
         hosts.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
@@ -98,7 +111,9 @@ impl Guard {
             options,
             origins,
             hosts,
-            loopback_bound: local.ip().is_loopback(),
+            // A node named by loopback checks `Host` wherever it listens: a page that rebinds
+            // a name of its own to the machine's address must not reach it.
+            check_host: local.ip().is_loopback() || named_by_loopback,
         }
     }
 
@@ -161,7 +176,7 @@ impl Guard {
                 return Err("cross-origin requests are refused");
             }
         }
-        if self.loopback_bound {
+        if self.check_host {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())

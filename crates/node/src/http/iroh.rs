@@ -52,7 +52,7 @@ pub async fn serve(iroh: Arc<Iroh>, router: Router, shutdown: CancellationToken,
             }
             let key: Arc<str> = conn.remote_id().to_string().into();
             let caller = Caller(caller_addr(&conn), Some(key));
-            let service = TowerToHyperService::new(router.layer(axum::Extension(caller)));
+            let router = router.layer(axum::Extension(caller));
             let graceful = GracefulShutdown::new();
             loop {
                 let (send, recv) = tokio::select! {
@@ -62,11 +62,13 @@ pub async fn serve(iroh: Arc<Iroh>, router: Router, shutdown: CancellationToken,
                         Err(_) => break,
                     },
                 };
-                let io = stall::Stall::new(tokio::io::join(recv, send), options.stall_timeout);
+                let working = stall::Working::default();
+                let service = TowerToHyperService::new(router.clone().layer(axum::Extension(working.clone())));
+                let io = stall::Stall::new(tokio::io::join(recv, send), options.stall_timeout, working);
                 let exchange = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(options.header_timeout)
-                    .serve_connection(TokioIo::new(io), service.clone());
+                    .serve_connection(TokioIo::new(io), service);
                 let exchange = graceful.watch(exchange);
                 tokio::spawn(async move {
                     if let Err(error) = exchange.await {

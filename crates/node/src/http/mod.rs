@@ -18,7 +18,7 @@ pub mod json;
 pub mod metrics;
 pub mod range;
 pub mod rpc;
-mod stall;
+pub mod stall;
 pub mod web;
 
 use std::collections::HashMap;
@@ -172,8 +172,14 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Caller(peer, None))));
-        let io = stall::Stall::new(stream, options.stall_timeout);
+        let working = stall::Working::default();
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(Caller(peer, None)))
+                .layer(axum::Extension(working.clone())),
+        );
+        let io = stall::Stall::new(stream, options.stall_timeout, working);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(options.header_timeout)

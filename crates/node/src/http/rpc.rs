@@ -179,6 +179,7 @@ pub async fn handle(
     State(api): State<Api>,
     axum::Extension(guard): axum::Extension<Arc<Guard>>,
     axum::Extension(caller): axum::Extension<Caller>,
+    working: Option<axum::Extension<super::stall::Working>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -192,6 +193,9 @@ pub async fn handle(
         Ok(Err(_)) => return fault_response(&Fault::new(BAD_CALL, format!("the request body is over {limit} bytes or broken"))),
         Err(_) => return fault_response(&Fault::new(BAD_CALL, "the request body was not sent in time")),
     };
+    // The whole call is read: from here the node, not the client, takes the time (the seed's
+    // `fetch` answers when the download is over, however long that is).
+    let _at_work = working.map(|w| w.enter());
     let call = match shoal_xmlrpc::decode_call(&bytes) {
         Ok(call) => call,
         Err(error) => return fault_response(&Fault::new(BAD_CALL, format!("malformed call: {error}"))),

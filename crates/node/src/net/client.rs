@@ -363,7 +363,10 @@ impl Client {
     }
 
     /// Remembers the relay and addresses a ticket gives for its node, keeping only addresses
-    /// this client's policy for `trust` allows. Does nothing for an http URL or a bare id.
+    /// this client's policy for `trust` allows. A stranger's relay is kept only when it is one
+    /// of the relays this node uses itself, or an address literal the policy allows: iroh
+    /// opens a connection to whatever relay it is told of, and a host name could lead
+    /// anywhere once resolved. Does nothing for an http URL or a bare id.
     pub fn learn_ticket(&self, raw: &str, trust: Trust) {
         let (Some(iroh), Ok(mut ticket)) = (&self.iroh, crate::proto::ticket::Ticket::parse(raw)) else {
             return;
@@ -373,6 +376,15 @@ impl Client {
             Trust::Owner => Policy::OWNER,
         };
         ticket.addrs.retain(|a| policy.allows(a.ip()));
+        if trust == Trust::Peer
+            && let Some(relay) = ticket.relay.take()
+        {
+            if iroh.uses_relay(&relay) || relay_literal_allowed(&relay, policy) {
+                ticket.relay = Some(relay);
+            } else {
+                tracing::debug!(%relay, "a stranger's ticket names a relay this node does not use; ignored");
+            }
+        }
         iroh.learn(&ticket);
     }
 
@@ -559,6 +571,17 @@ async fn read_capped_within(
     Ok(out)
 }
 
+/// True when `relay` names its host by an address the policy allows (a host name is never
+/// enough: it is resolved by iroh, past the policy's resolver).
+fn relay_literal_allowed(relay: &str, policy: Policy) -> bool {
+    let Ok(url) = url::Url::parse(relay) else { return false };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => policy.allows(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => policy.allows(std::net::IpAddr::V6(ip)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,3 +598,4 @@ mod tests {
         }
     }
 }
+

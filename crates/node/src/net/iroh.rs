@@ -162,6 +162,8 @@ pub struct Iroh {
     hinted: Mutex<std::collections::VecDeque<EndpointId>>,
     mdns: Option<MdnsAddressLookup>,
     with_relays: bool,
+    /// The relays this endpoint uses (the owner's `--relay`s, or the public ones).
+    relays: ::iroh::RelayMap,
     /// One slot per node dialled: the lock makes concurrent requests share one dial.
     conns: Mutex<HashMap<EndpointId, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
 }
@@ -178,6 +180,7 @@ impl Iroh {
         let memory = MemoryLookup::new();
         let relay_mode = options.relay_mode()?;
         let with_relays = !matches!(relay_mode, RelayMode::Disabled);
+        let relays = relay_mode.relay_map();
         let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(key.clone())
             .relay_mode(relay_mode)
@@ -221,6 +224,7 @@ impl Iroh {
             hinted: Mutex::new(std::collections::VecDeque::new()),
             mdns,
             with_relays,
+            relays,
             conns: Mutex::new(HashMap::new()),
         })
     }
@@ -278,6 +282,11 @@ impl Iroh {
             relay: addr.relay_urls().next().map(|r| r.to_string()),
             addrs: ips.into_iter().take(crate::proto::ticket::MAX_ADDRS).collect(),
         }
+    }
+
+    /// Whether `url` is one of the relays this endpoint itself uses.
+    pub fn uses_relay(&self, url: &str) -> bool {
+        url.parse::<RelayUrl>().is_ok_and(|url| self.relays.contains(&url))
     }
 
     /// Remembers where the node of `ticket` may be found (nothing for a bare id).

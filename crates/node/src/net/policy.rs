@@ -57,8 +57,36 @@ fn scope_v4(ip: Ipv4Addr) -> Scope {
     }
 }
 
+/// The IPv4 address an IPv6 one stands for: IPv4-compatible (`::a.b.c.d`, deprecated), NAT64
+/// well-known (`64:ff9b::/96`) and 6to4 (`2002:aabb:ccdd::/48`) addresses reach that IPv4
+/// address, so they are judged as it is.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let seg = ip.segments();
+    let low = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if seg[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_unspecified() && !ip.is_loopback() {
+        return Some(low(seg[6], seg[7]));
+    }
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low(seg[6], seg[7]));
+    }
+    if seg[0] == 0x2002 {
+        return Some(low(seg[1], seg[2]));
+    }
+    None
+}
+
 fn scope_v6(ip: Ipv6Addr) -> Scope {
+    if let Some(v4) = embedded_v4(ip) {
+        return scope_v4(v4);
+    }
     let first = ip.segments()[0];
+    // The NAT64 prefix for local use (64:ff9b:1::/48) embeds IPv4 addresses at a length only
+    // its network knows; site-local (fec0::/10) is deprecated and means "this site".
+    let local_nat64 = first == 0x64 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1;
+    let site_local = (first & 0xffc0) == 0xfec0;
+    if local_nat64 || site_local {
+        return Scope::Forbidden;
+    }
     if ip.is_unspecified() || ip.is_multicast() || (first & 0xffc0) == 0xfe80 || first == 0x2001 && ip.segments()[1] == 0xdb8 {
         Scope::Forbidden
     } else if ip.is_loopback() {
@@ -103,6 +131,23 @@ impl Policy {
         }
     }
 
+    /// The policy of a node listening on `local` and naming itself with a URL on `own_host`.
+    /// A node bound to every address (`0.0.0.0`, `::`) is reachable from other machines
+    /// whatever it calls itself, so strangers never get the loopback policy from it: it reaches
+    /// private ranges when one of `interfaces` (the machine's addresses) is private, and its
+    /// own URL's situation otherwise.
+    pub fn for_listener(own_host: Option<IpAddr>, local: SocketAddr, interfaces: &[IpAddr]) -> Policy {
+        let named = Policy::for_node(own_host);
+        if !local.ip().is_unspecified() {
+            return named;
+        }
+        let on_lan = interfaces.iter().any(|ip| scope(*ip) == Scope::Private);
+        Policy {
+            loopback: false,
+            private: on_lan || (named.private && own_host.is_none_or(|ip| scope(ip) != Scope::Loopback)),
+        }
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
         match scope(ip) {
             Scope::Forbidden => false,
@@ -111,6 +156,38 @@ impl Policy {
             Scope::Public => true,
         }
     }
+}
+
+/// The addresses of this machine's interfaces (empty when they cannot be read).
+pub fn interface_addrs() -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `list` is a valid out-pointer; the list is walked read-only and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut cursor = list;
+        while !cursor.is_null() {
+            let addr = (*cursor).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cursor = (*cursor).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
 
 /// The HTTP client's resolver: the system's, with every address the policy refuses removed.
@@ -169,6 +246,20 @@ mod tests {
             ("fd00::1", Scope::Private),
             ("8.8.8.8", Scope::Public),
             ("2606:4700::1111", Scope::Public),
+            // Addresses that embed an IPv4 address are what that address is.
+            ("64:ff9b::7f00:1", Scope::Loopback),
+            ("64:ff9b::a9fe:a9fe", Scope::Forbidden),
+            ("64:ff9b::a00:1", Scope::Private),
+            ("64:ff9b::808:808", Scope::Public),
+            ("2002:7f00:1::1", Scope::Loopback),
+            ("2002:a9fe:a9fe::", Scope::Forbidden),
+            ("2002:c0a8:101::1", Scope::Private),
+            ("2002:808:808::1", Scope::Public),
+            ("::127.0.0.1", Scope::Loopback),
+            ("::10.0.0.1", Scope::Private),
+            ("::169.254.169.254", Scope::Forbidden),
+            ("64:ff9b:1::a00:1", Scope::Forbidden),
+            ("fec0::1", Scope::Forbidden),
         ] {
             assert_eq!(scope(ip.parse().unwrap()), expected, "{ip}");
         }
@@ -185,6 +276,16 @@ mod tests {
         assert!(!lan.allows("127.0.0.1".parse().unwrap()));
         let local = Policy::for_node(Some("127.0.0.1".parse().unwrap()));
         assert!(local.allows("127.0.0.1".parse().unwrap()));
+        // Bound to every address and named by loopback (the default `serve`): reachable from
+        // other machines, so never the loopback policy.
+        let any: SocketAddr = "0.0.0.0:4242".parse().unwrap();
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        let lan_box = Policy::for_listener(loopback, any, &["127.0.0.1".parse().unwrap(), "192.168.1.5".parse().unwrap()]);
+        assert_eq!(lan_box, Policy { loopback: false, private: true });
+        let public_box = Policy::for_listener(loopback, any, &["127.0.0.1".parse().unwrap(), "203.0.113.7".parse().unwrap()]);
+        assert_eq!(public_box, Policy { loopback: false, private: false });
+        let bound: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        assert_eq!(Policy::for_listener(loopback, bound, &[]), local);
         for policy in [public, lan, local, Policy::OWNER] {
             assert!(!policy.allows("169.254.169.254".parse().unwrap()));
         }

@@ -11,6 +11,9 @@ pub const NOT_FOUND: i32 = 100;
 pub const ACCESS_DENIED: i32 = 200;
 /// The content is over the XML-RPC size limit; the message names the HTTP path to use.
 pub const TOO_LARGE: i32 = 300;
+/// The name stands for several versions in the network (different content ids); nothing was
+/// fetched, the message names them.
+pub const AMBIGUOUS: i32 = 301;
 /// The name exists in the share already; nothing was overwritten.
 pub const EXISTS: i32 = 409;
 /// The download failed.

@@ -177,8 +177,15 @@ impl Ticket {
     }
 }
 
+/// A node id must be a point on the curve, spelt the one canonical way (so one node has one
+/// id, not several), and not of small order (a "weak" key, for which signatures prove nothing).
 fn check_key(id: &[u8; 32]) -> Result<(), TicketError> {
-    iroh_base::PublicKey::from_bytes(id).map(|_| ()).map_err(|_| TicketError::BadKey)
+    let key = iroh_base::PublicKey::from_bytes(id).map_err(|_| TicketError::BadKey)?;
+    let key = key.as_verifying_key();
+    if key.is_weak() || key.to_edwards().compress().to_bytes() != *id {
+        return Err(TicketError::BadKey);
+    }
+    Ok(())
 }
 
 /// True when `raw` names a node by id or ticket rather than by an http URL.
@@ -230,6 +237,27 @@ mod tests {
             .find(|k| check_key(k).is_err())
             .expect("some byte pattern is no key");
         assert_eq!(Ticket::parse(&hex::encode(bad)), Err(TicketError::BadKey));
+        // Small-order ("weak") points: the identity (y = 1) and the point y = 0.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for weak in [identity, [0u8; 32]] {
+            assert_eq!(Ticket::parse(&hex::encode(weak)), Err(TicketError::BadKey));
+        }
+        // A point spelt with y + p instead of y (p = 2^255 - 19): the same node under a second id.
+        let (y, canonical) = (2u8..19)
+            .map(|y| {
+                let mut k = [0u8; 32];
+                k[0] = y;
+                (y, k)
+            })
+            .find(|(_, k)| check_key(k).is_ok())
+            .expect("some small y is a point");
+        let mut other_spelling = [0xffu8; 32];
+        other_spelling[0] = 0xed + y;
+        other_spelling[31] = 0x7f;
+        assert!(iroh_base::PublicKey::from_bytes(&other_spelling).is_ok(), "the curve library takes it");
+        assert_eq!(Ticket::parse(&hex::encode(other_spelling)), Err(TicketError::BadKey));
+        assert!(Ticket::parse(&hex::encode(canonical)).is_ok());
         let mut bytes = vec![1u8];
         bytes.extend_from_slice(&key());
         bytes.extend_from_slice(&[3, b'f', b't', b'p', 0]);

@@ -17,6 +17,7 @@ use super::folder::{self, Existing, Selection};
 use super::seed;
 use crate::discovery::peers::{PeerError, PeerInfo};
 use crate::discovery::search::{self, MAX_HISTORY};
+use crate::discovery::listing::Merge;
 use crate::discovery::{Flood, Hit, Match, Merged, Route};
 use crate::engine::{Job, RateLimiter};
 use crate::net::Client;
@@ -40,6 +41,9 @@ pub enum ApiError {
     Exists(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The peers disagree on what a name is: nothing was fetched.
+    #[error("{name}: {detail}; nothing was fetched")]
+    Ambiguous { name: String, detail: String },
     #[error("download of {name} failed: {reason}")]
     Download { name: String, reason: String },
     #[error("internal error: {0}")]
@@ -171,8 +175,7 @@ impl Api {
 
     /// Checks the owner's secret in constant time.
     pub fn check_secret(&self, given: &str) -> Result<(), ApiError> {
-        use subtle::ConstantTimeEq;
-        if bool::from(given.as_bytes().ct_eq(self.inner.secret.as_bytes())) {
+        if secrets_match(given, &self.inner.secret) {
             Ok(())
         } else {
             Err(ApiError::AccessDenied)
@@ -187,9 +190,11 @@ impl Api {
 
     /// The seed's `hello`: learn a peer, once it answered as a node.
     pub async fn hello(&self, url: &str) -> Result<(), ApiError> {
-        match self.inner.flood.learn(url).await {
-            Ok(_) | Err(PeerError::IsSelf(_)) => Ok(()),
-            Err(error @ (PeerError::Url(_) | PeerError::Full(_) | PeerError::Crowded | PeerError::NotANode(_))) => {
+        match self.inner.flood.hello(url).await {
+            Ok(()) | Err(PeerError::IsSelf(_)) => Ok(()),
+            Err(
+                error @ (PeerError::Url(_) | PeerError::Full(_) | PeerError::Crowded | PeerError::NotANode(_) | PeerError::Refused(_)),
+            ) => {
                 Err(ApiError::BadRequest(error.to_string()))
             }
             Err(error @ PeerError::Store(_)) => Err(ApiError::Internal(error.to_string())),
@@ -522,10 +527,17 @@ impl Api {
     async fn fetch_folder(&self, name: &str) -> Result<(), ApiError> {
         let selection = Selection::parse(name).map_err(|_| ApiError::AccessDenied)?;
         let root = self.inner.share.root().to_path_buf();
-        let peers: Vec<String> = self.live_peer_urls().into_iter().filter(|u| u != self.url()).collect();
-        let mut jobs = folder::plan(self.client(), &peers, &selection, &root, true)
+        let (configured, learnt) = self.live_peer_tiers();
+        let tiers = [(&configured[..], Merge::Union), (&learnt[..], Merge::Unanimous)];
+        let mut jobs = folder::plan_tiered(self.client(), &tiers, &selection, &root, true)
             .await
-            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            .map_err(|e| match e {
+                folder::FolderError::Disagree { detail, .. } => ApiError::Ambiguous {
+                    name: name.to_string(),
+                    detail,
+                },
+                e => ApiError::NotFound(e.to_string()),
+            })?;
         for job in &mut jobs {
             job.target = self.share_target(&check_name(&job.name)?).await?;
         }
@@ -581,7 +593,10 @@ impl Api {
 
     async fn fetch_into(&self, name: &SafeName, target: std::path::PathBuf) -> Result<(), ApiError> {
         let found = self.search(name.as_str(), self.new_route()).await?;
-        let best = found
+        // One row per version (content id) of the name. Versions are not counted or voted on:
+        // one stranger can claim any number of holders, so when the network disagrees about
+        // what the name is, the owner is told and picks one by its id.
+        let mut versions: Vec<Match> = found
             .into_iter()
             .filter(|m| m.name == name.as_str())
             .map(|mut m| {
@@ -589,8 +604,31 @@ impl Api {
                 m
             })
             .filter(|m| !m.urls.is_empty())
-            .max_by_key(|m| m.urls.len());
-        let Some(best) = best else {
+            .collect();
+        if versions.len() > 1 {
+            // The owner's configured peers, asked about their own files alone, may settle it:
+            // strangers never outvote them.
+            let (configured, _) = self.live_peer_tiers();
+            let own = crate::discovery::own_files_of(self.client(), &configured, name.as_str(), self.options().search_deadline).await;
+            let mut vouched: Vec<ContentId> = own.into_iter().filter(|m| m.name == name.as_str()).map(|m| m.id).collect();
+            vouched.sort();
+            vouched.dedup();
+            if let [id] = vouched[..] {
+                versions.retain(|m| m.id == id);
+            }
+        }
+        if versions.len() > 1 {
+            let ids: Vec<String> = versions.iter().take(8).map(|m| m.id.to_string()).collect();
+            return Err(ApiError::Ambiguous {
+                name: name.to_string(),
+                detail: format!(
+                    "the network holds {} versions of it ({}); download the one you want by its content id",
+                    versions.len(),
+                    ids.join(", ")
+                ),
+            });
+        }
+        let Some(best) = versions.pop() else {
             // No shoal node has it: a seed node may, through query.
             let route = self.new_route();
             self.inner.flood.seen.first_time(&route.query_id);
@@ -718,7 +756,7 @@ impl Api {
         if let [target] = request.targets.as_slice()
             && folder::is_selection(target)
         {
-            return self.download_folder(target, &output, &peers, request.force).await;
+            return self.download_folder(target, &output, request.force).await;
         }
         let mut job = super::resolve::resolve(self.client(), &peers, &request.targets, request.hash, Some(&output))
             .await
@@ -735,10 +773,11 @@ impl Api {
     /// `shoal.download` of a folder or glob: lists it on the live peers and downloads its files
     /// in the background, keeping the layout under `output` (as `shoal get DIR/ -o OUT`).
     /// Returns a name for the whole and the directory the files land in.
-    async fn download_folder(&self, target: &str, output: &Path, peers: &[String], force: bool) -> Result<(String, PathBuf), ApiError> {
+    async fn download_folder(&self, target: &str, output: &Path, force: bool) -> Result<(String, PathBuf), ApiError> {
         let selection = Selection::parse(target).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let peers: Vec<String> = peers.iter().filter(|u| *u != self.url()).cloned().collect();
-        let mut jobs = folder::plan(self.client(), &peers, &selection, output, false)
+        let (configured, learnt) = self.live_peer_tiers();
+        let tiers = [(&configured[..], Merge::Union), (&learnt[..], Merge::Unanimous)];
+        let mut jobs = folder::plan_tiered(self.client(), &tiers, &selection, output, false)
             .await
             .map_err(|e| ApiError::Unresolved(e.to_string()))?;
         for job in &mut jobs {
@@ -867,6 +906,19 @@ impl Api {
     pub fn live_peer_urls(&self) -> Vec<String> {
         self.inner.flood.peers.live(&[]).into_iter().map(|(url, _)| url).collect()
     }
+
+    /// The live peers in two tiers, this node left out: configured by the owner, then learnt.
+    fn live_peer_tiers(&self) -> (Vec<String>, Vec<String>) {
+        self.inner.flood.peers.live_tiers(&[self.url().to_string()])
+    }
+}
+
+/// Whether `given` is `secret`, in time that depends on neither the secret nor its length: a
+/// byte-wise compare of slices of different lengths ends at once, which tells a guesser the
+/// secret's length. Both are hashed to 32 bytes first, and the digests compared in constant
+/// time (`blake3::Hash`'s equality).
+fn secrets_match(given: &str, secret: &str) -> bool {
+    blake3::hash(given.as_bytes()) == blake3::hash(secret.as_bytes())
 }
 
 /// The directories between `root` and `target`'s parent that do not exist yet, outermost first.
@@ -887,5 +939,19 @@ fn missing_dirs(root: &std::path::Path, target: &std::path::Path) -> Vec<std::pa
 impl From<crate::net::CallError> for ApiError {
     fn from(error: crate::net::CallError) -> Self {
         ApiError::Internal(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secrets_match;
+
+    #[test]
+    fn only_the_secret_itself_matches() {
+        let secret = "correct horse battery staple";
+        assert!(secrets_match(secret, secret));
+        for wrong in ["", "correct", "correct horse battery stapl", "correct horse battery staples", "Correct horse battery staple"] {
+            assert!(!secrets_match(wrong, secret), "{wrong:?}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use shoal_index::{ContentId, check_name};
 
-use crate::discovery::listing::{ListedFile, list_on_peers};
+use crate::discovery::listing::{ListedFile, Merge, list_on_peers, merge};
 use crate::engine::Job;
 use crate::net::Client;
 use crate::proto::calls::folder_name;
@@ -40,6 +40,8 @@ pub enum FolderError {
     NoPeers(String),
     #[error("no peer lists any file for {what} (asked {asked}){reasons}")]
     Nothing { what: String, asked: usize, reasons: String },
+    #[error("{what}: {detail}; nothing was fetched (name the peers to trust with --peer)")]
+    Disagree { what: String, detail: String },
 }
 
 /// True when `target` names many files: it ends with `/` or holds a wildcard (`*`, `?`, `[`),
@@ -110,11 +112,24 @@ impl Selection {
     }
 }
 
-/// Lists `selection` on `peers` and makes one job per selected file, targets under `out_dir`.
-/// Returns the jobs in name order.
+/// Lists `selection` on `peers` (all named by the owner) and makes one job per selected file,
+/// targets under `out_dir`. Returns the jobs in name order.
 pub async fn plan(
     client: &Client,
     peers: &[String],
+    selection: &Selection,
+    out_dir: &Path,
+    keep_full_path: bool,
+) -> Result<Vec<Job>, FolderError> {
+    plan_tiered(client, &[(peers, Merge::Union)], selection, out_dir, keep_full_path).await
+}
+
+/// [`plan`] over tiers of peers, most trusted first (the owner's configured peers, then those
+/// learnt from strangers): the first tier whose peers list any selected file is used alone, so
+/// that strangers never outvote or add to what the owner's peers list.
+pub async fn plan_tiered(
+    client: &Client,
+    tiers: &[(&[String], Merge)],
     selection: &Selection,
     out_dir: &Path,
     keep_full_path: bool,
@@ -124,35 +139,40 @@ pub async fn plan(
         Selection::Folder(folder) => format!("{folder}/"),
         Selection::Glob { pattern, .. } => pattern.clone(),
     };
-    if peers.is_empty() {
+    if tiers.iter().all(|(peers, _)| peers.is_empty()) {
         return Err(FolderError::NoPeers(what));
     }
-    let (files, failures) = list_on_peers(client, peers, selection.folder()).await;
     let out_dir = std::path::absolute(out_dir).unwrap_or_else(|_| out_dir.to_path_buf());
-    let jobs: Vec<Job> = files
-        .into_iter()
-        .filter(|f| selection.selects(&f.path))
-        .filter_map(|file: ListedFile| {
-            let local = selection.local_name(&file.path, keep_full_path)?;
-            Some(Job {
-                target: out_dir.join(local),
-                name: file.path,
-                id: Some(file.id),
-                size: Some(file.size),
-                peers: file.holders,
-                ..Job::default()
+    let (mut asked, mut failures) = (0, Vec::new());
+    for (peers, rule) in tiers.iter().filter(|(peers, _)| !peers.is_empty()) {
+        let listings = list_on_peers(client, peers, selection.folder()).await;
+        asked += peers.len().min(crate::discovery::MAX_FANOUT);
+        failures.extend(listings.failures);
+        let selected = |path: &str| selection.selects(path) && selection.local_name(path, keep_full_path).is_some();
+        let files = merge(listings.listed, *rule, selected).map_err(|detail| FolderError::Disagree {
+            what: what.clone(),
+            detail,
+        })?;
+        let jobs: Vec<Job> = files
+            .into_iter()
+            .filter_map(|file: ListedFile| {
+                let local = selection.local_name(&file.path, keep_full_path)?;
+                Some(Job {
+                    target: out_dir.join(local),
+                    name: file.path,
+                    id: Some(file.id),
+                    size: Some(file.size),
+                    peers: file.holders,
+                    ..Job::default()
+                })
             })
-        })
-        .collect();
-    if jobs.is_empty() {
-        let reasons: String = failures.iter().take(3).map(|(peer, error)| format!("; {peer}: {error}")).collect();
-        return Err(FolderError::Nothing {
-            what,
-            asked: peers.len().min(crate::discovery::MAX_FANOUT),
-            reasons,
-        });
+            .collect();
+        if !jobs.is_empty() {
+            return Ok(jobs);
+        }
     }
-    Ok(jobs)
+    let reasons: String = failures.iter().take(3).map(|(peer, error)| format!("; {peer}: {error}")).collect();
+    Err(FolderError::Nothing { what, asked, reasons })
 }
 
 /// What is at a download's target already.

@@ -4,3 +4,4 @@ mod util;
 
 mod folder;
 mod network;
+mod strangers;

@@ -222,7 +222,7 @@ async fn a_dead_peer_backs_off_and_the_search_still_answers() {
     let dead = TestNode::start().await;
     let dead_url = dead.url.clone();
     dead.stop().await;
-    // A stranger's hello for a node that does not answer is refused; the owner's peer stays.
+    // A stranger's hello for a node that does not answer does not add it; the owner's peer stays.
     let a = TestNode::start_with(|o| o.peers = vec![dead_url.clone()]).await;
     let b = TestNode::start().await;
     b.add("x.txt", b"x").await;
@@ -234,8 +234,9 @@ async fn a_dead_peer_backs_off_and_the_search_still_answers() {
     let c = TestNode::start().await;
     let c_url = c.url.clone();
     c.stop().await;
+    assert_eq!(a.call("hello", vec![s(&c_url)]).await, Ok(Value::Integer(0)), "the seed's hello");
     assert!(
-        a.call("hello", vec![s(&c_url)]).await.is_err(),
+        !a.node.api().peers().iter().any(|p| p.url == c_url),
         "a node that does not answer does not join"
     );
     assert_eq!(a.call("query", vec![s("x.txt"), strings(&[])]).await, Ok(s("x")));
@@ -388,4 +389,86 @@ async fn downloads_pause_resume_and_cancel() {
         NOT_FOUND,
         "nothing left to resume"
     );
+}
+
+/// The seed's client says hello to every URL of its url file at start, whether or not those
+/// nodes run yet, and the seed's `hello` learns them all. A node introduced before it starts is
+/// answered 0 and learnt once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_introduced_before_it_starts_is_learnt_once_it_answers() {
+    let node = TestNode::start().await;
+    // An address that refuses connections (bound, not listening) until the late node starts.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let late_url = format!("http://{}", socket.local_addr().unwrap());
+    assert_eq!(node.call("hello", vec![s(&late_url)]).await, Ok(Value::Integer(0)));
+    let listed = |peers: &[shoal_node::discovery::peers::PeerInfo]| peers.iter().any(|p| p.url == late_url);
+    assert!(!listed(&node.node.api().peers()), "a node that never answered is in the table");
+    assert_eq!(node.node.api().flood().candidates(), 1);
+
+    let late = TestNode::start_on(
+        socket.listen(64).unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        |_| {},
+    )
+    .await;
+    assert_eq!(late.url, late_url);
+    let mut learnt = false;
+    for _ in 0..600 {
+        if listed(&node.node.api().peers()) {
+            learnt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(learnt, "the late node was never learnt: {:?}", node.node.api().peers());
+    assert_eq!(node.node.api().flood().candidates(), 0);
+}
+
+/// The seed's `fetch` is one call that returns when the file is in the share. A download that
+/// lasts longer than the stall timeout (the time a connection may make no progress) must still
+/// be answered, with 0, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_is_answered_however_long_the_download_takes() {
+    let holder = TestNode::start_with(|o| o.max_upload_rate = Some(512 << 10)).await;
+    let bytes = super::util::random_bytes(2 << 20, 16);
+    holder.add("slow.bin", &bytes).await;
+    // Here a connection may make no progress for 1 s; the download takes about 4 s.
+    let node = TestNode::start_with(|o| o.stall_timeout = Duration::from_secs(1)).await;
+    node.knows(&[&holder]).await;
+    assert_eq!(
+        node.call("fetch", vec![s("slow.bin"), s(SECRET)]).await,
+        Ok(Value::Integer(0)),
+        "the fetch was not answered"
+    );
+    assert_eq!(read(&node.path("slow.bin")), bytes);
+}
+
+/// A fetch whose caller hangs up goes on: the file arrives in the share all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_goes_on_when_its_caller_goes_away() {
+    let holder = TestNode::start_with(|o| o.max_upload_rate = Some(512 << 10)).await;
+    let bytes = super::util::random_bytes(2 << 20, 16);
+    holder.add("slow.bin", &bytes).await;
+    let node = TestNode::start().await;
+    node.knows(&[&holder]).await;
+    let body = shoal_xmlrpc::encode_call("fetch", &[s("slow.bin"), s(SECRET)]);
+    let gone = reqwest::Client::new()
+        .post(&node.url)
+        .header("content-type", "text/xml")
+        .body(body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller was meant to hang up before the answer");
+    let mut arrived = false;
+    for _ in 0..600 {
+        if std::fs::read(node.path("slow.bin")).is_ok_and(|got| got == bytes) {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(arrived, "the fetch stopped when its caller went away");
 }

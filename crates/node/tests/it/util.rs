@@ -36,11 +36,21 @@ impl TestNode {
 
     /// A node over existing directories (for restarts).
     pub async fn start_in(dir: TempDir, state: TempDir, tune: impl FnOnce(&mut NodeOptions)) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, dir, state, tune).await
+    }
+
+    /// A node on a listener the test made (e.g. on an address it handed out before).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        dir: TempDir,
+        state: TempDir,
+        tune: impl FnOnce(&mut NodeOptions),
+    ) -> TestNode {
         let mut options = NodeOptions::new(dir.path(), state.path());
         options.secret = Some(SECRET.to_string());
         options.search_deadline = Duration::from_secs(10);
         tune(&mut options);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let node = Node::start(options, listener).await.expect("node starts");
         let url = node.url().to_string();
         TestNode { node, dir, state, url }
