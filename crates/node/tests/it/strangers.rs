@@ -42,9 +42,15 @@ fn stranger_id() -> [u8; 32] {
 async fn a_strangers_ticket_cannot_send_the_node_to_a_relay_the_policy_forbids() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = format!("http://{}", listener.local_addr().unwrap());
+    // The node has a relay of its own (one that never answers), so it speaks to relays at all.
+    let home = Trap::new();
+    let home_relay = format!("{}/", home.url);
     let node = TestNode::start_on(listener, tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), |o| {
         o.url = Some("http://10.77.0.1:4242".into());
-        o.iroh = Some(shoal_node::options::IrohOptions::local_only());
+        o.iroh = Some(shoal_node::options::IrohOptions {
+            relays: vec![home_relay],
+            ..shoal_node::options::IrohOptions::local_only()
+        });
     })
     .await;
     let trap = Trap::new();
