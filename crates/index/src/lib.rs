@@ -37,7 +37,7 @@ pub use hash::{
     BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceHashes, VerifyError, hash_bytes, hash_file,
     piece_hashes,
 };
-pub use name::{NameError, SafeName, check_name};
+pub use name::{NameError, SafeName, check_name, is_invisible};
 pub use share::{ScanReport, Share, ShareError};
 pub use store::{FileEntry, IndexStore, StoreError};
 pub use watch::{Batch, WatchConfig, WatchError, Watcher};

@@ -325,6 +325,18 @@ pub struct RelayArgs {
     /// Address and port of the https side [default: the --listen address, port 443].
     #[arg(long, value_name = "ADDR:PORT", requires = "tls_cert")]
     pub https_listen: Option<std::net::SocketAddr>,
+    /// Serve only this node id (an id or a ticket; repeatable) [default: any node].
+    #[arg(long, value_name = "NODE_ID")]
+    pub allow: Vec<String>,
+    /// Serve only the node ids in this file, one a line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Option<PathBuf>,
+    /// Most clients connected at once; further ones are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_clients: usize,
+    /// Most bytes a second read from one client (0: no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub client_rate: u32,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod config;
 mod get;
 mod output;
 mod queue;
+mod relay;
 mod remote;
 mod serve;
 mod shell;
@@ -51,7 +52,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Status(args) => commands::status(args).await,
             cli::Command::Config(args) => commands::config(args),
             cli::Command::Id(args) => commands::id(args).await,
-            cli::Command::Relay(args) => commands::relay(args).await,
+            cli::Command::Relay(args) => relay::relay(args).await,
             cli::Command::Completions { shell } => {
                 commands::completions(shell);
                 Ok(())

@@ -33,11 +33,12 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// Text from the network made safe for a terminal: every control character (escape sequences,
-/// carriage returns, bells, and the C1 range) is shown as `\u{..}` instead of acting.
+/// carriage returns, bells, and the C1 range) and every invisible or text-direction character
+/// (which can make one name look like another) is shown as `\u{..}` instead of acting.
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if c.is_control() || shoal_index::is_invisible(c) {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);
@@ -101,5 +102,7 @@ mod tests {
         let t = table(&["NAME"], &[vec!["x\u{1b}]0;owned\u{7}".into()]]);
         assert!(!t.contains('\u{1b}') || t.starts_with("\u{1b}[1m"), "{t:?}");
         assert!(!t.contains('\u{7}'), "{t:?}");
+        // A peer's fault text that turns the terminal's writing direction around.
+        assert_eq!(printable("evil\u{202e}cod.exe"), "evil\\u{202e}cod.exe");
     }
 }

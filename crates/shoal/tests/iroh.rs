@@ -411,3 +411,52 @@ fn nodes_on_one_lan_find_each_other_with_no_peer_list() {
     let shown = run(table, "").expect_code(0);
     assert!(shown.stdout().contains("local"), "{}", shown.describe());
 }
+
+/// `shoal relay --allow` serves the listed node ids alone: with UDP blocked, a listed node's
+/// download crosses the relay, and an unlisted one (a fresh key) gets nowhere.
+#[test]
+fn a_relay_with_a_list_serves_only_the_listed_nodes() {
+    let ns = Netns::new("relayallow");
+    in_ns(&ns.0, "iptables", &["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
+    in_ns(&ns.0, "ip6tables", &["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let id_line = |dir: &str, prefix: &str| {
+        let shown = run_args(["id", "--state", dir]).expect_code(0);
+        let line = shown.stdout().lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_string);
+        line.unwrap_or_else(|| panic!("no `{prefix}` line: {}", shown.describe()))
+    };
+    let (node_state, friend_state, stranger_state) = (state("node"), state("friend"), state("stranger"));
+    let node_id = id_line(&node_state, "node id ");
+    let friend_id = id_line(&friend_state, "owner id ");
+
+    let mut relay = ns.shoal();
+    relay.args(["relay", "--listen", "127.0.0.1:0", "--allow", &node_id, "--allow", &friend_id]);
+    let (_relay, relay_url) = spawn_announcing(relay, "relay listening on ");
+
+    let data = pattern(1 << 20, 41);
+    let dir = tmp.path().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("listed.bin"), &data).unwrap();
+    let mut command = ns.shoal();
+    command.arg("serve").arg("--dir").arg(&dir).args(["--state", &node_state]);
+    command.args(["--listen", "127.0.0.1:0", "--secret", "x", "--relay", &relay_url]);
+    let mut node = Node::spawn(command, dir.clone(), node_state.clone().into());
+    let ticket = node.ticket();
+
+    let get_as = |state: &str, out: &Path| {
+        let mut command = ns.shoal();
+        command.args(["get", "listed.bin", "--peer", &ticket, "--relay", &relay_url, "--retry-for", "5"]);
+        command.args(["--state", state]).arg("-o").arg(out);
+        run(command, "")
+    };
+    let friend_out = tempfile::tempdir().unwrap();
+    let got = get_as(&friend_state, friend_out.path()).expect_code(0);
+    assert_eq!(read(&friend_out.path().join("listed.bin")), data);
+    assert!(got.stdout().contains("reached relay"), "{}", got.describe());
+
+    let stranger_out = tempfile::tempdir().unwrap();
+    let got = get_as(&stranger_state, stranger_out.path());
+    assert_ne!(got.code(), Some(0), "an unlisted node used the relay: {}", got.describe());
+    assert!(!stranger_out.path().join("listed.bin").exists());
+}
