@@ -134,21 +134,7 @@ def main():
         wait.until(lambda b: b.current_url.endswith("#downloads"))
         bar_reaches_100(remote)
 
-        # 4b. A reload keeps the session (the tab's sessionStorage): the downloads show, no login.
-        browser.refresh()
-        bar_reaches_100(remote)
-        assert not browser.find_element(By.ID, "login-dialog").get_attribute("open"), "a reload asked for the login"
-        token = browser.execute_script("return sessionStorage.getItem('shoal.session')")
-        assert token, "no session token in sessionStorage"
-        # Another tab has its own sessionStorage: it asks for the login.
-        first_tab = browser.current_window_handle
-        browser.switch_to.new_window("tab")
-        browser.get(url + "/#downloads")
-        visible("#login-dialog[open]")
-        browser.close()
-        browser.switch_to.window(first_tab)
-
-        # 4c. The browser sends the session cookie to another web server on another port of this
+        # 4b. The browser sends the session cookie to another web server on another port of this
         # host (cookies ignore ports). Replayed alone, it is not the owner; with the page's token,
         # which never left the node's origin, it is (so what was caught is the real cookie).
         catcher = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
@@ -160,7 +146,23 @@ def main():
         assert "shoal_" in caught, f"the browser sent no session cookie to the other port: {caught!r}"
         downloads = url + "/api/v1/downloads"
         assert status_of(downloads, {"Cookie": caught}) == 401, "the cookie alone was the owner"
+        browser.get(url + "/#downloads")
+        bar_reaches_100(remote)
+        token = browser.execute_script("return sessionStorage.getItem('shoal.session')")
+        assert token, "no session token in sessionStorage"
         assert status_of(downloads, {"Cookie": caught, "X-Shoal-Session": token}) == 200
+
+        # 4c. A reload keeps the session (the tab's sessionStorage): the downloads show, no login.
+        browser.refresh()
+        bar_reaches_100(remote)
+        assert not browser.find_element(By.ID, "login-dialog").get_attribute("open"), "a reload asked for the login"
+        # Another tab has its own sessionStorage: it asks for the login.
+        first_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(url + "/#downloads")
+        visible("#login-dialog[open]")
+        browser.close()
+        browser.switch_to.window(first_tab)
 
         # 5. A slow download: paused (its bar stops short of 100%), resumed, finished.
         browser.get(url + "/#search")
