@@ -520,10 +520,14 @@ async fn the_peer_table_is_public_and_the_owners_activity_is_not() {
     }
     // XML-RPC tells a stranger the same, and no more.
     let table = node.call("shoal.peer_table", vec![]).await.expect("shoal.peer_table answers");
-    let shoal_xmlrpc::Value::Array(rows) = table else { panic!("{table:?}") };
+    let shoal_xmlrpc::Value::Array(rows) = table else {
+        panic!("{table:?}")
+    };
     assert_eq!(rows.len(), peers.as_array().unwrap().len());
     for row in &rows {
-        let shoal_xmlrpc::Value::Struct(fields) = row else { panic!("{row:?}") };
+        let shoal_xmlrpc::Value::Struct(fields) = row else {
+            panic!("{row:?}")
+        };
         let names: Vec<&str> = fields.keys().map(String::as_str).collect();
         assert_eq!(names, ["backing_off", "failures", "kind", "learnt", "local", "path", "url"]);
     }

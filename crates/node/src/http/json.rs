@@ -793,7 +793,13 @@ mod tests {
 
     #[test]
     fn a_malformed_session_header_is_no_session() {
-        for bad in ["", ".", "abc.def", &format!("{}.{}", "g".repeat(16), "0".repeat(64)), &"0".repeat(81)] {
+        for bad in [
+            "",
+            ".",
+            "abc.def",
+            &format!("{}.{}", "g".repeat(16), "0".repeat(64)),
+            &"0".repeat(81),
+        ] {
             let mut headers = HeaderMap::new();
             headers.insert(SESSION_HEADER, bad.parse().unwrap());
             assert_eq!(session_header(&headers), None, "{bad}");
