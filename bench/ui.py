@@ -219,7 +219,7 @@ def main():
         print("| figure | value |")
         print("| --- | --- |")
         print(f"| page weight, first load: the page and its assets | {weight} bytes |")
-        print(f"| the API answers of the first load (session, first page of 200 files) | {data} bytes |")
+        print(f"| the API answers of the first load (the first page of 200 files) | {data} bytes |")
         print(f"| time to first list (navigation start to first file row) | {listed_ms:.0f} ms |")
         print(f"| {args.size_mib} MiB download, no page open | {bare_seconds:.2f} s, peak RSS {bare_rss / 1024:.1f} MiB |")
         print(f"| the same with the downloads view open | {ui_seconds:.2f} s, peak RSS {ui_rss / 1024:.1f} MiB ({ui_rss / bare_rss:.2f}x) |")
