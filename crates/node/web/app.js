@@ -1,9 +1,18 @@
 // The shoal web UI: four views over the node's JSON API (/api/v1). Everything shown that came
 // from the network (names, URLs, errors) is set as text, never as HTML.
+//
+// The owner's session: the login answers with a token that this tab keeps in sessionStorage
+// and sends as X-Shoal-Session with every request; the node also set an HttpOnly cookie, and
+// it wants both (a cookie reaches every port of the host, the token stays with this origin).
+// A reload keeps the session; another tab logs in on its own. Every request also carries
+// X-Shoal, which no page of another site can add, so that only this page can make the node
+// search. Streams are read with fetch, because EventSource cannot send headers.
 
 const $ = (selector) => document.querySelector(selector);
 const views = ["files", "search", "downloads", "peers"];
 const SOURCE_COLOURS = 6;
+
+const SESSION_KEY = "shoal.session";
 
 let owner = false;
 let downloadEvents = null;
@@ -56,22 +65,82 @@ function notice(text) {
   }, 8000);
 }
 
+// The headers of every request to the node.
+function headers(extra = {}) {
+  const all = { "x-shoal": "1", ...extra };
+  const token = sessionStorage.getItem(SESSION_KEY);
+  if (token) all["x-shoal-session"] = token;
+  return all;
+}
+
+// The node said the session is gone (expired, logged out elsewhere, the node restarted).
+function sessionLost() {
+  sessionStorage.removeItem(SESSION_KEY);
+  setOwner(false);
+  openLogin();
+}
+
 async function api(path, options = {}) {
-  const init = { credentials: "same-origin", ...options };
+  const init = { credentials: "same-origin", ...options, headers: headers() };
   if (options.body !== undefined) {
     init.method = options.method || "POST";
-    init.headers = { "content-type": "application/json" };
+    init.headers = headers({ "content-type": "application/json" });
     init.body = JSON.stringify(options.body);
   }
   const response = await fetch(`/api/v1${path}`, init);
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) {
-    setOwner(false);
-    openLogin();
+    sessionLost();
     throw new Error("log in as the owner first");
   }
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
+}
+
+// Reads Server-Sent Events from `path` and calls handlers[event](data) for each. `handlers.error`
+// gets a failure's message, `handlers.end` is called when the stream ends by itself. Returns an
+// AbortController: abort() stops reading and calls neither.
+function listen(path, handlers) {
+  const controller = new AbortController();
+  const read = async () => {
+    const response = await fetch(`/api/v1${path}`, { credentials: "same-origin", headers: headers(), signal: controller.signal });
+    if (response.status === 401) {
+      sessionLost();
+      throw new Error("log in as the owner first");
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error || `HTTP ${response.status}`);
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replaceAll("\r\n", "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length && handlers[event]) handlers[event](data.join("\n"));
+      }
+    }
+  };
+  read().then(
+    () => {
+      if (!controller.signal.aborted && handlers.end) handlers.end();
+    },
+    (error) => {
+      if (!controller.signal.aborted && handlers.error) handlers.error(error.message);
+    },
+  );
+  return controller;
 }
 
 // ---- views -----------------------------------------------------------------------------------
@@ -147,39 +216,46 @@ async function loadFiles(fresh) {
 // ---- search ----------------------------------------------------------------------------------
 
 function search(pattern) {
-  if (searchEvents) searchEvents.close();
+  if (searchEvents) searchEvents.abort();
   const body = $("#results-table tbody");
   body.replaceChildren();
   const groups = new Map();
   $("#search-status").textContent = `Searching for “${pattern}”…`;
-  searchEvents = new EventSource(`/api/v1/search?${new URLSearchParams({ q: pattern })}`);
-  searchEvents.addEventListener("match", (event) => {
-    for (const found of JSON.parse(event.data)) {
-      let group = groups.get(found.id);
-      if (!group) {
-        group = { names: new Set(), holders: new Set(), size: found.size, row: el("tr") };
-        group.row.dataset.id = found.id;
-        groups.set(found.id, group);
-        body.append(group.row);
+  const found = () => `${groups.size} file${groups.size === 1 ? "" : "s"}`;
+  searchEvents = listen(`/search?${new URLSearchParams({ q: pattern })}`, {
+    match: (data) => showMatches(JSON.parse(data), groups, body),
+    done: () => {
+      $("#search-status").textContent = groups.size ? `${found()} found.` : "Nothing found.";
+    },
+    failed: (data) => {
+      $("#search-status").textContent = `The search failed: ${data}`;
+    },
+    error: (message) => {
+      $("#search-status").textContent = `The search failed: ${message}`;
+    },
+    end: () => {
+      if (!groups.size && $("#search-status").textContent.startsWith("Searching")) {
+        $("#search-status").textContent = "The search ended without results.";
       }
-      group.names.add(found.name);
-      for (const holder of found.holders) group.holders.add(holder);
-      renderResult(found.id, group);
+    },
+  });
+}
+
+// Adds a batch of matches to the results, one row per content id.
+function showMatches(matches, groups, body) {
+  for (const found of matches) {
+    let group = groups.get(found.id);
+    if (!group) {
+      group = { names: new Set(), holders: new Set(), size: found.size, row: el("tr") };
+      group.row.dataset.id = found.id;
+      groups.set(found.id, group);
+      body.append(group.row);
     }
-    $("#search-status").textContent = `${groups.size} file${groups.size === 1 ? "" : "s"} found so far…`;
-  });
-  searchEvents.addEventListener("done", () => {
-    searchEvents.close();
-    $("#search-status").textContent = groups.size ? `${groups.size} file${groups.size === 1 ? "" : "s"} found.` : "Nothing found.";
-  });
-  searchEvents.addEventListener("failed", (event) => {
-    searchEvents.close();
-    $("#search-status").textContent = `The search failed: ${event.data}`;
-  });
-  searchEvents.onerror = () => {
-    searchEvents.close();
-    if (!groups.size) $("#search-status").textContent = "The search ended without results.";
-  };
+    group.names.add(found.name);
+    for (const holder of found.holders) group.holders.add(holder);
+    renderResult(found.id, group);
+  }
+  $("#search-status").textContent = `${groups.size} file${groups.size === 1 ? "" : "s"} found so far…`;
 }
 
 function renderResult(id, group) {
@@ -221,12 +297,14 @@ function followDownloads() {
     return;
   }
   if (downloadEvents) return;
-  downloadEvents = new EventSource("/api/v1/downloads/events");
-  downloadEvents.addEventListener("downloads", (event) => renderDownloads(JSON.parse(event.data)));
-  downloadEvents.onerror = () => {
-    downloadEvents.close();
+  const stopped = () => {
     downloadEvents = null;
   };
+  downloadEvents = listen("/downloads/events", {
+    downloads: (data) => renderDownloads(JSON.parse(data)),
+    end: stopped,
+    error: stopped,
+  });
 }
 
 function renderDownloads(rows) {
@@ -317,11 +395,8 @@ async function control(what, target) {
 
 // ---- peers -----------------------------------------------------------------------------------
 
+// The peer table is public; when and how much this node used each peer is the owner's alone.
 async function loadPeers() {
-  if (!owner) {
-    openLogin(loadPeers);
-    return;
-  }
   let peers;
   try {
     peers = await api("/peers");
@@ -338,8 +413,8 @@ async function loadPeers() {
         el("td", {}, p.url),
         el("td", {}, p.kind),
         el("td", {}, p.state),
-        el("td", {}, p.last_seen_s === null || p.last_seen_s === undefined ? "never" : `${duration(p.last_seen_s)} ago`),
-        el("td", { class: "num" }, bytes(p.bytes)),
+        el("td", {}, !("last_seen_s" in p) ? "–" : p.last_seen_s === null ? "never" : `${duration(p.last_seen_s)} ago`),
+        el("td", { class: "num" }, "bytes" in p ? bytes(p.bytes) : "–"),
         el("td", { class: "num" }, p.failures),
         el("td", {}, p.learnt ? "yes" : "no"),
       ),
@@ -353,9 +428,11 @@ async function loadPeers() {
 let afterLogin = null;
 
 function setOwner(value) {
+  const was = owner;
   owner = value;
   $("#login-button").textContent = value ? "Log out" : "Log in";
   if (value) offerDownloadDir();
+  if (was !== value && !$("#view-peers").hidden) loadPeers();
 }
 
 // When the node has a download directory, a download may go there instead of the share.
@@ -380,7 +457,8 @@ function openLogin(then) {
 async function login(event) {
   event.preventDefault();
   try {
-    await api("/login", { body: { secret: $("#secret").value } });
+    const session = await api("/login", { body: { secret: $("#secret").value } });
+    sessionStorage.setItem(SESSION_KEY, session.token);
   } catch (error) {
     $("#login-error").textContent = error.message === "Access denied" ? "That secret is not this node's." : error.message;
     return;
@@ -396,8 +474,9 @@ async function login(event) {
 
 async function logout() {
   await api("/logout", { body: {} }).catch(() => {});
+  sessionStorage.removeItem(SESSION_KEY);
   setOwner(false);
-  if (downloadEvents) downloadEvents.close();
+  if (downloadEvents) downloadEvents.abort();
   downloadEvents = null;
   notice("Logged out.");
 }
@@ -433,7 +512,9 @@ async function start() {
     }
   });
   window.addEventListener("hashchange", () => show(location.hash.slice(1)));
-  const session = await api("/session").catch(() => ({ owner: false }));
+  // A reload keeps this tab's session (sessionStorage); the node says whether it still holds.
+  const session = sessionStorage.getItem(SESSION_KEY) ? await api("/session").catch(() => ({ owner: false })) : { owner: false };
+  if (!session.owner) sessionStorage.removeItem(SESSION_KEY);
   setOwner(session.owner);
   show(location.hash.slice(1));
 }

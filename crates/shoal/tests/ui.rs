@@ -1,7 +1,9 @@
 //! The web UI in a real browser: headless Chromium driven through WebDriver (tests/ui/browser.py,
 //! Selenium from Debian's python3-selenium, no network look-ups) against two `shoal serve`
 //! processes on loopback: one shares a file, the other knows it as a peer. See browser.py for
-//! the checks. With SHOAL_SCREENSHOTS=DIR the script saves the README's pictures there.
+//! the checks, among them the owner's session against another web server on another port of
+//! the host (the browser sends it the cookie; replayed alone, the cookie is refused). With
+//! SHOAL_SCREENSHOTS=DIR the script saves the README's pictures there.
 
 mod support;
 

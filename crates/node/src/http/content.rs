@@ -4,6 +4,11 @@
 //! `Accept-Ranges`, single-range `Range` (206/416), `If-Range`, and an `ETag` equal to the
 //! content id, so that curl and aria2c can download and resume. A file whose size, mtime or inode
 //! no longer match the index is not served under the id it had (404 until the next scan).
+//!
+//! Every answer says `X-Content-Type-Options: nosniff`: the bytes are a stranger's, and a
+//! browser must take them as the `application/octet-stream` they are sent as, never guess
+//! HTML or script from them (a shared `page.html` opened from `/files` would otherwise run in
+//! the node's origin).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -32,28 +37,37 @@ fn error_response(error: ApiError) -> Response {
     (status_of(&error), format!("{text}\n")).into_response()
 }
 
+/// Adds `X-Content-Type-Options: nosniff` to an answer (also used by the JSON API).
+pub(super) async fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
 /// `GET /content/<id>`.
 pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let Ok(id) = id.parse::<ContentId>() else {
-        return error_response(ApiError::NotFound(id));
+        return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    serve(&api, &method, &id.to_string(), &headers).await
+    no_sniffing(serve(&api, &method, &id.to_string(), &headers).await).await
 }
 
 /// `GET /files/<name>` (the name is percent-decoded once by the router).
 pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    serve(&api, &method, &name, &headers).await
+    no_sniffing(serve(&api, &method, &name, &headers).await).await
 }
 
 /// `GET /outboard/<id>`: the bao outboard (pre-order, 16 KiB chunk groups) of a file.
 pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<ContentId>() else {
-        return error_response(ApiError::NotFound(id));
+        return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    match api.outboard(id).await {
+    let response = match api.outboard(id).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
         Err(error) => error_response(error),
-    }
+    };
+    no_sniffing(response).await
 }
 
 async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Response {

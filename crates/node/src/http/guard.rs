@@ -201,3 +201,32 @@ pub async fn browser(axum::Extension(guard): axum::Extension<Arc<Guard>>, reques
         Err(reason) => (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
     }
 }
+
+/// The header a caller adds to `GET /api/v1/search` to show that it is not a page of another
+/// site: a page can make a browser send a cross-origin GET without `Origin` (an `<img src>`, a
+/// `no-cors` fetch), but it cannot add a header of its own to one without a CORS preflight,
+/// which the node never grants. The web UI sends it; curl users add `-H 'X-Shoal: 1'`.
+pub const SAME_ORIGIN_HEADER: &str = "x-shoal";
+
+/// Refuses a browser request that lacks [`SAME_ORIGIN_HEADER`]. Callers over iroh pass: a
+/// browser cannot speak iroh.
+pub fn same_origin_signal(caller: &Caller, headers: &HeaderMap) -> Result<(), &'static str> {
+    if caller.key().is_some() || headers.contains_key(SAME_ORIGIN_HEADER) {
+        Ok(())
+    } else {
+        Err("send the header X-Shoal: 1 with this request (a page of another site cannot)")
+    }
+}
+
+impl Guard {
+    /// [`Guard::allow`] without the loopback exemption: for routes a browser can reach, where
+    /// loopback is where a hostile page on the owner's machine calls from.
+    pub fn allow_from_anyone(&self, caller: &Caller, limit: Limit) -> Result<(), ApiError> {
+        let limiter = match limit {
+            Limit::Search => &self.searches,
+            Limit::Hello => &self.hellos,
+        };
+        Self::tidy(limiter);
+        limiter.check_key(&caller.ip()).map_err(|_| ApiError::Busy)
+    }
+}

@@ -4,13 +4,18 @@
 //!
 //! Who may do what (docs/SECURITY.md): browsing the share (`GET /api/v1/files`) and searching
 //! the network (`GET /api/v1/search`) are public, as the seed's `list()` and `query` are;
-//! everything else needs the owner. The owner proves it by sending the secret once to
-//! `POST /api/v1/login`, which answers with a session cookie (`HttpOnly`, `SameSite=Strict`,
-//! random, kept only in memory, 12 hours), or by sending the secret as a bearer token
-//! (`Authorization: Bearer SECRET`, for scripts). Wrong secrets count against the caller's
-//! per-minute allowance, as on XML-RPC. Cross-origin requests are refused by the node's
-//! browser check (every route), and requests that change anything must be
-//! `application/json`, which a page of another origin cannot send without being refused.
+//! the peer table (`GET /api/v1/peers`, without the owner's activity) is public as
+//! `shoal.peer_table` is; everything else needs the owner. The owner proves it by sending the
+//! secret once to `POST /api/v1/login`, which opens a session of two random halves (kept only
+//! in memory, 12 hours): one in the answer's body, which the page keeps in the tab's
+//! `sessionStorage` and sends as `X-Shoal-Session` with every request, one as a cookie
+//! (`HttpOnly`, `SameSite=Strict`). Both are needed: a browser sends cookies to every port of
+//! the host, so the cookie alone, caught by another local web server, must not make its bearer
+//! the owner (docs/SECURITY.md). Scripts send the secret as a bearer token instead
+//! (`Authorization: Bearer SECRET`). Wrong secrets count against the caller's per-minute
+//! allowance, as on XML-RPC. Cross-origin requests are refused by the node's browser check
+//! (every route), requests that change anything must be `application/json`, and a search must
+//! carry `X-Shoal` (a page of another origin can send none of these without being refused).
 //!
 //! Errors are `{"error": "..."}` with the status [`super::faults::status_of`] gives.
 
@@ -27,12 +32,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::guard::{Caller, Guard, Limit};
+use super::guard::{self, Caller, Guard, Limit};
 use crate::service::downloads::Status;
 use crate::service::{Api, ApiError};
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "shoal_session";
+/// The header that carries the page's half of a session: `ID.TOKEN`.
+pub const SESSION_HEADER: &str = "x-shoal-session";
+/// The session cookie's name is this prefix and the session's id, so that sessions of two
+/// nodes (or two tabs) on one host do not overwrite each other's cookie.
+pub const SESSION_COOKIE_PREFIX: &str = "shoal_";
 /// How long a session lasts after login.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions kept at once; the oldest goes first.
@@ -46,36 +54,83 @@ const MAX_SEARCH_ROWS: usize = 1024;
 /// How often the downloads stream sends the table.
 const DOWNLOADS_TICK: Duration = Duration::from_millis(500);
 
-/// The owner's sessions: random tokens and when they end.
+/// One session: an id that names it (and its cookie), the half the page keeps and sends as
+/// [`SESSION_HEADER`], the half the browser keeps as an `HttpOnly` cookie, and when it ends.
+struct Session {
+    page: String,
+    cookie: String,
+    until: Instant,
+}
+
+/// What a login hands out: the header value for the page and the cookie for the browser.
+struct Opened {
+    /// `ID.TOKEN`, sent back as [`SESSION_HEADER`].
+    header: String,
+    cookie_name: String,
+    cookie_value: String,
+}
+
+/// The owner's sessions, kept in memory only.
+///
+/// A session is proven by two random 256-bit halves, both needed: the page's half (in the tab's
+/// `sessionStorage`, sent as a header) and the cookie's half. Cookies ignore ports, so a
+/// browser sends the cookie to every web server on the host; the page's half stays with the
+/// node's origin, so a cookie caught on another port does not make its bearer the owner.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Instant>>);
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+fn random_hex<const N: usize>() -> String {
+    hex::encode(rand::random::<[u8; N]>())
+}
 
 impl Sessions {
-    fn open(&self) -> String {
-        let token = hex::encode(rand::random::<[u8; 32]>());
+    fn open(&self) -> Opened {
+        let id = random_hex::<8>();
+        let session = Session {
+            page: random_hex::<32>(),
+            cookie: random_hex::<32>(),
+            until: Instant::now() + SESSION_LIFETIME,
+        };
+        let opened = Opened {
+            header: format!("{id}.{}", session.page),
+            cookie_name: format!("{SESSION_COOKIE_PREFIX}{id}"),
+            cookie_value: session.cookie.clone(),
+        };
         let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        table.retain(|_, until| *until > now);
+        table.retain(|_, s| s.until > now);
         if table.len() >= MAX_SESSIONS
-            && let Some(oldest) = table.iter().min_by_key(|(_, until)| **until).map(|(t, _)| t.clone())
+            && let Some(oldest) = table.iter().min_by_key(|(_, s)| s.until).map(|(id, _)| id.clone())
         {
             table.remove(&oldest);
         }
-        table.insert(token.clone(), now + SESSION_LIFETIME);
-        token
+        table.insert(id, session);
+        opened
     }
 
-    fn valid(&self, token: &str) -> bool {
+    /// The id of the live session the request proves with both halves, if any.
+    fn valid(&self, headers: &HeaderMap) -> Option<String> {
+        let (id, page) = session_header(headers)?;
+        let cookie = cookie(headers, &format!("{SESSION_COOKIE_PREFIX}{id}"))?;
         let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Compared in constant time, as the secret is.
-        table
-            .iter()
-            .any(|(t, until)| *until > Instant::now() && subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into())
+        let session = table.get(id).filter(|s| s.until > Instant::now())?;
+        // Both halves compared in constant time, as the secret is, and both always compared.
+        let page_ok = subtle::ConstantTimeEq::ct_eq(session.page.as_bytes(), page.as_bytes());
+        let cookie_ok = subtle::ConstantTimeEq::ct_eq(session.cookie.as_bytes(), cookie.as_bytes());
+        bool::from(page_ok & cookie_ok).then(|| id.to_string())
     }
 
-    fn close(&self, token: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+    fn close(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
+}
+
+/// `ID.TOKEN` from [`SESSION_HEADER`]: an id of 16 hex digits, a token of 64.
+fn session_header(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get(SESSION_HEADER)?.to_str().ok()?.trim();
+    let (id, page) = value.split_once('.')?;
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(id, 16) && hex(page, 64)).then_some((id, page))
 }
 
 /// The routes under `/api/v1`.
@@ -94,6 +149,7 @@ pub fn routes() -> axum::Router<Api> {
         .route("/api/v1/downloads/cancel", post(cancel))
         .route("/api/v1/peers", get(peers).post(add_peer))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(super::content::no_sniffing))
 }
 
 /// An API error as JSON.
@@ -166,6 +222,9 @@ struct Login {
 #[derive(Serialize)]
 struct SessionBody {
     owner: bool,
+    /// After a login: the value the page sends as [`SESSION_HEADER`] with every owner request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -232,6 +291,8 @@ struct Done {
     ok: bool,
 }
 
+/// A row of the peer table. Everyone sees what `shoal.peer_table` shows (docs/SECURITY.md);
+/// the owner also sees [`PeerActivity`].
 #[derive(Serialize)]
 struct PeerRow {
     url: String,
@@ -239,14 +300,21 @@ struct PeerRow {
     state: &'static str,
     failures: u32,
     learnt: bool,
-    /// Seconds since it last answered; absent when it never has.
-    last_seen_s: Option<u64>,
-    /// Verified bytes downloaded from it by the downloads this node ran since it started.
-    bytes: u64,
     /// Found on the LAN.
     local: bool,
     /// `direct` or `relay` for a node reached over iroh.
     path: Option<&'static str>,
+    #[serde(flatten)]
+    activity: Option<PeerActivity>,
+}
+
+/// What the owner's own use of a peer was: owner-only.
+#[derive(Serialize)]
+struct PeerActivity {
+    /// Seconds since it last answered; null when it never has.
+    last_seen_s: Option<u64>,
+    /// Verified bytes downloaded from it by the downloads this node ran since it started.
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -267,15 +335,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Passes when the request carries a live session cookie or the secret as a bearer token, or
-/// came over iroh from an owner's key.
+/// Passes when the request proves a live session (its header and its cookie), carries the
+/// secret as a bearer token, or came over iroh from an owner's key. Fails with 401 when it
+/// proves nothing (403 for a wrong bearer secret).
 fn owner(api: &Api, guard: &Guard, sessions: &Sessions, caller: &Caller, headers: &HeaderMap) -> Result<(), Failure> {
     if caller.key().is_some_and(|key| api.is_owner_key(key)) {
         return Ok(());
     }
-    if let Some(token) = cookie(headers, SESSION_COOKIE)
-        && sessions.valid(&token)
-    {
+    if sessions.valid(headers).is_some() {
         return Ok(());
     }
     let bearer = headers
@@ -368,13 +435,20 @@ async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answe
 
 /// Search results as Server-Sent Events: a `match` event per group of results as peers answer
 /// (this node's own first), then `done`. Rows are grouped by content id in the UI.
+///
+/// A search makes the node send messages to its peers, and a page of any site can make the
+/// owner's browser send a GET: the request must carry [`guard::SAME_ORIGIN_HEADER`] (no page of
+/// another site can add it), and the search rate applies to every caller, loopback included
+/// (the owner's browser calls from loopback).
 async fn search(
     State(api): State<Api>,
     Ext(guard): Ext<Arc<Guard>>,
     Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
     Query(query): Query<SearchQuery>,
 ) -> Result<Response, Failure> {
-    guard.allow(&caller, Limit::Search)?;
+    guard::same_origin_signal(&caller, &headers).map_err(|reason| Failure(StatusCode::FORBIDDEN, reason.into()))?;
+    guard.allow_from_anyone(&caller, Limit::Search)?;
     let pattern = query.q.trim().to_string();
     if pattern.is_empty() || pattern.len() > crate::proto::limits::MAX_PATTERN {
         return Err(Failure(StatusCode::BAD_REQUEST, "give a pattern of 1 to 255 bytes in q".into()));
@@ -420,26 +494,36 @@ async fn login(
     Body(login): Body<Login>,
 ) -> Result<Response, Failure> {
     guard.check_secret(&api, &caller, &login.secret)?;
-    let token = sessions.open();
+    let opened = sessions.open();
+    // The cookie goes only to the API's paths; it is half of the proof, never all of it.
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{}={}; HttpOnly; SameSite=Strict; Path=/api/v1; Max-Age={}",
+        opened.cookie_name,
+        opened.cookie_value,
         SESSION_LIFETIME.as_secs()
     );
-    Ok(([(header::SET_COOKIE, cookie)], Json(SessionBody { owner: true })).into_response())
+    let body = SessionBody {
+        owner: true,
+        token: Some(opened.header),
+    };
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
+/// Ends the session the request proves (both halves: a cookie caught elsewhere cannot log the
+/// owner out) and tells the browser to drop its cookie.
 async fn logout(Ext(sessions): Ext<Arc<Sessions>>, headers: HeaderMap) -> Response {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        sessions.close(&token);
+    if let Some(id) = sessions.valid(&headers) {
+        sessions.close(&id);
+        let cookie = format!("{SESSION_COOKIE_PREFIX}{id}=; HttpOnly; SameSite=Strict; Path=/api/v1; Max-Age=0");
+        return ([(header::SET_COOKIE, cookie)], Json(SessionBody { owner: false, token: None })).into_response();
     }
-    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    ([(header::SET_COOKIE, cookie)], Json(SessionBody { owner: false })).into_response()
+    Json(SessionBody { owner: false, token: None }).into_response()
 }
 
-/// Whether this browser is logged in (the page asks before it shows owner views).
+/// Whether this tab is logged in (the page asks with its stored half when it loads).
 async fn session(Ext(sessions): Ext<Arc<Sessions>>, headers: HeaderMap) -> Json<SessionBody> {
-    let owner = cookie(&headers, SESSION_COOKIE).is_some_and(|t| sessions.valid(&t));
-    Json(SessionBody { owner })
+    let owner = sessions.valid(&headers).is_some();
+    Json(SessionBody { owner, token: None })
 }
 
 async fn status(State(api): State<Api>, _owner: Owner) -> Answer<StatusBody> {
@@ -604,7 +688,21 @@ async fn cancel(State(api): State<Api>, _owner: Owner, Body(request): Body<Targe
     control(api, request, Control::Cancel).await
 }
 
-async fn peers(State(api): State<Api>, _owner: Owner) -> Answer<Vec<PeerRow>> {
+/// The peer table: public, as `shoal.peer_table` is (peer exchange gives the URLs to anyone
+/// anyway); with the owner's credentials also when each peer last answered and how much was
+/// downloaded from it. Credentials that are given but wrong are refused, not ignored.
+async fn peers(
+    State(api): State<Api>,
+    Ext(guard): Ext<Arc<Guard>>,
+    Ext(sessions): Ext<Arc<Sessions>>,
+    Ext(caller): Ext<Caller>,
+    headers: HeaderMap,
+) -> Answer<Vec<PeerRow>> {
+    let full = match owner(&api, &guard, &sessions, &caller, &headers) {
+        Ok(()) => true,
+        Err(Failure(StatusCode::UNAUTHORIZED, _)) => false,
+        Err(refused) => return Err(refused),
+    };
     // Each source of a download is a peer's base URL plus the content path.
     let sources: Vec<(String, u64)> = api
         .downloads()
@@ -623,7 +721,10 @@ async fn peers(State(api): State<Api>, _owner: Owner) -> Answer<Vec<PeerRow>> {
         api.peers()
             .into_iter()
             .map(|p| PeerRow {
-                bytes: bytes_from(&p.url),
+                activity: full.then(|| PeerActivity {
+                    last_seen_s: p.last_seen.map(|d| d.as_secs()),
+                    bytes: bytes_from(&p.url),
+                }),
                 kind: p.kind.name(),
                 state: if p.backing_off {
                     "backing off"
@@ -634,7 +735,6 @@ async fn peers(State(api): State<Api>, _owner: Owner) -> Answer<Vec<PeerRow>> {
                 },
                 failures: p.failures,
                 learnt: p.learnt,
-                last_seen_s: p.last_seen.map(|d| d.as_secs()),
                 local: p.local,
                 path: p.path,
                 url: p.url,
@@ -652,26 +752,65 @@ async fn add_peer(State(api): State<Api>, _owner: Owner, Body(request): Body<Add
 mod tests {
     use super::*;
 
+    /// The headers a tab sends for a session: its half as the header, the cookie's half.
+    fn proof(opened: &Opened) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(SESSION_HEADER, opened.header.parse().unwrap());
+        let cookie = format!("other=1; {}={}", opened.cookie_name, opened.cookie_value);
+        headers.insert(header::COOKIE, cookie.parse().unwrap());
+        headers
+    }
+
     #[test]
-    fn sessions_are_random_bounded_and_closable() {
+    fn sessions_need_both_halves_and_are_bounded_and_closable() {
         let sessions = Sessions::default();
         let first = sessions.open();
-        assert_eq!(first.len(), 64);
-        assert!(sessions.valid(&first));
-        assert!(!sessions.valid(&"0".repeat(64)));
-        let later: Vec<String> = (0..MAX_SESSIONS).map(|_| sessions.open()).collect();
+        assert_eq!(first.header.len(), 16 + 1 + 64);
+        assert_eq!(first.cookie_value.len(), 64);
+        let id = sessions.valid(&proof(&first)).expect("both halves prove the session");
+        assert_eq!(first.cookie_name, format!("shoal_{id}"));
+        // Either half alone proves nothing; neither does a half of the right length but wrong.
+        let mut cookie_only = proof(&first);
+        cookie_only.remove(SESSION_HEADER);
+        assert_eq!(sessions.valid(&cookie_only), None);
+        let mut header_only = proof(&first);
+        header_only.remove(header::COOKIE);
+        assert_eq!(sessions.valid(&header_only), None);
+        let mut wrong_page = proof(&first);
+        wrong_page.insert(SESSION_HEADER, format!("{id}.{}", "0".repeat(64)).parse().unwrap());
+        assert_eq!(sessions.valid(&wrong_page), None);
+        let mut wrong_cookie = proof(&first);
+        wrong_cookie.insert(header::COOKIE, format!("shoal_{id}={}", "0".repeat(64)).parse().unwrap());
+        assert_eq!(sessions.valid(&wrong_cookie), None);
         // The table holds at most MAX_SESSIONS: the oldest made way for the newest.
-        assert!(!sessions.valid(&first), "the oldest session was not evicted");
-        assert!(later.iter().all(|t| sessions.valid(t)));
-        sessions.close(&later[0]);
-        assert!(!sessions.valid(&later[0]));
+        let later: Vec<Opened> = (0..MAX_SESSIONS).map(|_| sessions.open()).collect();
+        assert_eq!(sessions.valid(&proof(&first)), None, "the oldest session was not evicted");
+        assert!(later.iter().all(|o| sessions.valid(&proof(o)).is_some()));
+        let id = sessions.valid(&proof(&later[0])).unwrap();
+        sessions.close(&id);
+        assert_eq!(sessions.valid(&proof(&later[0])), None);
+    }
+
+    #[test]
+    fn a_malformed_session_header_is_no_session() {
+        for bad in [
+            "",
+            ".",
+            "abc.def",
+            &format!("{}.{}", "g".repeat(16), "0".repeat(64)),
+            &"0".repeat(81),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(SESSION_HEADER, bad.parse().unwrap());
+            assert_eq!(session_header(&headers), None, "{bad}");
+        }
     }
 
     #[test]
     fn cookies_are_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; shoal_session=abc; b=2".parse().unwrap());
-        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        headers.insert(header::COOKIE, "a=1; shoal_0123=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&headers, "shoal_0123").as_deref(), Some("abc"));
         assert_eq!(cookie(&headers, "missing"), None);
     }
 }

@@ -424,6 +424,11 @@ async fn control(r: Request, what: Control) -> Answer {
     Ok(Value::Integer(0))
 }
 
+/// Public, as `shoal.peers` is: peer exchange hands the same URLs to anyone, and the state
+/// beside them (kind, failures, learnt, LAN, path) is what anyone could learn by probing those
+/// URLs. When this node last heard from each peer and what it downloaded from it describe the
+/// owner's use of the network and are not here; `GET /api/v1/peers` shows them to the owner
+/// only (docs/SECURITY.md).
 async fn peer_table(r: Request) -> Answer {
     calls::none(r.params)?;
     Ok(Value::Array(

@@ -5,14 +5,20 @@ WebDriver by Selenium (Debian's python3-selenium), against real shoal nodes that
 
 NODE_URL shares LOCAL_FILE and knows a peer that holds REMOTE_FILE and SLOW_FILE (served slowly).
 Checks, in order: the page lists the node's files; owner actions are refused without login; a
-search finds a file only the peer holds; a click downloads it and its bar reaches 100%; a slow
-download is paused and resumed and reaches 100%; the peers view lists the peer; no JavaScript
-error reached the console.
+search finds a file only the peer holds; a click downloads it and its bar reaches 100%; a reload
+keeps the session and another tab asks for the login; the session cookie, which the browser
+sends to another web server on another port of the host, is not the owner when replayed alone;
+a slow download is paused and resumed and reaches 100%; the peers view lists the peer; logging
+out forgets the session; no JavaScript error reached the console.
 Every wait is bounded. Exit status 0 when every check held; the failure is printed otherwise.
 """
 
+import http.server
 import os
 import sys
+import threading
+import urllib.error
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -37,6 +43,31 @@ def driver():
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+
+
+class Catcher(http.server.BaseHTTPRequestHandler):
+    """Another local web server on another port: it keeps the cookies the browser sends it."""
+
+    cookies = []
+
+    def do_GET(self):
+        Catcher.cookies.extend(self.headers.get_all("Cookie") or [])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"another site on this host\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def status_of(url, headers):
+    """The status of a GET from outside the browser (another local user replaying what it caught)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=BOUND) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def main():
@@ -103,6 +134,36 @@ def main():
         wait.until(lambda b: b.current_url.endswith("#downloads"))
         bar_reaches_100(remote)
 
+        # 4b. The browser sends the session cookie to another web server on another port of this
+        # host (cookies ignore ports). Replayed alone, it is not the owner; with the page's token,
+        # which never left the node's origin, it is (so what was caught is the real cookie).
+        catcher = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
+        threading.Thread(target=catcher.serve_forever, daemon=True).start()
+        browser.get(f"http://127.0.0.1:{catcher.server_address[1]}/api/v1/anything")
+        wait.until(lambda b: "another site" in b.find_element(By.TAG_NAME, "body").text)
+        catcher.shutdown()
+        caught = "; ".join(Catcher.cookies)
+        assert "shoal_" in caught, f"the browser sent no session cookie to the other port: {caught!r}"
+        downloads = url + "/api/v1/downloads"
+        assert status_of(downloads, {"Cookie": caught}) == 401, "the cookie alone was the owner"
+        browser.get(url + "/#downloads")
+        bar_reaches_100(remote)
+        token = browser.execute_script("return sessionStorage.getItem('shoal.session')")
+        assert token, "no session token in sessionStorage"
+        assert status_of(downloads, {"Cookie": caught, "X-Shoal-Session": token}) == 200
+
+        # 4c. A reload keeps the session (the tab's sessionStorage): the downloads show, no login.
+        browser.refresh()
+        bar_reaches_100(remote)
+        assert not browser.find_element(By.ID, "login-dialog").get_attribute("open"), "a reload asked for the login"
+        # Another tab has its own sessionStorage: it asks for the login.
+        first_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(url + "/#downloads")
+        visible("#login-dialog[open]")
+        browser.close()
+        browser.switch_to.window(first_tab)
+
         # 5. A slow download: paused (its bar stops short of 100%), resumed, finished.
         browser.get(url + "/#search")
         box = visible("#q")
@@ -127,7 +188,15 @@ def main():
         wait.until(lambda b: "shoal" in b.find_element(By.ID, "peers-table").text)
         shot("peers.png")
 
-        # 7. No JavaScript errors on the way (severe console entries; a refused login's 401/403
+        # 7. Logging out ends the session and forgets the token.
+        button = browser.find_element(By.ID, "login-button")
+        assert button.text == "Log out", button.text
+        button.click()
+        wait.until(lambda b: b.find_element(By.ID, "login-button").text == "Log in")
+        assert browser.execute_script("return sessionStorage.getItem('shoal.session')") is None
+        assert status_of(downloads, {"Cookie": caught, "X-Shoal-Session": token}) == 401
+
+        # 8. No JavaScript errors on the way (severe console entries; a refused login's 401/403
         # responses are logged by the browser as network errors, not script errors).
         errors = [e for e in browser.get_log("browser")
                   if e.get("level") == "SEVERE" and "status of 40" not in e.get("message", "")]
