@@ -593,4 +593,15 @@ async fn file_answers_forbid_content_sniffing() {
     }
     let response = c.get(format!("{}/files/page.html", node.url)).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/octet-stream");
+    // XML-RPC answers and /metrics too.
+    let rpc = c
+        .post(&node.url)
+        .header("content-type", "text/xml")
+        .body(shoal_xmlrpc::encode_call("list", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rpc.headers().get("x-content-type-options").map(|h| h.as_bytes()), Some(&b"nosniff"[..]));
+    let metrics = c.get(format!("{}/metrics", node.url)).send().await.unwrap();
+    assert_eq!(metrics.headers().get("x-content-type-options").map(|h| h.as_bytes()), Some(&b"nosniff"[..]));
 }

@@ -68,6 +68,8 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .merge(json::routes())
         .merge(web::routes())
         .route("/metrics", get(metrics::metrics))
+        // No answer of a node is for a browser to guess the type of (XML-RPC and /metrics too).
+        .layer(axum::middleware::map_response(content::no_sniffing))
         .layer(axum::middleware::from_fn_with_state(api.clone(), metrics::timed))
         .layer(axum::Extension(Arc::new(json::Sessions::default())))
         .layer(axum::middleware::from_fn(guard::browser))
