@@ -195,6 +195,85 @@ fn headers_and_credentials_reach_the_mirror_and_credentials_are_never_printed() 
     assert!(!status.success() && stderr.contains("--header"), "{stderr}");
 }
 
+/// An nginx serving `root` that logs, per request, the headers an owner may add (method,
+/// Authorization, Cookie, X-Token, URI, separated by `|`) to `log`; `server` adds directives.
+fn logging_headers(root: &Path, log: &Path, server: &str) -> Nginx {
+    Nginx::start(NginxConfig {
+        root: root.into(),
+        http: "log_format heads '$request_method|$http_authorization|$http_cookie|$http_x_token|$request_uri';".into(),
+        server: format!("access_log {} heads;\n    {server}", log.display()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn headers_and_credentials_stay_with_the_origin_named_unless_location_trusted() {
+    let data = random_bytes(2 * MIB + 11, 76);
+    let root = site("moved.bin", &data);
+    let logs = tempfile::tempdir().unwrap();
+    let (named_log, other_log) = (logs.path().join("named.log"), logs.path().join("other.log"));
+    // Another origin (another port of the same host, as curl counts it) serves the file...
+    let other = logging_headers(root.path(), &other_log, "");
+    // ...and the mirror the user names redirects there.
+    let named = logging_headers(
+        root.path(),
+        &named_log,
+        &format!("location = /moved.bin {{ return 302 {}/moved.bin; }}", other.url()),
+    );
+    let (token, cookie, password) = ("tok-4471aa", "c=cookie-90be1f", "pw-2b7c");
+    let url = format!("http://alice:{password}@127.0.0.1:{}/moved.bin", named.port());
+    let read = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+    let basic = "Basic YWxpY2U6cHctMmI3Yw=="; // alice:pw-2b7c
+    let out = tempfile::tempdir().unwrap();
+    let run = |target: &str, extra: &[&str]| {
+        let mut args = vec!["-H", "X-Token: tok-4471aa", "-H", "Cookie: c=cookie-90be1f"];
+        args.extend_from_slice(extra);
+        if !extra.iter().any(|a| a.starts_with("http")) {
+            args.push(&url);
+        }
+        let target = out.path().join(target);
+        let (status, _, stderr) = get(&args, &target, &[]);
+        assert!(status.success(), "{extra:?}: {stderr}");
+        assert_eq!(std::fs::read(&target).unwrap(), data, "{extra:?}");
+    };
+
+    run("a.bin", &[]);
+    let (to_named, to_other) = (read(&named_log), read(&other_log));
+    // The other origin gets none of them, on any request...
+    assert!(to_other.lines().count() >= 2, "the other origin served the file: {to_other}");
+    for secret in [token, cookie, "Basic ", password] {
+        assert!(!to_other.contains(secret), "{secret} reached another origin:\n{to_other}");
+    }
+    // ...and the named origin gets them with every request, the check and each range request
+    // alike (the mirror stays the URL given; each request follows the redirect).
+    let named_lines: Vec<&str> = to_named.lines().filter(|l| l.ends_with("/moved.bin")).collect();
+    assert!(named_lines.len() >= 2, "the check and the ranges went to the URL given: {to_named}");
+    for line in &named_lines {
+        assert!(line.contains(token) && line.contains(cookie) && line.contains(basic), "{line}");
+    }
+
+    // An Authorization header given with -H (no credentials in the URL) stays home too.
+    std::fs::write(&other_log, "").unwrap();
+    let plain = format!("{}/moved.bin", named.url());
+    run("c.bin", &["-H", "Authorization: Bearer bearer-61d2", &plain]);
+    let to_other = read(&other_log);
+    assert!(to_other.lines().count() >= 2, "{to_other}");
+    for secret in [token, cookie, "Bearer"] {
+        assert!(!to_other.contains(secret), "{secret} reached another origin:\n{to_other}");
+    }
+    assert!(read(&named_log).contains("Bearer bearer-61d2"), "{}", read(&named_log));
+
+    // --location-trusted: the user trusts where the redirect leads; everything goes there too.
+    std::fs::write(&other_log, "").unwrap();
+    run("b.bin", &["--location-trusted"]);
+    let to_other = read(&other_log);
+    let other_lines: Vec<&str> = to_other.lines().filter(|l| l.ends_with("/moved.bin")).collect();
+    assert!(!other_lines.is_empty(), "{to_other}");
+    for line in &other_lines {
+        assert!(line.contains(token) && line.contains(cookie) && line.contains(basic), "{line}");
+    }
+}
+
 #[test]
 fn http_proxy_from_the_environment_carries_mirror_requests_unless_no_proxy_says_otherwise() {
     let data = random_bytes(MIB + 99, 74);
