@@ -275,6 +275,30 @@ fn headers_and_credentials_stay_with_the_origin_named_unless_location_trusted() 
 }
 
 #[test]
+fn a_mirror_redirect_to_an_address_shoal_never_contacts_is_refused() {
+    let data = random_bytes(MIB + 3, 77);
+    let root = site("f.bin", &data);
+    let target_server = Nginx::start(NginxConfig {
+        root: root.path().into(),
+        ..Default::default()
+    });
+    // 0.0.0.0 (unspecified) reaches this machine's own servers on Linux; the policy never
+    // contacts it, whoever names it, and a mirror's redirect is a third party naming it.
+    let mirror = Nginx::start(NginxConfig {
+        root: root.path().into(),
+        server: format!("location = /go {{ return 302 http://0.0.0.0:{}/f.bin; }}", target_server.port()),
+        ..Default::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = get(&[&format!("{}/go", mirror.url())], &out.path().join("f.bin"), &[]);
+    assert!(!status.success(), "{stderr}");
+    let reached = target_server.stop();
+    assert!(reached.is_empty(), "the address named by the redirect was contacted: {reached}");
+    assert!(stderr.contains("never contacts"), "the refusal is named: {stderr}");
+    assert_empty(out.path());
+}
+
+#[test]
 fn http_proxy_from_the_environment_carries_mirror_requests_unless_no_proxy_says_otherwise() {
     let data = random_bytes(MIB + 99, 74);
     let root = site("p.bin", &data);
