@@ -1,7 +1,8 @@
 //! `shoal get` of folders, globs and lists, as a user runs it, against `shoal serve` processes on
 //! `127.0.0.1:0`: a nested folder with its layout, a glob, re-runs that skip complete files and
-//! leave different ones alone, a folder killed with SIGKILL and run again, and a list mixing a
-//! name, a content id and a mirror URL with a line that fails.
+//! leave different ones alone, a folder killed with SIGKILL and run again, a list mixing a
+//! name, a content id and a mirror URL with a line that fails, and directory symlinks planted
+//! under `-o`, refused rather than followed.
 
 mod support;
 

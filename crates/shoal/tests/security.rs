@@ -1,6 +1,9 @@
-//! The command line's protections, with real processes: the state directory's secret never
-//! goes to a node other than the one running on it, and a node out of file descriptors keeps
-//! serving afterwards without flooding its log.
+//! The command line's protections, with real processes: the state directory's secret (its file,
+//! `SHOAL_SECRET`, `config.toml`) never goes to a node other than the one running on it, a
+//! secret paired with a node on the command line goes to it only with the calls that need one,
+//! the state directory and its files are the owner's alone, a readable `config.toml` holding a
+//! secret is warned about, and a node out of file descriptors keeps serving afterwards without
+//! flooding its log.
 
 mod common;
 mod support;

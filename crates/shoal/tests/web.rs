@@ -1,7 +1,9 @@
 //! `shoal get` from the web as a user meets it, against real nginx on loopback: https with a CA
 //! the test makes (trusted through `--ca-cert` or `SSL_CERT_FILE`, refused clearly otherwise),
-//! redirects (followed, never from https down to http, ranges sent to the final URL), headers,
-//! credentials in the URL (used, never printed) and a forward proxy from the environment.
+//! redirects (followed, never from https down to http nor to an address never contacted, ranges
+//! sent to the final URL), headers and credentials in the URL (used, never printed, kept from
+//! another origin a redirect leads to unless `--location-trusted`) and a forward proxy from the
+//! environment.
 
 mod support;
 
