@@ -477,3 +477,35 @@ fn a_config_file_holding_a_secret_that_others_can_read_is_warned_about() {
         assert!(lines.is_empty(), "no warning for a file without a secret: {lines:?}");
     }
 }
+
+#[test]
+fn a_secret_file_names_the_secret_without_a_command_line_showing_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, state) = (tmp.path().join("share"), tmp.path().join("state"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = tmp.path().join("node.secret");
+    write_private(&file, "from-a-file-0d4c\n# the first line is the secret\n");
+    let file_arg = file.to_str().unwrap();
+    let node = Serve::start(&dir, &state, &["--secret-file", file_arg]);
+    // The owner's call with the file passes the secret check (fault 200) and finds no such
+    // download (fault 100); a wrong secret is refused.
+    let pause = |secret_args: &[&str]| {
+        let mut args = vec!["shell", "--node", node.url.as_str(), "--state", state.to_str().unwrap()];
+        args.extend_from_slice(secret_args);
+        shoal_with(&args, &[], "pause nothing.bin\nexit\n")
+    };
+    let out = pause(&["--secret-file", file_arg]);
+    assert!(out.stdout().contains("fault 100"), "{}", out.describe());
+    assert!(!out.stderr().contains("visible to every user"), "no warning for a file: {}", out.describe());
+    let out = pause(&["--secret", "not-it"]);
+    assert!(out.stdout().contains("fault 200"), "{}", out.describe());
+
+    // An empty or missing file is a clear error before anything is sent.
+    let empty = tmp.path().join("empty.secret");
+    write_private(&empty, "\n");
+    for (path, says) in [(empty.to_str().unwrap(), "empty"), ("/nonexistent/secret", "--secret-file")] {
+        let out = shoal_with(&["downloads", "--node", &node.url, "--secret-file", path], &[], "");
+        assert_eq!(out.code(), Some(1), "{}", out.describe());
+        assert!(out.stderr().contains(says), "{}", out.describe());
+    }
+}

@@ -8,7 +8,9 @@
 //!   shoal node can give the file's verification data; otherwise the whole file is checked at the
 //!   end against `--hash`, or its content id is reported);
 //! - the partial file is hidden beside the target and the final name appears only by an atomic
-//!   rename (or a no-clobber link) once the file is complete and checked;
+//!   rename (or a no-clobber link) once the file is complete and checked; with
+//!   [`EngineOptions::beneath`] both are made relative to the target's directory, opened beneath
+//!   a root with no symlink on the way ([`Beneath`]);
 //! - memory is bounded: each connection holds at most one piece in memory, and a source opens
 //!   extra connections only while the download holds fewer than [`MAX_CONNECTIONS`];
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
@@ -181,15 +183,6 @@ pub struct EngineOptions {
     pub beneath: Option<Beneath>,
 }
 
-impl Beneath {
-    /// Opens (making where missing) the directories above `target` beneath the root, as a
-    /// download does first: an error when the target is not below the base or a symlink is on
-    /// the way (blocking).
-    pub fn check(&self, target: &Path) -> Result<(), EngineError> {
-        place::Spot::open(target, Some(self)).map(drop)
-    }
-}
-
 /// A directory, held open, that every target of an engine lies below (`shoal get` of folders
 /// and lists: `-o`). Each file's directories are opened and made beneath it with no symlink on
 /// the way, and its partial file is made and linked relative to its directory's descriptor, so
@@ -201,6 +194,15 @@ pub struct Beneath {
     pub root: Arc<shoal_index::Root>,
     /// Its path as the targets spell it: each target is `base` joined with a checked name.
     pub base: PathBuf,
+}
+
+impl Beneath {
+    /// Opens (making where missing) the directories above `target` beneath the root, as a
+    /// download does first: an error when the target is not below the base or a symlink is on
+    /// the way (blocking).
+    pub fn check(&self, target: &Path) -> Result<(), EngineError> {
+        place::Spot::open(target, Some(self)).map(drop)
+    }
 }
 
 impl Default for EngineOptions {
