@@ -31,7 +31,10 @@ pub fn given_secret(args: &SecretArgs) -> anyhow::Result<Option<String>> {
         .and_then(|file| file.take(MAX_SECRET_FILE + 1).read_to_string(&mut text))
         .with_context(|| format!("--secret-file {}", path.display()))?;
     if text.len() as u64 > MAX_SECRET_FILE {
-        bail!("--secret-file {}: longer than {MAX_SECRET_FILE} bytes; it should hold the secret alone", path.display());
+        bail!(
+            "--secret-file {}: longer than {MAX_SECRET_FILE} bytes; it should hold the secret alone",
+            path.display()
+        );
     }
     crate::config::warn_if_others_read(path, "the secret file");
     match text.lines().next().map(str::trim) {

@@ -300,18 +300,38 @@ fn a_directory_symlink_planted_under_the_output_directory_is_refused_not_followe
     std::os::unix::fs::symlink(&victim, out.join("pics/2024")).unwrap();
     std::os::unix::fs::symlink(&victim, out.join("pics/raw")).unwrap();
     let state_s = path(&root.path().join("get-state"));
-    let (status, lines, stderr) =
-        Proc::shoal(&["get", "pics/", "--peer", &node.url, "-o", &path(&out), "--state", &state_s, "--json"]).finish(RUN_LIMIT);
+    let (status, lines, stderr) = Proc::shoal(&[
+        "get",
+        "pics/",
+        "--peer",
+        &node.url,
+        "-o",
+        &path(&out),
+        "--state",
+        &state_s,
+        "--json",
+    ])
+    .finish(RUN_LIMIT);
     assert_eq!(entries(&victim), Vec::<String>::new(), "nothing landed through the symlinks");
     assert!(!status.success(), "the files behind the links fail the run: {stderr}");
-    assert_eq!(common_read(&out.join("pics/top.jpg")), files["pics/top.jpg"], "the rest of the folder arrives");
+    assert_eq!(
+        common_read(&out.join("pics/top.jpg")),
+        files["pics/top.jpg"],
+        "the rest of the folder arrives"
+    );
     let failed = events(&lines, "failed");
     assert_eq!(failed.len(), 3, "each file behind a link fails: {lines:#?}");
     for event in &failed {
-        assert!(event["error"].as_str().unwrap().contains("symlink"), "the reason names the symlink: {event}");
+        assert!(
+            event["error"].as_str().unwrap().contains("symlink"),
+            "the reason names the symlink: {event}"
+        );
     }
     for link in ["pics/2024", "pics/raw"] {
-        assert!(std::fs::symlink_metadata(out.join(link)).unwrap().file_type().is_symlink(), "{link} left as it was");
+        assert!(
+            std::fs::symlink_metadata(out.join(link)).unwrap().file_type().is_symlink(),
+            "{link} left as it was"
+        );
     }
 
     // The folder's own directory planted as a link: nothing goes through it either, and a run
@@ -326,7 +346,11 @@ fn a_directory_symlink_planted_under_the_output_directory_is_refused_not_followe
         let (status, lines, stderr) = Proc::shoal(&args).finish(RUN_LIMIT);
         assert!(!status.success(), "{extra:?}: {stderr}");
         assert_eq!(events(&lines, "failed").len(), files.len(), "{extra:?}: {lines:#?}");
-        assert_eq!(entries(&victim), Vec::<String>::new(), "{extra:?}: nothing landed through the symlink");
+        assert_eq!(
+            entries(&victim),
+            Vec::<String>::new(),
+            "{extra:?}: nothing landed through the symlink"
+        );
     }
 }
 

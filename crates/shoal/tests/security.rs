@@ -146,7 +146,15 @@ fn the_state_directory_secret_is_never_sent_to_another_node() {
     // When the user pairs a secret with that node on the command line, it is sent: they asked.
     let given = FakeNode::start();
     let out = shoal_with(
-        &["downloads", "--node", &given.url, "--state", state_arg, "--secret", "given-secret-55"],
+        &[
+            "downloads",
+            "--node",
+            &given.url,
+            "--state",
+            state_arg,
+            "--secret",
+            "given-secret-55",
+        ],
         &[],
         "",
     );
@@ -254,18 +262,38 @@ fn secrets_from_the_environment_and_config_go_only_to_the_node_on_the_state_dire
     let file = tmp.path().join("given.secret");
     write_private(&file, "given-by-file-77e1\n");
     let out = shoal_with(
-        &["shell", "--node", &given.url, "--state", state_arg, "--secret-file", file.to_str().unwrap()],
+        &[
+            "shell",
+            "--node",
+            &given.url,
+            "--state",
+            state_arg,
+            "--secret-file",
+            file.to_str().unwrap(),
+        ],
         &[("SHOAL_SECRET", env_secret)],
         "fetch x\nls\npeers\nexit\n",
     );
     assert!(!out.stdout().contains("needs the secret"), "{}", out.describe());
     let out = shoal_with(
-        &["downloads", "--node", &given.url, "--state", state_arg, "--secret", "given-by-flag-31c0"],
+        &[
+            "downloads",
+            "--node",
+            &given.url,
+            "--state",
+            state_arg,
+            "--secret",
+            "given-by-flag-31c0",
+        ],
         &[],
         "",
     );
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    assert!(out.stderr().contains("visible to every user"), "--secret is warned about: {}", out.describe());
+    assert!(
+        out.stderr().contains("visible to every user"),
+        "--secret is warned about: {}",
+        out.describe()
+    );
     let asked_with_secret = given.received();
     assert!(
         asked_with_secret.contains("given-by-file-77e1") && asked_with_secret.contains("given-by-flag-31c0"),
@@ -274,7 +302,15 @@ fn secrets_from_the_environment_and_config_go_only_to_the_node_on_the_state_dire
     let plain = FakeNode::start();
     for command in ["ls", "peers", "status", "search"] {
         let out = shoal_with(
-            &[command, "--node", &plain.url, "--state", state_arg, "--secret", "given-by-flag-31c0"],
+            &[
+                command,
+                "--node",
+                &plain.url,
+                "--state",
+                state_arg,
+                "--secret",
+                "given-by-flag-31c0",
+            ],
             &[],
             "",
         );
@@ -458,7 +494,12 @@ fn a_config_file_holding_a_secret_that_others_can_read_is_warned_about() {
         // At the start of any command: one that reads the settings, one that talks to a node.
         for args in [&["config", "--state", state_arg][..], &["downloads", "--state", state_arg][..]] {
             let out = shoal_with(args, &[], "");
-            let line: Vec<String> = out.stderr().lines().filter(|l| l.contains("config.toml")).map(String::from).collect();
+            let line: Vec<String> = out
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("config.toml"))
+                .map(String::from)
+                .collect();
             lines.push(line);
         }
         lines
@@ -496,7 +537,11 @@ fn a_secret_file_names_the_secret_without_a_command_line_showing_it() {
     };
     let out = pause(&["--secret-file", file_arg]);
     assert!(out.stdout().contains("fault 100"), "{}", out.describe());
-    assert!(!out.stderr().contains("visible to every user"), "no warning for a file: {}", out.describe());
+    assert!(
+        !out.stderr().contains("visible to every user"),
+        "no warning for a file: {}",
+        out.describe()
+    );
     let out = pause(&["--secret", "not-it"]);
     assert!(out.stdout().contains("fault 200"), "{}", out.describe());
 
