@@ -80,6 +80,70 @@ pub fn client_key(state: &Path) -> Result<iroh::SecretKey, StartError> {
     crate::net::iroh::load_or_create_key(&path).map_err(|source| StartError::Key { path, source })
 }
 
+/// Creates the state directory readable by its owner alone (0700), or makes an existing one of
+/// ours so: it holds the secret, the keys, and resume records with mirror credentials. Missing
+/// parents are created as `mkdir -p` would.
+pub fn prepare_state_dir(state: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = state.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::metadata(state)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let mine = meta.uid() == unsafe { libc::geteuid() };
+    if mode & 0o077 != 0 && mine {
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode & 0o700 | 0o700))?;
+        tracing::warn!(
+            path = %state.display(),
+            was = %format!("{mode:03o}"),
+            "the state directory was open to other users; it is now the owner's alone (0700)"
+        );
+    }
+    Ok(())
+}
+
+/// Makes `path` a file readable and writable by its owner alone (0600): created empty if
+/// missing, its mode narrowed if wider. For files of the state directory (the store, whose
+/// resume records keep mirror credentials).
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// Opens the state store at `path` (made if missing), readable by the owner alone.
+pub fn open_store(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    drop(private_file(path)?);
+    redb::Database::create(path)
+}
+
+/// Writes `text` to the state directory's file `path`, readable by the owner alone.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = private_file(path)?;
+    file.set_len(0)?;
+    file.write_all(text.as_bytes())
+}
+
 /// Reads the secret kept in `state`, making one first if there is none. The file is readable by
 /// the owner alone. Returns the secret and the file's path.
 pub fn load_or_create_secret(state: &Path) -> Result<(String, PathBuf), StartError> {
@@ -113,14 +177,14 @@ impl Node {
     /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
     pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<Node, StartError> {
         let local_addr = listener.local_addr().map_err(StartError::Listener)?;
-        std::fs::create_dir_all(&options.state).map_err(|source| StartError::StateDir {
+        prepare_state_dir(&options.state).map_err(|source| StartError::StateDir {
             path: options.state.clone(),
             source,
         })?;
         let store_path = options.state.join(STORE_FILE);
         let db = {
             let path = store_path.clone();
-            tokio::task::spawn_blocking(move || redb::Database::create(&path))
+            tokio::task::spawn_blocking(move || open_store(&path))
                 .await
                 .map_err(|e| StartError::Store {
                     path: store_path.clone(),
@@ -274,7 +338,7 @@ impl Node {
         // it waits); a large one goes on being hashed in the background.
         let _ = tokio::time::timeout(FIRST_SCAN_WAIT, first_scan).await;
         let url_file = options.state.join(URL_FILE);
-        if let Err(error) = std::fs::write(&url_file, format!("{}\n", api.url())) {
+        if let Err(error) = write_private(&url_file, &format!("{}\n", api.url())) {
             tracing::warn!(path = %url_file.display(), %error, "could not record the node's URL");
         }
         Ok(Node {

@@ -189,9 +189,12 @@ impl NetArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// The owner's secret for fetch [default: made once and kept in the state directory].
-    #[arg(long)]
+    /// The owner's secret for fetch (every user of the machine can see it in ps; prefer --secret-file) [default: SHOAL_SECRET, `secret =` in config.toml, or one made once and kept in the state directory].
+    #[arg(long, conflicts_with = "secret_file")]
     pub secret: Option<String>,
+    /// A file holding the owner's secret (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Cap the rate this node serves file data at (all clients together), e.g. 25M.
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<String>,
@@ -259,9 +262,12 @@ pub struct WebArgs {
     /// platform's roots, SSL_CERT_FILE and SSL_CERT_DIR stay trusted). Verification cannot be turned off.
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub ca_certs: Vec<PathBuf>,
-    /// Send this header to the mirrors, e.g. 'Authorization: Bearer TOKEN' (repeatable; never sent to peers).
+    /// Send this header to the mirrors, e.g. 'Authorization: Bearer TOKEN' (repeatable): only to the origin (scheme, host, port) of each mirror URL given, never to peers, never after a redirect to another origin.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// Send --header and the credentials of a mirror URL (user:password@) on after redirects to other hosts too, as curl's --location-trusted.
+    #[arg(long)]
+    pub location_trusted: bool,
 }
 
 #[derive(Args, Debug)]
@@ -272,9 +278,22 @@ pub struct ShellArgs {
     /// node running on the state directory.
     #[arg(long = "node", value_name = "URL|TICKET", num_args = 0..=1, default_missing_value = "")]
     pub attach: Option<String>,
-    /// The owner's secret [default: the state directory's].
-    #[arg(long)]
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+/// A secret given for the node of this one command. The state directory's secret
+/// (`SHOAL_SECRET`, `secret =` in its config.toml, or the file the node keeps there) belongs to
+/// the node running on that directory and goes to no other; a secret given here goes to the
+/// node this command names, whichever it is.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecretArgs {
+    /// The owner's secret of the node this command names (every user of the machine can see it in ps; prefer --secret-file) [default: the state directory's, for the node running on it only].
+    #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
     pub secret: Option<String>,
+    /// A file holding the owner's secret of the node this command names (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// How a command finds the node it talks to.
@@ -286,6 +305,8 @@ pub struct RemoteArgs {
     /// The state directory of the local node.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

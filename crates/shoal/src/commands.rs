@@ -10,7 +10,7 @@ use crate::output::{size, table};
 use crate::remote::Remote;
 
 fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
-    Remote::find(args.node.as_deref(), args.state.as_deref(), &args.net)
+    Remote::find(args.node.as_deref(), args.state.as_deref(), &args.net, &args.secret)
 }
 
 /// Rows of matches: name, size, holders, id.
@@ -215,7 +215,8 @@ fn matches_json(found: &[shoal_node::Match]) -> serde_json::Value {
 /// `shoal id`: the state directory's node id and ticket, and the id its CLI dials with.
 pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
     let layers = crate::config::Layers::load(args.state.as_deref())?;
-    std::fs::create_dir_all(&layers.state).map_err(|e| anyhow::anyhow!("creating the state directory {}: {e}", layers.state.display()))?;
+    shoal_node::node::prepare_state_dir(&layers.state)
+        .map_err(|e| anyhow::anyhow!("creating the state directory {}: {e}", layers.state.display()))?;
     let key = shoal_node::node::node_key(&layers.state)?;
     let client = shoal_node::node::client_key(&layers.state)?;
     let id = key.public().to_string();
@@ -227,6 +228,7 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
             no_iroh: true,
             ..Default::default()
         },
+        &crate::cli::SecretArgs::default(),
     ) {
         Ok(node) => node.call("shoal.stats", Vec::new()).await.ok(),
         Err(_) => None,

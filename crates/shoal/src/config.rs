@@ -86,6 +86,22 @@ pub fn default_state() -> PathBuf {
     dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("shoal")
 }
 
+/// Warns, on standard error, when other users may read or change the file at `path`, which
+/// holds a secret (`why` says so). The file is the user's to fix; it is not changed here.
+pub fn warn_if_others_read(path: &Path, why: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: {} is open to other users of this machine (mode {mode:03o}), and {why}; \
+             make it yours alone: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
 impl Layers {
     /// Reads the environment and the state directory's `config.toml` (missing is fine).
     pub fn load(state_flag: Option<&Path>) -> anyhow::Result<Layers> {
@@ -107,6 +123,10 @@ impl Layers {
                             KEYS.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", ")
                         );
                     }
+                }
+                if table.contains_key("secret") {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| warn_if_others_read(&file_path, "it holds the owner's secret"));
                 }
                 table.into_iter().collect()
             }

@@ -114,11 +114,11 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let layers = crate::config::Layers::load(args.state.as_deref())?;
     let state = layers.state.clone();
     let max_rate = crate::serve::rate(&layers, "max_download_rate", args.max_download_rate.clone())?;
-    std::fs::create_dir_all(&state).with_context(|| format!("creating the state directory {}", state.display()))?;
+    shoal_node::node::prepare_state_dir(&state).with_context(|| format!("creating the state directory {}", state.display()))?;
     let store = state.join(shoal_node::node::STORE_FILE);
     let opened = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || redb::Database::create(&store)).await?
+        tokio::task::spawn_blocking(move || shoal_node::node::open_store(&store)).await?
     };
     let db = match opened {
         Ok(db) => Arc::new(db),
@@ -293,10 +293,12 @@ pub async fn client_for(args: &GetArgs, state: &Path, mut peers: Vec<String>) ->
 }
 
 /// The client for a download the user asked for: the platform's CA roots plus `--ca-cert`,
-/// and `--header` on every request to the URLs the user gave.
+/// and `--header` on the requests to the origins of the URLs the user gave (and beyond their
+/// redirects with `--location-trusted`).
 pub fn owner_client(web: &crate::cli::WebArgs, iroh: Option<Arc<shoal_node::net::iroh::Iroh>>) -> anyhow::Result<Client> {
     let mut options = shoal_node::net::ClientOptions {
         iroh,
+        location_trusted: web.location_trusted,
         ..Default::default()
     };
     for path in &web.ca_certs {
@@ -313,10 +315,10 @@ pub fn owner_client(web: &crate::cli::WebArgs, iroh: Option<Arc<shoal_node::net:
 
 /// Hands the download to the node running on `state` and follows its progress.
 async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
-    if !args.web.ca_certs.is_empty() || !args.web.headers.is_empty() {
+    if !args.web.ca_certs.is_empty() || !args.web.headers.is_empty() || args.web.location_trusted {
         bail!(
-            "a node runs on {}: it downloads with its own settings, so --ca-cert and --header cannot be handed to it; \
-             give them to `shoal serve`, or use another --state",
+            "a node runs on {}: it downloads with its own settings, so --ca-cert, --header and --location-trusted cannot be handed to it; \
+             give --ca-cert to `shoal serve`, or use another --state",
             state.display()
         );
     }

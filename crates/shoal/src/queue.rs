@@ -247,6 +247,12 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
     }
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out_dir = std::path::absolute(&out_dir)?;
+    // Every file is made beneath -o, held open, with no symlink on the way: a directory symlink
+    // planted there (by another user who may write into it) is refused, not followed.
+    let beneath = shoal_node::engine::Beneath {
+        root: Arc::new(shoal_index::Root::open(&out_dir).with_context(|| format!("opening {}", out_dir.display()))?),
+        base: out_dir.clone(),
+    };
 
     // What to download: the command line's targets, then the list's lines.
     let mut requests: Vec<(String, Vec<String>, PathBuf)> = Vec::new();
@@ -276,6 +282,7 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
     let options = shoal_node::engine::EngineOptions {
         max_rate,
         give_up_after: Duration::from_secs(args.retry_for),
+        beneath: Some(beneath.clone()),
         ..shoal_node::engine::EngineOptions::default()
     };
     let engine = Engine::new(db, client.clone(), options)?;
@@ -316,6 +323,7 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
         client: client.clone(),
         peers: peers.clone(),
         force: args.force,
+        beneath,
     });
     let (display, tally, cancel) = (&shared.display, &shared.tally, &shared.cancel);
     let started = Instant::now();
@@ -378,6 +386,7 @@ struct Shared {
     client: Client,
     peers: Vec<String>,
     force: bool,
+    beneath: shoal_node::engine::Beneath,
     display: Display,
     tally: Mutex<Tally>,
     cancel: CancellationToken,
@@ -390,6 +399,7 @@ async fn one(item: Item, shared: &Shared) {
         client,
         peers,
         force,
+        beneath,
         display,
         tally,
         cancel,
@@ -423,11 +433,21 @@ async fn one(item: Item, shared: &Shared) {
     };
     job.force = job.force || force;
     let progress = Arc::new(Progress::default());
+    // The way to the target is checked before anything there is read (the engine checks it
+    // again as it makes the file).
     let found = {
-        let (target, id) = (job.target.clone(), job.id);
-        tokio::task::spawn_blocking(move || folder::existing(&target, id))
+        let (target, id, beneath) = (job.target.clone(), job.id, beneath.clone());
+        tokio::task::spawn_blocking(move || beneath.check(&target).map(|()| folder::existing(&target, id)))
             .await
-            .unwrap_or(Existing::Absent)
+            .unwrap_or(Ok(Existing::Absent))
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            fail(job.name.clone(), error.to_string());
+            display.count_one();
+            return;
+        }
     };
     match found {
         Existing::Complete => {

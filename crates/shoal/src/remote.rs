@@ -8,7 +8,40 @@ use anyhow::{Context, bail};
 use shoal_node::net::{CallError, Client};
 use shoal_xmlrpc::Value;
 
+use crate::cli::SecretArgs;
 use crate::config::Layers;
+
+/// Most bytes read from a `--secret-file`.
+const MAX_SECRET_FILE: u64 = 4096;
+
+/// The secret given for this one command: `--secret` (with the warning that `ps` shows it) or
+/// the first line of `--secret-file`.
+pub fn given_secret(args: &SecretArgs) -> anyhow::Result<Option<String>> {
+    if let Some(secret) = &args.secret {
+        crate::serve::warn_secret_flag();
+        if secret.trim().is_empty() {
+            bail!("--secret is empty");
+        }
+        return Ok(Some(secret.clone()));
+    }
+    let Some(path) = &args.secret_file else { return Ok(None) };
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_FILE + 1).read_to_string(&mut text))
+        .with_context(|| format!("--secret-file {}", path.display()))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        bail!(
+            "--secret-file {}: longer than {MAX_SECRET_FILE} bytes; it should hold the secret alone",
+            path.display()
+        );
+    }
+    crate::config::warn_if_others_read(path, "the secret file");
+    match text.lines().next().map(str::trim) {
+        Some(secret) if !secret.is_empty() => Ok(Some(secret.to_string())),
+        _ => bail!("--secret-file {}: the first line is empty", path.display()),
+    }
+}
 
 /// A node to talk to.
 pub struct Remote {
@@ -88,31 +121,37 @@ impl Remote {
     }
 
     /// The node a command means: `--node`, then `SHOAL_NODE`, then the config file, then the
-    /// node running on the state directory. Its secret is the state directory's, when readable.
-    pub fn find(node: Option<&str>, state: Option<&Path>, net: &crate::cli::NetArgs) -> anyhow::Result<Remote> {
+    /// node running on the state directory.
+    ///
+    /// Its secret: the one given for this command (`--secret`, `--secret-file`), sent to
+    /// whichever node the command names, because the user paired the two; otherwise the state
+    /// directory's own (`SHOAL_SECRET`, `secret =` in its config.toml, `<state>/secret`), which
+    /// belongs to the node running on that directory (the URL in `<state>/node.url`) and goes
+    /// to no other. `node =` and `secret =` in one config file are not a pairing: the file is
+    /// the state directory's, so its secret is its node's.
+    pub fn find(node: Option<&str>, state: Option<&Path>, net: &crate::cli::NetArgs, secret: &SecretArgs) -> anyhow::Result<Remote> {
         let iroh = net.iroh_options()?;
-        let mut remote = Self::find_url(node, state)?;
+        let given = given_secret(secret)?;
+        let mut remote = Self::find_url(node, state, given)?;
         remote.iroh = iroh;
         Ok(remote)
     }
 
-    fn find_url(node: Option<&str>, state: Option<&Path>) -> anyhow::Result<Remote> {
+    fn find_url(node: Option<&str>, state: Option<&Path>, given: Option<String>) -> anyhow::Result<Remote> {
         let layers = Layers::load(state)?;
         let url_file = layers.state.join(shoal_node::node::URL_FILE);
         let own_url = std::fs::read_to_string(&url_file).ok().map(|u| u.trim().to_string());
-        // The state directory's secret goes only to the node that runs on it; another node's
-        // secret must be given (--secret, SHOAL_SECRET or the config file).
-        let given = layers.get("secret", None).value;
+        let local = || layers.get("secret", None).value.or_else(|| Self::local_secret(&layers.state));
         let setting = layers.get("node", node.filter(|n| !n.is_empty()).map(String::from));
         if let Some(url) = setting.value {
             let ours = own_url.as_deref().is_some_and(|own| same_node(own, &url));
-            let secret = given.or_else(|| if ours { Self::local_secret(&layers.state) } else { None });
+            let secret = given.or_else(|| if ours { local() } else { None });
             let mut remote = Remote::new(&url, secret);
             remote.state = Some(layers.state.clone());
             return Ok(remote);
         }
         match own_url {
-            Some(url) => Ok(Remote::new(&url, given.or_else(|| Self::local_secret(&layers.state)))),
+            Some(url) => Ok(Remote::new(&url, given.or_else(local))),
             None => bail!(
                 "no node is running on the state directory {} (start one with `shoal serve`, or give --node URL)",
                 layers.state.display()
@@ -152,7 +191,11 @@ impl Remote {
             Some(secret) => Ok(Value::String(secret.clone())),
             // Over iroh the client key proves the owner, when the node knows it as one.
             None if shoal_node::proto::ticket::is_keyed(&self.url) => Ok(Value::String(String::new())),
-            None => bail!("this needs the node's secret: give --secret or run on the node's state directory"),
+            None => bail!(
+                "this needs the secret of the node at {}: give --secret-file FILE (or --secret); the state directory's \
+                 secret (SHOAL_SECRET, config.toml, <state>/secret) goes only to the node running on it",
+                self.url
+            ),
         }
     }
 

@@ -68,15 +68,20 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
     Ok((options, listen, layers))
 }
 
-/// Says that a secret on the command line is visible to every user of the machine.
+/// Says (once) that a secret on the command line is visible to every user of the machine.
 pub fn warn_secret_flag() {
-    eprintln!(
-        "warning: a secret given with --secret is visible to every user of this machine (ps shows command lines); \
-         use SHOAL_SECRET, `secret = ...` in the state directory's config.toml, or let the node keep one in its state directory"
-    );
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: a secret given with --secret is visible to every user of this machine (ps shows command lines); \
+             use --secret-file FILE (readable by you alone), or for the node on the state directory SHOAL_SECRET, \
+             `secret = ...` in its config.toml, or the secret the node keeps there"
+        )
+    });
 }
 
-/// Starts a node from the node flags, printing where it listens.
+/// Starts a node from the node flags, printing where it listens. `secret` is the one given on
+/// the command line (the caller has warned about `--secret`).
 pub async fn start(
     args: &NodeArgs,
     secret: Option<String>,
@@ -89,7 +94,6 @@ pub async fn start(
         options.owner_keys.push(ticket.id_hex());
     }
     if secret.is_some() {
-        warn_secret_flag();
         options.secret = secret;
     }
     options.max_upload_rate = rate(&layers, "max_upload_rate", max_upload_rate)?;
@@ -110,7 +114,11 @@ pub async fn start(
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let node = start(&args.node, args.secret.clone(), args.max_upload_rate.clone(), &args.owner_keys).await?;
+    let secret = crate::remote::given_secret(&crate::cli::SecretArgs {
+        secret: args.secret.clone(),
+        secret_file: args.secret_file.clone(),
+    })?;
+    let node = start(&args.node, secret, args.max_upload_rate.clone(), &args.owner_keys).await?;
     wait_for_signal().await?;
     eprintln!("shutting down");
     node.shutdown().await;

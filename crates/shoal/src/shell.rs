@@ -261,15 +261,12 @@ async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut
 pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
     let (remote, node) = match &args.attach {
         Some(url) => {
-            let mut remote = Remote::find(Some(url.as_str()), args.node.state.as_deref(), &args.node.net)?;
-            if args.secret.is_some() {
-                crate::serve::warn_secret_flag();
-                remote.secret = args.secret.clone();
-            }
+            let remote = Remote::find(Some(url.as_str()), args.node.state.as_deref(), &args.node.net, &args.secret)?;
             (remote, None)
         }
         None => {
-            let node = crate::serve::start(&args.node, args.secret.clone(), None, &[]).await?;
+            let secret = crate::remote::given_secret(&args.secret)?;
+            let node = crate::serve::start(&args.node, secret, None, &[]).await?;
             let remote = Remote::new(node.url(), Some(node.api().secret().to_string()));
             (remote, Some(node))
         }
@@ -310,7 +307,7 @@ async fn interactive(remote: &Remote, words: &Words, state: &std::path::Path) ->
         rustyline::Editor::new().context("starting the line editor")?;
     editor.set_helper(Some(ShellHelper { words: words.clone() }));
     let history = state.join("shell_history");
-    let _ = std::fs::create_dir_all(state);
+    let _ = shoal_node::node::prepare_state_dir(state);
     let _ = editor.load_history(&history);
     let mut printer = editor.create_external_printer().context("starting the message printer")?;
     let known = download_states(remote).await.unwrap_or_default();

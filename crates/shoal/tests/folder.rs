@@ -1,7 +1,8 @@
 //! `shoal get` of folders, globs and lists, as a user runs it, against `shoal serve` processes on
 //! `127.0.0.1:0`: a nested folder with its layout, a glob, re-runs that skip complete files and
-//! leave different ones alone, a folder killed with SIGKILL and run again, and a list mixing a
-//! name, a content id and a mirror URL with a line that fails.
+//! leave different ones alone, a folder killed with SIGKILL and run again, a list mixing a
+//! name, a content id and a mirror URL with a line that fails, and directory symlinks planted
+//! under `-o`, refused rather than followed.
 
 mod support;
 
@@ -262,6 +263,100 @@ fn a_list_mixes_a_name_an_id_and_mirrors_and_names_its_failure() {
     wanted.insert("renamed-b.bin".to_string(), files["docs/b.bin"].clone());
     wanted.insert("c.txt".to_string(), files["c.txt"].clone());
     assert_eq!(tree(&out), wanted);
+}
+
+/// Every entry under `dir`, hidden ones included, without following symlinks.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+            found.push(path(entry.path().strip_prefix(dir).unwrap()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_directory_symlink_planted_under_the_output_directory_is_refused_not_followed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut files = BTreeMap::new();
+    files.insert("pics/top.jpg".to_string(), random_bytes(5000, 1));
+    // A small file (one request) and a large one (the full engine) under each planted link.
+    files.insert("pics/2024/a.jpg".to_string(), random_bytes(7000, 2));
+    files.insert("pics/2024/big.bin".to_string(), random_bytes(3 * MIB, 3));
+    files.insert("pics/raw/deep/b.raw".to_string(), random_bytes(9000, 4));
+    let node = serving(root.path(), &files, &[]);
+    // Another user's plant: directories of the victim's own (as ~/.config/autostart) linked
+    // in where the folder's subdirectories will go.
+    let victim = root.path().join("victim-autostart");
+    std::fs::create_dir_all(&victim).unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir_all(out.join("pics")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("pics/2024")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("pics/raw")).unwrap();
+    let state_s = path(&root.path().join("get-state"));
+    let (status, lines, stderr) = Proc::shoal(&[
+        "get",
+        "pics/",
+        "--peer",
+        &node.url,
+        "-o",
+        &path(&out),
+        "--state",
+        &state_s,
+        "--json",
+    ])
+    .finish(RUN_LIMIT);
+    assert_eq!(entries(&victim), Vec::<String>::new(), "nothing landed through the symlinks");
+    assert!(!status.success(), "the files behind the links fail the run: {stderr}");
+    assert_eq!(
+        common_read(&out.join("pics/top.jpg")),
+        files["pics/top.jpg"],
+        "the rest of the folder arrives"
+    );
+    let failed = events(&lines, "failed");
+    assert_eq!(failed.len(), 3, "each file behind a link fails: {lines:#?}");
+    for event in &failed {
+        assert!(
+            event["error"].as_str().unwrap().contains("symlink"),
+            "the reason names the symlink: {event}"
+        );
+    }
+    for link in ["pics/2024", "pics/raw"] {
+        assert!(
+            std::fs::symlink_metadata(out.join(link)).unwrap().file_type().is_symlink(),
+            "{link} left as it was"
+        );
+    }
+
+    // The folder's own directory planted as a link: nothing goes through it either, and a run
+    // with --force changes nothing.
+    let out2 = root.path().join("out2");
+    std::fs::create_dir_all(&out2).unwrap();
+    std::os::unix::fs::symlink(&victim, out2.join("pics")).unwrap();
+    let out2_s = path(&out2);
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["get", "pics/", "--peer", &node.url, "-o", &out2_s, "--state", &state_s, "--json"];
+        args.extend_from_slice(extra);
+        let (status, lines, stderr) = Proc::shoal(&args).finish(RUN_LIMIT);
+        assert!(!status.success(), "{extra:?}: {stderr}");
+        assert_eq!(events(&lines, "failed").len(), files.len(), "{extra:?}: {lines:#?}");
+        assert_eq!(
+            entries(&victim),
+            Vec::<String>::new(),
+            "{extra:?}: nothing landed through the symlink"
+        );
+    }
+}
+
+/// The bytes of a file, with the path in the panic message.
+fn common_read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 #[test]

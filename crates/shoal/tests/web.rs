@@ -1,7 +1,9 @@
 //! `shoal get` from the web as a user meets it, against real nginx on loopback: https with a CA
 //! the test makes (trusted through `--ca-cert` or `SSL_CERT_FILE`, refused clearly otherwise),
-//! redirects (followed, never from https down to http, ranges sent to the final URL), headers,
-//! credentials in the URL (used, never printed) and a forward proxy from the environment.
+//! redirects (followed, never from https down to http nor to an address never contacted, ranges
+//! sent to the final URL), headers and credentials in the URL (used, never printed, kept from
+//! another origin a redirect leads to unless `--location-trusted`) and a forward proxy from the
+//! environment.
 
 mod support;
 
@@ -193,6 +195,109 @@ fn headers_and_credentials_reach_the_mirror_and_credentials_are_never_printed() 
     // A malformed header is a usage error before anything is fetched.
     let (status, _, stderr) = get(&[&with_credentials, "-H", "no colon here"], &out.path().join("c.bin"), &[]);
     assert!(!status.success() && stderr.contains("--header"), "{stderr}");
+}
+
+/// An nginx serving `root` that logs, per request, the headers an owner may add (method,
+/// Authorization, Cookie, X-Token, URI, separated by `|`) to `log`; `server` adds directives.
+fn logging_headers(root: &Path, log: &Path, server: &str) -> Nginx {
+    Nginx::start(NginxConfig {
+        root: root.into(),
+        http: "log_format heads '$request_method|$http_authorization|$http_cookie|$http_x_token|$request_uri';".into(),
+        server: format!("access_log {} heads;\n    {server}", log.display()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn headers_and_credentials_stay_with_the_origin_named_unless_location_trusted() {
+    let data = random_bytes(2 * MIB + 11, 76);
+    let root = site("moved.bin", &data);
+    let logs = tempfile::tempdir().unwrap();
+    let (named_log, other_log) = (logs.path().join("named.log"), logs.path().join("other.log"));
+    // Another origin (another port of the same host, as curl counts it) serves the file...
+    let other = logging_headers(root.path(), &other_log, "");
+    // ...and the mirror the user names redirects there.
+    let named = logging_headers(
+        root.path(),
+        &named_log,
+        &format!("location = /moved.bin {{ return 302 {}/moved.bin; }}", other.url()),
+    );
+    let (token, cookie, password) = ("tok-4471aa", "c=cookie-90be1f", "pw-2b7c");
+    let url = format!("http://alice:{password}@127.0.0.1:{}/moved.bin", named.port());
+    let read = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+    let basic = "Basic YWxpY2U6cHctMmI3Yw=="; // alice:pw-2b7c
+    let out = tempfile::tempdir().unwrap();
+    let run = |target: &str, extra: &[&str]| {
+        let mut args = vec!["-H", "X-Token: tok-4471aa", "-H", "Cookie: c=cookie-90be1f"];
+        args.extend_from_slice(extra);
+        if !extra.iter().any(|a| a.starts_with("http")) {
+            args.push(&url);
+        }
+        let target = out.path().join(target);
+        let (status, _, stderr) = get(&args, &target, &[]);
+        assert!(status.success(), "{extra:?}: {stderr}");
+        assert_eq!(std::fs::read(&target).unwrap(), data, "{extra:?}");
+    };
+
+    run("a.bin", &[]);
+    let (to_named, to_other) = (read(&named_log), read(&other_log));
+    // The other origin gets none of them, on any request...
+    assert!(to_other.lines().count() >= 2, "the other origin served the file: {to_other}");
+    for secret in [token, cookie, "Basic ", password] {
+        assert!(!to_other.contains(secret), "{secret} reached another origin:\n{to_other}");
+    }
+    // ...and the named origin gets them with every request, the check and each range request
+    // alike (the mirror stays the URL given; each request follows the redirect).
+    let named_lines: Vec<&str> = to_named.lines().filter(|l| l.ends_with("/moved.bin")).collect();
+    assert!(named_lines.len() >= 2, "the check and the ranges went to the URL given: {to_named}");
+    for line in &named_lines {
+        assert!(line.contains(token) && line.contains(cookie) && line.contains(basic), "{line}");
+    }
+
+    // An Authorization header given with -H (no credentials in the URL) stays home too.
+    std::fs::write(&other_log, "").unwrap();
+    let plain = format!("{}/moved.bin", named.url());
+    run("c.bin", &["-H", "Authorization: Bearer bearer-61d2", &plain]);
+    let to_other = read(&other_log);
+    assert!(to_other.lines().count() >= 2, "{to_other}");
+    for secret in [token, cookie, "Bearer"] {
+        assert!(!to_other.contains(secret), "{secret} reached another origin:\n{to_other}");
+    }
+    assert!(read(&named_log).contains("Bearer bearer-61d2"), "{}", read(&named_log));
+
+    // --location-trusted: the user trusts where the redirect leads; everything goes there too.
+    std::fs::write(&other_log, "").unwrap();
+    run("b.bin", &["--location-trusted"]);
+    let to_other = read(&other_log);
+    let other_lines: Vec<&str> = to_other.lines().filter(|l| l.ends_with("/moved.bin")).collect();
+    assert!(!other_lines.is_empty(), "{to_other}");
+    for line in &other_lines {
+        assert!(line.contains(token) && line.contains(cookie) && line.contains(basic), "{line}");
+    }
+}
+
+#[test]
+fn a_mirror_redirect_to_an_address_shoal_never_contacts_is_refused() {
+    let data = random_bytes(MIB + 3, 77);
+    let root = site("f.bin", &data);
+    let target_server = Nginx::start(NginxConfig {
+        root: root.path().into(),
+        ..Default::default()
+    });
+    // 0.0.0.0 (unspecified) reaches this machine's own servers on Linux; the policy never
+    // contacts it, whoever names it, and a mirror's redirect is a third party naming it.
+    let mirror = Nginx::start(NginxConfig {
+        root: root.path().into(),
+        server: format!("location = /go {{ return 302 http://0.0.0.0:{}/f.bin; }}", target_server.port()),
+        ..Default::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = get(&[&format!("{}/go", mirror.url())], &out.path().join("f.bin"), &[]);
+    assert!(!status.success(), "{stderr}");
+    let reached = target_server.stop();
+    assert!(reached.is_empty(), "the address named by the redirect was contacted: {reached}");
+    assert!(stderr.contains("never contacts"), "the refusal is named: {stderr}");
+    assert_empty(out.path());
 }
 
 #[test]

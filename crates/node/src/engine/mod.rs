@@ -8,7 +8,9 @@
 //!   shoal node can give the file's verification data; otherwise the whole file is checked at the
 //!   end against `--hash`, or its content id is reported);
 //! - the partial file is hidden beside the target and the final name appears only by an atomic
-//!   rename (or a no-clobber link) once the file is complete and checked;
+//!   rename (or a no-clobber link) once the file is complete and checked; with
+//!   [`EngineOptions::beneath`] both are made relative to the target's directory, opened beneath
+//!   a root with no symlink on the way ([`Beneath`]);
 //! - memory is bounded: each connection holds at most one piece in memory, and a source opens
 //!   extra connections only while the download holds fewer than [`MAX_CONNECTIONS`];
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
@@ -177,6 +179,30 @@ pub struct EngineOptions {
     /// Most connections to one source at once (1 to 16); the engine adapts the number below it
     /// (see [`conns`]).
     pub max_connections_per_source: usize,
+    /// Make every file beneath this directory, never through a symlink (see [`Beneath`]).
+    pub beneath: Option<Beneath>,
+}
+
+/// A directory, held open, that every target of an engine lies below (`shoal get` of folders
+/// and lists: `-o`). Each file's directories are opened and made beneath it with no symlink on
+/// the way, and its partial file is made and linked relative to its directory's descriptor, so
+/// a symlink planted in the output directory (by another user who may write there) is refused
+/// instead of followed.
+#[derive(Debug, Clone)]
+pub struct Beneath {
+    /// The directory, held open.
+    pub root: Arc<shoal_index::Root>,
+    /// Its path as the targets spell it: each target is `base` joined with a checked name.
+    pub base: PathBuf,
+}
+
+impl Beneath {
+    /// Opens (making where missing) the directories above `target` beneath the root, as a
+    /// download does first: an error when the target is not below the base or a symlink is on
+    /// the way (blocking).
+    pub fn check(&self, target: &Path) -> Result<(), EngineError> {
+        place::Spot::open(target, Some(self)).map(drop)
+    }
 }
 
 impl Default for EngineOptions {
@@ -190,6 +216,7 @@ impl Default for EngineOptions {
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             max_connections_per_source: 8,
+            beneath: None,
         }
     }
 }
@@ -509,6 +536,7 @@ struct Ctx {
     piece_size: u64,
     file: Arc<std::fs::File>,
     part: PathBuf,
+    spot: Arc<place::Spot>,
     progress: Arc<Progress>,
     changed: Notify,
     dirty: AtomicBool,
@@ -841,11 +869,19 @@ impl Engine {
         mut more: mpsc::Receiver<NewSource>,
     ) -> Result<Outcome, EngineError> {
         let target = job.target.clone();
-        if !job.force && tokio::fs::symlink_metadata(&target).await.is_ok() {
+        let spot = {
+            let (target, beneath) = (target.clone(), self.options.beneath.clone());
+            tokio::task::spawn_blocking(move || place::Spot::open(&target, beneath.as_ref()).map(|spot| (spot.target_exists(), spot)))
+                .await
+                .map_err(|e| EngineError::Task(e.to_string()))?
+        };
+        let (exists, spot) = spot?;
+        if !job.force && exists {
             return Err(EngineError::Exists(target));
         }
+        let spot = Arc::new(spot);
         // A small file with a known id and size: one request, no records (see `small`).
-        if let Some(outcome) = small::run(self, &job, &progress, &cancel).await {
+        if let Some(outcome) = small::run(self, &job, &spot, &progress, &cancel).await {
             return outcome;
         }
         let mut sources: Vec<Source> = Vec::new();
@@ -928,31 +964,25 @@ impl Engine {
             }
         };
         let count = size.div_ceil(PIECE_SIZE).max(1);
-        let part = part_path(&target);
+        let part = spot.part().to_path_buf();
         let id_text = job.id.map(|id| id.to_string());
         let resumable = previous
             .as_ref()
             .filter(|r| r.size == size && r.piece_size == PIECE_SIZE && r.id == id_text);
         let mut done = match resumable {
-            Some(record) if part.exists() => record::decode_done(&record.done, count),
+            Some(record) if spot.part_exists() => record::decode_done(&record.done, count),
             _ => vec![false; count as usize],
         };
-        if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|source| EngineError::Io {
-                step: "create directory",
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
         let file = {
-            let part = part.clone();
+            let (part, spot) = (part.clone(), spot.clone());
             let fresh = !done.iter().any(|d| *d);
             tokio::task::spawn_blocking(move || -> Result<std::fs::File, EngineError> {
                 let io = |step: &'static str| {
                     let path = part.clone();
                     move |source| EngineError::Io { step, path, source }
                 };
-                let file = open_part(&part, fresh).map_err(io("open"))?;
+                spot.make_dirs()?;
+                let file = spot.open_part(fresh).map_err(io("open"))?;
                 let have = file.metadata().map_err(io("stat"))?.len();
                 if have < size {
                     let dir = part.parent().unwrap_or(Path::new("."));
@@ -1037,6 +1067,7 @@ impl Engine {
             piece_size: PIECE_SIZE,
             file,
             part: part.clone(),
+            spot: spot.clone(),
             progress: progress.clone(),
             changed: Notify::new(),
             dirty: AtomicBool::new(false),
@@ -1180,7 +1211,7 @@ impl Engine {
                 if let Some(expected) = expected
                     && expected != hashed.id
                 {
-                    let _ = std::fs::remove_file(&part);
+                    ctx.spot.remove_part();
                     let key = target.clone();
                     self.store(move |records| records.remove(&key)).await?;
                     return Err(EngineError::HashMismatch {
@@ -1191,7 +1222,13 @@ impl Engine {
                 (hashed.id, Some(hashed.outboard))
             }
         };
-        match place::place_file(&part, &target, job.force).await {
+        let placed = {
+            let (spot, replace) = (ctx.spot.clone(), job.force);
+            tokio::task::spawn_blocking(move || spot.place(replace, true))
+                .await
+                .map_err(|e| EngineError::Task(e.to_string()))?
+        };
+        match placed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(EngineError::Exists(target)),
             Err(e) => return Err(io("place", &target)(e)),

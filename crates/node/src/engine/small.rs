@@ -18,7 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Engine, EngineError, Job, MAX_PEER_SOURCES, Outcome, PIECE_SIZE, Progress, SourceStat, SourceState, part_path, place};
+use super::place::Spot;
+use super::{Engine, EngineError, Job, MAX_PEER_SOURCES, Outcome, PIECE_SIZE, Progress, SourceStat, SourceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Trust;
@@ -29,6 +30,7 @@ use crate::net::Trust;
 pub(super) async fn run(
     engine: &Engine,
     job: &Job,
+    spot: &Arc<Spot>,
     progress: &Arc<Progress>,
     cancel: &CancellationToken,
 ) -> Option<Result<Outcome, EngineError>> {
@@ -69,13 +71,13 @@ pub(super) async fn run(
             }
             Err(_) => continue,
         };
-        let target = job.target.clone();
+        let (target, spot) = (job.target.clone(), spot.clone());
         let force = job.force;
         let written = tokio::task::spawn_blocking(move || -> Result<bool, EngineError> {
             if body.len() as u64 != size || shoal_index::ContentId::from(blake3::hash(&body)) != id {
                 return Ok(false);
             }
-            write_and_place(&target, &body, force)?;
+            write_and_place(&spot, &target, &body, force)?;
             Ok(true)
         })
         .await;
@@ -125,32 +127,19 @@ pub(super) async fn run(
 }
 
 /// Writes `bytes` (checked already) to the hidden partial file beside `target` and links it
-/// under `target` (no clobber unless `replace`).
-fn write_and_place(target: &Path, bytes: &[u8], replace: bool) -> Result<(), EngineError> {
+/// under `target` (no clobber unless `replace`), both where `spot` says.
+fn write_and_place(spot: &Spot, target: &Path, bytes: &[u8], replace: bool) -> Result<(), EngineError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |step: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| EngineError::Io { step, path, source }
     };
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    }
-    let part = part_path(target);
+    spot.make_dirs()?;
+    let part = spot.part().to_path_buf();
     // A partial file left by a killed run is never reused: it is replaced, never followed.
-    match std::fs::remove_file(&part) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &part)(e)),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&part)
-        .map_err(io("open", &part))?;
+    let mut file = spot.open_part(true).map_err(io("open", &part))?;
     if let Err(error) = file.write_all(bytes) {
-        let _ = std::fs::remove_file(&part);
+        spot.remove_part();
         return Err(if error.raw_os_error() == Some(libc::ENOSPC) {
             let dir = part.parent().unwrap_or(Path::new(".")).to_path_buf();
             EngineError::NoSpace {
@@ -163,10 +152,10 @@ fn write_and_place(target: &Path, bytes: &[u8], replace: bool) -> Result<(), Eng
         });
     }
     drop(file);
-    match place::link_into_place(&part, target, replace) {
+    match spot.place(replace, false) {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = std::fs::remove_file(&part);
+            spot.remove_part();
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Err(EngineError::Exists(target.to_path_buf()))
             } else {

@@ -6,8 +6,12 @@
 //! response body is read up to a cap and refused beyond it, and the bytes of all answers in
 //! flight together stay within one budget. Requests to addresses a peer or caller chose follow
 //! [`Trust::Peer`]: the node's [`Policy`], no redirects; what the owner asked for follows
-//! [`Trust::Owner`]: a few redirects, never from https to http. The client also counts the
-//! messages it sends, which the search benchmark reports.
+//! [`Trust::Owner`]: a few redirects, never from https to http. What the owner adds to a request
+//! (`--header`, `user:password@` in the URL) goes only to the origin (scheme, host, port) of the
+//! URL the request was made for: the client follows an owner's redirects itself and leaves them
+//! off every hop after one that changed origin, unless the owner said to trust where the
+//! redirects lead (`--location-trusted`, as curl's). The client also counts the messages it
+//! sends, which the search benchmark reports.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,8 +81,13 @@ pub struct ClientOptions {
     pub budget: usize,
     /// Certificate authorities trusted besides the platform's (`--ca-cert`).
     pub extra_roots: Vec<reqwest::Certificate>,
-    /// Headers sent with every request the owner asked for (`--header`), never to peers.
+    /// Headers sent with the requests the owner asked for (`--header`), only to the origin of
+    /// the URL each request is made for: never to peers, never after a redirect to another
+    /// origin (unless `location_trusted`).
     pub owner_headers: reqwest::header::HeaderMap,
+    /// Send `owner_headers` and a URL's credentials on after redirects to other origins too
+    /// (`--location-trusted`).
+    pub location_trusted: bool,
     /// The iroh endpoint that reaches nodes named `iroh://<id>` (none: such peers are refused).
     pub iroh: Option<Arc<super::iroh::Iroh>>,
 }
@@ -92,6 +101,7 @@ impl Default for ClientOptions {
             budget: 1 << 30,
             extra_roots: Vec::new(),
             owner_headers: reqwest::header::HeaderMap::new(),
+            location_trusted: false,
             iroh: None,
         }
     }
@@ -104,12 +114,111 @@ pub enum SendError {
     Http(reqwest::Error),
     #[error("{0}")]
     Iroh(String),
+    /// A redirect was refused (an owner's URL only): too many, from https to http, or to an
+    /// address that is never contacted.
+    #[error("{0}")]
+    Redirect(String),
 }
 
 impl SendError {
     /// True when a redirect was refused (an owner's URL only).
     pub fn is_redirect(&self) -> bool {
-        matches!(self, SendError::Http(e) if e.is_redirect())
+        matches!(self, SendError::Redirect(_)) || matches!(self, SendError::Http(e) if e.is_redirect())
+    }
+}
+
+/// What an owner's request carries to the origin it was made for, and how its redirects are
+/// followed (see the module's doc).
+struct OwnerHops {
+    /// `--header`s.
+    headers: reqwest::header::HeaderMap,
+    /// `--location-trusted`: they go on to other origins too.
+    trusted: bool,
+}
+
+impl OwnerHops {
+    /// Sends `request` and follows its redirects: at most [`MAX_REDIRECTS`], never from https
+    /// down to http, never to an address that is never contacted. The owner's headers and the
+    /// URL's credentials go with the first request and with each hop on the same origin, until
+    /// a hop leaves it; unless `trusted`, nothing of them goes further.
+    async fn follow(self, client: reqwest::Client, mut request: reqwest::Request) -> Result<reqwest::Response, SendError> {
+        use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+        let named = request.url().origin();
+        // reqwest has turned the URL's `user:password@` into an Authorization header: it is the
+        // named origin's, like the owner's headers (and, as before, wins over an `-H` one).
+        let mut own = self.headers;
+        if let Some(credentials) = request.headers_mut().remove(AUTHORIZATION) {
+            own.insert(AUTHORIZATION, credentials);
+        }
+        let mut left_origin = false;
+        let mut was_https = request.url().scheme() == "https";
+        for hop in 0..=MAX_REDIRECTS {
+            let Some(mut this) = request.try_clone() else {
+                // A streamed body cannot be sent twice: this request is not followed.
+                Self::add(&mut request, &own);
+                return client.execute(request).await.map_err(SendError::Http);
+            };
+            if self.trusted || (!left_origin && this.url().origin() == named) {
+                Self::add(&mut this, &own);
+            }
+            let response = client.execute(this).await.map_err(SendError::Http)?;
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(response);
+            }
+            let Some(mut next) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| request.url().join(l).ok())
+            else {
+                return Ok(response);
+            };
+            if hop == MAX_REDIRECTS {
+                return Err(SendError::Redirect("too many redirects".into()));
+            }
+            if next.scheme() == "http" && was_https {
+                return Err(SendError::Redirect("refused a redirect from https to http".into()));
+            }
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(SendError::Redirect(format!("refused a redirect to a {} URL", next.scheme())));
+            }
+            let literal = match next.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(|ip| !Policy::OWNER.allows(ip)) {
+                return Err(SendError::Redirect("refused a redirect to an address shoal never contacts".into()));
+            }
+            // Credentials written into a Location are not the user's: they are dropped.
+            let _ = next.set_username("");
+            let _ = next.set_password(None);
+            was_https |= next.scheme() == "https";
+            left_origin |= next.origin() != named;
+            // The method after a redirect, as browsers and curl do: 303 asks for a GET (a HEAD
+            // stays a HEAD); 301 and 302 turn a POST into a GET.
+            let method = request.method().clone();
+            if (status == 303 && method != reqwest::Method::HEAD) || (matches!(status, 301 | 302) && method == reqwest::Method::POST) {
+                *request.method_mut() = reqwest::Method::GET;
+                *request.body_mut() = None;
+                request.headers_mut().remove(CONTENT_TYPE);
+                request.headers_mut().remove(CONTENT_LENGTH);
+            }
+            *request.url_mut() = next;
+        }
+        Err(SendError::Redirect("too many redirects".into()))
+    }
+
+    /// Adds the owner's headers the request does not set itself.
+    fn add(request: &mut reqwest::Request, own: &reqwest::header::HeaderMap) {
+        for name in own.keys() {
+            if !request.headers().contains_key(name) {
+                for value in own.get_all(name) {
+                    request.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+        }
     }
 }
 
@@ -118,6 +227,8 @@ pub struct Pending {
     builder: reqwest::RequestBuilder,
     iroh: Option<Arc<super::iroh::Iroh>>,
     timeout: Option<Duration>,
+    /// For an owner's request over TCP: its redirects, followed by [`OwnerHops`].
+    owner: Option<OwnerHops>,
 }
 
 impl Pending {
@@ -149,7 +260,11 @@ impl Pending {
     /// Sends the request.
     pub async fn send(self) -> Result<reqwest::Response, SendError> {
         let Some(iroh) = self.iroh else {
-            return self.builder.send().await.map_err(SendError::Http);
+            let Some(owner) = self.owner else {
+                return self.builder.send().await.map_err(SendError::Http);
+            };
+            let (client, request) = self.builder.build_split();
+            return owner.follow(client, request.map_err(SendError::Http)?).await;
         };
         let request = self.builder.build().map_err(SendError::Http)?;
         let sent = iroh.send(request);
@@ -214,7 +329,7 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         return tls;
     }
     let error = match error.downcast_ref::<SendError>() {
-        Some(SendError::Iroh(text)) => return text.clone(),
+        Some(SendError::Iroh(text) | SendError::Redirect(text)) => return text.clone(),
         Some(SendError::Http(inner)) => inner,
         None => match error.downcast_ref::<reqwest::Error>() {
             Some(inner) => inner,
@@ -277,7 +392,10 @@ fn describe_tls(error: &rustls::Error) -> String {
 #[derive(Clone)]
 pub struct Client {
     peer: reqwest::Client,
+    /// Follows no redirect itself: [`OwnerHops`] does.
     owner: reqwest::Client,
+    owner_headers: reqwest::header::HeaderMap,
+    location_trusted: bool,
     policy: Policy,
     budget: Arc<Semaphore>,
     metrics: super::metrics::Metrics,
@@ -287,21 +405,14 @@ pub struct Client {
 /// Builds one reqwest client. TLS is rustls; the roots are the platform's (which honours
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`) plus `extra_roots`. A machine with no CA certificates at
 /// all still gets a client, trusting only `extra_roots`. There is no way to turn verification off.
-fn build(
-    options: &ClientOptions,
-    policy: Policy,
-    redirect: fn() -> reqwest::redirect::Policy,
-    headers: reqwest::header::HeaderMap,
-    proxies: bool,
-) -> reqwest::Client {
+fn build(options: &ClientOptions, policy: Policy, proxies: bool) -> reqwest::Client {
     let builder = || {
         let builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .redirect(redirect())
+            .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Resolver::shared(policy))
-            .default_headers(headers.clone())
             .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")));
         if proxies { builder } else { builder.no_proxy() }
     };
@@ -320,20 +431,6 @@ fn build(
     }
 }
 
-/// A few redirects, never from https down to http.
-fn owner_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
-        if downgrade {
-            attempt.error("refused a redirect from https to http")
-        } else if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
 impl Client {
     /// The owner's client (the CLI talking to its node, `shoal get`): owner trust for every call.
     pub fn new(connect_timeout: Duration) -> Self {
@@ -346,10 +443,11 @@ impl Client {
     /// Peers' URLs are contacted directly; the owner's go through the proxies of the
     /// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), as curl's do.
     pub fn with_options(options: ClientOptions) -> Self {
-        let none = reqwest::header::HeaderMap::new();
         Client {
-            peer: build(&options, options.policy, reqwest::redirect::Policy::none, none, false),
-            owner: build(&options, Policy::OWNER, owner_redirects, options.owner_headers.clone(), true),
+            peer: build(&options, options.policy, false),
+            owner: build(&options, Policy::OWNER, true),
+            owner_headers: options.owner_headers.clone(),
+            location_trusted: options.location_trusted,
             policy: options.policy,
             budget: Arc::new(Semaphore::new((options.budget / 1024).clamp(1, Semaphore::MAX_PERMITS))),
             metrics: super::metrics::Metrics::default(),
@@ -396,12 +494,25 @@ impl Client {
     }
 
     /// The HTTP client for requests of the given trust. Callers check IP literals with
-    /// [`Client::check`] first (the resolver sees only host names).
+    /// [`Client::check`] first (the resolver sees only host names). Neither follows redirects
+    /// nor adds the owner's headers: [`Client::request`] does both for the owner.
     pub fn http(&self, trust: Trust) -> &reqwest::Client {
         match trust {
             Trust::Peer => &self.peer,
             Trust::Owner => &self.owner,
         }
+    }
+
+    /// True when the owner's requests carry headers (`--header`) that stay with the origin
+    /// they are made for (no `--location-trusted`).
+    pub fn keeps_headers_to_origin(&self) -> bool {
+        !self.owner_headers.is_empty() && !self.location_trusted
+    }
+
+    /// True when the owner trusts where redirects lead with headers and credentials
+    /// (`--location-trusted`).
+    pub fn location_trusted(&self) -> bool {
+        self.location_trusted
     }
 
     /// Refuses a URL whose host is an IP literal the policy for `trust` forbids.
@@ -429,10 +540,15 @@ impl Client {
     pub fn request(&self, method: reqwest::Method, url: &reqwest::Url, trust: Trust) -> Result<Pending, CallError> {
         self.check(url, trust)?;
         let iroh = self.iroh.clone().filter(|_| url.scheme() == crate::proto::ticket::SCHEME);
+        let owner = (trust == Trust::Owner).then(|| OwnerHops {
+            headers: self.owner_headers.clone(),
+            trusted: self.location_trusted,
+        });
         Ok(Pending {
             builder: self.http(trust).request(method, url.clone()),
             iroh,
             timeout: None,
+            owner,
         })
     }
 

@@ -3,7 +3,8 @@
 //! content id found on peers plus mirrors of the same bytes is the P2SP case).
 //!
 //! Each mirror is asked once (`HEAD`) before the download: its redirects are followed here, so
-//! that the engine's range requests go straight to the final URL, and a mirror that can never
+//! that the engine's range requests go straight to the final URL (unless that is on another
+//! origin and the user gave this one credentials or headers, which never go there), and a mirror that can never
 //! work (a certificate that is not trusted, a redirect from https down to http) is named in one
 //! line before anything is written.
 
@@ -55,8 +56,9 @@ const MIRROR_CHECK: Duration = Duration::from_secs(15);
 
 /// What the `HEAD` of a mirror found.
 enum Checked {
-    /// Use this URL (the final one after redirects, with the user's credentials when it is
-    /// on the same origin).
+    /// Use this URL: the final one after redirects (with the user's credentials when it is on
+    /// the same origin, or with `--location-trusted`), or the one given when the redirects led
+    /// to another origin and the user gave credentials or headers for this one.
     Use(String),
     /// This mirror can never serve the file; the reason, for the user.
     Unusable(String),
@@ -76,9 +78,15 @@ async fn check_mirror(client: &Client, raw: &str) -> Checked {
     match request.send().await {
         Ok(response) => {
             let mut last = response.url().clone();
-            if last.origin() == url.origin() {
+            let credentials = !url.username().is_empty() || url.password().is_some();
+            if last.origin() == url.origin() || client.location_trusted() {
                 let _ = last.set_username(url.username());
                 let _ = last.set_password(url.password());
+            } else if credentials || client.keeps_headers_to_origin() {
+                // What the user gave this mirror (credentials, --header) belongs to its origin:
+                // the mirror stays the URL given, and each request follows the redirect to the
+                // other origin without them, rather than going there straight with them.
+                return Checked::Use(raw.to_string());
             }
             Checked::Use(last.to_string())
         }
