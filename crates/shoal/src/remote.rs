@@ -43,6 +43,9 @@ pub fn given_secret(args: &SecretArgs) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// How long the shell's `fetch` waits for the node's answer: a download may take days.
+const FETCH_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A node to talk to.
 pub struct Remote {
     pub url: String,
@@ -168,14 +171,16 @@ impl Remote {
 
     /// One call, with a clear error naming the node.
     pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, CallError> {
+        self.call_within(method, params, Duration::from_secs(60)).await
+    }
+
+    /// [`Remote::call`] with its own deadline.
+    async fn call_within(&self, method: &str, params: Vec<Value>, deadline: Duration) -> Result<Value, CallError> {
         let url = match shoal_node::proto::url::normalize(&self.url) {
             Ok(url) if shoal_node::proto::ticket::is_keyed(&self.url) => url,
             _ => self.url.clone(),
         };
-        self.client()
-            .await?
-            .call(&url, method, &params, Duration::from_secs(60), 64 << 20)
-            .await
+        self.client().await?.call(&url, method, &params, deadline, 64 << 20).await
     }
 
     /// A call whose failure is an error for the user.
@@ -218,7 +223,10 @@ impl Remote {
             url: self.url.clone(),
             fault: shoal_xmlrpc::Fault::new(200, e.to_string()),
         })?;
-        self.call("fetch", vec![Value::String(name.to_string()), secret]).await
+        // The seed's fetch answers when the file is in the share, however long the download
+        // takes: wait as long as any download may run (the node gives up on its own).
+        self.call_within("fetch", vec![Value::String(name.to_string()), secret], FETCH_DEADLINE)
+            .await
     }
 
     pub async fn download(&self, targets: &[String]) -> anyhow::Result<String> {
