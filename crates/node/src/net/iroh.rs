@@ -23,6 +23,13 @@ use crate::proto::ticket::Ticket;
 pub const ALPN: &[u8] = b"shoal/1";
 /// The mDNS service name shoal nodes announce on the LAN.
 pub const MDNS_SERVICE: &str = "shoal";
+/// The close code of a connection refused after its handshake for want of a place (the caps of
+/// `http::iroh`); 429 as in HTTP.
+pub const CLOSE_BUSY: u32 = 429;
+/// The close code of a connection closed because it had no stream open for a while
+/// (`http::iroh`): the node took no request sent on it, so the request may go again on a new
+/// connection; 408 as in HTTP.
+pub const CLOSE_IDLE: u32 = 408;
 /// Longest wait for a connection to a node (through a relay, hole punching included).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Size of the connection table at which closed connections are dropped from it. Live ones stay
@@ -358,11 +365,24 @@ impl Iroh {
     }
 
     /// Sends one HTTP request to the node named by the request's `iroh://<id>` URL, on a new
-    /// stream of the (shared) connection to it.
+    /// stream of the (shared) connection to it. When the node closed that connection as idle
+    /// just as the request went out (it took none of it), the request goes once more on a new
+    /// connection.
     pub async fn send(&self, request: reqwest::Request) -> Result<reqwest::Response, String> {
         let host = request.url().host_str().unwrap_or_default();
         let id: EndpointId = host.parse().map_err(|_| "not a node id".to_string())?;
+        let again = request.try_clone();
         let conn = self.connection(id).await?;
+        match Self::send_on(&conn, id, request).await {
+            Err(error) if closed_idle(&conn) => match again {
+                Some(again) => Self::send_on(&self.connection(id).await?, id, again).await,
+                None => Err(error),
+            },
+            sent => sent,
+        }
+    }
+
+    async fn send_on(conn: &Connection, id: EndpointId, request: reqwest::Request) -> Result<reqwest::Response, String> {
         let (send, recv) = conn.open_bi().await.map_err(|e| format!("opening a stream: {e}"))?;
         let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
         let (mut sender, driver) = hyper::client::conn::http1::handshake::<_, reqwest::Body>(io)
@@ -391,6 +411,14 @@ impl Iroh {
     pub async fn close(&self) {
         self.endpoint.close().await;
     }
+}
+
+/// Whether the other side closed `conn` as idle ([`CLOSE_IDLE`]).
+fn closed_idle(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(::iroh::endpoint::ConnectionError::ApplicationClosed(close)) if close.error_code == CLOSE_IDLE.into()
+    )
 }
 
 /// A change among the nodes on the LAN.
