@@ -449,6 +449,48 @@ mod tests {
         iroh.memory.get_endpoint_info(EndpointId::from_bytes(&ticket.id).unwrap()).is_some()
     }
 
+    /// A node closes a connection as idle just as a request goes out on it: the request goes
+    /// again on a new connection and is answered.
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_as_idle_goes_again() {
+        let server = Iroh::bind(SecretKey::from_bytes(&[2; 32]), &IrohOptions::local_only(), true)
+            .await
+            .unwrap();
+        let endpoint = server.endpoint().clone();
+        let serving = tokio::spawn(async move {
+            // The first connection is closed as idle before any stream is taken.
+            let first = endpoint.accept().await.unwrap().await.unwrap();
+            first.close(CLOSE_IDLE.into(), b"idle");
+            // The second is served: one answer on its first stream.
+            let second = endpoint.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = second.accept_bi().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let chunk = recv.read_chunk(1024).await.unwrap().unwrap();
+                request.extend_from_slice(&chunk);
+            }
+            send.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            send.finish().unwrap();
+            second.closed().await;
+        });
+        let client = Iroh::bind(SecretKey::from_bytes(&[3; 32]), &IrohOptions::local_only(), false)
+            .await
+            .unwrap();
+        server.settle(Duration::from_secs(5)).await;
+        client.learn(&server.ticket());
+        let url = format!("iroh://{}/x", server.id()).parse().unwrap();
+        let request = reqwest::Request::new(reqwest::Method::GET, url);
+        let response = tokio::time::timeout(Duration::from_secs(30), client.send(request))
+            .await
+            .expect("an answer within 30 s")
+            .expect("the request is answered on a second connection");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        client.close().await;
+        serving.abort();
+        server.close().await;
+    }
+
     #[tokio::test]
     async fn ticket_hints_are_bounded_and_forgotten() {
         let iroh = Iroh::bind(SecretKey::from_bytes(&[1; 32]), &IrohOptions::local_only(), false)
