@@ -10,10 +10,13 @@
 //! - A stranger's place is taken when its handshake starts: one of the strangers' slots and one
 //!   under its address's cap (the address is known then: the direct path's, or, through a
 //!   relay, one made from the id the relay vouches for). Once the handshake proves the key, one
-//!   under the key's cap too. The handshake has the header timeout to finish.
+//!   under the key's cap too. A handshake has the header timeout, and at most the 10 s a client
+//!   waits for one, to finish.
 //! - The owner's keys have a small reserve: a connection that finds no stranger's place may
 //!   still finish its handshake on one of the reserve's, and is closed at once unless its key is
-//!   the owner's. The owner's keys are never held to the address or key caps.
+//!   the owner's. To get that far its sender must first answer a QUIC retry (proving the address
+//!   it sends from), so stray and forged first packets take no reserve place. The owner's keys
+//!   are never held to the address or key caps.
 //! - A connection that has had no stream open for [`IrohLimits::idle_timeout`] is closed with
 //!   [`CLOSE_IDLE`]: QUIC keep-alives would otherwise hold an unused connection, and its place,
 //!   for good. The code tells the other side that no request of its was taken, so it may dial
@@ -41,6 +44,9 @@ use super::{CallerSlot, IrohLimits, PerCaller, SHUTDOWN_GRACE, ServeOptions, sta
 use crate::net::iroh::{ALPN, CLOSE_BUSY, CLOSE_IDLE, Iroh};
 use crate::service::Api;
 
+/// Longest time a handshake may hold a place: no client of ours waits longer for one.
+const HANDSHAKE_TIMEOUT: std::time::Duration = crate::net::iroh::DIAL_TIMEOUT;
+
 /// How a connection got in, before its key is known; the places are given back when dropped.
 enum Admission {
     /// A stranger's place: one of the strangers' slots and, unless its address is exempt, one
@@ -63,24 +69,24 @@ struct Counts {
 }
 
 impl Counts {
-    /// A stranger's place for a handshake from `ip`, or else one of the owner's reserve.
-    fn admit(&self, ip: IpAddr) -> Option<Admission> {
-        let stranger = (|| {
-            let address = if self.loopback_exempt && ip.is_loopback() {
-                None
-            } else {
-                Some(self.per_address.take(ip, self.max_per_address)?)
-            };
-            let slot = self.limits.slots.clone().try_acquire_owned().ok()?;
-            Some(Admission::Stranger {
-                _slot: slot,
-                _address: address,
-            })
-        })();
-        stranger.or_else(|| {
-            let slot = self.limits.owner_slots.clone().try_acquire_owned().ok()?;
-            Some(Admission::Reserve { _slot: slot })
+    /// A stranger's place for a handshake from `ip`, if there is one.
+    fn stranger(&self, ip: IpAddr) -> Option<Admission> {
+        let address = if self.loopback_exempt && ip.is_loopback() {
+            None
+        } else {
+            Some(self.per_address.take(ip, self.max_per_address)?)
+        };
+        let slot = self.limits.slots.clone().try_acquire_owned().ok()?;
+        Some(Admission::Stranger {
+            _slot: slot,
+            _address: address,
         })
+    }
+
+    /// One of the owner's reserve, if one is free.
+    fn reserve(&self) -> Option<Admission> {
+        let slot = self.limits.owner_slots.clone().try_acquire_owned().ok()?;
+        Some(Admission::Reserve { _slot: slot })
     }
 }
 
@@ -107,15 +113,32 @@ pub async fn serve(iroh: Arc<Iroh>, api: Api, router: Router, shutdown: Cancella
             },
         };
         let ip = incoming_ip(&incoming);
-        let Some(admission) = counts.admit(ip) else {
-            tracing::debug!(%ip, "no place for another iroh connection; refusing it");
-            incoming.refuse();
-            continue;
+        let admission = match counts.stranger(ip) {
+            Some(admission) => admission,
+            // Under pressure, a handshake goes on to the owner's reserve only once its sender
+            // has answered a retry from the address it claims: a forged or stray first packet
+            // (a client's copy sent on another path after its attempt was refused) then holds
+            // nothing, where it would otherwise hold a reserve place until the handshake
+            // deadline.
+            None if !incoming.remote_addr_validated() => {
+                if let Err(error) = incoming.retry() {
+                    error.into_incoming().refuse();
+                }
+                continue;
+            }
+            None => match counts.reserve() {
+                Some(admission) => admission,
+                None => {
+                    tracing::debug!(%ip, "no place for another iroh connection; refusing it");
+                    incoming.refuse();
+                    continue;
+                }
+            },
         };
         let (router, shutdown, options, api, counts) =
             (router.clone(), shutdown.clone(), options.clone(), api.clone(), counts.clone());
         connections.spawn(async move {
-            let conn = match tokio::time::timeout(options.header_timeout, incoming).await {
+            let conn = match tokio::time::timeout(options.header_timeout.min(HANDSHAKE_TIMEOUT), incoming).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "an iroh handshake failed");

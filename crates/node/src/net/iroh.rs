@@ -32,6 +32,8 @@ pub const CLOSE_BUSY: u32 = 429;
 pub const CLOSE_IDLE: u32 = 408;
 /// Longest wait for a connection to a node (through a relay, hole punching included).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dials to a node that refuses the connection before giving up (50 ms, then 200 ms apart).
+const DIAL_ATTEMPTS: usize = 3;
 /// Size of the connection table at which closed connections are dropped from it. Live ones stay
 /// (the table holds only nodes this one dialled: its peers and the holders of its downloads).
 const MAX_CACHED: usize = 512;
@@ -346,12 +348,30 @@ impl Iroh {
         {
             return Ok(conn.clone());
         }
-        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(EndpointAddr::new(id), ALPN))
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.dial(id))
             .await
             .map_err(|_| format!("no connection to node {} within {DIAL_TIMEOUT:?}", id.fmt_short()))?
             .map_err(|e| format!("connecting to node {}: {e}", id.fmt_short()))?;
         *held = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Dials `id`, trying again a few times, shortly after, when the node refuses the
+    /// connection before its handshake: a node whose places are taken (strangers flooding it)
+    /// still has a few kept for its owner's keys, which strangers' handshakes in progress hold
+    /// only for moments.
+    async fn dial(&self, id: EndpointId) -> Result<Connection, ::iroh::endpoint::ConnectError> {
+        let mut wait = Duration::from_millis(50);
+        for _ in 1..DIAL_ATTEMPTS {
+            match self.endpoint.connect(EndpointAddr::new(id), ALPN).await {
+                Err(error) if refused(&error) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+                dialled => return dialled,
+            }
+        }
+        self.endpoint.connect(EndpointAddr::new(id), ALPN).await
     }
 
     /// How the connection to `id` runs now: `direct`, `relay`, or `None` when there is none.
@@ -411,6 +431,21 @@ impl Iroh {
     pub async fn close(&self) {
         self.endpoint.close().await;
     }
+}
+
+/// Whether a dial failed because the node refused the connection before its handshake.
+fn refused(error: &::iroh::endpoint::ConnectError) -> bool {
+    use ::iroh::endpoint::{ConnectError, ConnectingError, ConnectionError, TransportErrorCode};
+    matches!(
+        error,
+        ConnectError::Connecting {
+            source: ConnectingError::ConnectionError {
+                source: ConnectionError::ConnectionClosed(close),
+                ..
+            },
+            ..
+        } if close.error_code == TransportErrorCode::CONNECTION_REFUSED
+    )
 }
 
 /// Whether the other side closed `conn` as idle ([`CLOSE_IDLE`]).
@@ -486,6 +521,32 @@ mod tests {
             .expect("the request is answered on a second connection");
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), "ok");
+        client.close().await;
+        serving.abort();
+        server.close().await;
+    }
+
+    /// A node refuses a connection before its handshake (its places were all taken for a
+    /// moment): the dial is tried again and gets in.
+    #[tokio::test]
+    async fn a_refused_dial_is_tried_again() {
+        let server = Iroh::bind(SecretKey::from_bytes(&[4; 32]), &IrohOptions::local_only(), true)
+            .await
+            .unwrap();
+        let endpoint = server.endpoint().clone();
+        let serving = tokio::spawn(async move {
+            endpoint.accept().await.unwrap().refuse();
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            conn.closed().await;
+        });
+        let client = Iroh::bind(SecretKey::from_bytes(&[5; 32]), &IrohOptions::local_only(), false)
+            .await
+            .unwrap();
+        server.settle(Duration::from_secs(5)).await;
+        client.learn(&server.ticket());
+        let id: EndpointId = server.id().parse().unwrap();
+        let conn = client.connection(id).await.expect("the second dial gets in");
+        assert!(conn.close_reason().is_none());
         client.close().await;
         serving.abort();
         server.close().await;
