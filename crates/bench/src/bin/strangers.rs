@@ -532,6 +532,11 @@ async fn probe_until(
     }
 }
 
+/// Longest wait for one of a flood's connections (on loopback, a handshake takes milliseconds;
+/// now and then a refused attempt of the flooding client waits this long, the node holding
+/// nothing for it).
+const FLOOD_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What one flood left.
 struct Flood {
     what: &'static str,
@@ -570,7 +575,7 @@ async fn flood(
             let endpoint = endpoints[i / per_key].clone();
             let addr = addr.clone();
             async move {
-                let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, shoal_node::net::iroh::ALPN))
+                let conn = tokio::time::timeout(FLOOD_CONNECT_TIMEOUT, endpoint.connect(addr, shoal_node::net::iroh::ALPN))
                     .await
                     .ok()?
                     .ok()?;
