@@ -298,7 +298,7 @@ impl Node {
             tracing::info!(target = %record.target, "resuming a download");
             api.start_download(Job::from(record));
         }
-        // The connection cap sits below the descriptor limit, leaving room for files, the
+        // The TCP connection cap sits below the descriptor limit, leaving room for files, the
         // store and outbound calls.
         let descriptors = crate::http::raise_descriptor_limit().unwrap_or(1024);
         let max_connections = options.max_connections.min((descriptors as usize).saturating_sub(128).max(16));
@@ -310,10 +310,17 @@ impl Node {
             loopback_exempt: options.guard.loopback_exempt,
             header_timeout: options.request_timeout,
             stall_timeout: options.stall_timeout,
+            iroh: crate::http::IrohLimits {
+                slots: Arc::new(tokio::sync::Semaphore::new(options.max_iroh_connections)),
+                owner_slots: Arc::new(tokio::sync::Semaphore::new(options.iroh_owner_reserve)),
+                max_per_key: options.max_iroh_per_key,
+                idle_timeout: options.iroh_idle_timeout,
+            },
         };
         if let Some(iroh) = &iroh {
             tasks.spawn(crate::http::iroh::serve(
                 iroh.clone(),
+                api.clone(),
                 router.clone(),
                 shutdown.child_token(),
                 serve_options.clone(),

@@ -31,8 +31,24 @@ pub struct NodeOptions {
     pub max_rpc_body: usize,
     /// How long a client may take to send a request's headers or an XML-RPC body.
     pub request_timeout: Duration,
-    /// Most connections served at once; further ones are closed at once.
+    /// Most TCP connections served at once (held below the descriptor limit); further ones are
+    /// closed at once. iroh connections have a budget of their own ([`Self::max_iroh_connections`]),
+    /// so neither transport's callers can take the other's places.
     pub max_connections: usize,
+    /// Most iroh connections from strangers at once, handshakes in progress included; further
+    /// ones are refused. Apart from [`Self::max_connections`]: all of them share one UDP socket,
+    /// so they cost memory, not descriptors.
+    pub max_iroh_connections: usize,
+    /// iroh connections kept for the owner's keys beyond [`Self::max_iroh_connections`] and the
+    /// per-address and per-key caps, so that the owner gets in while strangers hold every other
+    /// place.
+    pub iroh_owner_reserve: usize,
+    /// Most iroh connections at once from one node id (the owner's keys exempt). An honest node
+    /// holds one connection to another; a command-line client one per command.
+    pub max_iroh_per_key: usize,
+    /// An iroh connection that has had no stream open for this long is closed; the other side
+    /// dials again when it next has something to ask.
+    pub iroh_idle_timeout: Duration,
     /// How often the share is scanned for added, changed and removed files.
     pub rescan_interval: Duration,
     /// How often known peers are asked for the peers they know.
@@ -81,6 +97,10 @@ impl NodeOptions {
             max_rpc_body: 1 << 20,
             request_timeout: Duration::from_secs(20),
             max_connections: 1024,
+            max_iroh_connections: 512,
+            iroh_owner_reserve: 8,
+            max_iroh_per_key: 8,
+            iroh_idle_timeout: Duration::from_secs(20),
             rescan_interval: Duration::from_secs(10),
             peer_exchange_interval: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(3),
@@ -109,6 +129,12 @@ pub struct GuardOptions {
     pub hellos_per_minute: u32,
     /// Wrong secrets per minute per caller before every secret from it is refused for a while.
     pub wrong_secrets_per_minute: u32,
+    /// Wrong secrets per minute from all strangers together (callers not on loopback while
+    /// `loopback_exempt` holds, every caller otherwise) before every secret from a stranger is
+    /// refused until the minute has passed. Addresses are cheap through a relay (each fresh key
+    /// is one), so the per-caller limit alone does not bound guessing; the owner's keys are
+    /// never refused, and loopback callers keep their per-caller limit.
+    pub wrong_secrets_per_minute_total: u32,
     /// Loopback callers skip the search and hello limits and the per-address connection cap.
     pub loopback_exempt: bool,
 }
@@ -120,6 +146,7 @@ impl Default for GuardOptions {
             search_burst: 100,
             hellos_per_minute: 30,
             wrong_secrets_per_minute: 10,
+            wrong_secrets_per_minute_total: 30,
             loopback_exempt: true,
         }
     }

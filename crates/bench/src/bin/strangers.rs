@@ -16,8 +16,25 @@
 //!    same rounds: A's own `query` for a second fresh file (the seed's path: it reads the disk),
 //!    the time of one call that needs no index at all.
 //!
+//! 3. **iroh floods** (`strangers iroh-flood [ATTEMPTS]`, 1,100 by default): a node with its
+//!    iroh endpoint on loopback and homed on a relay in this process, with the default limits
+//!    (loopback counted as any address, so that the direct callers stand for one remote host).
+//!    Three strangers try for ATTEMPTS connections each, 64 at once, each connection asking for
+//!    the file list once and kept open when answered: one key; a fresh key every 8 connections
+//!    from one address; a fresh key every 8 connections through the relay (each key an address
+//!    of its own). Meanwhile, every 250 ms, a TCP caller calls `list` and the owner's key asks
+//!    for `/api/v1/status`, each on a new connection. Reports the connections held at once,
+//!    the probes that got in, and when the node closed the one key's connections once they
+//!    stopped opening streams.
+//! 4. **Guessing through a relay** (`strangers relay-guess [SECONDS]`, 60 by default): four
+//!    guessers send wrong secrets (`shoal.cancel`) through the relay, a fresh key every 10;
+//!    before they start, and every 2 s while they run, a fresh key sends the right secret, and
+//!    the owner's key one that is not.
+//!    Reports the wrong secrets sent a minute and which right-secret probes got through.
+//!
 //! Run: `cargo run --release -p shoal-bench --bin strangers` (Markdown on stdout; `--json PATH`
-//! also writes the figures as JSON).
+//! also writes the figures of 1 and 2 as JSON); `... --bin strangers -- iroh-flood` or
+//! `-- relay-guess` for 3 or 4 alone.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -322,8 +339,19 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut json = None;
     let mut serve: Option<(String, usize)> = None;
+    let mut scenario: Option<(String, Option<u64>)> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "iroh-flood" | "relay-guess" => {
+                let count = args.next().map(|n| n.parse::<u64>());
+                match count {
+                    Some(Err(_)) => {
+                        eprintln!("strangers: {arg} takes a number");
+                        return ExitCode::from(2);
+                    }
+                    count => scenario = Some((arg.clone(), count.map(|c| c.unwrap_or_default()))),
+                }
+            }
             "--serve" => {
                 let kind = args.next().unwrap_or_default();
                 let count = args.next().and_then(|n| n.parse().ok()).unwrap_or(PEERS);
@@ -331,7 +359,9 @@ fn main() -> ExitCode {
             }
             "--json" => json = args.next().map(std::path::PathBuf::from),
             other => {
-                eprintln!("strangers: unknown argument {other:?} (usage: strangers [--json PATH])");
+                eprintln!(
+                    "strangers: unknown argument {other:?} (usage: strangers [--json PATH] | iroh-flood [ATTEMPTS] | relay-guess [SECONDS])"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -352,11 +382,428 @@ fn main() -> ExitCode {
             }
         };
     }
-    match runtime.block_on(run(json)) {
+    let outcome = match scenario {
+        Some((name, count)) if name == "iroh-flood" => runtime.block_on(iroh_flood(count.unwrap_or(1100) as usize)),
+        Some((_, count)) => runtime.block_on(relay_guess(count.unwrap_or(60))),
+        None => runtime.block_on(run(json)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("strangers: {error:#}");
             ExitCode::from(2)
         }
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// Strangers over iroh: connection floods and wrong secrets through a relay.
+
+/// The secret the bench nodes are started with.
+const SECRET: &str = "bench";
+
+/// An iroh relay in this process, plain HTTP on loopback.
+async fn relay_server() -> anyhow::Result<(iroh_relay::server::Server, iroh::RelayUrl)> {
+    use iroh_relay::server::{RelayConfig, Server, ServerConfig};
+    let mut config = ServerConfig::default();
+    config.relay = Some(RelayConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+    let server = Server::spawn(config).await.map_err(|e| anyhow::anyhow!("starting the relay: {e}"))?;
+    let addr = server.http_addr().context("the relay's address")?;
+    let url = format!("http://{addr}").parse().context("the relay's URL")?;
+    Ok((server, url))
+}
+
+/// A node with its iroh endpoint (on loopback, and homed on `relay` when given); its address
+/// by direct path (127.0.0.1 only), and by relay alone.
+async fn iroh_bench_node(
+    relay: Option<&iroh::RelayUrl>,
+    configure: impl FnOnce(&mut NodeOptions),
+) -> anyhow::Result<(Node, tempfile::TempDir, tempfile::TempDir, iroh::EndpointAddr, iroh::EndpointAddr)> {
+    let (node, dir, state) = start_node(|o| {
+        let mut iroh = shoal_node::options::IrohOptions::local_only();
+        iroh.relays = relay.map(|r| vec![r.to_string()]).unwrap_or_default();
+        o.iroh = Some(iroh);
+        configure(o);
+    })
+    .await?;
+    let ticket = node.ticket(Duration::from_secs(10)).await.context("the node's ticket")?;
+    let ticket = shoal_node::proto::ticket::Ticket::parse(&ticket).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = iroh::EndpointId::from_bytes(&ticket.id)?;
+    // 127.0.0.1 alone, so that every direct caller comes from one address (a client given
+    // several sends its first packet to each).
+    let loopback = ticket.addrs.iter().filter(|a| a.ip() == std::net::Ipv4Addr::LOCALHOST);
+    let direct = iroh::EndpointAddr::from_parts(id, loopback.map(|a| iroh::TransportAddr::Ip(*a)));
+    let relayed = iroh::EndpointAddr::from_parts(id, relay.map(|r| iroh::TransportAddr::Relay(r.clone())));
+    Ok((node, dir, state, direct, relayed))
+}
+
+/// An endpoint dialling with `key`: over loopback only, or (with `relay`) through the relay
+/// only, with no UDP socket of its own, so that every path it has runs through the relay.
+async fn dialler(key: iroh::SecretKey, relay: Option<&iroh::RelayUrl>) -> anyhow::Result<iroh::Endpoint> {
+    use iroh::endpoint::{PortmapperConfig, presets};
+    let mut builder = iroh::Endpoint::builder(presets::Minimal)
+        .secret_key(key)
+        .portmapper_config(PortmapperConfig::Disabled);
+    builder = match relay {
+        Some(url) => builder.relay_mode(iroh::RelayMode::custom([url.clone()])).clear_ip_transports(),
+        None => builder.relay_mode(iroh::RelayMode::Disabled),
+    };
+    builder.bind().await.context("binding a dialling endpoint")
+}
+
+fn fresh_key() -> iroh::SecretKey {
+    iroh::SecretKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
+/// One raw HTTP/1.1 exchange on a new stream of `conn`: the status and body, or `None` when the
+/// connection or stream fails (a refused connection is closed by the node).
+async fn iroh_exchange(conn: &iroh::endpoint::Connection, request: &[u8]) -> Option<(u16, String)> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        send.write_all(request).await.ok()?;
+        let answer = recv.read_to_end(1 << 20).await.ok()?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((status, body))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn iroh_get(conn: &iroh::endpoint::Connection, path: &str) -> Option<u16> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: node.iroh\r\nConnection: close\r\n\r\n");
+    iroh_exchange(conn, request.as_bytes()).await.map(|(status, _)| status)
+}
+
+/// `shoal.cancel(secret, "nothing.iso")` over `conn`: `Some(true)` when the secret passed the
+/// check (there is no such download: fault 100), `Some(false)` when it was refused (fault 200).
+async fn secret_passes(conn: &iroh::endpoint::Connection, secret: &str) -> Option<bool> {
+    let body = shoal_xmlrpc::encode_call("shoal.cancel", &[Value::String(secret.into()), Value::String("nothing.iso".into())]);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: node.iroh\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (_, answer) = iroh_exchange(conn, &[head.as_bytes(), body.as_bytes()].concat()).await?;
+    match shoal_xmlrpc::decode_response(answer.as_bytes()).ok()? {
+        Err(fault) if fault.code == shoal_node::proto::faults::NOT_FOUND => Some(true),
+        Err(fault) if fault.code == shoal_node::proto::faults::ACCESS_DENIED => Some(false),
+        _ => None,
+    }
+}
+
+/// Probes that run while strangers flood the node: a TCP caller (`list`, a new connection each
+/// time) and the owner's key over iroh (`GET /api/v1/status`, a new connection each time,
+/// dialled as the CLI dials: `net::iroh::Iroh`, which tries a refused dial again twice).
+struct Probes {
+    tcp: (usize, usize),
+    owner: (usize, usize),
+}
+
+async fn probe_until(
+    stop: tokio_util::sync::CancellationToken,
+    url: String,
+    owner: Arc<shoal_node::net::iroh::Iroh>,
+    node: iroh::EndpointId,
+) -> anyhow::Result<Probes> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let rpc = Rpc::with_client(http, &url);
+    let mut probes = Probes { tcp: (0, 0), owner: (0, 0) };
+    loop {
+        probes.tcp.1 += 1;
+        if let Ok(Ok(_)) = rpc.call("list", &[]).await {
+            probes.tcp.0 += 1;
+        }
+        probes.owner.1 += 1;
+        if let Ok(conn) = owner.connection(node).await {
+            if iroh_get(&conn, "/api/v1/status").await == Some(200) {
+                probes.owner.0 += 1;
+            }
+            conn.close(0u32.into(), b"done");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(probes),
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Longest wait for one of a flood's connections (on loopback, a handshake takes milliseconds;
+/// now and then a refused attempt of the flooding client waits this long, the node holding
+/// nothing for it).
+const FLOOD_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one flood left.
+struct Flood {
+    what: &'static str,
+    attempts: usize,
+    keys: usize,
+    /// Connections held at once at the end of the flood.
+    held_at_once: usize,
+    held: Vec<iroh::endpoint::Connection>,
+    endpoints: Vec<iroh::Endpoint>,
+    wall: Duration,
+    probes: Probes,
+}
+
+/// `attempts` connections to `node`, a fresh key every `per_key` of them, 64 at once; each asks
+/// for the file list once and is kept open when answered. Probes run meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn flood(
+    what: &'static str,
+    node: &Node,
+    addr: &iroh::EndpointAddr,
+    relay: Option<&iroh::RelayUrl>,
+    attempts: usize,
+    per_key: usize,
+    owner: Arc<shoal_node::net::iroh::Iroh>,
+) -> anyhow::Result<Flood> {
+    let keys = attempts.div_ceil(per_key);
+    let mut endpoints = Vec::with_capacity(keys);
+    for _ in 0..keys {
+        endpoints.push(dialler(fresh_key(), relay).await?);
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probing = tokio::spawn(probe_until(stop.clone(), node.url().to_string(), owner, addr.id));
+    let started = Instant::now();
+    let held: Vec<_> = futures_util::stream::iter(0..attempts)
+        .map(|i| {
+            let endpoint = endpoints[i / per_key].clone();
+            let addr = addr.clone();
+            async move {
+                let conn = tokio::time::timeout(FLOOD_CONNECT_TIMEOUT, endpoint.connect(addr, shoal_node::net::iroh::ALPN))
+                    .await
+                    .ok()?
+                    .ok()?;
+                (iroh_get(&conn, "/api/v1/files").await == Some(200)).then_some(conn)
+            }
+        })
+        .buffer_unordered(64)
+        .filter_map(|conn| async move { conn })
+        .collect()
+        .await;
+    let wall = started.elapsed();
+    // The probes go on a little while the flood's connections are held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let probes = probing.await??;
+    Ok(Flood {
+        what,
+        attempts,
+        keys,
+        held_at_once: held.len(),
+        held,
+        endpoints,
+        wall,
+        probes,
+    })
+}
+
+/// Closes what a flood holds and lets the node see it.
+async fn end_flood(flood: &mut Flood) {
+    for conn in flood.held.drain(..) {
+        conn.close(0u32.into(), b"done");
+    }
+    for endpoint in flood.endpoints.drain(..) {
+        endpoint.close().await;
+    }
+}
+
+/// Seconds until every connection of `held` was closed by the node (none opens a stream), at
+/// most `limit`.
+async fn seconds_until_closed(held: &[iroh::endpoint::Connection], limit: Duration) -> Option<f64> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if held.iter().all(|c| c.close_reason().is_some()) {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// `iroh-flood`: how many iroh connections one key, one address and many addresses (fresh keys
+/// through a relay) hold with the default limits, whether a TCP caller and the owner's key get
+/// in meanwhile, and when an unused connection is closed.
+async fn iroh_flood(attempts: usize) -> anyhow::Result<()> {
+    let (_relay, relay_url) = relay_server().await?;
+    // Loopback is counted as any other address here, so that the direct callers stand for one
+    // remote host (by default loopback is exempt from the per-address cap).
+    let (node, _dir, state, direct, relayed) =
+        iroh_bench_node(Some(&relay_url), |o| o.guard.loopback_exempt = false).await?;
+    let defaults = NodeOptions::new(".", ".");
+    let owner_key = shoal_node::node::client_key(state.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let owner = shoal_node::net::iroh::Iroh::bind(owner_key, &shoal_node::options::IrohOptions::local_only(), false)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    owner.learn(&shoal_node::proto::ticket::Ticket {
+        id: *direct.id.as_bytes(),
+        relay: None,
+        addrs: direct.ip_addrs().copied().collect(),
+    });
+    let owner = Arc::new(owner);
+
+    let mut rows = Vec::new();
+    let mut one_key = flood("one key, one address", &node, &direct, None, attempts, attempts, owner.clone()).await?;
+    let idle = seconds_until_closed(&one_key.held, Duration::from_secs(90)).await;
+    end_flood(&mut one_key).await;
+    rows.push(one_key);
+    let mut one_address = flood(
+        "fresh key every 8 connections, one address",
+        &node,
+        &direct,
+        None,
+        attempts,
+        8,
+        owner.clone(),
+    )
+    .await?;
+    end_flood(&mut one_address).await;
+    rows.push(one_address);
+    let mut many = flood(
+        "fresh key every 8 connections, through a relay",
+        &node,
+        &relayed,
+        Some(&relay_url),
+        attempts,
+        8,
+        owner.clone(),
+    )
+    .await?;
+    end_flood(&mut many).await;
+    rows.push(many);
+    owner.close().await;
+    node.shutdown().await;
+
+    println!(
+        "## iroh connections from strangers: {attempts} attempts, limits {} per key, {} per address, {} in all (+{} for the owner's keys)\n",
+        defaults.max_iroh_per_key, defaults.max_per_address, defaults.max_iroh_connections, defaults.iroh_owner_reserve
+    );
+    println!("| stranger | attempts | keys | held at once | wall (s) | TCP caller got in | owner's key got in |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {}/{} | {}/{} |",
+            row.what,
+            row.attempts,
+            row.keys,
+            row.held_at_once,
+            row.wall.as_secs_f64(),
+            row.probes.tcp.0,
+            row.probes.tcp.1,
+            row.probes.owner.0,
+            row.probes.owner.1
+        );
+    }
+    match idle {
+        Some(s) => println!(
+            "\nthe one key's {} connections, left with no stream open, were all closed by the node {s:.1} s later (idle timeout {:?})",
+            rows[0].held_at_once, defaults.iroh_idle_timeout
+        ),
+        None => println!("\nthe one key's connections were still open 90 s later"),
+    }
+    Ok(())
+}
+
+/// `relay-guess`: wrong secrets sent through a relay for `seconds`, a fresh key every 10
+/// guesses (4 guessers at once); every 2 s a fresh key sends the right secret and the owner's
+/// key calls an owner-only method.
+async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
+    let (_relay, relay_url) = relay_server().await?;
+    let (node, _dir, state, _direct, relayed) = iroh_bench_node(Some(&relay_url), |_| {}).await?;
+    let owner_key = shoal_node::node::client_key(state.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let defaults = NodeOptions::new(".", ".").guard;
+    // Before any guess, the right secret from a fresh key through the relay passes.
+    let prober = dialler(fresh_key(), Some(&relay_url)).await?;
+    let before = match tokio::time::timeout(Duration::from_secs(20), prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+        Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
+        _ => None,
+    };
+    prober.close().await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let mut guessers = Vec::new();
+    for _ in 0..4 {
+        let (sent, keys, stop, relay_url, relayed) = (sent.clone(), keys.clone(), stop.clone(), relay_url.clone(), relayed.clone());
+        guessers.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(endpoint) = dialler(fresh_key(), Some(&relay_url)).await else { continue };
+                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+                    keys.fetch_add(1, Ordering::Relaxed);
+                    for n in 0..10 {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        if secret_passes(&conn, &format!("guess-{n}-{}", rand::random::<u64>())).await.is_some() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                endpoint.close().await;
+            }
+        }));
+    }
+    let owner = dialler(owner_key, Some(&relay_url)).await?;
+    let owner_conn = owner.connect(relayed.clone(), shoal_node::net::iroh::ALPN).await?;
+    let (mut right, mut owner_ok, mut probes) = (Vec::new(), 0, 0);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        probes += 1;
+        let prober = dialler(fresh_key(), Some(&relay_url)).await?;
+        let passed = match tokio::time::timeout(Duration::from_secs(20), prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+            Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
+            _ => None,
+        };
+        prober.close().await;
+        right.push((started.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed), passed));
+        if secret_passes(&owner_conn, "not the secret").await == Some(true) {
+            owner_ok += 1;
+        }
+    }
+    stop.cancel();
+    for guesser in guessers {
+        let _ = guesser.await;
+    }
+    let wall = started.elapsed();
+    let guesses = sent.load(Ordering::Relaxed);
+    owner.close().await;
+    node.shutdown().await;
+
+    println!(
+        "## Wrong secrets through a relay, a fresh key every 10 guesses (limits: {} a minute per caller, {} a minute from all strangers)\n",
+        defaults.wrong_secrets_per_minute, defaults.wrong_secrets_per_minute_total
+    );
+    println!(
+        "wrong secrets sent: {guesses} in {:.1} s ({:.0} a minute), from {} keys",
+        wall.as_secs_f64(),
+        guesses as f64 * 60.0 / wall.as_secs_f64(),
+        keys.load(Ordering::Relaxed)
+    );
+    println!(
+        "(a refused secret and a wrong one get the same fault 200; the node compares at most {} a minute from all strangers)",
+        defaults.wrong_secrets_per_minute_total
+    );
+    println!("the right secret from a fresh key before any guess: {}", match before {
+        Some(true) => "accepted",
+        Some(false) => "refused",
+        None => "unanswered",
+    });
+    let accepted: Vec<_> = right.iter().filter(|(_, _, p)| *p == Some(true)).collect();
+    let refused = right.iter().filter(|(_, _, p)| *p == Some(false)).count();
+    println!(
+        "the right secret from a fresh key, every 2 s: {} accepted, {refused} refused, {} unanswered, of {probes}",
+        accepted.len(),
+        probes - accepted.len() - refused
+    );
+    for (at, sent, _) in &accepted {
+        println!("  accepted at {at:.1} s, after {sent} wrong secrets had been sent");
+    }
+    println!("the owner's key with no secret, every 2 s: {owner_ok} of {probes} accepted");
+    Ok(())
 }

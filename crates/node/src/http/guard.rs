@@ -7,12 +7,19 @@
 //!   even with the right secret until the bucket refills, so the secret cannot be guessed at line
 //!   rate. Loopback callers are exempt from the search and hello limits by default (the owner's
 //!   own tools and nodes on one machine), never from the secret limit.
+//! - **Wrong secrets from all strangers together**: through a relay every fresh key is a new
+//!   address, so the per-caller limit alone would let a guesser go on at line rate. Strangers
+//!   (every caller not on loopback, or every caller when loopback is not exempt) share one
+//!   budget a minute; once it is spent, every secret from a stranger is refused, right or wrong,
+//!   until the oldest guess is a minute old. The owner's keys over iroh need no secret and are
+//!   never refused; loopback callers keep their own per-caller limit (a local user could
+//!   otherwise lock the owner's tools out).
 //! - **Browsers**: a request whose `Origin` is not this node's own is refused (a web page cannot
 //!   make the node act, CSRF); on a node bound to loopback or naming itself by loopback (the
 //!   default `serve`) the `Host` must be one of its own names or addresses (a DNS-rebinding
 //!   page cannot reach it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -55,14 +62,22 @@ pub struct Guard {
     options: GuardOptions,
     searches: DefaultKeyedRateLimiter<IpAddr>,
     hellos: DefaultKeyedRateLimiter<IpAddr>,
-    /// Wrong guesses per caller in the last minute.
-    wrong_secrets: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    /// Wrong guesses in the last minute: per caller, and from all strangers together.
+    wrong_secrets: Mutex<WrongSecrets>,
     /// `scheme://host:port` spellings of this node (for `Origin`).
     origins: Vec<String>,
     /// `host:port` spellings of this node (for `Host`).
     hosts: Vec<String>,
     /// `Host` must be one of `hosts`: on a node bound to loopback or named by it.
     check_host: bool,
+}
+
+/// The times of wrong secrets in the last minute.
+#[derive(Default)]
+struct WrongSecrets {
+    per_caller: HashMap<IpAddr, Vec<Instant>>,
+    /// From every stranger (see [`Guard::is_stranger`]), oldest first.
+    strangers: VecDeque<Instant>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -107,7 +122,7 @@ impl Guard {
                 Quota::per_second(nz(options.searches_per_second)).allow_burst(nz(options.search_burst)),
             ),
             hellos: governor::RateLimiter::keyed(Quota::per_minute(nz(options.hellos_per_minute))),
-            wrong_secrets: Mutex::new(HashMap::new()),
+            wrong_secrets: Mutex::new(WrongSecrets::default()),
             options,
             origins,
             hosts,
@@ -136,32 +151,67 @@ impl Guard {
         limiter.check_key(&caller.ip()).map_err(|_| ApiError::Busy)
     }
 
+    /// Whether `caller` counts against the budget of wrong secrets shared by all strangers:
+    /// anyone not on loopback, and loopback too when it is not exempt.
+    fn is_stranger(&self, caller: &Caller) -> bool {
+        !(self.options.loopback_exempt && caller.ip().is_loopback())
+    }
+
     /// Checks the owner's secret, refusing callers that guessed wrong too often in the last
-    /// minute (without looking at what they sent).
+    /// minute, and strangers while all of them together did (without looking at what they sent).
     pub fn check_secret(&self, api: &Api, caller: &Caller, secret: &str) -> Result<(), ApiError> {
         // The owner's own key, proven by the iroh handshake, is as good as the secret.
         if caller.key().is_some_and(|key| api.is_owner_key(key)) {
             return Ok(());
         }
         let ip = caller.ip();
+        let stranger = self.is_stranger(caller);
         let now = Instant::now();
         let window = Duration::from_secs(60);
         {
             let mut wrong = self.wrong_secrets.lock().unwrap_or_else(|p| p.into_inner());
-            if wrong.len() > MAX_TRACKED {
-                wrong.retain(|_, times| times.last().is_some_and(|t| now.duration_since(*t) < window));
+            if wrong.per_caller.len() > MAX_TRACKED {
+                wrong
+                    .per_caller
+                    .retain(|_, times| times.last().is_some_and(|t| now.duration_since(*t) < window));
             }
-            if let Some(times) = wrong.get_mut(&ip) {
+            if let Some(times) = wrong.per_caller.get_mut(&ip) {
                 times.retain(|t| now.duration_since(*t) < window);
                 if times.len() >= self.options.wrong_secrets_per_minute as usize {
                     return Err(ApiError::AccessDenied);
                 }
             }
+            if stranger {
+                while wrong.strangers.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                    wrong.strangers.pop_front();
+                }
+                if wrong.strangers.len() >= self.options.wrong_secrets_per_minute_total as usize {
+                    tracing::debug!(%ip, "the strangers' wrong secrets for this minute are spent; refusing a secret");
+                    return Err(ApiError::AccessDenied);
+                }
+            }
+            // Counted as wrong until it proves right, so that guesses sent at once cannot all
+            // pass the checks above before any of them is counted.
+            wrong.per_caller.entry(ip).or_default().push(now);
+            if stranger {
+                wrong.strangers.push_back(now);
+            }
         }
         let checked = api.check_secret(secret);
-        if checked.is_err() {
+        if checked.is_ok() {
             let mut wrong = self.wrong_secrets.lock().unwrap_or_else(|p| p.into_inner());
-            wrong.entry(ip).or_default().push(now);
+            if let Some(times) = wrong.per_caller.get_mut(&ip) {
+                if let Some(at) = times.iter().rposition(|t| *t == now) {
+                    times.remove(at);
+                }
+                if times.is_empty() {
+                    wrong.per_caller.remove(&ip);
+                }
+            }
+            if stranger && let Some(at) = wrong.strangers.iter().rposition(|t| *t == now) {
+                wrong.strangers.remove(at);
+            }
+        } else {
             tracing::debug!(%ip, "a wrong secret");
         }
         checked

@@ -8,7 +8,8 @@
 //! read timeout (against slow-drip clients), and drops a connection whose reads or writes make
 //! no progress for [`ServeOptions::stall_timeout`] (a client that asks for a large file and
 //! never reads holds no slot for good). On shutdown it stops accepting and lets open requests
-//! finish for a bounded time.
+//! finish for a bounded time. TCP and iroh have budgets of their own ([`ServeOptions::slots`],
+//! [`IrohLimits`]), so that callers of one transport cannot take the other's places.
 
 pub mod content;
 pub mod faults;
@@ -22,6 +23,7 @@ pub mod stall;
 pub mod web;
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,9 +46,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How the server treats connections.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The connections that may be open at once, over TCP and iroh together: one permit each.
+    /// The TCP connections that may be open at once: one permit each. iroh has its own budget
+    /// ([`IrohLimits::slots`]), so a flood over one transport leaves the other's places free.
     pub slots: Arc<Semaphore>,
-    /// Most connections at once from one address.
+    /// Most connections at once from one address (counted apart for TCP and iroh).
     pub max_per_address: usize,
     /// Loopback callers (the owner's machine) skip the per-address cap.
     pub loopback_exempt: bool,
@@ -55,6 +58,25 @@ pub struct ServeOptions {
     /// A connection whose reads or writes make no progress for this long is dropped (an idle
     /// keep-alive connection included).
     pub stall_timeout: Duration,
+    /// The iroh transport's own limits.
+    pub iroh: IrohLimits,
+}
+
+/// What bounds connections over iroh (see [`iroh::serve`]).
+#[derive(Debug, Clone)]
+pub struct IrohLimits {
+    /// Strangers' iroh connections at once, handshakes in progress included: one permit each.
+    pub slots: Arc<Semaphore>,
+    /// Places only the owner's keys keep: a connection that finds `slots` spent, or its address
+    /// or key at its cap, may still finish its handshake on one of these, and is closed at once
+    /// unless its key turns out to be the owner's (the key is known only after the handshake).
+    pub owner_slots: Arc<Semaphore>,
+    /// Most connections at once from one node id (owner keys exempt; loopback not exempt, since
+    /// ids, not addresses, tell callers apart there).
+    pub max_per_key: usize,
+    /// A connection that has had no stream open for this long is closed (QUIC keep-alives would
+    /// otherwise hold an unused connection, and its place, for good).
+    pub idle_timeout: Duration,
 }
 
 /// The routes of a node.
@@ -77,35 +99,44 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .with_state(api)
 }
 
-/// Counts connections per address.
-#[derive(Default)]
-struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+/// Counts connections per caller: per address, or over iroh per node id too.
+pub(crate) struct PerCaller<K>(Mutex<HashMap<K, usize>>);
 
-/// A connection's place in [`PerAddress`], given back on drop.
-struct AddressSlot {
-    table: Arc<PerAddress>,
-    ip: IpAddr,
-}
-
-impl PerAddress {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = table.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot { table: self.clone(), ip })
+impl<K> Default for PerCaller<K> {
+    fn default() -> Self {
+        PerCaller(Mutex::new(HashMap::new()))
     }
 }
 
-impl Drop for AddressSlot {
+/// A connection's place in [`PerCaller`], given back on drop.
+pub(crate) struct CallerSlot<K: Hash + Eq> {
+    table: Arc<PerCaller<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> PerCaller<K> {
+    /// A place for one more connection of `key`, unless it holds `max` already.
+    pub(crate) fn take(self: &Arc<Self>, key: K, max: usize) -> Option<CallerSlot<K>> {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = table.entry(key.clone()).or_default();
+        if *count >= max {
+            if *count == 0 {
+                table.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(CallerSlot { table: self.clone(), key })
+    }
+}
+
+impl<K: Hash + Eq> Drop for CallerSlot<K> {
     fn drop(&mut self) {
         let mut table = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = table.get_mut(&self.ip) {
+        if let Some(count) = table.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                table.remove(&self.ip);
+                table.remove(&self.key);
             }
         }
     }
@@ -120,7 +151,7 @@ const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, options: ServeOptions) {
     let graceful = GracefulShutdown::new();
     let slots = options.slots.clone();
-    let per_address = Arc::new(PerAddress::default());
+    let per_address = Arc::new(PerCaller::<IpAddr>::default());
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut failing = false;
     let mut last_warning: Option<std::time::Instant> = None;

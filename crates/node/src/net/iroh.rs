@@ -23,8 +23,17 @@ use crate::proto::ticket::Ticket;
 pub const ALPN: &[u8] = b"shoal/1";
 /// The mDNS service name shoal nodes announce on the LAN.
 pub const MDNS_SERVICE: &str = "shoal";
+/// The close code of a connection refused after its handshake for want of a place (the caps of
+/// `http::iroh`); 429 as in HTTP.
+pub const CLOSE_BUSY: u32 = 429;
+/// The close code of a connection closed because it had no stream open for a while
+/// (`http::iroh`): the node took no request sent on it, so the request may go again on a new
+/// connection; 408 as in HTTP.
+pub const CLOSE_IDLE: u32 = 408;
 /// Longest wait for a connection to a node (through a relay, hole punching included).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dials to a node that refuses the connection before giving up (50 ms, then 200 ms apart).
+const DIAL_ATTEMPTS: usize = 3;
 /// Size of the connection table at which closed connections are dropped from it. Live ones stay
 /// (the table holds only nodes this one dialled: its peers and the holders of its downloads).
 const MAX_CACHED: usize = 512;
@@ -348,12 +357,30 @@ impl Iroh {
         {
             return Ok(conn.clone());
         }
-        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(EndpointAddr::new(id), ALPN))
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.dial(id))
             .await
             .map_err(|_| format!("no connection to node {} within {DIAL_TIMEOUT:?}", id.fmt_short()))?
             .map_err(|e| format!("connecting to node {}: {e}", id.fmt_short()))?;
         *held = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Dials `id`, trying again a few times, shortly after, when the node refuses the
+    /// connection before its handshake: a node whose places are taken (strangers flooding it)
+    /// still has a few kept for its owner's keys, which strangers' handshakes in progress hold
+    /// only for moments.
+    async fn dial(&self, id: EndpointId) -> Result<Connection, ::iroh::endpoint::ConnectError> {
+        let mut wait = Duration::from_millis(50);
+        for _ in 1..DIAL_ATTEMPTS {
+            match self.endpoint.connect(EndpointAddr::new(id), ALPN).await {
+                Err(error) if refused(&error) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+                dialled => return dialled,
+            }
+        }
+        self.endpoint.connect(EndpointAddr::new(id), ALPN).await
     }
 
     /// How the connection to `id` runs now: `direct`, `relay`, or `None` when there is none.
@@ -367,11 +394,24 @@ impl Iroh {
     }
 
     /// Sends one HTTP request to the node named by the request's `iroh://<id>` URL, on a new
-    /// stream of the (shared) connection to it.
+    /// stream of the (shared) connection to it. When the node closed that connection as idle
+    /// just as the request went out (it took none of it), the request goes once more on a new
+    /// connection.
     pub async fn send(&self, request: reqwest::Request) -> Result<reqwest::Response, String> {
         let host = request.url().host_str().unwrap_or_default();
         let id: EndpointId = host.parse().map_err(|_| "not a node id".to_string())?;
+        let again = request.try_clone();
         let conn = self.connection(id).await?;
+        match Self::send_on(&conn, id, request).await {
+            Err(error) if closed_idle(&conn) => match again {
+                Some(again) => Self::send_on(&self.connection(id).await?, id, again).await,
+                None => Err(error),
+            },
+            sent => sent,
+        }
+    }
+
+    async fn send_on(conn: &Connection, id: EndpointId, request: reqwest::Request) -> Result<reqwest::Response, String> {
         let (send, recv) = conn.open_bi().await.map_err(|e| format!("opening a stream: {e}"))?;
         let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
         let (mut sender, driver) = hyper::client::conn::http1::handshake::<_, reqwest::Body>(io)
@@ -402,6 +442,29 @@ impl Iroh {
     }
 }
 
+/// Whether a dial failed because the node refused the connection before its handshake.
+fn refused(error: &::iroh::endpoint::ConnectError) -> bool {
+    use ::iroh::endpoint::{ConnectError, ConnectingError, ConnectionError, TransportErrorCode};
+    matches!(
+        error,
+        ConnectError::Connecting {
+            source: ConnectingError::ConnectionError {
+                source: ConnectionError::ConnectionClosed(close),
+                ..
+            },
+            ..
+        } if close.error_code == TransportErrorCode::CONNECTION_REFUSED
+    )
+}
+
+/// Whether the other side closed `conn` as idle ([`CLOSE_IDLE`]).
+fn closed_idle(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(::iroh::endpoint::ConnectionError::ApplicationClosed(close)) if close.error_code == CLOSE_IDLE.into()
+    )
+}
+
 /// A change among the nodes on the LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LanEvent {
@@ -428,6 +491,74 @@ mod tests {
 
     fn known(iroh: &Iroh, ticket: &Ticket) -> bool {
         iroh.memory.get_endpoint_info(EndpointId::from_bytes(&ticket.id).unwrap()).is_some()
+    }
+
+    /// A node closes a connection as idle just as a request goes out on it: the request goes
+    /// again on a new connection and is answered.
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_as_idle_goes_again() {
+        let server = Iroh::bind(SecretKey::from_bytes(&[2; 32]), &IrohOptions::local_only(), true)
+            .await
+            .unwrap();
+        let endpoint = server.endpoint().clone();
+        let serving = tokio::spawn(async move {
+            // The first connection is closed as idle before any stream is taken.
+            let first = endpoint.accept().await.unwrap().await.unwrap();
+            first.close(CLOSE_IDLE.into(), b"idle");
+            // The second is served: one answer on its first stream.
+            let second = endpoint.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = second.accept_bi().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let chunk = recv.read_chunk(1024).await.unwrap().unwrap();
+                request.extend_from_slice(&chunk);
+            }
+            send.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            send.finish().unwrap();
+            second.closed().await;
+        });
+        let client = Iroh::bind(SecretKey::from_bytes(&[3; 32]), &IrohOptions::local_only(), false)
+            .await
+            .unwrap();
+        server.settle(Duration::from_secs(5)).await;
+        client.learn(&server.ticket());
+        let url = format!("iroh://{}/x", server.id()).parse().unwrap();
+        let request = reqwest::Request::new(reqwest::Method::GET, url);
+        let response = tokio::time::timeout(Duration::from_secs(30), client.send(request))
+            .await
+            .expect("an answer within 30 s")
+            .expect("the request is answered on a second connection");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        client.close().await;
+        serving.abort();
+        server.close().await;
+    }
+
+    /// A node refuses a connection before its handshake (its places were all taken for a
+    /// moment): the dial is tried again and gets in.
+    #[tokio::test]
+    async fn a_refused_dial_is_tried_again() {
+        let server = Iroh::bind(SecretKey::from_bytes(&[4; 32]), &IrohOptions::local_only(), true)
+            .await
+            .unwrap();
+        let endpoint = server.endpoint().clone();
+        let serving = tokio::spawn(async move {
+            endpoint.accept().await.unwrap().refuse();
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            conn.closed().await;
+        });
+        let client = Iroh::bind(SecretKey::from_bytes(&[5; 32]), &IrohOptions::local_only(), false)
+            .await
+            .unwrap();
+        server.settle(Duration::from_secs(5)).await;
+        client.learn(&server.ticket());
+        let id: EndpointId = server.id().parse().unwrap();
+        let conn = client.connection(id).await.expect("the second dial gets in");
+        assert!(conn.close_reason().is_none());
+        client.close().await;
+        serving.abort();
+        server.close().await;
     }
 
     #[tokio::test]
