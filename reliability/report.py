@@ -50,6 +50,7 @@ suites = {
     "hostile": ("hostile peers", "a fake peer that lies in every field: sizes of 2^62 and near the truth, corrupt and endless verification data, redirects to a counting server, 5,000 holder URLs in many spellings, hidden and escaping names with terminal escapes, 16 endless answers, 2 × 40,000 holders for one match, lying locate hits (crates/node/tests/hostile.rs)"),
     "guard": ("strangers at the door", "cross-origin and text/plain requests, DNS rebinding, redaction of the owner's downloads, download directories, wrong secrets and search rates per caller, table floods, stalled readers holding every slot, freshness through the watcher, the symlink-swap race through query (crates/node/tests/guard.rs)"),
     "layers": ("architecture", "no module imports a layer above its own (crates/node/tests/layers.rs)"),
+    "stranger_limits": ("strangers over iroh", "one key, one address and many keys filling iroh connections, connections with no stream, TCP and the owner's key while iroh is full, wrong secrets from many addresses (crates/node/tests/stranger_limits.rs)"),
 }
 for binary, (area, tried) in suites.items():
     section = re.search(rf"Running tests/{binary}\.rs.*?test result: [^\n]*", node_text, re.S)
@@ -59,7 +60,7 @@ for binary, (area, tried) in suites.items():
         rows.append((area, f"{len(lines)} tests", tried, "1 run each", "yes" if not failed else "**no**: " + ", ".join(failed)))
 passed, failed, failures = tests("tests-security.txt")
 if passed + failed:
-    rows.append(("multi-process security", f"{passed + failed} tests", "the state directory's secret never sent to a foreign node, a node under a 26-descriptor limit flooded with 200 connections (crates/shoal/tests/security.rs)", "1 run each", "yes" if not failed else "**no**: " + ", ".join(failures)))
+    rows.append(("multi-process security", f"{passed + failed} tests", "secrets from the state directory, SHOAL_SECRET or config.toml never sent to a foreign node, the state directory's modes, a readable config.toml warned about, a node under a 26-descriptor limit flooded with 200 connections (crates/shoal/tests/security.rs)", "1 run each", "yes" if not failed else "**no**: " + ", ".join(failures)))
 passed, failed, failures = tests("tests-get.txt")
 if passed + failed:
     rows.append(("multi-process", f"{passed + failed} tests", "shoal get SIGKILLed at 5 seeded moments and rerun, full disk on a small tmpfs, existing target, hand-over to a running node (crates/shoal/tests/get.rs)", "1 run each", "yes" if not failed else "**no**: " + ", ".join(failures)))

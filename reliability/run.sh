@@ -16,7 +16,7 @@ echo "results go to $out"
 cargo build --release -p shoal -p shoal-bench -p reliability || exit 2
 
 echo "== tests: hostile input and peers, guards, engine faults, interop, layers, multi-process get and security"
-cargo test --release -p shoal-node --test bad_input --test engine --test interop --test hostile --test guard --test layers > "$out/tests-node.txt" 2>&1
+cargo test --release -p shoal-node --test bad_input --test engine --test interop --test hostile --test guard --test layers --test stranger_limits > "$out/tests-node.txt" 2>&1
 cargo test --release -p shoal --test get > "$out/tests-get.txt" 2>&1
 cargo test --release -p shoal --test security > "$out/tests-security.txt" 2>&1
 
