@@ -91,7 +91,13 @@ pub fn check_name(raw: &str) -> Result<SafeName, NameError> {
     if raw.chars().any(is_invisible) {
         let name = raw
             .chars()
-            .map(|c| if is_invisible(c) { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() })
+            .map(|c| {
+                if is_invisible(c) {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
             .collect();
         return Err(NameError::Invisible { name });
     }

@@ -601,7 +601,13 @@ async fn file_answers_forbid_content_sniffing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(rpc.headers().get("x-content-type-options").map(|h| h.as_bytes()), Some(&b"nosniff"[..]));
+    assert_eq!(
+        rpc.headers().get("x-content-type-options").map(|h| h.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
     let metrics = c.get(format!("{}/metrics", node.url)).send().await.unwrap();
-    assert_eq!(metrics.headers().get("x-content-type-options").map(|h| h.as_bytes()), Some(&b"nosniff"[..]));
+    assert_eq!(
+        metrics.headers().get("x-content-type-options").map(|h| h.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
 }

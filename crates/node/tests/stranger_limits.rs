@@ -186,7 +186,10 @@ async fn an_iroh_connection_that_opens_no_stream_is_closed() {
     let answer = bounded("the answer", recv.read_to_end(1 << 20)).await.expect("an answer");
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
     // Once its stream is done, it has none open either.
-    poll_until("the connection whose stream ended closed", || async { busy.close_reason().is_some() }).await;
+    poll_until("the connection whose stream ended closed", || async {
+        busy.close_reason().is_some()
+    })
+    .await;
     node.stop().await;
 }
 
@@ -222,7 +225,10 @@ async fn strangers_filling_the_iroh_budget_leave_tcp_and_the_owner_in() {
     for _ in 0..6 {
         streams.push(tokio::net::TcpStream::connect(node.node.local_addr()).await.unwrap());
     }
-    poll_until("the TCP budget spent", || async { tcp_call(ip(1), &node.url, "list", vec![]).await.is_none() }).await;
+    poll_until("the TCP budget spent", || async {
+        tcp_call(ip(1), &node.url, "list", vec![]).await.is_none()
+    })
+    .await;
     let stranger = dialler(key(34)).await;
     poll_until("an iroh stranger in while TCP is full", || async {
         hold(&stranger, &addr, 1).await.len() == 1
@@ -248,7 +254,11 @@ async fn wrong_secrets_from_many_addresses_spend_one_budget_but_not_the_owners_k
     // Five callers guess once each: none is over its own limit.
     for d in 10..15 {
         let got = tcp_call(ip(d), &node.url, "shoal.cancel", vec![s("wrong"), s("nothing.iso")]).await;
-        assert_eq!(got.map(|r| r.map_err(|f| f.code)), Some(Err(ACCESS_DENIED)), "guess from 127.0.0.{d}");
+        assert_eq!(
+            got.map(|r| r.map_err(|f| f.code)),
+            Some(Err(ACCESS_DENIED)),
+            "guess from 127.0.0.{d}"
+        );
     }
     // The budget of all strangers is spent: the right secret from a new address is refused.
     let got = tcp_call(ip(20), &node.url, "shoal.cancel", vec![s(SECRET), s("nothing.iso")]).await;

@@ -258,4 +258,3 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

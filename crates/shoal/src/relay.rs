@@ -132,7 +132,6 @@ pub async fn relay(args: crate::cli::RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-
 /// A TLS server configuration from a PEM certificate chain and key.
 fn tls_server_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;

@@ -407,7 +407,9 @@ async fn relay_server() -> anyhow::Result<(iroh_relay::server::Server, iroh::Rel
     use iroh_relay::server::{RelayConfig, Server, ServerConfig};
     let mut config = ServerConfig::default();
     config.relay = Some(RelayConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
-    let server = Server::spawn(config).await.map_err(|e| anyhow::anyhow!("starting the relay: {e}"))?;
+    let server = Server::spawn(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the relay: {e}"))?;
     let addr = server.http_addr().context("the relay's address")?;
     let url = format!("http://{addr}").parse().context("the relay's URL")?;
     Ok((server, url))
@@ -512,7 +514,10 @@ async fn probe_until(
         .timeout(Duration::from_secs(20))
         .build()?;
     let rpc = Rpc::with_client(http, &url);
-    let mut probes = Probes { tcp: (0, 0), owner: (0, 0) };
+    let mut probes = Probes {
+        tcp: (0, 0),
+        owner: (0, 0),
+    };
     loop {
         probes.tcp.1 += 1;
         if let Ok(Ok(_)) = rpc.call("list", &[]).await {
@@ -633,8 +638,7 @@ async fn iroh_flood(attempts: usize) -> anyhow::Result<()> {
     let (_relay, relay_url) = relay_server().await?;
     // Loopback is counted as any other address here, so that the direct callers stand for one
     // remote host (by default loopback is exempt from the per-address cap).
-    let (node, _dir, state, direct, relayed) =
-        iroh_bench_node(Some(&relay_url), |o| o.guard.loopback_exempt = false).await?;
+    let (node, _dir, state, direct, relayed) = iroh_bench_node(Some(&relay_url), |o| o.guard.loopback_exempt = false).await?;
     let defaults = NodeOptions::new(".", ".");
     let owner_key = shoal_node::node::client_key(state.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let owner = shoal_node::net::iroh::Iroh::bind(owner_key, &shoal_node::options::IrohOptions::local_only(), false)
@@ -719,7 +723,12 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
     let defaults = NodeOptions::new(".", ".").guard;
     // Before any guess, the right secret from a fresh key through the relay passes.
     let prober = dialler(fresh_key(), Some(&relay_url)).await?;
-    let before = match tokio::time::timeout(Duration::from_secs(20), prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+    let before = match tokio::time::timeout(
+        Duration::from_secs(20),
+        prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
+    )
+    .await
+    {
         Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
         _ => None,
     };
@@ -733,14 +742,24 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
         let (sent, keys, stop, relay_url, relayed) = (sent.clone(), keys.clone(), stop.clone(), relay_url.clone(), relayed.clone());
         guessers.push(tokio::spawn(async move {
             while !stop.is_cancelled() {
-                let Ok(endpoint) = dialler(fresh_key(), Some(&relay_url)).await else { continue };
-                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+                let Ok(endpoint) = dialler(fresh_key(), Some(&relay_url)).await else {
+                    continue;
+                };
+                if let Ok(Ok(conn)) = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    endpoint.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
+                )
+                .await
+                {
                     keys.fetch_add(1, Ordering::Relaxed);
                     for n in 0..10 {
                         if stop.is_cancelled() {
                             break;
                         }
-                        if secret_passes(&conn, &format!("guess-{n}-{}", rand::random::<u64>())).await.is_some() {
+                        if secret_passes(&conn, &format!("guess-{n}-{}", rand::random::<u64>()))
+                            .await
+                            .is_some()
+                        {
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -756,7 +775,12 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         probes += 1;
         let prober = dialler(fresh_key(), Some(&relay_url)).await?;
-        let passed = match tokio::time::timeout(Duration::from_secs(20), prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN)).await {
+        let passed = match tokio::time::timeout(
+            Duration::from_secs(20),
+            prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
+        )
+        .await
+        {
             Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
             _ => None,
         };
@@ -789,11 +813,14 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
         "(a refused secret and a wrong one get the same fault 200; the node compares at most {} a minute from all strangers)",
         defaults.wrong_secrets_per_minute_total
     );
-    println!("the right secret from a fresh key before any guess: {}", match before {
-        Some(true) => "accepted",
-        Some(false) => "refused",
-        None => "unanswered",
-    });
+    println!(
+        "the right secret from a fresh key before any guess: {}",
+        match before {
+            Some(true) => "accepted",
+            Some(false) => "refused",
+            None => "unanswered",
+        }
+    );
     let accepted: Vec<_> = right.iter().filter(|(_, _, p)| *p == Some(true)).collect();
     let refused = right.iter().filter(|(_, _, p)| *p == Some(false)).count();
     println!(

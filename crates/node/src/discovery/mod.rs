@@ -603,7 +603,11 @@ impl Flood {
                 }
             }
         });
-        futures_util::future::join_all(probes).await.into_iter().filter(|added| *added).count()
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter(|added| *added)
+            .count()
     }
 
     /// How many introduced nodes wait for a probe.

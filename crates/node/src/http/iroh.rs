@@ -135,8 +135,7 @@ pub async fn serve(iroh: Arc<Iroh>, api: Api, router: Router, shutdown: Cancella
                 }
             },
         };
-        let (router, shutdown, options, api, counts) =
-            (router.clone(), shutdown.clone(), options.clone(), api.clone(), counts.clone());
+        let (router, shutdown, options, api, counts) = (router.clone(), shutdown.clone(), options.clone(), api.clone(), counts.clone());
         connections.spawn(async move {
             let conn = match tokio::time::timeout(options.header_timeout.min(HANDSHAKE_TIMEOUT), incoming).await {
                 Ok(Ok(conn)) => conn,

@@ -281,9 +281,21 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:4242".parse().unwrap();
         let loopback = Some("127.0.0.1".parse().unwrap());
         let lan_box = Policy::for_listener(loopback, any, &["127.0.0.1".parse().unwrap(), "192.168.1.5".parse().unwrap()]);
-        assert_eq!(lan_box, Policy { loopback: false, private: true });
+        assert_eq!(
+            lan_box,
+            Policy {
+                loopback: false,
+                private: true
+            }
+        );
         let public_box = Policy::for_listener(loopback, any, &["127.0.0.1".parse().unwrap(), "203.0.113.7".parse().unwrap()]);
-        assert_eq!(public_box, Policy { loopback: false, private: false });
+        assert_eq!(
+            public_box,
+            Policy {
+                loopback: false,
+                private: false
+            }
+        );
         let bound: SocketAddr = "127.0.0.1:4242".parse().unwrap();
         assert_eq!(Policy::for_listener(loopback, bound, &[]), local);
         for policy in [public, lan, local, Policy::OWNER] {

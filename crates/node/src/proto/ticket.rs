@@ -255,7 +255,10 @@ mod tests {
         let mut other_spelling = [0xffu8; 32];
         other_spelling[0] = 0xed + y;
         other_spelling[31] = 0x7f;
-        assert!(iroh_base::PublicKey::from_bytes(&other_spelling).is_ok(), "the curve library takes it");
+        assert!(
+            iroh_base::PublicKey::from_bytes(&other_spelling).is_ok(),
+            "the curve library takes it"
+        );
         assert_eq!(Ticket::parse(&hex::encode(other_spelling)), Err(TicketError::BadKey));
         assert!(Ticket::parse(&hex::encode(canonical)).is_ok());
         let mut bytes = vec![1u8];

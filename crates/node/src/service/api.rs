@@ -15,9 +15,9 @@ use shoal_index::{ContentId, FileEntry, NameError, SafeName, Share, check_name};
 use super::downloads::{DownloadInfo, Downloads, Status};
 use super::folder::{self, Existing, Selection};
 use super::seed;
+use crate::discovery::listing::Merge;
 use crate::discovery::peers::{PeerError, PeerInfo};
 use crate::discovery::search::{self, MAX_HISTORY};
-use crate::discovery::listing::Merge;
 use crate::discovery::{Flood, Hit, Match, Merged, Route};
 use crate::engine::{Job, RateLimiter};
 use crate::net::Client;
@@ -192,9 +192,7 @@ impl Api {
     pub async fn hello(&self, url: &str) -> Result<(), ApiError> {
         match self.inner.flood.hello(url).await {
             Ok(()) | Err(PeerError::IsSelf(_)) => Ok(()),
-            Err(
-                error @ (PeerError::Url(_) | PeerError::Full(_) | PeerError::Crowded | PeerError::NotANode(_) | PeerError::Refused(_)),
-            ) => {
+            Err(error @ (PeerError::Url(_) | PeerError::Full(_) | PeerError::Crowded | PeerError::NotANode(_) | PeerError::Refused(_))) => {
                 Err(ApiError::BadRequest(error.to_string()))
             }
             Err(error @ PeerError::Store(_)) => Err(ApiError::Internal(error.to_string())),
@@ -950,7 +948,13 @@ mod tests {
     fn only_the_secret_itself_matches() {
         let secret = "correct horse battery staple";
         assert!(secrets_match(secret, secret));
-        for wrong in ["", "correct", "correct horse battery stapl", "correct horse battery staples", "Correct horse battery staple"] {
+        for wrong in [
+            "",
+            "correct",
+            "correct horse battery stapl",
+            "correct horse battery staples",
+            "Correct horse battery staple",
+        ] {
             assert!(!secrets_match(wrong, secret), "{wrong:?}");
         }
     }

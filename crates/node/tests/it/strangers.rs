@@ -2,7 +2,6 @@
 //! address policy of a node reachable from other machines, and versions of a file that
 //! strangers substitute in the owner's fetch.
 
-
 use shoal_xmlrpc::Value;
 
 use super::util::{SECRET, TestNode, s};
