@@ -1323,7 +1323,11 @@ async fn connection_loop(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId) -> Ended
         let next = ctx.lock().claim(me, want);
         let run = match next {
             Next::Finished => {
-                ctx.progress.update(index, |s| s.state = SourceState::Idle);
+                ctx.progress.update(index, |s| {
+                    if s.state != SourceState::Banned {
+                        s.state = SourceState::Idle;
+                    }
+                });
                 ctx.changed.notify_waiters();
                 return Ended::Closed;
             }
@@ -1413,7 +1417,9 @@ async fn connection_loop(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId) -> Ended
         }
         let failures = src.failures.fetch_add(1, Ordering::Relaxed) + 1;
         ctx.progress.update(index, |s| {
-            s.state = SourceState::Retrying;
+            if s.state != SourceState::Banned {
+                s.state = SourceState::Retrying;
+            }
             s.failures = failures;
             s.last_error = Some(reason.clone());
         });
@@ -1511,7 +1517,12 @@ async fn fetch_run(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId, run: Range<u64
     src.check_validators(response.headers()).map_err(RunError::Changed)?;
     src.conns().accepted();
     src.wake.notify_one();
-    ctx.progress.update(stat, |s| s.state = SourceState::Live);
+    // Another connection of this source may have banned it meanwhile: a ban is never undone.
+    ctx.progress.update(stat, |s| {
+        if s.state != SourceState::Banned {
+            s.state = SourceState::Live;
+        }
+    });
     ctx.progress.waiting.store(false, Ordering::Relaxed);
     let mut stream = response.bytes_stream();
     let mut index = run.start;
