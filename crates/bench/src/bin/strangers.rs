@@ -495,6 +495,23 @@ async fn secret_passes(conn: &iroh::endpoint::Connection, secret: &str) -> Optio
     }
 }
 
+/// The right secret sent by a key never seen before, through the relay: whether it passed
+/// (`None` when the dial or the call failed).
+async fn right_secret_from_a_fresh_key(relay_url: &iroh::RelayUrl, relayed: &iroh::EndpointAddr) -> anyhow::Result<Option<bool>> {
+    let prober = dialler(fresh_key(), Some(relay_url)).await?;
+    let passed = match tokio::time::timeout(
+        Duration::from_secs(20),
+        prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
+        _ => None,
+    };
+    prober.close().await;
+    Ok(passed)
+}
+
 /// Probes that run while strangers flood the node: a TCP caller (`list`, a new connection each
 /// time) and the owner's key over iroh (`GET /api/v1/status`, a new connection each time,
 /// dialled as the CLI dials: `net::iroh::Iroh`, which tries a refused dial again twice).
@@ -722,17 +739,7 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
     let owner_key = shoal_node::node::client_key(state.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let defaults = NodeOptions::new(".", ".").guard;
     // Before any guess, the right secret from a fresh key through the relay passes.
-    let prober = dialler(fresh_key(), Some(&relay_url)).await?;
-    let before = match tokio::time::timeout(
-        Duration::from_secs(20),
-        prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
-        _ => None,
-    };
-    prober.close().await;
+    let before = right_secret_from_a_fresh_key(&relay_url, &relayed).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let keys = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -774,17 +781,7 @@ async fn relay_guess(seconds: u64) -> anyhow::Result<()> {
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         probes += 1;
-        let prober = dialler(fresh_key(), Some(&relay_url)).await?;
-        let passed = match tokio::time::timeout(
-            Duration::from_secs(20),
-            prober.connect(relayed.clone(), shoal_node::net::iroh::ALPN),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => secret_passes(&conn, SECRET).await,
-            _ => None,
-        };
-        prober.close().await;
+        let passed = right_secret_from_a_fresh_key(&relay_url, &relayed).await?;
         right.push((started.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed), passed));
         if secret_passes(&owner_conn, "not the secret").await == Some(true) {
             owner_ok += 1;
