@@ -7,7 +7,7 @@
 //! that node (`shoal.download`) and its progress is shown from `shoal.downloads`.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shoal_node::engine::{Engine, EngineOptions, Outcome, Progress, SourceStat};
 use shoal_node::net::Client;
-use shoal_xmlrpc::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GetArgs;
@@ -24,14 +23,14 @@ use crate::cli::GetArgs;
 const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
 
 /// Prints progress as a bar, as JSON lines, or not at all.
-struct Reporter {
+pub(crate) struct Reporter {
     json: bool,
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
 }
 
 impl Reporter {
-    fn new(quiet: bool, json: bool) -> Self {
+    pub(crate) fn new(quiet: bool, json: bool) -> Self {
         let bar = (!quiet && !json && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -47,7 +46,7 @@ impl Reporter {
         }
     }
 
-    fn update(&self, done: u64, total: u64, live: usize, waiting: bool) {
+    pub(crate) fn update(&self, done: u64, total: u64, live: usize, waiting: bool) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
             bar.set_position(done);
@@ -66,7 +65,7 @@ impl Reporter {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -84,7 +83,7 @@ fn sources_json(sources: &[SourceStat]) -> serde_json::Value {
         .collect()
 }
 
-fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], elapsed: Duration, json: bool, quiet: bool) {
+pub(crate) fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[SourceStat], elapsed: Duration, json: bool, quiet: bool) {
     let rate = size as f64 / elapsed.as_secs_f64().max(0.001) / (1024.0 * 1024.0);
     if json {
         println!(
@@ -125,7 +124,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         Err(redb::DatabaseError::DatabaseAlreadyOpen) if crate::queue::wanted(&args) => {
             return Err(crate::queue::refuse_hand_over(&state));
         }
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return hand_to_node(&args, &state).await,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return crate::handover::run(&args, &state).await,
         Err(error) => return Err(error).with_context(|| format!("opening the state store {}", store.display())),
     };
     let mut peers = layers.list("peers", &args.peers).0;
@@ -311,188 +310,4 @@ pub fn owner_client(web: &crate::cli::WebArgs, iroh: Option<Arc<shoal_node::net:
         options.owner_headers.append(name, value);
     }
     Ok(Client::with_options(options))
-}
-
-/// Hands the download to the node running on `state` and follows its progress.
-async fn hand_to_node(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
-    if !args.web.ca_certs.is_empty() || !args.web.headers.is_empty() || args.web.location_trusted {
-        bail!(
-            "a node runs on {}: it downloads with its own settings, so --ca-cert, --header and --location-trusted cannot be handed to it; \
-             give --ca-cert to `shoal serve`, or use another --state",
-            state.display()
-        );
-    }
-    let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE)).with_context(|| {
-        format!(
-            "the state store in {} is in use, but no node URL is recorded there",
-            state.display()
-        )
-    })?;
-    let url = url.trim().to_string();
-    let layers = crate::config::Layers::load(Some(state))?;
-    let secret = match layers.get("secret", None).value {
-        Some(secret) => secret,
-        None => std::fs::read_to_string(state.join(shoal_node::node::SECRET_FILE))
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .with_context(|| {
-                format!(
-                    "the node on {} keeps no secret file (it was started with --secret); give the secret in SHOAL_SECRET",
-                    state.display()
-                )
-            })?,
-    };
-    let mut peers = layers.list("peers", &args.peers).0;
-    if let Some(file) = &args.peers_file {
-        peers.extend(crate::serve::read_peers_file(file)?);
-    }
-    let client = Client::new(Duration::from_secs(3));
-    let output: PathBuf = match &args.output {
-        Some(path) => std::path::absolute(path)?,
-        None => std::env::current_dir()?,
-    };
-    let mut options = std::collections::BTreeMap::new();
-    options.insert("output".to_string(), Value::String(output.to_string_lossy().into_owned()));
-    options.insert("force".to_string(), Value::Boolean(args.force));
-    if !peers.is_empty() {
-        options.insert("peers".to_string(), Value::Array(peers.into_iter().map(Value::String).collect()));
-    }
-    if let Some(hash) = &args.hash {
-        options.insert("hash".to_string(), Value::String(hash.clone()));
-    }
-    let targets = Value::Array(args.targets.iter().cloned().map(Value::String).collect());
-    let hand_over = |options: std::collections::BTreeMap<String, Value>| {
-        let (client, url, secret, targets) = (&client, &url, &secret, &targets);
-        async move {
-            client
-                .call(
-                    url,
-                    "shoal.download",
-                    &[Value::String(secret.clone()), targets.clone(), Value::Struct(options)],
-                    Duration::from_secs(60),
-                    1 << 20,
-                )
-                .await
-        }
-    };
-    // A node writes only into its share, its download directory and its state's incoming/; a
-    // path elsewhere is downloaded there and moved into place by this command.
-    let mut moved_to: Option<PathBuf> = None;
-    let started = match hand_over(options.clone()).await {
-        Err(error)
-            if error.fault_code() == Some(shoal_node::proto::faults::BAD_CALL) && error.to_string().contains("downloads only into") =>
-        {
-            let incoming = state
-                .join(shoal_node::service::api::INCOMING_DIR)
-                .join(hex::encode(rand::random::<[u8; 8]>()));
-            std::fs::create_dir_all(&incoming).with_context(|| format!("creating {}", incoming.display()))?;
-            options.insert("output".to_string(), Value::String(incoming.to_string_lossy().into_owned()));
-            moved_to = Some(output.clone());
-            hand_over(options).await
-        }
-        other => other,
-    }
-    .with_context(|| format!("handing the download to the node at {url}"))?;
-    let Value::Struct(fields) = started else {
-        bail!("the node at {url} gave an unexpected answer")
-    };
-    let Some(Value::String(target)) = fields.get("target").cloned() else {
-        bail!("the node at {url} did not say where it downloads to")
-    };
-    if !args.quiet && !args.json {
-        eprintln!("a node runs on this state directory; it downloads to {target}");
-    }
-    let reporter = Reporter::new(args.quiet, args.json);
-    let started_at = Instant::now();
-    let mut ticks = tokio::time::interval(Duration::from_millis(300));
-    loop {
-        ticks.tick().await;
-        let rows = client
-            .call(
-                &url,
-                "shoal.downloads",
-                &[Value::String(secret.clone())],
-                Duration::from_secs(10),
-                16 << 20,
-            )
-            .await?;
-        let Value::Array(rows) = rows else {
-            bail!("the node at {url} gave an unexpected download list")
-        };
-        let Some(Value::Struct(row)) = rows
-            .into_iter()
-            .find(|r| matches!(r, Value::Struct(f) if f.get("target") == Some(&Value::String(target.clone()))))
-        else {
-            bail!("the node at {url} does not list the download of {target}");
-        };
-        let number = |key: &str| row.get(key).and_then(shoal_xmlrpc::as_i64).unwrap_or(0) as u64;
-        let status = row.get("status").cloned();
-        reporter.update(number("done"), number("size"), number("live_sources") as usize, false);
-        let Some(Value::Struct(status)) = status else { continue };
-        match status.get("state") {
-            Some(Value::String(s)) if s == "running" => continue,
-            Some(Value::String(s)) if s == "done" => {
-                reporter.finish();
-                let target = match &moved_to {
-                    Some(wanted) => move_into_place(Path::new(&target), wanted, args.force)?,
-                    None => PathBuf::from(&target),
-                };
-                let target = target.to_string_lossy().into_owned();
-                let id = match row.get("id") {
-                    Some(Value::String(id)) => id.clone(),
-                    _ => String::new(),
-                };
-                summary(
-                    Path::new(&target),
-                    &id,
-                    number("size"),
-                    &[],
-                    started_at.elapsed(),
-                    args.json,
-                    args.quiet,
-                );
-                return Ok(());
-            }
-            _ => {
-                reporter.finish();
-                let detail = match status.get("detail") {
-                    Some(Value::String(d)) => d.clone(),
-                    _ => "stopped".to_string(),
-                };
-                bail!("the node's download of {target} failed: {detail}");
-            }
-        }
-    }
-}
-
-/// Moves a file the node downloaded into its incoming directory to where the user asked: into
-/// `wanted` when it is a directory, else to `wanted` itself; never over an existing file
-/// unless `force`. Returns the final path.
-fn move_into_place(from: &Path, wanted: &Path, force: bool) -> anyhow::Result<PathBuf> {
-    let to = if wanted.is_dir() {
-        wanted.join(from.file_name().context("the node's download has no file name")?)
-    } else {
-        wanted.to_path_buf()
-    };
-    if force {
-        std::fs::rename(from, &to).or_else(|_| std::fs::copy(from, &to).map(drop).and_then(|()| std::fs::remove_file(from)))
-    } else {
-        match std::fs::hard_link(from, &to) {
-            Ok(()) => std::fs::remove_file(from),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("{} already exists; use --force to replace it", to.display()),
-            Err(_) => {
-                let mut source = std::fs::File::open(from)?;
-                let mut dest = std::fs::OpenOptions::new().write(true).create_new(true).open(&to)?;
-                std::io::copy(&mut source, &mut dest)?;
-                dest.sync_all()?;
-                std::fs::remove_file(from)
-            }
-        }
-    }
-    .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
-    if let Some(dir) = from.parent() {
-        let _ = std::fs::remove_dir(dir);
-    }
-    Ok(to)
 }

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod get;
+mod handover;
 mod output;
 mod queue;
 mod relay;
