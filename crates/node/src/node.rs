@@ -18,6 +18,7 @@ use crate::net::{Client, ClientOptions, Policy};
 use crate::options::NodeOptions;
 use crate::proto::url::{SelfUrl, default_url};
 use crate::service::downloads::Downloads;
+use crate::service::fetch::{Fetcher, FetcherParts};
 use crate::service::{Api, Inner};
 
 /// Why a node could not start.
@@ -281,14 +282,25 @@ impl Node {
             path: options.dir.clone(),
             reason: e.to_string(),
         })?;
+        let share = Arc::new(share);
+        let mut me = vec![flood.me().to_string()];
+        me.extend(flood.peers.me().keyed.clone());
+        let fetcher = Fetcher::new(FetcherParts {
+            downloads,
+            client: flood.client().clone(),
+            discover: flood.clone(),
+            me,
+            find_more_every: crate::service::FIND_MORE_EVERY,
+            finished: Some(crate::service::api::index_in_share(share.clone())),
+        });
         let inner = Inner {
             options: options.clone(),
-            share: Arc::new(share),
+            share,
             root: Arc::new(root),
             flood,
             secret,
             owner_keys,
-            downloads,
+            fetcher,
             upload_limit,
             stopping: shutdown.child_token(),
         };

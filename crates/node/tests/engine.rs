@@ -832,3 +832,79 @@ async fn holders_found_while_running_join_the_download() {
     })
     .await;
 }
+
+// 12. A queue of files (a folder, a glob, a list) looks for more holders while it runs, as a
+// single download does: a holder that appears mid-run joins the file in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
+    use shoal_node::service::downloads::Downloads;
+    use shoal_node::service::fetch::{Event, Events, Fetcher, FetcherParts, Item, QueueOptions};
+
+    /// Keeps the sources of each finished file, and each failure.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<(Vec<Vec<SourceStat>>, Vec<String>)>);
+    impl Events for Seen {
+        fn event(&self, event: Event<'_>) {
+            let mut seen = self.0.lock().unwrap();
+            match event {
+                Event::Done { outcome, .. } => seen.0.push(outcome.sources.clone()),
+                Event::Failed { name, error, .. } => seen.1.push(format!("{name}: {error}")),
+                _ => {}
+            }
+        }
+    }
+
+    bounded(async {
+        let data = random_bytes(8 * MIB, 12);
+        let slow = peer_with(&data, Some(1 << 20)).await;
+        let fast = peer_with(&data, None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let stop = CancellationToken::new();
+        let client = shoal_node::net::Client::new(Duration::from_secs(3));
+        let fetcher = Fetcher::new(FetcherParts {
+            downloads: Downloads::new(
+                engine_in(dir.path(), quick_options()),
+                tokio_util::task::TaskTracker::new(),
+                stop.clone(),
+            ),
+            client: client.clone(),
+            discover: Arc::new(shoal_node::discovery::FixedPeers {
+                client,
+                peers: vec![slow.url.clone()],
+                deadline: Duration::from_millis(200),
+            }),
+            me: Vec::new(),
+            find_more_every: Duration::from_millis(100),
+            finished: None,
+        });
+        let seen = Seen::default();
+        let options = QueueOptions {
+            concurrency: 2,
+            force: false,
+            rule: None,
+            sync: Some(dir.path().to_path_buf()),
+        };
+        let items = vec![Item::Ready(job(&target, &data, vec![slow.url.clone()], vec![]))];
+        let queue = fetcher.queue(items, &[slow.url.clone()], &options, &seen, &stop);
+        let appear = async {
+            // The second holder appears once the queue's file is under way.
+            let downloads = fetcher.downloads();
+            wait_until("the file is under way", Duration::from_secs(30), || {
+                downloads.list().iter().any(|d| d.done > 0)
+            })
+            .await;
+            slow.knows(&[&fast]).await;
+        };
+        let (tally, ()) = tokio::join!(queue, appear);
+        let (done, failures) = std::mem::take(&mut *seen.0.lock().unwrap());
+        assert_eq!((tally.done, failures.len()), (1, 0), "{failures:?}");
+        assert_same_file(&target, &data);
+        let from_fast = done[0]
+            .iter()
+            .find(|s| s.url.starts_with(&fast.url))
+            .expect("the holder that appeared joined");
+        assert!(from_fast.bytes > 0, "it contributed: {:#?}", done[0]);
+    })
+    .await;
+}

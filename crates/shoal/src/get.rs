@@ -13,14 +13,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::engine::{Engine, EngineOptions, Outcome, Progress, SourceStat};
+use shoal_node::discovery::FixedPeers;
+use shoal_node::engine::{Beneath, Engine, EngineOptions, SourceStat};
 use shoal_node::net::Client;
+use shoal_node::service::FIND_MORE_EVERY;
+use shoal_node::service::downloads::Downloads;
+use shoal_node::service::fetch::{Fetcher, FetcherParts};
+use shoal_node::service::folder::Existing;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cli::GetArgs;
-
-/// How often a running download asks the peers for more holders.
-const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
 
 /// Prints progress as a bar, as JSON lines, or not at all.
 pub(crate) struct Reporter {
@@ -135,112 +138,14 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let (client, peers) = client_for(&args, &state, peers).await?;
     let iroh = client.iroh().cloned();
     let result = async move {
-        if crate::queue::wanted(&args) {
-            return crate::queue::run(&args, db, client, peers, max_rate).await;
+        let queue = crate::queue::wanted(&args);
+        let beneath = if queue { Some(crate::queue::output_dir(&args)?) } else { None };
+        let stop = CancellationToken::new();
+        let fetcher = fetcher(db, &client, &peers, engine_options(&args, max_rate, beneath.clone()), &stop)?;
+        match beneath {
+            Some(beneath) => crate::queue::run(&args, &fetcher, &peers, beneath, &stop).await,
+            None => one(&args, &fetcher, &peers, &client, &stop).await,
         }
-        let hash = args
-            .hash
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
-        let output = args.output.clone();
-        let mut job = shoal_node::service::resolve::resolve(&client, &peers, &args.targets, hash, output.as_deref()).await?;
-        job.force = args.force;
-        if !args.force && job.target.exists() {
-            bail!("{} already exists; use --force to replace it", job.target.display());
-        }
-        let options = EngineOptions {
-            max_rate,
-            give_up_after: Duration::from_secs(args.retry_for),
-            max_connections_per_source: args.max_connections_per_source.into(),
-            ..EngineOptions::default()
-        };
-        let engine = Engine::new(db, client.clone(), options)?;
-        let progress = Arc::new(Progress::default());
-        let cancel = CancellationToken::new();
-        let (more_tx, more_rx) = tokio::sync::mpsc::channel(16);
-        // Holders that appear while the download runs join it.
-        let finder = job.id.filter(|_| !peers.is_empty()).map(|id| {
-            tokio::spawn(shoal_node::discovery::find_more(
-                shoal_node::discovery::FixedPeers {
-                    client: client.clone(),
-                    peers: peers.clone(),
-                    deadline: FIND_MORE_EVERY,
-                },
-                id,
-                job.peers.clone(),
-                FIND_MORE_EVERY,
-                more_tx.clone(),
-            ))
-        });
-        drop(more_tx);
-        let reporter = Reporter::new(args.quiet, args.json);
-        let started = Instant::now();
-        let expected_hash = hash;
-        let download = engine.run(job, progress.clone(), cancel.clone(), more_rx);
-        tokio::pin!(download);
-        let mut ticks = tokio::time::interval(Duration::from_millis(if args.json { 1000 } else { 200 }));
-        let result: Result<Outcome, shoal_node::engine::EngineError> = loop {
-            tokio::select! {
-                result = &mut download => break result,
-                _ = ticks.tick() => reporter.update(
-                    progress.done.load(Ordering::Relaxed),
-                    progress.total.load(Ordering::Relaxed),
-                    progress.live_sources(),
-                    progress.waiting.load(Ordering::Relaxed),
-                ),
-                _ = tokio::signal::ctrl_c() => {
-                    cancel.cancel();
-                }
-            }
-        };
-        reporter.finish();
-        if let Some(finder) = finder {
-            finder.abort();
-        }
-        let outcome = result?;
-        if outcome.size <= shoal_node::engine::PIECE_SIZE {
-            // A small file is placed without an fsync of its own (engine::small).
-            let path = outcome.path.clone();
-            tokio::task::spawn_blocking(move || shoal_node::engine::small::sync_file_system(&path))
-                .await?
-                .with_context(|| format!("syncing {}", outcome.path.display()))?;
-        }
-        if let Some(expected) = expected_hash
-            && expected != outcome.id
-        {
-            bail!("the file's content id is {}, not --hash {expected}", outcome.id);
-        }
-        summary(
-            &outcome.path,
-            &outcome.id.to_string(),
-            outcome.size,
-            &outcome.sources,
-            started.elapsed(),
-            args.json,
-            args.quiet,
-        );
-        // How each node reached over iroh was reached: directly or through a relay.
-        if let Some(iroh) = client.iroh() {
-            let mut seen = Vec::new();
-            for source in outcome.sources.iter().filter(|s| s.bytes > 0) {
-                let Some(id) = source.url.strip_prefix("iroh://").and_then(|rest| rest.split('/').next()) else {
-                    continue;
-                };
-                if seen.contains(&id) {
-                    continue;
-                }
-                seen.push(id);
-                let path = iroh.path(id).unwrap_or("closed");
-                if args.json {
-                    println!("{}", serde_json::json!({"event": "path", "node": id, "path": path}));
-                } else if !args.quiet {
-                    println!("node {id} reached {path}");
-                }
-            }
-        }
-        Ok(())
     }
     .await;
     // The endpoint says goodbye to the nodes it reached, so they need not wait for a timeout.
@@ -248,6 +153,120 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         iroh.close().await;
     }
     result
+}
+
+/// The engine's options for this command, the same for one file and for a queue.
+fn engine_options(args: &GetArgs, max_rate: Option<u64>, beneath: Option<Beneath>) -> EngineOptions {
+    EngineOptions {
+        max_rate,
+        give_up_after: Duration::from_secs(args.retry_for),
+        max_connections_per_source: args.max_connections_per_source.into(),
+        beneath,
+        ..EngineOptions::default()
+    }
+}
+
+/// The fetcher of a command without a node: its own table of downloads on the state store,
+/// the peers given (and stored) asked for more holders while a file downloads.
+fn fetcher(
+    db: Arc<redb::Database>,
+    client: &Client,
+    peers: &[String],
+    options: EngineOptions,
+    stop: &CancellationToken,
+) -> anyhow::Result<Fetcher> {
+    let engine = Engine::new(db, client.clone(), options)?;
+    let downloads = Downloads::new(engine, TaskTracker::new(), stop.clone());
+    Ok(Fetcher::new(FetcherParts {
+        downloads,
+        client: client.clone(),
+        discover: Arc::new(FixedPeers {
+            client: client.clone(),
+            peers: peers.to_vec(),
+            deadline: FIND_MORE_EVERY,
+        }),
+        me: Vec::new(),
+        find_more_every: FIND_MORE_EVERY,
+        finished: None,
+    }))
+}
+
+/// One file: resolved, checked against what is at its target, downloaded with a bar.
+async fn one(args: &GetArgs, fetcher: &Fetcher, peers: &[String], client: &Client, stop: &CancellationToken) -> anyhow::Result<()> {
+    let hash = args
+        .hash
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+    let mut job = fetcher.resolve(peers, &args.targets, hash, args.output.as_deref()).await?;
+    job.force = args.force;
+    if fetcher.check(&mut job, None).await? == Existing::Complete {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "skipped", "name": job.name, "path": job.target, "reason": "complete"})
+            );
+        } else if !args.quiet {
+            println!("{} is complete already", job.target.display());
+        }
+        return Ok(());
+    }
+    let reporter = Reporter::new(args.quiet, args.json);
+    let started = Instant::now();
+    let download = fetcher.start(job);
+    let progress = download.progress.clone();
+    let finish = download.finish();
+    tokio::pin!(finish);
+    let mut ticks = tokio::time::interval(Duration::from_millis(if args.json { 1000 } else { 200 }));
+    let result = loop {
+        tokio::select! {
+            result = &mut finish => break result,
+            _ = ticks.tick() => reporter.update(
+                progress.done.load(Ordering::Relaxed),
+                progress.total.load(Ordering::Relaxed),
+                progress.live_sources(),
+                progress.waiting.load(Ordering::Relaxed),
+            ),
+            _ = tokio::signal::ctrl_c() => stop.cancel(),
+        }
+    };
+    reporter.finish();
+    let outcome = result?;
+    if let Some(expected) = hash
+        && expected != outcome.id
+    {
+        bail!("the file's content id is {}, not --hash {expected}", outcome.id);
+    }
+    summary(
+        &outcome.path,
+        &outcome.id.to_string(),
+        outcome.size,
+        &outcome.sources,
+        started.elapsed(),
+        args.json,
+        args.quiet,
+    );
+    // How each node reached over iroh was reached: directly or through a relay.
+    if let Some(iroh) = client.iroh() {
+        let mut seen = Vec::new();
+        for source in outcome.sources.iter().filter(|s| s.bytes > 0) {
+            let Some(id) = source.url.strip_prefix("iroh://").and_then(|rest| rest.split('/').next()) else {
+                continue;
+            };
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            let path = iroh.path(id).unwrap_or("closed");
+            if args.json {
+                println!("{}", serde_json::json!({"event": "path", "node": id, "path": path}));
+            } else if !args.quiet {
+                println!("node {id} reached {path}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The client for a download and the peers in the spelling the engine uses. Peers named by id

@@ -1,7 +1,9 @@
-//! `shoal get` of many files: folders (`DIR/`), globs, and lists (`-i FILE`), run as a queue of
-//! `-j N` downloads at once through one engine and one HTTP client (so connections to a peer
-//! are reused from file to file), with one overall progress bar and a bar per large file in
-//! flight (on a terminal), `--json` events per file, and a summary that names every failure.
+//! `shoal get` of many files: folders (`DIR/`), globs, and lists (`-i FILE`): what to fetch is
+//! read here (the list file's format) and handed to the fetcher's queue
+//! ([`shoal_node::service::fetch`]), `-j N` downloads at once through one engine and one HTTP
+//! client (so connections to a peer are reused from file to file); this file draws one overall
+//! progress bar and a bar per large file in flight (on a terminal), or prints `--json` events
+//! per file, and the summary that names every failure.
 //!
 //! Each file is a [`Job`] verified by its content id as a single download is. A file already
 //! complete at its target (its content id computed and compared) is skipped, so a re-run after
@@ -9,15 +11,15 @@
 //! ones are fetched again whole. The exit status is non-zero when any file failed.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::engine::{Engine, Job, PIECE_SIZE, Progress};
-use shoal_node::net::Client;
-use shoal_node::service::folder::{self, Existing, Selection};
+use shoal_node::engine::{Beneath, Job, PIECE_SIZE, Progress};
+use shoal_node::service::fetch::{Event, Events, Fetcher, QueueOptions, Tally, Wanted};
+use shoal_node::service::folder;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GetArgs;
@@ -26,22 +28,6 @@ use crate::cli::GetArgs;
 const OWN_BAR_FROM: u64 = 4 * PIECE_SIZE;
 /// Most lines read from a list file.
 const MAX_LIST_LINES: usize = 1_000_000;
-
-/// One download of the queue.
-#[derive(Debug, Clone)]
-enum Item {
-    /// A file of a folder or glob, its job known from the listing.
-    Ready(Job),
-    /// One line of a list, or the plain targets of the command line: resolved when its turn
-    /// comes (a name is searched, URLs are mirrors).
-    Resolve {
-        label: String,
-        targets: Vec<String>,
-        output: PathBuf,
-    },
-    /// A line or target that could not become a download.
-    Failed { label: String, error: String },
-}
 
 /// A line of a list file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,15 +75,6 @@ pub fn wanted(args: &GetArgs) -> bool {
     args.input_file.is_some() || args.targets.iter().any(|t| folder::is_selection(t))
 }
 
-/// Counts, for the summary.
-#[derive(Default)]
-struct Tally {
-    done: usize,
-    skipped: usize,
-    bytes: u64,
-    failures: Vec<(String, String)>,
-}
-
 /// A large file in flight: its bar (on a terminal) and its progress.
 struct Active {
     name: String,
@@ -113,6 +90,9 @@ struct Display {
     /// Large files in flight (bars, and `progress` events with `--json`).
     active: Mutex<Vec<Active>>,
     ticks: std::sync::atomic::AtomicU64,
+    /// Bytes of the files done, and how many failed, for the overall bar.
+    bytes: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicUsize,
 }
 
 impl Display {
@@ -132,6 +112,8 @@ impl Display {
             overall,
             active: Mutex::new(Vec::new()),
             ticks: Default::default(),
+            bytes: Default::default(),
+            failed: Default::default(),
         }
     }
 
@@ -187,7 +169,7 @@ impl Display {
     }
 
     /// Every 200 ms: the bars; every second with `--json`, a `progress` event per large file.
-    fn tick(&self, tally: &Tally) {
+    fn tick(&self) {
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
         for active in self.lock().iter() {
             let (done, total) = (
@@ -206,12 +188,12 @@ impl Display {
             }
         }
         if let Some(bar) = &self.overall {
-            let failed = if tally.failures.is_empty() {
-                String::new()
-            } else {
-                format!(", {} failed", tally.failures.len())
+            let failed = match self.failed.load(Ordering::Relaxed) {
+                0 => String::new(),
+                n => format!(", {n} failed"),
             };
-            bar.set_message(format!("{:.1} MiB{failed}", tally.bytes as f64 / (1024.0 * 1024.0)));
+            let bytes = self.bytes.load(Ordering::Relaxed);
+            bar.set_message(format!("{:.1} MiB{failed}", bytes as f64 / (1024.0 * 1024.0)));
         }
     }
 
@@ -230,11 +212,44 @@ impl Display {
     }
 }
 
-/// Runs a queue `get`: `peers` are the peers to list and search, `db` the state store.
-pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers: Vec<String>, max_rate: Option<u64>) -> anyhow::Result<()> {
-    if args.hash.is_some() {
-        bail!("--hash names one file; with folders, globs and lists each file is checked by the content id it is listed with");
+impl Events for Display {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Start { job, progress } => self.start(job, progress),
+            Event::Skipped { job } => {
+                self.event(serde_json::json!({"event": "skipped", "name": job.name, "path": job.target, "reason": "complete"}));
+                self.count_one();
+            }
+            Event::Done {
+                name,
+                outcome,
+                progress,
+                elapsed,
+            } => {
+                self.event(
+                    serde_json::json!({"event": "done", "name": name, "path": outcome.path, "id": outcome.id.to_string(),
+                    "size": outcome.size, "resumed": progress.resumed.load(Ordering::Relaxed), "seconds": elapsed.as_secs_f64()}),
+                );
+                self.bytes.fetch_add(outcome.size, Ordering::Relaxed);
+                self.end(progress);
+            }
+            Event::Failed { name, error, progress } => {
+                self.event(serde_json::json!({"event": "failed", "name": name, "error": error}));
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                match progress {
+                    Some(progress) => self.end(progress),
+                    None => self.count_one(),
+                }
+            }
+        }
     }
+}
+
+/// The directory a queue's files go into (`-o`, default the current directory), made when
+/// missing, and held open: every file is made beneath it with no symlink on the way, so a
+/// directory symlink planted there (by another user who may write into it) is refused, not
+/// followed.
+pub fn output_dir(args: &GetArgs) -> anyhow::Result<Beneath> {
     let out_dir = match &args.output {
         Some(path) => path.clone(),
         None => std::env::current_dir().context("reading the current directory")?,
@@ -247,21 +262,30 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
     }
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out_dir = std::path::absolute(&out_dir)?;
-    // Every file is made beneath -o, held open, with no symlink on the way: a directory symlink
-    // planted there (by another user who may write into it) is refused, not followed.
-    let beneath = shoal_node::engine::Beneath {
+    Ok(Beneath {
         root: Arc::new(shoal_index::Root::open(&out_dir).with_context(|| format!("opening {}", out_dir.display()))?),
-        base: out_dir.clone(),
-    };
+        base: out_dir,
+    })
+}
 
-    // What to download: the command line's targets, then the list's lines.
-    let mut requests: Vec<(String, Vec<String>, PathBuf)> = Vec::new();
+/// What to download: the command line's targets (each folder or glob alone, the rest as one
+/// download), then the list's lines.
+fn wanted_of(args: &GetArgs, out_dir: &Path) -> anyhow::Result<Vec<Wanted>> {
+    let mut wanted = Vec::new();
     let plain: Vec<String> = args.targets.iter().filter(|t| !folder::is_selection(t)).cloned().collect();
     for target in args.targets.iter().filter(|t| folder::is_selection(t)) {
-        requests.push((target.clone(), vec![target.clone()], out_dir.clone()));
+        wanted.push(Wanted {
+            label: target.clone(),
+            targets: vec![target.clone()],
+            output: out_dir.to_path_buf(),
+        });
     }
     if !plain.is_empty() {
-        requests.push((plain.join(" "), plain, out_dir.clone()));
+        wanted.push(Wanted {
+            label: plain.join(" "),
+            targets: plain,
+            output: out_dir.to_path_buf(),
+        });
     }
     if let Some(file) = &args.input_file {
         let text = if file.as_os_str() == "-" {
@@ -271,101 +295,52 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
         };
         let lines = parse_list(&text).with_context(|| format!("in the list {}", file.display()))?;
         for line in lines {
-            let label = format!("line {}: {}", line.number, line.targets.join(" "));
-            let output = match &line.out {
-                Some(name) => out_dir.join(name),
-                None => out_dir.clone(),
-            };
-            requests.push((label, line.targets, output));
-        }
-    }
-    let options = shoal_node::engine::EngineOptions {
-        max_rate,
-        give_up_after: Duration::from_secs(args.retry_for),
-        beneath: Some(beneath.clone()),
-        ..shoal_node::engine::EngineOptions::default()
-    };
-    let engine = Engine::new(db, client.clone(), options)?;
-
-    // Folders and globs are listed now (all at once); their files join the queue.
-    let mut items: Vec<Item> = Vec::new();
-    for (label, targets, output) in requests {
-        match targets.as_slice() {
-            [one] if folder::is_selection(one) => match Selection::parse(one) {
-                Ok(selection) => match folder::plan(&client, &peers, &selection, &output, false).await {
-                    Ok(jobs) => items.extend(jobs.into_iter().map(|mut job| {
-                        job.force = args.force;
-                        Item::Ready(job)
-                    })),
-                    Err(error) => items.push(Item::Failed {
-                        label,
-                        error: error.to_string(),
-                    }),
+            wanted.push(Wanted {
+                label: format!("line {}: {}", line.number, line.targets.join(" ")),
+                output: match &line.out {
+                    Some(name) => out_dir.join(name),
+                    None => out_dir.to_path_buf(),
                 },
-                Err(error) => items.push(Item::Failed {
-                    label,
-                    error: error.to_string(),
-                }),
-            },
-            many if many.iter().any(|t| folder::is_selection(t)) => items.push(Item::Failed {
-                label,
-                error: "a folder or glob must be alone on its line".into(),
-            }),
-            _ => items.push(Item::Resolve { label, targets, output }),
+                targets: line.targets,
+            });
         }
     }
+    Ok(wanted)
+}
 
-    let shared = Arc::new(Shared {
-        display: Display::new(args.quiet, args.json, items.len()),
-        tally: Mutex::new(Tally::default()),
-        cancel: CancellationToken::new(),
-        engine: engine.clone(),
-        client: client.clone(),
-        peers: peers.clone(),
+/// Runs a queue `get` through `fetcher`: `peers` are the peers to list and search, `beneath`
+/// the output directory ([`output_dir`]); Ctrl-C cancels `stop`.
+pub async fn run(args: &GetArgs, fetcher: &Fetcher, peers: &[String], beneath: Beneath, stop: &CancellationToken) -> anyhow::Result<()> {
+    if args.hash.is_some() {
+        bail!("--hash names one file; with folders, globs and lists each file is checked by the content id it is listed with");
+    }
+    let out_dir = beneath.base.clone();
+    let wanted = wanted_of(args, &out_dir)?;
+    // Folders and globs are listed now (all at once); their files join the queue.
+    let items = fetcher.plan(wanted, peers).await;
+    let display = Display::new(args.quiet, args.json, items.len());
+    let options = QueueOptions {
+        concurrency: usize::from(args.max_concurrent),
         force: args.force,
-        beneath,
-    });
-    let (display, tally, cancel) = (&shared.display, &shared.tally, &shared.cancel);
-    let started = Instant::now();
-    let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(args.max_concurrent)));
-    let mut running = tokio::task::JoinSet::new();
-    let queue = {
-        let shared = shared.clone();
-        async move {
-            for item in items {
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                if shared.cancel.is_cancelled() {
-                    break;
-                }
-                let s = shared.clone();
-                running.spawn(async move {
-                    let _slot = slot;
-                    one(item, &s).await;
-                });
-                // Reap finished tasks as we go, so that a long queue holds no pile of them.
-                while running.try_join_next().is_some() {}
-            }
-            while running.join_next().await.is_some() {}
-        }
+        // The way to each target is checked before anything there is read (the engine checks
+        // it again as it makes the file).
+        rule: Some(Arc::new(move |target: &Path| {
+            beneath.check(target).map(|()| target.to_path_buf()).map_err(|e| e.to_string())
+        })),
+        sync: Some(out_dir),
     };
+    let started = Instant::now();
+    let queue = fetcher.queue(items, peers, &options, &display, stop);
     tokio::pin!(queue);
     let mut ticks = tokio::time::interval(Duration::from_millis(200));
-    loop {
+    let tally = loop {
         tokio::select! {
-            () = &mut queue => break,
-            _ = ticks.tick() => display.tick(&tally.lock().unwrap_or_else(|p| p.into_inner())),
-            _ = tokio::signal::ctrl_c() => cancel.cancel(),
+            tally = &mut queue => break tally,
+            _ = ticks.tick() => display.tick(),
+            _ = tokio::signal::ctrl_c() => stop.cancel(),
         }
-    }
-    display.finish();
-    // Small files are placed without an fsync each: one sync of the file system, before success
-    // is reported.
-    let synced = {
-        let dir = out_dir.clone();
-        tokio::task::spawn_blocking(move || shoal_node::engine::small::sync_file_system(&dir)).await?
     };
-    synced.with_context(|| format!("syncing {}", out_dir.display()))?;
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    display.finish();
     summary(&tally, started.elapsed(), args.json, args.quiet);
     if !tally.failures.is_empty() {
         bail!(
@@ -374,117 +349,10 @@ pub async fn run(args: &GetArgs, db: Arc<redb::Database>, client: Client, peers:
             tally.failures.len() + tally.done + tally.skipped
         );
     }
-    if cancel.is_cancelled() {
+    if stop.is_cancelled() {
         bail!("interrupted; run the same command again to resume");
     }
     Ok(())
-}
-
-/// What every download of a queue shares.
-struct Shared {
-    engine: Engine,
-    client: Client,
-    peers: Vec<String>,
-    force: bool,
-    beneath: shoal_node::engine::Beneath,
-    display: Display,
-    tally: Mutex<Tally>,
-    cancel: CancellationToken,
-}
-
-/// Runs one item of the queue to its end and counts it.
-async fn one(item: Item, shared: &Shared) {
-    let Shared {
-        engine,
-        client,
-        peers,
-        force,
-        beneath,
-        display,
-        tally,
-        cancel,
-    } = shared;
-    let force = *force;
-    let tally = |change: &dyn Fn(&mut Tally)| change(&mut tally.lock().unwrap_or_else(|p| p.into_inner()));
-    let fail = |name: String, error: String| {
-        display.event(serde_json::json!({"event": "failed", "name": name, "error": error}));
-        tally(&|t| t.failures.push((name.clone(), error.clone())));
-    };
-    let mut job = match item {
-        Item::Ready(job) => job,
-        Item::Failed { label, error } => {
-            fail(label, error);
-            display.count_one();
-            return;
-        }
-        Item::Resolve { label, targets, output } => {
-            match shoal_node::service::resolve::resolve(client, peers, &targets, None, Some(&output)).await {
-                Ok(mut job) => {
-                    job.force = force;
-                    job
-                }
-                Err(error) => {
-                    fail(label, error.to_string());
-                    display.count_one();
-                    return;
-                }
-            }
-        }
-    };
-    job.force = job.force || force;
-    let progress = Arc::new(Progress::default());
-    // The way to the target is checked before anything there is read (the engine checks it
-    // again as it makes the file).
-    let found = {
-        let (target, id, beneath) = (job.target.clone(), job.id, beneath.clone());
-        tokio::task::spawn_blocking(move || beneath.check(&target).map(|()| folder::existing(&target, id)))
-            .await
-            .unwrap_or(Ok(Existing::Absent))
-    };
-    let found = match found {
-        Ok(found) => found,
-        Err(error) => {
-            fail(job.name.clone(), error.to_string());
-            display.count_one();
-            return;
-        }
-    };
-    match found {
-        Existing::Complete => {
-            display.event(serde_json::json!({"event": "skipped", "name": job.name, "path": job.target, "reason": "complete"}));
-            tally(&|t| t.skipped += 1);
-            display.count_one();
-            return;
-        }
-        Existing::Different if !job.force => {
-            fail(
-                job.name.clone(),
-                format!("{} already exists; use --force to replace it", job.target.display()),
-            );
-            display.count_one();
-            return;
-        }
-        _ => {}
-    }
-    display.start(&job, &progress);
-    let started = Instant::now();
-    let name = job.name.clone();
-    let (_none, nothing_more) = tokio::sync::mpsc::channel(1);
-    let result = engine.run(job, progress.clone(), cancel.child_token(), nothing_more).await;
-    display.end(&progress);
-    match result {
-        Ok(outcome) => {
-            display.event(
-                serde_json::json!({"event": "done", "name": name, "path": outcome.path, "id": outcome.id.to_string(),
-                "size": outcome.size, "resumed": progress.resumed.load(Ordering::Relaxed), "seconds": started.elapsed().as_secs_f64()}),
-            );
-            tally(&|t| {
-                t.done += 1;
-                t.bytes += outcome.size;
-            });
-        }
-        Err(error) => fail(name, error.to_string()),
-    }
 }
 
 fn summary(tally: &Tally, elapsed: Duration, json: bool, quiet: bool) {

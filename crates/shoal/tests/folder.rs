@@ -2,7 +2,7 @@
 //! `127.0.0.1:0`: a nested folder with its layout, a glob, re-runs that skip complete files and
 //! leave different ones alone, a folder killed with SIGKILL and run again, a list mixing a
 //! name, a content id and a mirror URL with a line that fails, and directory symlinks planted
-//! under `-o`, refused rather than followed.
+//! under `-o`, refused rather than followed; `-x` reaching every file of a queue.
 
 mod support;
 
@@ -375,4 +375,38 @@ fn folders_are_not_handed_to_a_node_on_the_same_state() {
 /// The content id of `data` (its BLAKE3 hash, as `b3sum` prints it).
 fn blake3_hex(data: &[u8]) -> String {
     shoal_index::hash_bytes(data).id.to_string()
+}
+
+/// `-x` reaches the files of a queue as it reaches a single download (a list, a folder and a
+/// glob once ran with the engine's default of 8 connections per source whatever `-x` said).
+/// nginx sends each answer at 1 MiB/s, so an engine free to ramp opens more connections; with
+/// `-x 1` every range request of the file goes over one connection (nginx's `$connection`).
+#[test]
+fn connections_per_source_reach_the_files_of_a_list() {
+    let root = tempfile::tempdir().unwrap();
+    let www = root.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let data = random_bytes(4 * MIB, 31);
+    std::fs::write(www.join("big.bin"), &data).unwrap();
+    let nginx = shoal_testkit::Nginx::start(shoal_testkit::NginxConfig {
+        root: www,
+        server: "limit_rate 1m;".into(),
+        ..Default::default()
+    });
+    let list = root.path().join("list.txt");
+    std::fs::write(&list, format!("{}/big.bin\n", nginx.url())).unwrap();
+    let out = root.path().join("out");
+    let (list_s, out_s, state_s) = (path(&list), path(&out), path(&root.path().join("get-state")));
+    let (status, lines, stderr) = Proc::shoal(&["get", "-i", &list_s, "-o", &out_s, "--state", &state_s, "-x", "1"]).finish(RUN_LIMIT);
+    assert!(status.success(), "{}\n{stderr}", lines.join("\n"));
+    assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), data);
+    let log = nginx.stop();
+    let mut connections: Vec<&str> = log
+        .lines()
+        .filter(|line| line.split(' ').nth(2) == Some("GET"))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    connections.sort();
+    connections.dedup();
+    assert_eq!(connections.len(), 1, "GETs over more than one connection with -x 1:\n{log}");
 }

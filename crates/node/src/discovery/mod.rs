@@ -639,7 +639,13 @@ impl Flood {
     }
 }
 
-impl Discover for Arc<Flood> {
+impl<D: Discover + ?Sized> Discover for Arc<D> {
+    fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>> {
+        (**self).holders(id)
+    }
+}
+
+impl Discover for Flood {
     fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
             let peers: Vec<String> = self.peers.live(&[]).into_iter().map(|(url, _)| url).collect();

@@ -8,12 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use shoal_index::{ContentId, FileEntry, NameError, SafeName, Share, check_name};
 
+pub use super::error::ApiError;
+
 use super::downloads::{DownloadInfo, Downloads, Status};
-use super::folder::{self, Existing, Selection};
+use super::fetch::{Fetcher, Item, LogFailures, QUEUE_CONCURRENCY, QueueOptions};
+use super::folder::{self, Selection};
 use super::seed;
 use crate::discovery::listing::Merge;
 use crate::discovery::peers::{PeerError, PeerInfo};
@@ -24,40 +26,6 @@ use crate::net::Client;
 use crate::options::NodeOptions;
 use crate::proto::answers::{FolderEntry, FolderPage};
 use crate::proto::limits::MAX_LIST_ENTRIES;
-
-/// What went wrong in an API call. Each variant maps to one fault code and HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0} was not found")]
-    NotFound(String),
-    /// Not found, with the reason in full (e.g. what a download's targets resolved to).
-    #[error("{0}")]
-    Unresolved(String),
-    #[error("access denied")]
-    AccessDenied,
-    #[error("{name} is {size} bytes, over the {limit}-byte XML-RPC limit; GET {path} instead")]
-    TooLarge { name: String, size: u64, limit: u64, path: String },
-    #[error("{0} already exists in the share; nothing was overwritten")]
-    Exists(String),
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// The peers disagree on what a name is: nothing was fetched.
-    #[error("{name}: {detail}; nothing was fetched")]
-    Ambiguous { name: String, detail: String },
-    #[error("download of {name} failed: {reason}")]
-    Download { name: String, reason: String },
-    #[error("internal error: {0}")]
-    Internal(String),
-    #[error("too many requests; try again later")]
-    Busy,
-}
-
-impl From<NameError> for ApiError {
-    fn from(_: NameError) -> Self {
-        // One answer for every refused name, so that nothing outside the share can be probed.
-        ApiError::AccessDenied
-    }
-}
 
 /// A file of the share opened for serving.
 pub struct Opened {
@@ -86,12 +54,6 @@ pub struct DownloadRequest {
 /// command moves them where its user asked.
 pub const INCOMING_DIR: &str = "incoming";
 
-/// How many files of a folder a node downloads at once.
-pub const FOLDER_CONCURRENCY: usize = 8;
-
-/// How often a node's running download asks the peers for more holders.
-pub const FIND_MORE_EVERY: Duration = Duration::from_secs(15);
-
 /// State shared by every handler.
 pub struct Inner {
     pub options: NodeOptions,
@@ -103,7 +65,8 @@ pub struct Inner {
     pub secret: String,
     /// Node ids (hex) whose callers over iroh are the owner, with no secret.
     pub owner_keys: Vec<String>,
-    pub downloads: Downloads,
+    /// The one door to downloads, with the node's table of them.
+    pub fetcher: Fetcher,
     pub upload_limit: Option<Arc<RateLimiter>>,
     /// Cancelled when the node begins to shut down.
     pub stopping: tokio_util::sync::CancellationToken,
@@ -527,7 +490,10 @@ impl Api {
         let root = self.inner.share.root().to_path_buf();
         let (configured, learnt) = self.live_peer_tiers();
         let tiers = [(&configured[..], Merge::Union), (&learnt[..], Merge::Unanimous)];
-        let mut jobs = folder::plan_tiered(self.client(), &tiers, &selection, &root, true)
+        let mut jobs = self
+            .inner
+            .fetcher
+            .plan_folder(&selection, &tiers, &root, true)
             .await
             .map_err(|e| match e {
                 folder::FolderError::Disagree { detail, .. } => ApiError::Ambiguous {
@@ -550,43 +516,25 @@ impl Api {
         }
     }
 
-    /// Runs downloads of many files, [`FOLDER_CONCURRENCY`] at once, each through the node's
-    /// download table (so each shows in `shoal.downloads`); a file already complete at its
-    /// target (checked by its content id) is skipped, a different one left alone (unless the job
-    /// says `force`). Syncs the file system at the end. Returns the failures: (name, reason).
+    /// Runs downloads of many files through the fetcher's queue, each in the node's table (so
+    /// each shows in `shoal.downloads`), [`QUEUE_CONCURRENCY`] at once; a file already complete
+    /// at its target is skipped, a different one left alone (unless the job says `force`); the
+    /// file system is synced at the end. Returns the failures: (name, reason).
     async fn run_queue(&self, jobs: Vec<Job>) -> Vec<(String, String)> {
-        use futures_util::StreamExt;
         // The jobs of one folder share an output directory, so one file system.
-        let sync_dir = jobs.first().and_then(|job| job.target.parent()).map(Path::to_path_buf);
-        let failures: Vec<(String, String)> = futures_util::stream::iter(jobs)
-            .map(|job| async move {
-                if self.inner.stopping.is_cancelled() {
-                    return Some((job.name, "the node is shutting down".to_string()));
-                }
-                let (target, id) = (job.target.clone(), job.id);
-                let found = blocking(move || folder::existing(&target, id)).await.unwrap_or(Existing::Absent);
-                match found {
-                    Existing::Complete => return None,
-                    Existing::Different if !job.force => {
-                        return Some((
-                            job.name,
-                            format!("{} already exists; nothing was overwritten", job.target.display()),
-                        ));
-                    }
-                    _ => {}
-                }
-                let name = job.name.clone();
-                self.run_job(job).await.err().map(|e| (name, e.to_string()))
-            })
-            .buffer_unordered(FOLDER_CONCURRENCY)
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
-        // Small files are placed without an fsync each: one sync of the file system instead.
-        if let Some(dir) = sync_dir {
-            let _ = blocking(move || crate::engine::small::sync_file_system(&dir)).await;
-        }
-        failures
+        let sync = jobs.first().and_then(|job| job.target.parent()).map(Path::to_path_buf);
+        let options = QueueOptions {
+            concurrency: QUEUE_CONCURRENCY,
+            force: false,
+            rule: None,
+            sync,
+        };
+        let items = jobs.into_iter().map(Item::Ready).collect();
+        self.inner
+            .fetcher
+            .queue(items, &[], &options, &LogFailures, &self.inner.stopping)
+            .await
+            .failures
     }
 
     async fn fetch_into(&self, name: &SafeName, target: std::path::PathBuf) -> Result<(), ApiError> {
@@ -632,7 +580,7 @@ impl Api {
             self.inner.flood.seen.first_time(&route.query_id);
             let hit = self.forward_locate(name, route).await?;
             let Some(id) = hit.id.filter(|_| hit.content.is_none()) else {
-                return seed::fetch_hit(self, name, hit).await;
+                return seed::fetch_hit(&self.inner.root, &self.inner.share, name, hit).await;
             };
             return self
                 .run_job(Job {
@@ -663,32 +611,10 @@ impl Api {
     /// Runs a download in the background and waits for its end.
     async fn run_job(&self, job: Job) -> Result<(), ApiError> {
         let name = job.name.clone();
-        let mut status = self.start_download(job);
-        loop {
-            let now = status.borrow_and_update().clone();
-            match now {
-                Status::Running => {}
-                Status::Done => return Ok(()),
-                Status::Failed(reason) => {
-                    return Err(ApiError::Download {
-                        name: name.to_string(),
-                        reason,
-                    });
-                }
-                Status::Paused => {
-                    return Err(ApiError::Download {
-                        name: name.to_string(),
-                        reason: "paused; resume it to go on".into(),
-                    });
-                }
-            }
-            if status.changed().await.is_err() {
-                return Err(ApiError::Download {
-                    name: name.to_string(),
-                    reason: "the node is shutting down".into(),
-                });
-            }
-        }
+        self.inner.fetcher.one(job).await.map(drop).map_err(|error| ApiError::Download {
+            name,
+            reason: error.to_string(),
+        })
     }
 
     /// Where `name` goes in the share (checked: no way out of it).
@@ -701,42 +627,7 @@ impl Api {
     /// Starts a download in the background; a finished file inside the share is indexed. While it
     /// runs, the node's peers are asked now and then for more holders, which join it.
     pub fn start_download(&self, job: Job) -> tokio::sync::watch::Receiver<Status> {
-        let share = self.inner.share.clone();
-        let (target, id, mut known) = (job.target.clone(), job.id, job.peers.clone());
-        known.push(self.url().to_string());
-        let status = self.start_download_only(job, share);
-        if let (Some(id), Some(more)) = (id, self.inner.downloads.sources_of(&target)) {
-            let finder = crate::discovery::find_more(self.inner.flood.clone(), id, known, FIND_MORE_EVERY, more);
-            self.inner.downloads.spawn(finder);
-        }
-        status
-    }
-
-    fn start_download_only(&self, job: Job, share: Arc<Share>) -> tokio::sync::watch::Receiver<Status> {
-        self.inner.downloads.start(
-            job,
-            Box::new(move |outcome| {
-                let Ok(relative) = outcome.path.strip_prefix(share.root()) else {
-                    return Ok(());
-                };
-                let name = check_name(&relative.to_string_lossy()).map_err(|e| e.to_string())?;
-                let Some(outboard) = outcome.outboard else {
-                    // Verified piece by piece, without verification data of its own: the share
-                    // hashes the new file now, so that it is served at once.
-                    return share.refresh(&[relative.to_path_buf()]).map(drop).map_err(|e| e.to_string());
-                };
-                share
-                    .add_file(
-                        &name,
-                        shoal_index::Hashed {
-                            id: outcome.id,
-                            size: outcome.size,
-                            outboard,
-                        },
-                    )
-                    .map_err(|e| e.to_string())
-            }),
-        )
+        self.inner.fetcher.start(job).status
     }
 
     /// `shoal.download`: resolves the targets and starts the download in the background.
@@ -756,13 +647,15 @@ impl Api {
         {
             return self.download_folder(target, &output, request.force).await;
         }
-        let mut job = super::resolve::resolve(self.client(), &peers, &request.targets, request.hash, Some(&output))
+        let mut job = self
+            .inner
+            .fetcher
+            .resolve(&peers, &request.targets, request.hash, Some(&output))
             .await
             .map_err(|e| ApiError::Unresolved(e.to_string()))?;
         job.target = self.allowed_output(&job.target).await?;
         job.force = request.force;
         job.by_node = true;
-        job.peers.retain(|u| u != self.url());
         let (name, target) = (job.name.clone(), job.target.clone());
         self.start_download(job);
         Ok((name, target))
@@ -775,7 +668,10 @@ impl Api {
         let selection = Selection::parse(target).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let (configured, learnt) = self.live_peer_tiers();
         let tiers = [(&configured[..], Merge::Union), (&learnt[..], Merge::Unanimous)];
-        let mut jobs = folder::plan_tiered(self.client(), &tiers, &selection, output, false)
+        let mut jobs = self
+            .inner
+            .fetcher
+            .plan_folder(&selection, &tiers, output, false)
             .await
             .map_err(|e| ApiError::Unresolved(e.to_string()))?;
         for job in &mut jobs {
@@ -784,7 +680,7 @@ impl Api {
         }
         let name = format!("{target} ({} files)", jobs.len());
         let api = self.clone();
-        self.inner.downloads.spawn(async move {
+        self.inner.fetcher.downloads().spawn(async move {
             let failures = api.run_queue(jobs).await;
             for (file, reason) in failures {
                 tracing::warn!(%file, %reason, "a file of a folder download failed");
@@ -845,7 +741,7 @@ impl Api {
 
     /// Pauses a running download, keeping its progress.
     pub fn pause_download(&self, target: &Path) -> Result<(), ApiError> {
-        if self.inner.downloads.pause(target) {
+        if self.inner.fetcher.downloads().pause(target) {
             Ok(())
         } else {
             Err(ApiError::NotFound(format!("a running download to {}", target.display())))
@@ -854,14 +750,15 @@ impl Api {
 
     /// Stops a download for good, deleting its partial data.
     pub async fn cancel_download(&self, target: &Path) {
-        self.inner.downloads.cancel(target).await;
+        self.inner.fetcher.downloads().cancel(target).await;
     }
 
     /// Continues a paused, failed or interrupted download from its saved progress.
     pub fn resume_download(&self, target: &std::path::Path) -> Result<(), ApiError> {
         let job = self
             .inner
-            .downloads
+            .fetcher
+            .downloads()
             .saved_job(target)
             .ok_or_else(|| ApiError::NotFound(format!("a paused download to {}", target.display())))?;
         self.start_download(job);
@@ -876,7 +773,7 @@ impl Api {
             .or_else(|| rows.iter().find(|d| d.name == key))
             .map(|d| std::path::PathBuf::from(&d.target))
             .or_else(|| {
-                let records = self.inner.downloads.engine().records().all().ok()?;
+                let records = self.inner.fetcher.downloads().engine().records().all().ok()?;
                 records
                     .into_iter()
                     .find(|r| r.target == key || r.name == key)
@@ -887,12 +784,12 @@ impl Api {
 
     /// The node's downloads with their progress.
     pub fn downloads(&self) -> Vec<DownloadInfo> {
-        self.inner.downloads.list()
+        self.inner.fetcher.downloads().list()
     }
 
     /// The node's download manager.
     pub fn download_manager(&self) -> &Downloads {
-        &self.inner.downloads
+        self.inner.fetcher.downloads()
     }
 
     /// The limiter for served file data, when `--max-upload-rate` is set.
@@ -909,6 +806,33 @@ impl Api {
     fn live_peer_tiers(&self) -> (Vec<String>, Vec<String>) {
         self.inner.flood.peers.live_tiers(&[self.url().to_string()])
     }
+}
+
+/// The node's hook for finished downloads: a file that landed in the share is indexed at once,
+/// with the verification data the download brought (or hashed again when it brought none), so
+/// that it is served at once.
+pub fn index_in_share(share: Arc<Share>) -> super::fetch::Finished {
+    Arc::new(move |outcome: &mut crate::engine::Outcome| {
+        let Ok(relative) = outcome.path.strip_prefix(share.root()) else {
+            return Ok(());
+        };
+        let name = check_name(&relative.to_string_lossy()).map_err(|e| e.to_string())?;
+        let Some(outboard) = outcome.outboard.take() else {
+            // Verified piece by piece, without verification data of its own: the share hashes
+            // the new file now.
+            return share.refresh(&[relative.to_path_buf()]).map(drop).map_err(|e| e.to_string());
+        };
+        share
+            .add_file(
+                &name,
+                shoal_index::Hashed {
+                    id: outcome.id,
+                    size: outcome.size,
+                    outboard,
+                },
+            )
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Whether `given` is `secret`, in time that depends on neither the secret nor its length: a
@@ -932,12 +856,6 @@ fn missing_dirs(root: &std::path::Path, target: &std::path::Path) -> Vec<std::pa
     }
     missing.reverse();
     missing
-}
-
-impl From<crate::net::CallError> for ApiError {
-    fn from(error: crate::net::CallError) -> Self {
-        ApiError::Internal(error.to_string())
-    }
 }
 
 #[cfg(test)]

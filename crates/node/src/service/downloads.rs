@@ -1,8 +1,10 @@
-//! The node's background downloads: started by `fetch`, `shoal.download` or `shoal get` handing
-//! over, listed with their progress, resumed when the node starts again.
+//! The table of downloads: every download the fetcher ([`super::fetch`]) runs is entered here
+//! with its progress, its channel of new sources, its cancellation and its status, so that it
+//! can be listed (`shoal.downloads`), paused, cancelled and resumed. The table runs nothing
+//! itself.
 //!
-//! Each download is one task on the node's tracker, under a child of the node's cancellation
-//! token; a second request for the same target adds its sources to the running download.
+//! Each download is one task on the tracker, under a child of the table's cancellation token; a
+//! second request for the same target adds its sources to the running download.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, Job, NewSource, Outcome, Progress};
+use crate::engine::{Engine, Job, NewSource, Progress};
 
 /// Where a download stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +57,27 @@ pub struct Downloads {
     table: Mutex<HashMap<PathBuf, Running>>,
 }
 
-/// Called with the outcome of a finished download (the node indexes files in its share).
-pub type OnDone = Box<dyn FnOnce(Outcome) -> Result<(), String> + Send>;
+/// A download the table has just taken in: what its task needs to run it.
+pub struct Entry {
+    pub progress: Arc<Progress>,
+    /// New sources for the download (a second request for the same target, found holders).
+    pub more: mpsc::Sender<NewSource>,
+    pub more_rx: mpsc::Receiver<NewSource>,
+    pub cancel: CancellationToken,
+    /// Where the task says how the download ended.
+    pub status: watch::Sender<Status>,
+}
+
+/// What [`Downloads::register`] did with a job.
+pub enum Registered {
+    /// A new download: run it.
+    New(Entry),
+    /// The same target was running already: the job's sources were added to it.
+    Joined {
+        status: watch::Receiver<Status>,
+        progress: Arc<Progress>,
+    },
+}
 
 impl Downloads {
     pub fn new(engine: Engine, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
@@ -76,24 +97,28 @@ impl Downloads {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `job` in the background (or adds its sources to the running download of the same
-    /// target). Returns a receiver that sees the download's status change.
-    pub fn start(&self, job: Job, on_done: OnDone) -> watch::Receiver<Status> {
+    /// Takes `job` into the table, or adds its sources to the running download of the same
+    /// target. A new entry is `Running` until its task says otherwise through
+    /// [`Entry::status`].
+    pub fn register(&self, job: &Job) -> Registered {
         let mut table = self.lock();
         if let Some(running) = table.get(&job.target)
             && *running.status.borrow() == Status::Running
         {
-            for peer in job.peers {
-                let _ = running.more.try_send(NewSource::Peer(peer));
+            for peer in &job.peers {
+                let _ = running.more.try_send(NewSource::Peer(peer.clone()));
             }
-            for mirror in job.mirrors {
-                let _ = running.more.try_send(NewSource::Mirror(mirror));
+            for mirror in &job.mirrors {
+                let _ = running.more.try_send(NewSource::Mirror(mirror.clone()));
             }
-            return running.status.clone();
+            return Registered::Joined {
+                status: running.status.clone(),
+                progress: running.progress.clone(),
+            };
         }
         let progress = Arc::new(Progress::default());
-        let (more_tx, more_rx) = mpsc::channel(64);
-        let (status_tx, status_rx) = watch::channel(Status::Running);
+        let (more, more_rx) = mpsc::channel(64);
+        let (status, status_rx) = watch::channel(Status::Running);
         let cancel = self.shutdown.child_token();
         table.insert(
             job.target.clone(),
@@ -101,30 +126,18 @@ impl Downloads {
                 name: job.name.clone(),
                 id: job.id.map(|id| id.to_string()),
                 progress: progress.clone(),
-                more: more_tx,
+                more: more.clone(),
                 cancel: cancel.clone(),
-                status: status_rx.clone(),
+                status: status_rx,
             },
         );
-        let engine = self.engine.clone();
-        self.tracker.spawn(async move {
-            let name = job.name.clone();
-            let status = match engine.run(job, progress, cancel, more_rx).await {
-                // Indexing the new file writes the store: off the async runtime.
-                Ok(outcome) => match tokio::task::spawn_blocking(move || on_done(outcome)).await {
-                    Ok(Ok(())) => Status::Done,
-                    Ok(Err(error)) => Status::Failed(error),
-                    Err(error) => Status::Failed(format!("indexing the finished file failed: {error}")),
-                },
-                Err(crate::engine::EngineError::Cancelled { .. }) => Status::Paused,
-                Err(error) => {
-                    tracing::warn!(%name, %error, "download failed");
-                    Status::Failed(error.to_string())
-                }
-            };
-            let _ = status_tx.send(status);
-        });
-        status_rx
+        Registered::New(Entry {
+            progress,
+            more,
+            more_rx,
+            cancel,
+            status,
+        })
     }
 
     /// The channel that brings new sources to the running download of `target`.

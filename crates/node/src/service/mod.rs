@@ -4,8 +4,11 @@
 
 pub mod api;
 pub mod downloads;
+pub mod error;
+pub mod fetch;
 pub mod folder;
 pub mod resolve;
 pub mod seed;
 
-pub use api::{Api, ApiError, FIND_MORE_EVERY, Inner};
+pub use api::{Api, ApiError, Inner};
+pub use fetch::{FIND_MORE_EVERY, Fetcher};

@@ -7,7 +7,11 @@
 
 use shoal_index::{ContentId, SafeName};
 
-use super::api::{Api, ApiError};
+use std::sync::Arc;
+
+use shoal_index::{Root, Share};
+
+use super::error::ApiError;
 use crate::discovery::Hit;
 use crate::net::{Client, Trust, node_url};
 
@@ -38,7 +42,7 @@ pub async fn fetch_verified_bytes(client: &Client, base: &str, id: ContentId, li
 /// beneath the share root without following a symlink, into a hidden partial file created with
 /// `O_EXCL`, synced, then linked under the final name with a call that fails if the name exists.
 /// Directories it created are removed again when it fails. The file is indexed at once.
-pub async fn fetch_hit(api: &Api, name: &SafeName, hit: Hit) -> Result<(), ApiError> {
+pub async fn fetch_hit(root: &Arc<Root>, share: &Arc<Share>, name: &SafeName, hit: Hit) -> Result<(), ApiError> {
     let Some(content) = hit.content else {
         // A holder named by a content id is downloaded by the engine, piece by verified piece.
         return Err(ApiError::Download {
@@ -46,7 +50,7 @@ pub async fn fetch_hit(api: &Api, name: &SafeName, hit: Hit) -> Result<(), ApiEr
             reason: "the holder gave no content".into(),
         });
     };
-    let (root, share, name) = (api.root().clone(), api.share().clone(), name.clone());
+    let (root, share, name) = (root.clone(), share.clone(), name.clone());
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let dir = root.create_parent_dirs(&name)?;
