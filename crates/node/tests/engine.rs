@@ -886,7 +886,8 @@ async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
             sync: Some(dir.path().to_path_buf()),
         };
         let items = vec![Item::Ready(job(&target, &data, vec![slow.url.clone()], vec![]))];
-        let queue = fetcher.queue(items, &[slow.url.clone()], &options, &seen, &stop);
+        let peers = [slow.url.clone()];
+        let queue = fetcher.queue(items, &peers, &options, &seen, &stop);
         let appear = async {
             // The second holder appears once the queue's file is under way.
             let downloads = fetcher.downloads();
