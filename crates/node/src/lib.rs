@@ -11,7 +11,8 @@
 //! - [`service`]: the [`Api`] facade, the node's downloads, target resolution, seed fetches.
 //! - [`http`]: the frontends: the server, XML-RPC with one method table, file data, the JSON API,
 //!   the web UI and `/metrics`.
-//! - [`node`], [`tasks`], [`options`]: wiring, start and stop, background work.
+//! - [`options`], [`state`]: what a node can be told; the files of its state directory.
+//! - [`node`], [`tasks`]: wiring, start and stop, background work.
 
 pub mod proto;
 
@@ -27,6 +28,7 @@ pub mod http;
 
 pub mod node;
 pub mod options;
+pub mod state;
 pub mod tasks;
 
 pub use discovery::{Hit, Match};

@@ -11,7 +11,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("net", &["net"]),
     ("engine", &["engine"]),
     ("discovery", &["discovery"]),
-    ("options", &["options.rs"]),
+    ("options", &["options.rs", "state.rs"]),
     ("service", &["service"]),
     ("http", &["http"]),
     ("node", &["node.rs", "tasks.rs", "lib.rs"]),
