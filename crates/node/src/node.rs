@@ -55,11 +55,11 @@ pub struct Node {
 /// How long `start` waits for the first scan of the share before it returns.
 pub const FIRST_SCAN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+use crate::state::write_private;
 pub use crate::state::{
     CLIENT_KEY_FILE, KEY_FILE, SECRET_FILE, STORE_FILE, URL_FILE, client_key, load_or_create_secret, node_key, open_store,
     prepare_state_dir, private_file,
 };
-use crate::state::write_private;
 
 impl Node {
     /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).

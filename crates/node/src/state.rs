@@ -130,4 +130,3 @@ pub fn load_or_create_secret(state: &Path) -> Result<(String, PathBuf), StateErr
     file.sync_all().map_err(error)?;
     Ok((secret, path))
 }
-

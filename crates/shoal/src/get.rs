@@ -8,20 +8,13 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use shoal_node::discovery::FixedPeers;
-use shoal_node::engine::{Beneath, Engine, EngineOptions, SourceStat};
-use shoal_node::net::Client;
-use shoal_node::service::FIND_MORE_EVERY;
-use shoal_node::service::downloads::Downloads;
-use shoal_node::service::fetch::{Fetcher, FetcherParts};
+use anyhow::bail;
+use shoal_node::service::fetch::{Beneath, EngineOptions, SourceStat};
 use shoal_node::service::folder::Existing;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use shoal_node::service::session::{Session, SessionError, SessionOptions};
 
 use crate::cli::GetArgs;
 
@@ -116,42 +109,33 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let layers = crate::config::Layers::load(args.state.as_deref())?;
     let state = layers.state.clone();
     let max_rate = crate::serve::rate(&layers, "max_download_rate", args.max_download_rate.clone())?;
-    shoal_node::node::prepare_state_dir(&state).with_context(|| format!("creating the state directory {}", state.display()))?;
-    let store = state.join(shoal_node::node::STORE_FILE);
-    let opened = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || shoal_node::node::open_store(&store)).await?
-    };
-    let db = match opened {
-        Ok(db) => Arc::new(db),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) if crate::queue::wanted(&args) => {
-            return Err(crate::queue::refuse_hand_over(&state));
-        }
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return crate::handover::run(&args, &state).await,
-        Err(error) => return Err(error).with_context(|| format!("opening the state store {}", store.display())),
-    };
-    let mut peers = layers.list("peers", &args.peers).0;
+    let mut known_peers = layers.list("peers", &args.peers).0;
     if let Some(file) = &args.peers_file {
-        peers.extend(crate::serve::read_peers_file(file)?);
+        known_peers.extend(crate::serve::read_peers_file(file)?);
     }
-    peers.extend(shoal_node::discovery::peers::stored_urls(&db));
-    let (client, peers) = client_for(&args, &state, peers).await?;
-    let iroh = client.iroh().cloned();
-    let result = async move {
-        let queue = crate::queue::wanted(&args);
-        let beneath = if queue { Some(crate::queue::output_dir(&args)?) } else { None };
-        let stop = CancellationToken::new();
-        let fetcher = fetcher(db, &client, &peers, engine_options(&args, max_rate, beneath.clone()), &stop)?;
-        match beneath {
-            Some(beneath) => crate::queue::run(&args, &fetcher, &peers, beneath, &stop).await,
-            None => one(&args, &fetcher, &peers, &client, &stop).await,
-        }
-    }
-    .await;
-    // The endpoint says goodbye to the nodes it reached, so they need not wait for a timeout.
-    if let Some(iroh) = iroh {
-        iroh.close().await;
-    }
+    let queue = crate::queue::wanted(&args);
+    let beneath = if queue { Some(crate::queue::output_dir(&args)?) } else { None };
+    let options = SessionOptions {
+        state: state.clone(),
+        peers: args.peers.clone(),
+        known_peers,
+        iroh: args.net.iroh_options()?,
+        ca_certs: args.web.ca_certs.clone(),
+        headers: args.web.headers.clone(),
+        location_trusted: args.web.location_trusted,
+        engine: engine_options(&args, max_rate, beneath.clone()),
+    };
+    let session = match Session::open(options).await {
+        Ok(session) => session,
+        Err(SessionError::NodeRuns(_)) if queue => return Err(crate::queue::refuse_hand_over(&state)),
+        Err(SessionError::NodeRuns(_)) => return crate::handover::run(&args, &state).await,
+        Err(error) => return Err(error.into()),
+    };
+    let result = match beneath {
+        Some(beneath) => crate::queue::run(&args, session.fetcher(), session.peers(), beneath, session.stop()).await,
+        None => one(&args, &session).await,
+    };
+    session.close().await;
     result
 }
 
@@ -166,33 +150,9 @@ fn engine_options(args: &GetArgs, max_rate: Option<u64>, beneath: Option<Beneath
     }
 }
 
-/// The fetcher of a command without a node: its own table of downloads on the state store,
-/// the peers given (and stored) asked for more holders while a file downloads.
-fn fetcher(
-    db: Arc<redb::Database>,
-    client: &Client,
-    peers: &[String],
-    options: EngineOptions,
-    stop: &CancellationToken,
-) -> anyhow::Result<Fetcher> {
-    let engine = Engine::new(db, client.clone(), options)?;
-    let downloads = Downloads::new(engine, TaskTracker::new(), stop.clone());
-    Ok(Fetcher::new(FetcherParts {
-        downloads,
-        client: client.clone(),
-        discover: Arc::new(FixedPeers {
-            client: client.clone(),
-            peers: peers.to_vec(),
-            deadline: FIND_MORE_EVERY,
-        }),
-        me: Vec::new(),
-        find_more_every: FIND_MORE_EVERY,
-        finished: None,
-    }))
-}
-
 /// One file: resolved, checked against what is at its target, downloaded with a bar.
-async fn one(args: &GetArgs, fetcher: &Fetcher, peers: &[String], client: &Client, stop: &CancellationToken) -> anyhow::Result<()> {
+async fn one(args: &GetArgs, session: &Session) -> anyhow::Result<()> {
+    let (fetcher, peers, stop) = (session.fetcher(), session.peers(), session.stop());
     let hash = args
         .hash
         .as_deref()
@@ -248,85 +208,21 @@ async fn one(args: &GetArgs, fetcher: &Fetcher, peers: &[String], client: &Clien
         args.quiet,
     );
     // How each node reached over iroh was reached: directly or through a relay.
-    if let Some(iroh) = client.iroh() {
-        let mut seen = Vec::new();
-        for source in outcome.sources.iter().filter(|s| s.bytes > 0) {
-            let Some(id) = source.url.strip_prefix("iroh://").and_then(|rest| rest.split('/').next()) else {
-                continue;
-            };
-            if seen.contains(&id) {
-                continue;
-            }
-            seen.push(id);
-            let path = iroh.path(id).unwrap_or("closed");
-            if args.json {
-                println!("{}", serde_json::json!({"event": "path", "node": id, "path": path}));
-            } else if !args.quiet {
-                println!("node {id} reached {path}");
-            }
+    let mut seen = Vec::new();
+    for source in outcome.sources.iter().filter(|s| s.bytes > 0) {
+        let Some(id) = source.url.strip_prefix("iroh://").and_then(|rest| rest.split('/').next()) else {
+            continue;
+        };
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let Some(path) = session.path_to(&source.url) else { continue };
+        if args.json {
+            println!("{}", serde_json::json!({"event": "path", "node": id, "path": path}));
+        } else if !args.quiet {
+            println!("node {id} reached {path}");
         }
     }
     Ok(())
-}
-
-/// The client for a download and the peers in the spelling the engine uses. Peers named by id
-/// or ticket become `iroh://<id>` (the client keeps the ticket's addresses), and only then is an
-/// iroh endpoint bound, with the state directory's client key; a download from http peers and
-/// mirrors alone opens none.
-pub async fn client_for(args: &GetArgs, state: &Path, mut peers: Vec<String>) -> anyhow::Result<(Client, Vec<String>)> {
-    let is_keyed = |p: &String| shoal_node::proto::ticket::is_keyed(p);
-    if args.net.no_iroh {
-        // Peers the user named need iroh; those the state directory's table holds are left out.
-        if args.peers.iter().any(is_keyed) {
-            anyhow::bail!("peers named by id or ticket need iroh, which --no-iroh turns off");
-        }
-        peers.retain(|p| !is_keyed(p));
-    }
-    let keyed = peers.iter().any(is_keyed);
-    let iroh = match args.net.iroh_options()? {
-        Some(mut options) if keyed => {
-            for path in &args.web.ca_certs {
-                options
-                    .extra_roots
-                    .extend(shoal_node::net::load_ca_der(path).map_err(anyhow::Error::msg)?);
-            }
-            let key = shoal_node::node::client_key(state)?;
-            Some(Arc::new(
-                shoal_node::net::iroh::Iroh::bind(key, &options, false)
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-            ))
-        }
-        _ => None,
-    };
-    let client = owner_client(&args.web, iroh)?;
-    let mut named = Vec::with_capacity(peers.len());
-    for peer in peers {
-        client.learn_ticket(&peer, shoal_node::net::Trust::Owner);
-        named.push(shoal_node::proto::url::normalize(&peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?);
-    }
-    named.sort();
-    named.dedup();
-    Ok((client, named))
-}
-
-/// The client for a download the user asked for: the platform's CA roots plus `--ca-cert`,
-/// and `--header` on the requests to the origins of the URLs the user gave (and beyond their
-/// redirects with `--location-trusted`).
-pub fn owner_client(web: &crate::cli::WebArgs, iroh: Option<Arc<shoal_node::net::iroh::Iroh>>) -> anyhow::Result<Client> {
-    let mut options = shoal_node::net::ClientOptions {
-        iroh,
-        location_trusted: web.location_trusted,
-        ..Default::default()
-    };
-    for path in &web.ca_certs {
-        options
-            .extra_roots
-            .extend(shoal_node::net::load_ca_file(path).map_err(anyhow::Error::msg)?);
-    }
-    for header in &web.headers {
-        let (name, value) = shoal_node::net::parse_header(header).map_err(|e| anyhow::anyhow!("--header: {e}"))?;
-        options.owner_headers.append(name, value);
-    }
-    Ok(Client::with_options(options))
 }

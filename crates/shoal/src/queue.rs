@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::engine::{Beneath, Job, PIECE_SIZE, Progress};
-use shoal_node::service::fetch::{Event, Events, Fetcher, QueueOptions, Tally, Wanted};
+use shoal_node::service::fetch::{Beneath, Event, Events, Fetcher, Job, PIECE_SIZE, Progress, QueueOptions, Tally, Wanted};
 use shoal_node::service::folder;
 use tokio_util::sync::CancellationToken;
 

@@ -29,7 +29,9 @@ use super::folder::{self, Existing, Selection};
 use super::resolve::{self, ResolveError};
 use crate::discovery::Discover;
 use crate::discovery::listing::Merge;
-use crate::engine::{EngineError, Job, Outcome, PIECE_SIZE, Progress};
+use crate::engine::EngineError;
+// The engine's vocabulary, as the fetcher's callers use it.
+pub use crate::engine::{Beneath, EngineOptions, Job, Outcome, PIECE_SIZE, Progress, SourceStat};
 use crate::net::Client;
 
 /// How often a running download asks for more holders of its content id.

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod folder;
 pub mod resolve;
 pub mod seed;
+pub mod session;
 
 pub use api::{Api, ApiError, Inner};
 pub use fetch::{FIND_MORE_EVERY, Fetcher};
