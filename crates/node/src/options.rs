@@ -119,6 +119,41 @@ impl NodeOptions {
     }
 }
 
+impl NodeOptions {
+    /// Trusts the CA certificates of the PEM file `path` besides the platform's roots, for
+    /// https mirrors and for relays alike.
+    pub fn trust_ca_file(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let roots = crate::net::load_ca_der(path)?;
+        let http = crate::net::http_roots(&roots).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.ca_certs.extend(http);
+        if let Some(iroh) = &mut self.iroh {
+            iroh.extra_roots.extend(roots);
+        }
+        Ok(())
+    }
+}
+
+/// A rate setting (`--max-upload-rate 4M` and the like) in bytes per second.
+pub use crate::engine::parse_rate;
+
+/// The node id (32 bytes) a node id, `iroh://<id>` or ticket names, as `--owner-key` and
+/// `shoal relay --allow` take them.
+pub fn node_id(text: &str) -> Result<[u8; 32], String> {
+    crate::proto::ticket::Ticket::parse(text).map(|t| t.id).map_err(|e| e.to_string())
+}
+
+/// A node id in hex, as the owner keys are kept.
+pub fn node_id_hex(text: &str) -> Result<String, String> {
+    crate::proto::ticket::Ticket::parse(text)
+        .map(|t| t.id_hex())
+        .map_err(|e| e.to_string())
+}
+
+/// The ticket of a node known by its id alone (no relay, no addresses).
+pub fn bare_ticket(id: [u8; 32]) -> String {
+    crate::proto::ticket::Ticket::bare(id).encode()
+}
+
 /// Rates per caller address.
 #[derive(Debug, Clone)]
 pub struct GuardOptions {

@@ -245,7 +245,7 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| {
             let mut bytes = [0u8; 32];
             bytes.copy_from_slice(key.public().as_bytes());
-            shoal_node::proto::ticket::Ticket::bare(bytes).encode()
+            shoal_node::options::bare_ticket(bytes)
         });
     println!("node id {id}");
     println!("ticket {ticket}");

@@ -68,8 +68,8 @@ fn allowed_ids(args: &crate::cli::RelayArgs) -> anyhow::Result<Option<HashSet<ir
     }
     let mut ids = HashSet::new();
     for id in raw {
-        let ticket = shoal_node::proto::ticket::Ticket::parse(&id).map_err(|e| anyhow::anyhow!("--allow {id}: {e}"))?;
-        ids.insert(iroh_base::EndpointId::from_bytes(&ticket.id).map_err(|e| anyhow::anyhow!("--allow {id}: {e}"))?);
+        let bytes = shoal_node::options::node_id(&id).map_err(|e| anyhow::anyhow!("--allow {id}: {e}"))?;
+        ids.insert(iroh_base::EndpointId::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--allow {id}: {e}"))?);
     }
     Ok(Some(ids))
 }

@@ -24,7 +24,7 @@ pub fn read_peers_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 pub fn rate(layers: &Layers, key: &'static str, flag: Option<String>) -> anyhow::Result<Option<u64>> {
     match layers.get(key, flag).value {
         Some(text) => Ok(Some(
-            shoal_node::engine::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?,
+            shoal_node::options::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?,
         )),
         None => Ok(None),
     }
@@ -54,12 +54,7 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
     options.iroh = args.net.iroh_options()?;
     // --ca-cert is trusted for https mirrors and for relays alike.
     for path in &args.ca_certs {
-        let roots = shoal_node::net::load_ca_der(path).map_err(anyhow::Error::msg)?;
-        let http = shoal_node::net::http_roots(&roots).map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
-        options.ca_certs.extend(http);
-        if let Some(iroh) = &mut options.iroh {
-            iroh.extra_roots.extend(roots);
-        }
+        options.trust_ca_file(path).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
     }
     options.download_dir = layers
         .get("download_dir", args.download_dir.as_ref().map(|p| p.display().to_string()))
@@ -90,8 +85,8 @@ pub async fn start(
 ) -> anyhow::Result<Node> {
     let (mut options, listen, layers) = node_options(args)?;
     for key in owner_keys {
-        let ticket = shoal_node::proto::ticket::Ticket::parse(key).map_err(|e| anyhow::anyhow!("--owner-key {key:?}: {e}"))?;
-        options.owner_keys.push(ticket.id_hex());
+        let id = shoal_node::options::node_id_hex(key).map_err(|e| anyhow::anyhow!("--owner-key {key:?}: {e}"))?;
+        options.owner_keys.push(id);
     }
     if secret.is_some() {
         options.secret = secret;
