@@ -14,7 +14,7 @@ fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
 }
 
 /// Rows of matches: name, size, holders, id.
-pub fn matches_table(found: &[shoal_node::Match], with_holders: bool) -> String {
+pub fn matches_table(found: &[shoal_node::service::Match], with_holders: bool) -> String {
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|m| {
@@ -205,7 +205,7 @@ pub fn man() -> anyhow::Result<()> {
 }
 
 /// Matches as `--json` prints them.
-fn matches_json(found: &[shoal_node::Match]) -> serde_json::Value {
+fn matches_json(found: &[shoal_node::service::Match]) -> serde_json::Value {
     found
         .iter()
         .map(|m| serde_json::json!({"name": m.name, "size": m.size, "id": m.id.to_string(), "urls": m.urls}))
