@@ -45,6 +45,8 @@ pub enum StartError {
 /// A running node.
 pub struct Node {
     api: Api,
+    /// The iroh endpoint, when the node runs iroh.
+    iroh: Option<Arc<Iroh>>,
     local_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -170,6 +172,7 @@ impl Node {
             reason: e.to_string(),
         })?;
         let share = Arc::new(share);
+        let share_root = share.root().to_path_buf();
         let mut me = vec![flood.me().to_string()];
         me.extend(flood.peers.me().keyed.clone());
         let fetcher = Fetcher::new(FetcherParts {
@@ -228,7 +231,7 @@ impl Node {
         }
         tasks.spawn(crate::http::serve(listener, router, shutdown.child_token(), serve_options));
         // The watcher starts before the first scan, so nothing changed in between is missed.
-        match shoal_index::Watcher::start(api.share().root()) {
+        match shoal_index::Watcher::start(&share_root) {
             Ok((watcher, batches)) => {
                 let (api, token) = (api.clone(), shutdown.child_token());
                 tasks.spawn(crate::tasks::watch_loop(api, watcher, batches, token));
@@ -249,6 +252,7 @@ impl Node {
         }
         Ok(Node {
             api,
+            iroh,
             local_addr,
             shutdown,
             tasks,
@@ -270,14 +274,14 @@ impl Node {
     /// This node's ticket, when it runs iroh; it says so once it knows a direct address and,
     /// with relays, its home relay (waiting at most `wait`).
     pub async fn ticket(&self, wait: std::time::Duration) -> Option<String> {
-        let iroh = self.api.client().iroh()?;
+        let iroh = self.iroh.as_ref()?;
         iroh.settle(wait).await;
         Some(iroh.ticket().encode())
     }
 
     /// This node's id (hex), when it runs iroh.
     pub fn id(&self) -> Option<String> {
-        self.api.client().iroh().map(|iroh| iroh.id())
+        self.iroh.as_ref().map(|iroh| iroh.id())
     }
 
     /// The address the server is bound to.

@@ -39,7 +39,7 @@ pub async fn rescan_loop(api: Api, shutdown: CancellationToken, first: tokio::sy
 pub async fn introduce(api: Api, shutdown: CancellationToken) {
     tokio::select! {
         () = shutdown.cancelled() => {}
-        () = api.flood().introduce() => {}
+        () = api.introduce() => {}
     }
 }
 
@@ -70,7 +70,7 @@ pub async fn candidates_loop(api: Api, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = api.flood().retry_candidates() => {}
+            _ = api.retry_candidates() => {}
         }
     }
 }
@@ -107,14 +107,12 @@ pub async fn watch_loop(
                 None => break,
             },
         };
-        let share = api.share().clone();
-        let result = tokio::task::spawn_blocking(move || match &batch {
-            shoal_index::Batch::Paths(paths) => share.refresh(paths),
-            shoal_index::Batch::Rescan => share.scan(),
-        })
-        .await;
-        match result {
-            Ok(Ok(report)) if report.added + report.changed + report.removed > 0 => {
+        let paths = match batch {
+            shoal_index::Batch::Paths(paths) => Some(paths),
+            shoal_index::Batch::Rescan => None,
+        };
+        match api.refresh(paths).await {
+            Ok(report) if report.added + report.changed + report.removed > 0 => {
                 tracing::debug!(
                     added = report.added,
                     changed = report.changed,
@@ -122,8 +120,7 @@ pub async fn watch_loop(
                     "share refreshed"
                 )
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "refreshing the share failed"),
+            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "refreshing the share failed"),
         }
     }
@@ -148,15 +145,12 @@ pub async fn lan_loop(api: Api, iroh: std::sync::Arc<crate::net::iroh::Iroh>, sh
         match event {
             LanEvent::Found(id) => {
                 let url = format!("iroh://{id}");
-                match api.flood().learn(&url).await {
-                    Ok(_) => {
-                        tracing::info!(peer = %url, "found a node on the LAN");
-                        api.flood().peers.set_local(&url, true);
-                    }
+                match api.learn_local_peer(&url).await {
+                    Ok(()) => tracing::info!(peer = %url, "found a node on the LAN"),
                     Err(error) => tracing::debug!(peer = %url, %error, "a node on the LAN did not answer"),
                 }
             }
-            LanEvent::Gone(id) => api.flood().peers.set_local(&format!("iroh://{id}"), false),
+            LanEvent::Gone(id) => api.forget_local_peer(&format!("iroh://{id}")),
             LanEvent::Other => {}
         }
     }

@@ -145,6 +145,39 @@ impl Api {
         }
     }
 
+    /// Refreshes the named paths of the share (relative to its root), or scans it all.
+    pub async fn refresh(&self, paths: Option<Vec<PathBuf>>) -> Result<shoal_index::ScanReport, ApiError> {
+        let share = self.inner.share.clone();
+        blocking(move || match paths {
+            Some(paths) => share.refresh(&paths),
+            None => share.scan(),
+        })
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Says `hello` with this node's URL to every known peer (at start).
+    pub async fn introduce(&self) {
+        self.inner.flood.introduce().await
+    }
+
+    /// Probes the nodes introduced by `hello` whose backoff is over; returns how many joined.
+    pub async fn retry_candidates(&self) -> usize {
+        self.inner.flood.retry_candidates().await
+    }
+
+    /// Learns a node announced on the LAN, once it answered, and marks it local.
+    pub async fn learn_local_peer(&self, url: &str) -> Result<(), PeerError> {
+        self.inner.flood.learn(url).await?;
+        self.inner.flood.peers.set_local(url, true);
+        Ok(())
+    }
+
+    /// A node no longer announced on the LAN stays a peer, no longer marked local.
+    pub fn forget_local_peer(&self, url: &str) {
+        self.inner.flood.peers.set_local(url, false);
+    }
+
     /// Scans the share now, picking up added, changed and removed files.
     pub async fn rescan(&self) -> Result<shoal_index::ScanReport, ApiError> {
         let share = self.inner.share.clone();

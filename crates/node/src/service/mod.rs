@@ -14,7 +14,7 @@ pub mod resolve;
 pub mod seed;
 pub mod session;
 
-pub use api::{Api, ApiError, Inner};
-pub use fetch::{FIND_MORE_EVERY, Fetcher};
 /// What a search finds, as the facade answers it.
 pub use crate::discovery::{Hit, Match};
+pub use api::{Api, ApiError, Inner};
+pub use fetch::{FIND_MORE_EVERY, Fetcher};
