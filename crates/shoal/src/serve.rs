@@ -24,7 +24,7 @@ pub fn read_peers_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 pub fn rate(layers: &Layers, key: &'static str, flag: Option<String>) -> anyhow::Result<Option<u64>> {
     match layers.get(key, flag).value {
         Some(text) => Ok(Some(
-            shoal_node::engine::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?,
+            shoal_node::net::rate::parse_rate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.replace('_', "-")))?,
         )),
         None => Ok(None),
     }
