@@ -39,6 +39,9 @@ pub mod pieces;
 pub mod place;
 pub mod record;
 pub mod small;
+mod source;
+
+pub use source::SourceKind;
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -186,7 +189,7 @@ impl SourceState {
 #[derive(Debug, Clone)]
 pub struct SourceStat {
     pub url: String,
-    pub kind: &'static str,
+    pub kind: SourceKind,
     pub state: SourceState,
     /// Verified bytes this source contributed.
     pub bytes: u64,
@@ -278,7 +281,7 @@ pub enum NewSource {
 #[derive(Debug, Clone)]
 struct Source {
     url: reqwest::Url,
-    kind: &'static str,
+    kind: SourceKind,
     trust: Trust,
     index: usize,
 }
@@ -384,7 +387,7 @@ struct SourceRun {
 
 impl SourceRun {
     fn new(source: Source, cap: usize) -> SourceRun {
-        let ramp = source.kind == "mirror";
+        let ramp = source.kind == SourceKind::Mirror;
         SourceRun {
             source,
             dropped: CancellationToken::new(),
@@ -765,7 +768,7 @@ impl Engine {
     /// The size and verification data of content `id`, bound to the id: each claimed size is
     /// tried until its verification data proves out and its last piece checks.
     async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
-        let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
+        let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == SourceKind::Peer).collect();
         // Every holder is asked for its size at once; the sizes are tried most claimed first
         // (after the job's own claims), so a few liars cannot crowd the true size out.
         let heads = peers
@@ -827,23 +830,25 @@ impl Engine {
         let add_source = |sources: &mut Vec<Source>, new: NewSource, id: Option<ContentId>| {
             let (url, kind, trust) = match &new {
                 NewSource::Peer(base) => match id.map(|id| crate::net::node_url(base, &format!("/content/{id}"))) {
-                    Some(Ok(url)) => (url, "peer", Trust::Peer),
+                    Some(Ok(url)) => (url, SourceKind::Peer, Trust::Peer),
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror", Trust::Owner),
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, SourceKind::Mirror, Trust::Owner),
                     _ => return,
                 },
             };
             // One source per host:port, and a bounded number of peers per download, however
             // many holders an answer names.
             let key = (url.host_str().map(str::to_string), url.port_or_known_default());
-            let peers = sources.iter().filter(|s| s.kind == "peer").count();
+            let peers = sources.iter().filter(|s| s.kind == SourceKind::Peer).count();
             let duplicate = sources.iter().any(|s| {
                 s.url == url
-                    || (kind == "peer" && s.kind == "peer" && (s.url.host_str().map(str::to_string), s.url.port_or_known_default()) == key)
+                    || (kind == SourceKind::Peer
+                        && s.kind == SourceKind::Peer
+                        && (s.url.host_str().map(str::to_string), s.url.port_or_known_default()) == key)
             });
-            if !duplicate && (kind != "peer" || peers < MAX_PEER_SOURCES) {
+            if !duplicate && (kind != SourceKind::Peer || peers < MAX_PEER_SOURCES) {
                 let index = sources.len();
                 sources.push(Source { url, kind, trust, index });
             }
@@ -866,7 +871,7 @@ impl Engine {
         // The size is never taken from a peer's word: with a content id and holders, it is the
         // one whose verification data and last piece check against the id; from mirrors alone
         // (the owner's choice) it is what they say, and the whole file is checked at the end.
-        let has_peers = sources.iter().any(|s| s.kind == "peer");
+        let has_peers = sources.iter().any(|s| s.kind == SourceKind::Peer);
         // The verification data itself is not kept (`finish` computes it from the file).
         let (size, hashes, _outboard) = match job.id {
             Some(id) if has_peers => {
@@ -874,8 +879,8 @@ impl Engine {
                 claims.extend(job.size);
                 match self.verified_layout(id, claims, &sources).await {
                     Some((size, hashes, outboard)) => (size, Some(hashes), Some(outboard)),
-                    None if sources.iter().any(|s| s.kind == "mirror") => {
-                        let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == "mirror").collect();
+                    None if sources.iter().any(|s| s.kind == SourceKind::Mirror) => {
+                        let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == SourceKind::Mirror).collect();
                         let size = self.probe_size(&mirrors).await.map_err(|reason| EngineError::Size {
                             name: job.name.clone(),
                             reason,
@@ -1523,7 +1528,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId, run: Range<u64
                     metrics
                         .bytes_down
                         .get_or_create(&crate::net::metrics::KindLabel {
-                            kind: source.kind.to_string(),
+                            kind: source.kind.name().to_string(),
                         })
                         .inc_by(len);
                     ctx.dirty.store(true, Ordering::Release);
