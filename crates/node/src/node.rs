@@ -156,7 +156,7 @@ impl Node {
             reason: e.to_string(),
         })?;
         let downloads = Downloads::new(engine, tasks.clone(), shutdown.child_token());
-        let upload_limit = options.max_upload_rate.map(crate::engine::rate_limiter);
+        let upload_limit = options.max_upload_rate.map(crate::net::rate::rate_limiter);
         let flood = Flood::new(
             peers,
             client,

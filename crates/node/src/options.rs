@@ -134,7 +134,7 @@ impl NodeOptions {
 }
 
 /// A rate setting (`--max-upload-rate 4M` and the like) in bytes per second.
-pub use crate::engine::parse_rate;
+pub use crate::net::rate::parse_rate;
 
 /// The node id (32 bytes) a node id, `iroh://<id>` or ticket names, as `--owner-key` and
 /// `shoal relay --allow` take them.

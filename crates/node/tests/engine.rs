@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_node::engine::{
-    Engine, EngineError, EngineOptions, Job, NewSource, Outcome, PIECE_SIZE, Progress, SourceStat, SourceState, part_path,
+    Engine, EngineError, EngineOptions, Job, NewSource, Outcome, PIECE_SIZE, Progress, SourceKind, SourceStat, SourceState, part_path,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -322,7 +322,7 @@ fn stat_of<'a>(sources: &'a [SourceStat], server: &FaultServer) -> &'a SourceSta
 fn peer_stat(sources: &[SourceStat]) -> &SourceStat {
     sources
         .iter()
-        .find(|s| s.kind == "peer")
+        .find(|s| s.kind == SourceKind::Peer)
         .unwrap_or_else(|| panic!("no peer in {sources:#?}"))
 }
 
@@ -344,7 +344,7 @@ async fn a_peer_and_two_mirrors_all_contribute() {
         let contributing: Vec<&SourceStat> = outcome.sources.iter().filter(|s| s.bytes > 0).collect();
         assert!(contributing.len() >= 2, "more than one source contributed: {:#?}", outcome.sources);
         assert!(
-            contributing.iter().any(|s| s.kind == "mirror"),
+            contributing.iter().any(|s| s.kind == SourceKind::Mirror),
             "a mirror contributed: {:#?}",
             outcome.sources
         );

@@ -73,7 +73,7 @@ fn sources_json(sources: &[SourceStat]) -> serde_json::Value {
     sources
         .iter()
         .map(|s| {
-            serde_json::json!({"url": s.url, "kind": s.kind, "state": s.state.name(), "bytes": s.bytes,
+            serde_json::json!({"url": s.url, "kind": s.kind.name(), "state": s.state.name(), "bytes": s.bytes,
                 "bad_pieces": s.bad_pieces, "failures": s.failures, "last_error": s.last_error})
         })
         .collect()
@@ -101,7 +101,13 @@ pub(crate) fn summary(outcome_path: &Path, id: &str, size: u64, sources: &[Sourc
         } else {
             String::new()
         };
-        println!("  {:>5.1}%  {:>12} bytes  {} {}{bad}", share, source.bytes, source.kind, source.url);
+        println!(
+            "  {:>5.1}%  {:>12} bytes  {} {}{bad}",
+            share,
+            source.bytes,
+            source.kind.name(),
+            source.url
+        );
     }
 }
 

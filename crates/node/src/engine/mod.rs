@@ -39,8 +39,10 @@ pub mod pieces;
 pub mod place;
 pub mod record;
 pub mod small;
+mod source;
 
-use std::num::NonZeroU32;
+pub use source::SourceKind;
+
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::rate::{RateLimiter, rate_limiter, throttle};
 use crate::net::{Client, Trust};
 use crate::proto::limits::MAX_SIZE;
 use pieces::{Next, Pieces, WorkerId};
@@ -61,67 +64,6 @@ use record::{Record, Records};
 
 /// The piece size: 1 MiB, a whole number of bao chunk groups.
 pub const PIECE_SIZE: u64 = 1 << 20;
-
-/// A token-bucket rate limiter counting KiB.
-pub type RateLimiter = governor::DefaultDirectRateLimiter;
-
-/// The most KiB one wait asks of a limiter; a limiter's burst is at least this.
-const THROTTLE_STEP_KIB: u32 = 256;
-
-/// A limiter for `bytes_per_second` (at least 1 KiB/s). Its bucket holds a tenth of a second of
-/// the rate (at least 256 KiB), so that a late timer or a slow write is made up afterwards
-/// instead of lost: with a bucket of one chunk, measured throughput fell 2% short of the cap.
-pub fn rate_limiter(bytes_per_second: u64) -> Arc<RateLimiter> {
-    Arc::new(governor::RateLimiter::direct(quota(bytes_per_second)))
-}
-
-/// The token bucket for `bytes_per_second`, in KiB.
-fn quota(bytes_per_second: u64) -> governor::Quota {
-    let kib_per_second = u32::try_from(bytes_per_second / 1024).unwrap_or(u32::MAX).max(1);
-    let kib = NonZeroU32::new(kib_per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new((kib_per_second / 10).max(THROTTLE_STEP_KIB)).unwrap_or(NonZeroU32::MIN);
-    governor::Quota::per_second(kib).allow_burst(burst)
-}
-
-/// Waits until `bytes` may pass `limiter`.
-pub async fn throttle(limiter: &RateLimiter, bytes: usize) {
-    let mut kib = bytes.div_ceil(1024) as u32;
-    while kib > 0 {
-        let take = kib.min(THROTTLE_STEP_KIB);
-        if let Some(n) = NonZeroU32::new(take) {
-            let _ = limiter.until_n_ready(n).await;
-        }
-        kib -= take;
-    }
-}
-
-/// Parses a rate such as `25M`, `500K`, `1.5MiB` or `1000000` (bytes per second).
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a rate like 25M, 500K or 100000"))?;
-    let factor = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("/s")
-        .trim_end_matches('b')
-        .trim_end_matches('i')
-    {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("{text:?} has an unknown unit (use K, M or G)")),
-    };
-    let rate = (value * factor) as u64;
-    if rate < 1024 {
-        return Err(format!("{text:?} is below the smallest rate, 1K"));
-    }
-    Ok(rate)
-}
 
 /// What to download.
 #[derive(Debug, Clone, Default)]
@@ -247,7 +189,7 @@ impl SourceState {
 #[derive(Debug, Clone)]
 pub struct SourceStat {
     pub url: String,
-    pub kind: &'static str,
+    pub kind: SourceKind,
     pub state: SourceState,
     /// Verified bytes this source contributed.
     pub bytes: u64,
@@ -339,7 +281,7 @@ pub enum NewSource {
 #[derive(Debug, Clone)]
 struct Source {
     url: reqwest::Url,
-    kind: &'static str,
+    kind: SourceKind,
     trust: Trust,
     index: usize,
 }
@@ -445,7 +387,7 @@ struct SourceRun {
 
 impl SourceRun {
     fn new(source: Source, cap: usize) -> SourceRun {
-        let ramp = source.kind == "mirror";
+        let ramp = source.kind == SourceKind::Mirror;
         SourceRun {
             source,
             dropped: CancellationToken::new(),
@@ -826,7 +768,7 @@ impl Engine {
     /// The size and verification data of content `id`, bound to the id: each claimed size is
     /// tried until its verification data proves out and its last piece checks.
     async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, sources: &[Source]) -> Option<(u64, PieceHashes, Vec<u8>)> {
-        let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == "peer").collect();
+        let peers: Vec<&Source> = sources.iter().filter(|s| s.kind == SourceKind::Peer).collect();
         // Every holder is asked for its size at once; the sizes are tried most claimed first
         // (after the job's own claims), so a few liars cannot crowd the true size out.
         let heads = peers
@@ -888,23 +830,25 @@ impl Engine {
         let add_source = |sources: &mut Vec<Source>, new: NewSource, id: Option<ContentId>| {
             let (url, kind, trust) = match &new {
                 NewSource::Peer(base) => match id.map(|id| crate::net::node_url(base, &format!("/content/{id}"))) {
-                    Some(Ok(url)) => (url, "peer", Trust::Peer),
+                    Some(Ok(url)) => (url, SourceKind::Peer, Trust::Peer),
                     _ => return,
                 },
                 NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, "mirror", Trust::Owner),
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => (url, SourceKind::Mirror, Trust::Owner),
                     _ => return,
                 },
             };
             // One source per host:port, and a bounded number of peers per download, however
             // many holders an answer names.
             let key = (url.host_str().map(str::to_string), url.port_or_known_default());
-            let peers = sources.iter().filter(|s| s.kind == "peer").count();
+            let peers = sources.iter().filter(|s| s.kind == SourceKind::Peer).count();
             let duplicate = sources.iter().any(|s| {
                 s.url == url
-                    || (kind == "peer" && s.kind == "peer" && (s.url.host_str().map(str::to_string), s.url.port_or_known_default()) == key)
+                    || (kind == SourceKind::Peer
+                        && s.kind == SourceKind::Peer
+                        && (s.url.host_str().map(str::to_string), s.url.port_or_known_default()) == key)
             });
-            if !duplicate && (kind != "peer" || peers < MAX_PEER_SOURCES) {
+            if !duplicate && (kind != SourceKind::Peer || peers < MAX_PEER_SOURCES) {
                 let index = sources.len();
                 sources.push(Source { url, kind, trust, index });
             }
@@ -927,7 +871,7 @@ impl Engine {
         // The size is never taken from a peer's word: with a content id and holders, it is the
         // one whose verification data and last piece check against the id; from mirrors alone
         // (the owner's choice) it is what they say, and the whole file is checked at the end.
-        let has_peers = sources.iter().any(|s| s.kind == "peer");
+        let has_peers = sources.iter().any(|s| s.kind == SourceKind::Peer);
         // The verification data itself is not kept (`finish` computes it from the file).
         let (size, hashes, _outboard) = match job.id {
             Some(id) if has_peers => {
@@ -935,8 +879,8 @@ impl Engine {
                 claims.extend(job.size);
                 match self.verified_layout(id, claims, &sources).await {
                     Some((size, hashes, outboard)) => (size, Some(hashes), Some(outboard)),
-                    None if sources.iter().any(|s| s.kind == "mirror") => {
-                        let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == "mirror").collect();
+                    None if sources.iter().any(|s| s.kind == SourceKind::Mirror) => {
+                        let mirrors: Vec<&Source> = sources.iter().filter(|s| s.kind == SourceKind::Mirror).collect();
                         let size = self.probe_size(&mirrors).await.map_err(|reason| EngineError::Size {
                             name: job.name.clone(),
                             reason,
@@ -1584,7 +1528,7 @@ async fn fetch_run(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId, run: Range<u64
                     metrics
                         .bytes_down
                         .get_or_create(&crate::net::metrics::KindLabel {
-                            kind: source.kind.to_string(),
+                            kind: source.kind.name().to_string(),
                         })
                         .inc_by(len);
                     ctx.dirty.store(true, Ordering::Release);
@@ -1624,27 +1568,6 @@ async fn fetch_run(ctx: &Arc<Ctx>, src: &SourceRun, me: WorkerId, run: Range<u64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("25M"), Ok(25 << 20));
-        assert_eq!(parse_rate("500K"), Ok(500 << 10));
-        assert_eq!(parse_rate("1.5MiB"), Ok(1572864));
-        assert_eq!(parse_rate("2048"), Ok(2048));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("10").is_err());
-        assert!(parse_rate("5X").is_err());
-    }
-
-    #[test]
-    fn a_bucket_holds_a_tenth_of_a_second_and_never_less_than_a_step() {
-        let fast = quota(25 << 20);
-        assert_eq!(fast.burst_size().get(), 2560, "25 MiB/s: 2.5 MiB at once");
-        assert_eq!(fast.replenish_interval(), Duration::from_secs(1) / 25600);
-        let slow = quota(1 << 20);
-        assert_eq!(slow.burst_size().get(), THROTTLE_STEP_KIB, "a wait may ask for one step");
-        assert_eq!(quota(10).burst_size().get(), THROTTLE_STEP_KIB);
-    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
         let mut map = reqwest::header::HeaderMap::new();

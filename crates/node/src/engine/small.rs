@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::place::Spot;
-use super::{Engine, EngineError, Job, MAX_PEER_SOURCES, Outcome, PIECE_SIZE, Progress, SourceStat, SourceState};
+use super::{Engine, EngineError, Job, MAX_PEER_SOURCES, Outcome, PIECE_SIZE, Progress, SourceKind, SourceStat, SourceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Trust;
@@ -93,7 +93,7 @@ pub(super) async fn run(
         progress.done.store(size, Ordering::Relaxed);
         let stat = SourceStat {
             url: url.to_string(),
-            kind: "peer",
+            kind: SourceKind::Peer,
             state: SourceState::Idle,
             bytes: size,
             bad_pieces: 0,
@@ -105,7 +105,9 @@ pub(super) async fn run(
         metrics.pieces_verified.inc();
         metrics
             .bytes_down
-            .get_or_create(&crate::net::metrics::KindLabel { kind: "peer".into() })
+            .get_or_create(&crate::net::metrics::KindLabel {
+                kind: SourceKind::Peer.name().into(),
+            })
             .inc_by(size);
         progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(stat.clone());
         // A record left by an earlier run of the full engine for this target is done with.

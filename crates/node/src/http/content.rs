@@ -122,7 +122,7 @@ async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Re
         // A small file was read whole with the lookup: no further trip to the blocking pool.
         let bytes = bytes::Bytes::from(whole).slice(span.start as usize..span.end as usize);
         if let Some(limit) = api.upload_limit() {
-            crate::engine::throttle(limit, bytes.len()).await;
+            crate::net::rate::throttle(limit, bytes.len()).await;
         }
         api.client().metrics().bytes_up.inc_by(bytes.len() as u64);
         return builder.body(Body::from(bytes)).unwrap_or_default();
@@ -149,7 +149,7 @@ async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Re
                 let limit = limit.clone();
                 async move {
                     if let Ok(bytes) = &chunk {
-                        crate::engine::throttle(&limit, bytes.len()).await;
+                        crate::net::rate::throttle(&limit, bytes.len()).await;
                     }
                     chunk
                 }

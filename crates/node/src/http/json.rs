@@ -33,6 +33,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::guard::{self, Caller, Guard, Limit};
+use crate::engine::SourceKind;
 use crate::service::downloads::Status;
 use crate::service::{Api, ApiError};
 
@@ -564,7 +565,7 @@ fn download_rows(api: &Api, previous: &HashMap<(String, String), u64>, elapsed: 
                     .map(|s| SourceRow {
                         speed: speed((d.target.clone(), s.url.clone()), s.bytes),
                         url: s.url.clone(),
-                        kind: s.kind,
+                        kind: s.kind.name(),
                         state: s.state.name(),
                         bytes: s.bytes,
                         bad_pieces: s.bad_pieces,
@@ -707,7 +708,12 @@ async fn peers(
     let sources: Vec<(String, u64)> = api
         .downloads()
         .into_iter()
-        .flat_map(|d| d.sources.into_iter().filter(|s| s.kind == "peer").map(|s| (s.url, s.bytes)))
+        .flat_map(|d| {
+            d.sources
+                .into_iter()
+                .filter(|s| s.kind == SourceKind::Peer)
+                .map(|s| (s.url, s.bytes))
+        })
         .collect();
     let bytes_from = |peer: &str| -> u64 {
         let base = peer.trim_end_matches('/');

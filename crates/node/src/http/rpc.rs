@@ -371,7 +371,7 @@ fn download_row(info: DownloadInfo, owner: bool) -> DownloadRow {
             .into_iter()
             .map(|s| SourceRow {
                 url: if owner { s.url } else { redact(&s.url) },
-                kind: s.kind.to_string(),
+                kind: s.kind.name().to_string(),
                 state: s.state.name().to_string(),
                 bytes: s.bytes,
                 bad_pieces: s.bad_pieces,

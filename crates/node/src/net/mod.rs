@@ -7,6 +7,7 @@ pub mod client;
 pub mod iroh;
 pub mod metrics;
 pub mod policy;
+pub mod rate;
 
 pub use client::{
     CallError, Client, ClientOptions, Pending, SendError, Trust, describe, http_roots, load_ca_der, load_ca_file, parse_header, tls_failure,
