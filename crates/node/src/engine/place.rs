@@ -5,10 +5,24 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use shoal_index::Dir;
 
 use super::{Beneath, EngineError, part_path};
+
+/// Opens the spot for `target` (see [`Spot::open`]) off the async runtime: an error when
+/// something is at the target's name already, unless `force`.
+pub(super) async fn open_spot(target: &Path, beneath: Option<&Beneath>, force: bool) -> Result<Arc<Spot>, EngineError> {
+    let (path, beneath) = (target.to_path_buf(), beneath.cloned());
+    let (exists, spot) = tokio::task::spawn_blocking(move || Spot::open(&path, beneath.as_ref()).map(|spot| (spot.target_exists(), spot)))
+        .await
+        .map_err(|e| EngineError::Task(e.to_string()))??;
+    if !force && exists {
+        return Err(EngineError::Exists(target.to_path_buf()));
+    }
+    Ok(Arc::new(spot))
+}
 
 /// Moves a complete partial file to `target`: by a hard link that fails with `AlreadyExists`
 /// when `target` exists (then the partial file is removed), or, with `replace`, by a rename
@@ -116,7 +130,7 @@ impl Spot {
     /// symlink or anything but a regular file.
     pub fn open_part(&self, fresh: bool) -> io::Result<File> {
         let Some(dir) = &self.dir else {
-            return super::open_part(&self.part, fresh);
+            return super::disk::open_part(&self.part, fresh);
         };
         let name = self.part_name();
         if !fresh {

@@ -143,12 +143,7 @@ fn write_and_place(spot: &Spot, target: &Path, bytes: &[u8], replace: bool) -> R
     if let Err(error) = file.write_all(bytes) {
         spot.remove_part();
         return Err(if error.raw_os_error() == Some(libc::ENOSPC) {
-            let dir = part.parent().unwrap_or(Path::new(".")).to_path_buf();
-            EngineError::NoSpace {
-                free: super::free_space(&dir).unwrap_or(0),
-                dir,
-                needed: bytes.len() as u64,
-            }
+            super::disk::no_space(&part, bytes.len() as u64)
         } else {
             io("write", &part)(error)
         });

@@ -1,0 +1,335 @@
+//! One connection to a source: claim a run of pieces, request it in one `Range` request, judge
+//! the answer ([`super::answer`]), stream the body piece by piece, check each piece against its
+//! hash and write it at its offset, and on failure back off, end the connection or drop the
+//! source. Each connection is a worker of its own in [`super::pieces`]; what it reports about
+//! its source (state, failures, bad pieces, bans) is per source ([`SourceRun`]).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+
+use super::EngineError;
+use super::answer::{self, Asked, Head, Refusal};
+use super::live::Shared;
+use super::pieces::{Next, WorkerId};
+use super::source::{SourceRun, SourceState};
+use crate::net::rate::throttle;
+
+/// Why one range request ended early.
+enum RunError {
+    /// The answer, or the connection, could not be used (see [`Refusal`]).
+    Refused(Refusal),
+    /// The source sent a piece that failed its check.
+    Bad(u64),
+    /// Writing failed: the whole download stops.
+    Fatal(EngineError),
+}
+
+impl From<Refusal> for RunError {
+    fn from(refusal: Refusal) -> RunError {
+        RunError::Refused(refusal)
+    }
+}
+
+/// How a connection ended, for the count of connections open.
+enum Ended {
+    /// Counted out already (retired, or refused while others stay).
+    Counted,
+    /// Ended for a reason of its own (finished, dropped, gave up).
+    Closed,
+}
+
+/// One connection to a source: claim, fetch, verify, write; back off on failure.
+pub(super) async fn connection(shared: Arc<Shared>, src: Arc<SourceRun>, me: WorkerId) {
+    if let Ended::Closed = connection_loop(&shared, &src, me).await {
+        src.closing.store(true, Ordering::Relaxed);
+        src.conns().closed();
+    }
+    shared.budget.closed();
+    let open = src.conns().open();
+    shared.tally.progress.update(src.source.index, |s| s.connections = open);
+    src.wake.notify_one();
+}
+
+async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) -> Ended {
+    let index = src.source.index;
+    let progress = &shared.tally.progress;
+    let mut want: u64 = 4;
+    loop {
+        if shared.cancel.is_cancelled() || src.dropped.is_cancelled() {
+            return Ended::Closed;
+        }
+        if src.conns().retire() {
+            return Ended::Counted;
+        }
+        let next = shared.pieces().claim(me, want);
+        let run = match next {
+            Next::Finished => {
+                progress.update(index, |s| {
+                    if s.state != SourceState::Banned {
+                        s.state = SourceState::Idle;
+                    }
+                });
+                shared.tally.changed.notify_waiters();
+                return Ended::Closed;
+            }
+            Next::Wait => {
+                tokio::select! {
+                    () = shared.tally.changed.notified() => {}
+                    () = shared.cancel.cancelled() => return Ended::Closed,
+                    () = src.dropped.cancelled() => return Ended::Closed,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            Next::Fetch(run) => run,
+        };
+        // A `Retry-After` holds every connection of the source.
+        if let Some(until) = src.not_before()
+            && until > Instant::now()
+        {
+            shared.pieces().release(me, run.clone());
+            shared.tally.changed.notify_waiters();
+            tokio::select! {
+                () = shared.cancel.cancelled() => return Ended::Closed,
+                () = src.dropped.cancelled() => return Ended::Closed,
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = fetch_run(shared, src, me, run.clone()).await;
+        shared.pieces().release(me, run.clone());
+        shared.tally.changed.notify_waiters();
+        let reason = match outcome {
+            Ok(bytes) => {
+                src.failures.store(0, Ordering::Relaxed);
+                progress.update(index, |s| s.failures = 0);
+                // Size the next claim to about a second of this connection's speed.
+                let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                want = ((rate / super::PIECE_SIZE as f64).round() as u64).clamp(1, 64);
+                continue;
+            }
+            Err(RunError::Fatal(error)) => {
+                shared.fail(error);
+                return Ended::Closed;
+            }
+            Err(RunError::Refused(Refusal::Unusable(reason))) => {
+                tracing::warn!(source = %src.source.shown(), %reason, "source cannot serve this file");
+                src.drop_source(shared, reason);
+                return Ended::Closed;
+            }
+            Err(RunError::Refused(Refusal::Changed(reason))) => {
+                tracing::warn!(source = %src.source.shown(), %reason, "source dropped");
+                src.drop_source(shared, reason);
+                return Ended::Closed;
+            }
+            Err(RunError::Bad(piece)) => {
+                let bad = src.bad.fetch_add(1, Ordering::Relaxed) + 1;
+                progress.wasted.fetch_add(shared.layout.piece_len(piece), Ordering::Relaxed);
+                if bad > shared.options.max_bad_pieces {
+                    // Banned already by another connection: pieces it had in flight are not counted.
+                    return Ended::Closed;
+                }
+                progress.update(index, |s| {
+                    s.bad_pieces = bad;
+                    s.last_error = Some(format!("piece {piece} failed verification"));
+                });
+                tracing::warn!(source = %src.source.shown(), piece, "a piece failed verification");
+                if bad >= shared.options.max_bad_pieces {
+                    src.drop_source(shared, format!("banned after {bad} pieces failed verification"));
+                    return Ended::Closed;
+                }
+                continue;
+            }
+            Err(RunError::Refused(Refusal::Busy(reason, wait))) => {
+                if let Some(wait) = wait {
+                    src.defer(shared, wait);
+                }
+                reason
+            }
+            Err(RunError::Refused(Refusal::Failed(reason))) => reason,
+        };
+        // A failure: with other connections open, this one ends (the source backs off by one);
+        // the last one retries with backoff.
+        if src.conns().refused(Instant::now()) {
+            tracing::debug!(source = %src.source.shown(), %reason, "one connection fewer");
+            return Ended::Counted;
+        }
+        let failures = src.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        progress.update(index, |s| {
+            if s.state != SourceState::Banned {
+                s.state = SourceState::Retrying;
+            }
+            s.failures = failures;
+            s.last_error = Some(reason.clone());
+        });
+        tracing::debug!(source = %src.source.shown(), %reason, "source failed; retrying later");
+        if shared.tally.since_progress() >= shared.options.give_up_after {
+            return Ended::Closed;
+        }
+        let all_down = progress.live_sources() == 0;
+        progress.waiting.store(all_down, Ordering::Relaxed);
+        let backoff = shared
+            .options
+            .backoff
+            .saturating_mul(1 << failures.min(16))
+            .min(shared.options.max_backoff);
+        tokio::select! {
+            () = shared.cancel.cancelled() => return Ended::Closed,
+            () = src.dropped.cancelled() => return Ended::Closed,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// Fetches pieces `run` from one source in one range request. Returns the bytes used.
+///
+/// Every answer's validators are checked against the source's first (see
+/// [`answer::Validators`]); once a strong ETag is known it goes in `If-Range`, so that a server
+/// whose file changed answers with the whole new file (200), which is refused.
+async fn fetch_run(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId, run: Range<u64>) -> Result<u64, RunError> {
+    let source = &src.source;
+    let layout = &shared.layout;
+    let bytes = layout.piece(run.start).start..layout.piece(run.end - 1).end;
+    let mut request = shared
+        .net
+        .request(reqwest::Method::GET, &source.url, source.trust)
+        .map_err(|e| Refusal::Unusable(e.to_string()))?
+        .header(reqwest::header::RANGE, format!("bytes={}-{}", bytes.start, bytes.end - 1));
+    let if_range = src.if_range();
+    if let Some(etag) = &if_range {
+        request = request.header(reqwest::header::IF_RANGE, etag.as_str());
+    }
+    let asked = Asked {
+        bytes,
+        size: layout.size,
+        if_range: if_range.is_some(),
+        answered_before: src.answered_before(),
+    };
+    let stall = shared.options.stall_timeout;
+    let response = tokio::select! {
+        () = shared.cancel.cancelled() => return Ok(0),
+        () = src.dropped.cancelled() => return Ok(0),
+        sent = tokio::time::timeout(stall, request.send()) => match sent {
+            Err(_) => return Err(Refusal::Failed(format!("no answer within {stall:?}")).into()),
+            // A certificate that is not trusted stays so: the source is dropped, not retried.
+            Ok(Err(e)) => match crate::net::tls_failure(&e) {
+                Some(tls) => return Err(Refusal::Unusable(tls).into()),
+                None => return Err(Refusal::Failed(format!("request failed: {}", crate::net::describe(&e))).into()),
+            },
+            Ok(Ok(response)) => response,
+        },
+    };
+    answer::judge(&asked, Head::of(&response), SystemTime::now())?;
+    src.check_validators(response.headers()).map_err(Refusal::Changed)?;
+    src.conns().accepted();
+    src.wake.notify_one();
+    // Another connection of this source may have banned it meanwhile: a ban is never undone.
+    shared.tally.progress.update(source.index, |s| {
+        if s.state != SourceState::Banned {
+            s.state = SourceState::Live;
+        }
+    });
+    shared.tally.progress.waiting.store(false, Ordering::Relaxed);
+    receive(shared, src, me, run, response).await
+}
+
+/// Reads an accepted answer's body, piece by piece, storing each while this connection still
+/// holds its claim. Returns the bytes used.
+async fn receive(
+    shared: &Arc<Shared>,
+    src: &SourceRun,
+    me: WorkerId,
+    run: Range<u64>,
+    response: reqwest::Response,
+) -> Result<u64, RunError> {
+    let layout = &shared.layout;
+    let stall = shared.options.stall_timeout;
+    let mut stream = response.bytes_stream();
+    let mut index = run.start;
+    let mut buf: Vec<u8> = Vec::with_capacity(layout.piece_len(index) as usize);
+    let mut used = 0u64;
+    loop {
+        let piece_len = layout.piece_len(index) as usize;
+        if buf.len() >= piece_len {
+            let rest = buf.split_off(piece_len);
+            let data = std::mem::replace(&mut buf, rest);
+            if shared.pieces().is_mine(me, index) {
+                used += store_piece(shared, src, index, data).await?;
+            } else {
+                shared.tally.progress.wasted.fetch_add(piece_len as u64, Ordering::Relaxed);
+            }
+            index += 1;
+            if index >= run.end || !shared.pieces().is_mine(me, index) {
+                // Done, or the rest was stolen or won elsewhere: drop the response.
+                return Ok(used);
+            }
+            continue;
+        }
+        let chunk = tokio::select! {
+            () = shared.cancel.cancelled() => return Ok(used),
+            () = src.dropped.cancelled() => return Ok(used),
+            next = tokio::time::timeout(stall, stream.next()) => match next {
+                Err(_) => return Err(Refusal::Failed(format!("stalled: no data for {stall:?}")).into()),
+                Ok(None) => return Err(Refusal::Failed("closed the connection early".into()).into()),
+                Ok(Some(Err(e))) => return Err(Refusal::Failed(format!("read failed: {}", crate::net::describe(&e))).into()),
+                Ok(Some(Ok(chunk))) => chunk,
+            },
+        };
+        src.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if let Some(limiter) = &shared.limiter {
+            throttle(limiter, chunk.len()).await;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+/// Checks piece `index` against its hash (when there are hashes), writes it, and counts it
+/// unless another copy won meanwhile. Returns the bytes counted.
+async fn store_piece(shared: &Arc<Shared>, src: &SourceRun, index: u64, data: Vec<u8>) -> Result<u64, RunError> {
+    let offset = shared.layout.piece(index).start;
+    let len = data.len() as u64;
+    let checked = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, EngineError> {
+            if let Some(hashes) = &shared.layout.hashes
+                && !hashes.verify(index, &data)
+            {
+                return Ok(false);
+            }
+            shared.disk.write_piece(offset, &data)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| RunError::Fatal(EngineError::Task(e.to_string())))?
+    };
+    match checked {
+        Ok(true) => {}
+        Ok(false) => {
+            shared.net.metrics().pieces_rejected.inc();
+            return Err(RunError::Bad(index));
+        }
+        Err(error) => return Err(RunError::Fatal(error)),
+    }
+    if !shared.pieces().complete(index) {
+        shared.tally.progress.wasted.fetch_add(len, Ordering::Relaxed);
+        return Ok(0);
+    }
+    shared.tally.progress.update(src.source.index, |s| s.bytes += len);
+    let metrics = shared.net.metrics();
+    if shared.layout.hashes.is_some() {
+        metrics.pieces_verified.inc();
+    }
+    metrics
+        .bytes_down
+        .get_or_create(&crate::net::metrics::KindLabel {
+            kind: src.source.kind.name().to_string(),
+        })
+        .inc_by(len);
+    shared.tally.piece_done(len);
+    Ok(len)
+}
