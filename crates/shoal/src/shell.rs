@@ -16,6 +16,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{ExternalPrinter, Helper};
+use shoal_node::proto::calls::Action;
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ShellArgs;
@@ -161,12 +162,12 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 }
             }
             "pause" | "resume" | "cancel" if !rest.is_empty() => {
-                remote.control(&format!("shoal.{command}"), &rest).await?;
-                let done = match command {
-                    "pause" => "paused",
-                    "resume" => "resumed",
-                    _ => "cancelled",
+                let (action, done) = match command {
+                    "pause" => (Action::Pause, "paused"),
+                    "resume" => (Action::Resume, "resumed"),
+                    _ => (Action::Cancel, "cancelled"),
                 };
+                remote.control(action, &rest).await?;
                 println!("{done} {rest}");
             }
             "wait" => wait_for_downloads(remote).await?,
@@ -179,7 +180,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 }
             }
             "peers" => {
-                let rows = remote.json("shoal.peer_table").await?;
+                let rows = remote.peer_table().await?;
                 let urls = rows
                     .as_array()
                     .map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect())
@@ -272,7 +273,7 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
         }
     };
     let words = Words::default();
-    if let Ok(rows) = remote.json("shoal.peer_table").await {
+    if let Ok(rows) = remote.peer_table().await {
         Words::set(
             &words.peers,
             rows.as_array()
