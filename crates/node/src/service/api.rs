@@ -41,6 +41,12 @@ pub enum ApiError {
     Exists(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A download's output lies outside the share, the download directory and the state
+    /// directory's `incoming/` (a hand-over from `shoal get` then lands in `incoming/`).
+    #[error(
+        "bad request: a node downloads only into its share, its download directory (--download-dir) or its state directory's incoming/"
+    )]
+    OutputRefused,
     /// The peers disagree on what a name is: nothing was fetched.
     #[error("{name}: {detail}; nothing was fetched")]
     Ambiguous { name: String, detail: String },
@@ -808,12 +814,7 @@ impl Api {
         let roots = self.output_roots();
         let path = path.to_path_buf();
         blocking(move || {
-            let refused = || {
-                ApiError::BadRequest(
-                    "a node downloads only into its share, its download directory (--download-dir) or its state directory's incoming/"
-                        .into(),
-                )
-            };
+            let refused = || ApiError::OutputRefused;
             if !path.is_absolute() {
                 return Err(refused());
             }
