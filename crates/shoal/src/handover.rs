@@ -71,11 +71,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     // path elsewhere is downloaded there and moved into place by this command.
     let mut moved_to: Option<PathBuf> = None;
     let started = match node.download(&call).await {
-        // Fault 302; a node of before that code said it with fault 1 and these words.
-        Err(error)
-            if error.fault_code() == Some(shoal_node::proto::faults::OUTPUT_REFUSED)
-                || (error.fault_code() == Some(shoal_node::proto::faults::BAD_CALL) && error.to_string().contains("downloads only into")) =>
-        {
+        Err(error) if error.fault_code() == Some(shoal_node::proto::faults::OUTPUT_REFUSED) => {
             let incoming = state
                 .join(shoal_node::service::api::INCOMING_DIR)
                 .join(hex::encode(rand::random::<[u8; 8]>()));
