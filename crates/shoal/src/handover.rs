@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shoal_node::net::{Client, NodeClient};
 use shoal_node::proto::calls::Download;
+use shoal_node::service::downloads::Status;
 
 use crate::cli::GetArgs;
 use crate::get::{Reporter, summary};
@@ -98,8 +99,8 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
         };
         reporter.update(row.done, row.size, row.live_sources as usize, false);
         match row.state.as_str() {
-            "running" => continue,
-            "done" => {
+            state if state == Status::Running.name() => continue,
+            state if state == Status::Done.name() => {
                 reporter.finish();
                 let target = match &moved_to {
                     Some(wanted) => move_into_place(Path::new(&target), wanted, args.force)?,

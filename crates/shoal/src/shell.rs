@@ -17,6 +17,7 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{ExternalPrinter, Helper};
 use shoal_node::proto::calls::Action;
+use shoal_node::service::downloads::Status;
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ShellArgs;
@@ -208,12 +209,15 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
     !matches!(command, "exit" | "quit")
 }
 
+/// The state of a running download, as the node names it.
+const RUNNING: &str = Status::Running.name();
+
 async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
     loop {
         let rows = remote.downloads().await?;
         let running = rows
             .as_array()
-            .map(|r| r.iter().filter(|d| d["status"]["state"] == "running").count())
+            .map(|r| r.iter().filter(|d| d["status"]["state"] == RUNNING).count())
             .unwrap_or(0);
         if running == 0 {
             print!("{}", downloads_table(&rows));
@@ -250,7 +254,7 @@ async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut
             let target = row["target"].as_str().unwrap_or_default().to_string();
             let state = row["status"]["state"].as_str().unwrap_or_default().to_string();
             let before = known.insert(target, state.clone());
-            if state != "running" && before.as_deref().is_none_or(|before| before == "running") {
+            if state != RUNNING && before.as_deref().is_none_or(|before| before == RUNNING) {
                 let name = row["name"].as_str().unwrap_or_default();
                 let detail = row["status"]["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
                 say(printable(&format!("download {name} {state}{detail}")));

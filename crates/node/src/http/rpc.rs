@@ -21,13 +21,11 @@ use super::faults::fault_of;
 use super::guard::{Caller, Guard, Limit};
 use crate::discovery::Hit;
 use crate::proto::calls::{
-    self, ACK, Action, BadCall, Call, DownloadRow, DownloadStarted, FileInfo, LocateAnswer, Matches, Names, NodeStats, Params, PeerRow,
-    PeerRows, PeerState, PeerUrls, SearchMatch, SourceRow,
+    self, ACK, Action, BadCall, Call, DownloadRows, DownloadStarted, FileInfo, LocateAnswer, Matches, Names, Params, PeerRows, PeerUrls,
+    SearchMatch,
 };
 use crate::proto::faults::BAD_CALL;
-use crate::proto::url::redact;
-use crate::service::downloads::{DownloadInfo, Status};
-use crate::service::{Api, ApiError};
+use crate::service::{Api, ApiError, Viewer};
 
 /// What a handler failed with.
 pub enum Failure {
@@ -205,11 +203,7 @@ pub async fn handle(
         let name: String = call.method.chars().take(100).filter(|c| !c.is_control()).collect();
         return fault_response(&Fault::new(BAD_CALL, format!("method \"{name}\" is not supported")));
     };
-    api.client()
-        .metrics()
-        .calls_in
-        .get_or_create(&crate::net::metrics::MethodLabel { method: method.name })
-        .inc();
+    api.count_call_in(method.name);
     let request = Request {
         api,
         guard,
@@ -256,10 +250,7 @@ async fn list_folder(r: Request) -> Answer {
 async fn search(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Search)?;
     let call = calls::Search::decode(r.params)?;
-    let route = r
-        .api
-        .flood()
-        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let route = r.api.route_from(call.route);
     let mut found = r.api.search(&call.pattern, route).await?;
     if let Some(keyed) = own_name_for(&r.api, &r.caller) {
         for url in found.iter_mut().flat_map(|m| m.urls.iter_mut()) {
@@ -274,10 +265,7 @@ async fn search(r: Request) -> Answer {
 async fn locate(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Search)?;
     let call = calls::Locate::decode(r.params)?;
-    let route = r
-        .api
-        .flood()
-        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let route = r.api.route_from(call.route);
     let mut hit: Hit = r.api.locate(&call.name, route).await?;
     if let Some(keyed) = own_name_for(&r.api, &r.caller)
         && hit.url == r.api.url()
@@ -312,21 +300,7 @@ async fn peers(r: Request) -> Answer {
 
 async fn stats(r: Request) -> Answer {
     calls::Stats::decode(r.params)?;
-    let iroh = match (r.api.keyed_url(), r.api.ticket()) {
-        (Some(keyed), Some(ticket)) => Some(calls::IrohName {
-            id: keyed.trim_start_matches("iroh://").to_string(),
-            ticket,
-        }),
-        _ => None,
-    };
-    Ok(NodeStats {
-        url: r.api.url().to_string(),
-        iroh,
-        files: r.api.list().await?.len() as u64,
-        peers: r.api.peers().len() as u64,
-        messages_sent: r.api.messages_sent(),
-    }
-    .to_value())
+    Ok(r.api.stats().await?.to_value())
 }
 
 async fn download(r: Request) -> Answer {
@@ -347,53 +321,16 @@ async fn download(r: Request) -> Answer {
     .to_value())
 }
 
-/// A download as `shoal.downloads` shows it: in full to the owner, redacted to anyone else.
-fn download_row(info: DownloadInfo, owner: bool) -> DownloadRow {
-    let (state, detail) = match info.status {
-        Status::Running => ("running", None),
-        Status::Done => ("done", None),
-        Status::Failed(reason) => ("failed", Some(reason)),
-        Status::Paused => ("paused", None),
-    };
-    DownloadRow {
-        name: info.name,
-        target: owner.then_some(info.target),
-        id: info.id,
-        size: info.size,
-        done: info.done,
-        live_sources: info.live_sources as u64,
-        sources: info
-            .sources
-            .into_iter()
-            .map(|s| SourceRow {
-                url: if owner { s.url } else { redact(&s.url) },
-                kind: s.kind.to_string(),
-                state: s.state.name().to_string(),
-                bytes: s.bytes,
-                speed: 0,
-                bad_pieces: s.bad_pieces,
-                failures: s.failures,
-                last_error: if owner { s.last_error } else { None },
-            })
-            .collect(),
-        state: state.to_string(),
-        detail: if owner { detail } else { detail.map(|_| "failed".to_string()) },
-        speed: 0,
-    }
-}
-
 async fn downloads(r: Request) -> Answer {
     let call = calls::Downloads::decode(r.params)?;
-    let owner = match &call.secret {
+    let viewer = match &call.secret {
         Some(secret) => {
             r.guard.check_secret(&r.api, &r.caller, secret)?;
-            true
+            Viewer::Owner
         }
-        None => false,
+        None => Viewer::Anyone,
     };
-    Ok(Value::Array(
-        r.api.downloads().into_iter().map(|d| download_row(d, owner).to_value()).collect(),
-    ))
+    Ok(DownloadRows(r.api.download_rows(viewer)).to_value())
 }
 
 /// `shoal.pause`, `shoal.resume`, `shoal.cancel`: the method names the action.
@@ -416,22 +353,7 @@ async fn control(r: Request) -> Answer {
 /// only (docs/SECURITY.md).
 async fn peer_table(r: Request) -> Answer {
     calls::PeerTable::decode(r.params)?;
-    let rows = r
-        .api
-        .peers()
-        .into_iter()
-        .map(|p| PeerRow {
-            url: p.url,
-            kind: p.kind.name().to_string(),
-            state: PeerState::new(p.backing_off, p.failures),
-            failures: p.failures,
-            learnt: p.learnt,
-            local: p.local,
-            path: p.path.map(String::from),
-            activity: None,
-        })
-        .collect();
-    Ok(PeerRows(rows).to_value())
+    Ok(PeerRows(r.api.peer_rows(Viewer::Anyone)).to_value())
 }
 
 async fn list_methods(r: Request) -> Answer {
