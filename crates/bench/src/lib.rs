@@ -186,7 +186,15 @@ impl Rpc {
         &self.url
     }
 
-    /// Calls `method`; the outer error is a transport or decoding failure, the inner one a fault.
+    /// Sends one of the protocol's calls; the outer error is a transport or decoding failure,
+    /// the inner one a fault.
+    pub async fn send<C: shoal_node::proto::calls::Call>(&self, call: &C) -> anyhow::Result<Result<Value, Fault>> {
+        self.call(call.method(), &call.encode()).await
+    }
+
+    /// Calls `method` with `params` as given (for calls that are malformed on purpose, use
+    /// [`Rpc::send`] for any other); the outer error is a transport or decoding failure, the
+    /// inner one a fault.
     pub async fn call(&self, method: &str, params: &[Value]) -> anyhow::Result<Result<Value, Fault>> {
         let body = shoal_xmlrpc::encode_call(method, params);
         let response = self

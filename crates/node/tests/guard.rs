@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use shoal_node::proto::faults::{ACCESS_DENIED, BUSY};
+use shoal_node::proto::faults::{ACCESS_DENIED, BUSY, OUTPUT_REFUSED};
 use shoal_xmlrpc::{Fault, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -429,7 +429,10 @@ async fn downloads_write_only_inside_the_share_or_the_download_dir() {
             node.call("shoal.download", vec![s(SECRET), strings(&[&mirror]), Value::Struct(options)]),
         )
         .await;
-        assert!(got.is_err(), "output {output} was accepted: {got:?}");
+        match got {
+            Err(fault) => assert_eq!(fault.code, OUTPUT_REFUSED, "output {output}: {fault}"),
+            Ok(answer) => panic!("output {output} was accepted: {answer:?}"),
+        }
     }
     assert!(
         tree(outside.path()).is_empty(),

@@ -829,7 +829,7 @@ async fn a_flood_of_holder_urls_reaches_few_of_them() {
 
         // The engine, with the holders discovery merges when the fake answers first.
         let mut merged = Merged::default();
-        for found in shoal_node::proto::answers::search_answer(answer.clone()) {
+        for found in shoal_node::proto::calls::search_answer(answer.clone()) {
             merged.add(Match::from(found));
         }
         merged.add(Match {

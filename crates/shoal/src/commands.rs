@@ -90,7 +90,7 @@ pub fn peers_table(rows: &serde_json::Value) -> String {
 
 pub async fn peers(args: RemoteArgs) -> anyhow::Result<()> {
     let node = remote(&args)?;
-    let rows = node.json("shoal.peer_table").await?;
+    let rows = node.peer_table().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.as_array().is_none_or(|r| r.is_empty()) {
@@ -141,14 +141,14 @@ pub async fn downloads(args: RemoteArgs) -> anyhow::Result<()> {
 
 pub async fn status(args: RemoteArgs) -> anyhow::Result<()> {
     let node = remote(&args)?;
-    let stats = node.json("shoal.stats").await?;
+    let stats = node.stats().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        println!("{}", serde_json::to_string_pretty(&crate::remote::to_json(&stats.to_value()))?);
     } else {
-        println!("node      {}", stats["url"].as_str().unwrap_or_default());
-        println!("files     {}", stats["files"]);
-        println!("peers     {}", stats["peers"]);
-        println!("messages  {} sent", stats["messages_sent"]);
+        println!("node      {}", stats.url);
+        println!("files     {}", stats.files);
+        println!("peers     {}", stats.peers);
+        println!("messages  {} sent", stats.messages_sent);
     }
     Ok(())
 }
@@ -230,18 +230,14 @@ pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
         },
         &crate::cli::SecretArgs::default(),
     ) {
-        Ok(node) => node.call("shoal.stats", Vec::new()).await.ok(),
+        Ok(node) => node.stats().await.ok(),
         Err(_) => None,
     };
     let ticket = running
         .as_ref()
-        .and_then(|stats| match stats {
-            shoal_xmlrpc::Value::Struct(fields) => match (fields.get("id"), fields.get("ticket")) {
-                (Some(shoal_xmlrpc::Value::String(node)), Some(shoal_xmlrpc::Value::String(ticket))) if *node == id => Some(ticket.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
+        .and_then(|stats| stats.iroh.as_ref())
+        .filter(|iroh| iroh.id == id)
+        .map(|iroh| iroh.ticket.clone())
         .unwrap_or_else(|| {
             let mut bytes = [0u8; 32];
             bytes.copy_from_slice(key.public().as_bytes());

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::net::Client;
-use shoal_xmlrpc::Value;
+use shoal_node::net::{Client, NodeClient};
+use shoal_node::proto::calls::Download;
+use shoal_node::service::downloads::Status;
 
 use crate::cli::GetArgs;
 use crate::get::{Reporter, summary};
@@ -48,58 +49,42 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
         peers.extend(crate::serve::read_peers_file(file)?);
     }
     let client = Client::new(Duration::from_secs(3));
+    let node = NodeClient::new(&client, &url);
     let output: PathBuf = match &args.output {
         Some(path) => std::path::absolute(path)?,
         None => std::env::current_dir()?,
     };
-    let mut options = std::collections::BTreeMap::new();
-    options.insert("output".to_string(), Value::String(output.to_string_lossy().into_owned()));
-    options.insert("force".to_string(), Value::Boolean(args.force));
-    if !peers.is_empty() {
-        options.insert("peers".to_string(), Value::Array(peers.into_iter().map(Value::String).collect()));
-    }
-    if let Some(hash) = &args.hash {
-        options.insert("hash".to_string(), Value::String(hash.clone()));
-    }
-    let targets = Value::Array(args.targets.iter().cloned().map(Value::String).collect());
-    let hand_over = |options: std::collections::BTreeMap<String, Value>| {
-        let (client, url, secret, targets) = (&client, &url, &secret, &targets);
-        async move {
-            client
-                .call(
-                    url,
-                    "shoal.download",
-                    &[Value::String(secret.clone()), targets.clone(), Value::Struct(options)],
-                    Duration::from_secs(60),
-                    1 << 20,
-                )
-                .await
-        }
+    let hash = args
+        .hash
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+    let mut call = Download {
+        secret: secret.clone(),
+        targets: args.targets.clone(),
+        output: Some(output.to_string_lossy().into_owned()),
+        hash,
+        force: args.force,
+        peers,
     };
     // A node writes only into its share, its download directory and its state's incoming/; a
     // path elsewhere is downloaded there and moved into place by this command.
     let mut moved_to: Option<PathBuf> = None;
-    let started = match hand_over(options.clone()).await {
-        Err(error)
-            if error.fault_code() == Some(shoal_node::proto::faults::BAD_CALL) && error.to_string().contains("downloads only into") =>
-        {
+    let started = match node.download(&call).await {
+        Err(error) if error.fault_code() == Some(shoal_node::proto::faults::OUTPUT_REFUSED) => {
             let incoming = state
                 .join(shoal_node::service::api::INCOMING_DIR)
                 .join(hex::encode(rand::random::<[u8; 8]>()));
             std::fs::create_dir_all(&incoming).with_context(|| format!("creating {}", incoming.display()))?;
-            options.insert("output".to_string(), Value::String(incoming.to_string_lossy().into_owned()));
+            call.output = Some(incoming.to_string_lossy().into_owned());
             moved_to = Some(output.clone());
-            hand_over(options).await
+            node.download(&call).await
         }
         other => other,
     }
     .with_context(|| format!("handing the download to the node at {url}"))?;
-    let Value::Struct(fields) = started else {
-        bail!("the node at {url} gave an unexpected answer")
-    };
-    let Some(Value::String(target)) = fields.get("target").cloned() else {
-        bail!("the node at {url} did not say where it downloads to")
-    };
+    let target = started.target;
     if !args.quiet && !args.json {
         eprintln!("a node runs on this state directory; it downloads to {target}");
     }
@@ -108,45 +93,24 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(Duration::from_millis(300));
     loop {
         ticks.tick().await;
-        let rows = client
-            .call(
-                &url,
-                "shoal.downloads",
-                &[Value::String(secret.clone())],
-                Duration::from_secs(10),
-                16 << 20,
-            )
-            .await?;
-        let Value::Array(rows) = rows else {
-            bail!("the node at {url} gave an unexpected download list")
-        };
-        let Some(Value::Struct(row)) = rows
-            .into_iter()
-            .find(|r| matches!(r, Value::Struct(f) if f.get("target") == Some(&Value::String(target.clone()))))
-        else {
+        let rows = node.downloads(Some(&secret)).await?;
+        let Some(row) = rows.into_iter().find(|row| row.target.as_deref() == Some(target.as_str())) else {
             bail!("the node at {url} does not list the download of {target}");
         };
-        let number = |key: &str| row.get(key).and_then(shoal_xmlrpc::as_i64).unwrap_or(0) as u64;
-        let status = row.get("status").cloned();
-        reporter.update(number("done"), number("size"), number("live_sources") as usize, false);
-        let Some(Value::Struct(status)) = status else { continue };
-        match status.get("state") {
-            Some(Value::String(s)) if s == "running" => continue,
-            Some(Value::String(s)) if s == "done" => {
+        reporter.update(row.done, row.size, row.live_sources as usize, false);
+        match row.state.as_str() {
+            state if state == Status::Running.name() => continue,
+            state if state == Status::Done.name() => {
                 reporter.finish();
                 let target = match &moved_to {
                     Some(wanted) => move_into_place(Path::new(&target), wanted, args.force)?,
                     None => PathBuf::from(&target),
                 };
                 let target = target.to_string_lossy().into_owned();
-                let id = match row.get("id") {
-                    Some(Value::String(id)) => id.clone(),
-                    _ => String::new(),
-                };
                 summary(
                     Path::new(&target),
-                    &id,
-                    number("size"),
+                    row.id.as_deref().unwrap_or_default(),
+                    row.size,
                     &[],
                     started_at.elapsed(),
                     args.json,
@@ -156,10 +120,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
             }
             _ => {
                 reporter.finish();
-                let detail = match status.get("detail") {
-                    Some(Value::String(d)) => d.clone(),
-                    _ => "stopped".to_string(),
-                };
+                let detail = row.detail.unwrap_or_else(|| "stopped".to_string());
                 bail!("the node's download of {target} failed: {detail}");
             }
         }

@@ -1,11 +1,15 @@
 //! Talking to a running node over XML-RPC: finding it (a URL, or the node running on the state
-//! directory), its secret, and typed wrappers around the calls the CLI and the shell make.
+//! directory), its secret, and the calls the CLI and the shell make, each a typed call of
+//! `shoal_node::proto::calls` sent through `shoal_node::net::NodeClient`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shoal_node::net::{CallError, Client};
+use shoal_node::net::{CallError, Client, NodeClient};
+use shoal_node::proto::calls::{
+    Action, Control, Download, DownloadRows, Downloads, Fetch, Hello, NodeStats, PeerRows, PeerTable, Search, Stats,
+};
 use shoal_xmlrpc::Value;
 
 use crate::cli::SecretArgs;
@@ -45,6 +49,10 @@ pub fn given_secret(args: &SecretArgs) -> anyhow::Result<Option<String>> {
 
 /// How long the shell's `fetch` waits for the node's answer: a download may take days.
 const FETCH_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long any other call to the node may take.
+const CALL_DEADLINE: Duration = Duration::from_secs(60);
+/// Largest answer read from the node.
+const CALL_CAP: usize = 64 << 20;
 
 /// A node to talk to.
 pub struct Remote {
@@ -169,33 +177,32 @@ impl Remote {
             .filter(|s| !s.is_empty())
     }
 
-    /// One call, with a clear error naming the node.
-    pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, CallError> {
-        self.call_within(method, params, Duration::from_secs(60)).await
-    }
-
-    /// [`Remote::call`] with its own deadline.
-    async fn call_within(&self, method: &str, params: Vec<Value>, deadline: Duration) -> Result<Value, CallError> {
-        let url = match shoal_node::proto::url::normalize(&self.url) {
+    /// The URL calls go to (a node named by id or ticket as `iroh://<id>`).
+    fn call_url(&self) -> String {
+        match shoal_node::proto::url::normalize(&self.url) {
             Ok(url) if shoal_node::proto::ticket::is_keyed(&self.url) => url,
             _ => self.url.clone(),
-        };
-        self.client().await?.call(&url, method, &params, deadline, 64 << 20).await
+        }
     }
 
-    /// A call whose failure is an error for the user.
-    pub async fn must(&self, method: &str, params: Vec<Value>) -> anyhow::Result<Value> {
-        self.call(method, params)
-            .await
+    /// The node, called through `client` at `url`: the CLI waits up to a minute for its node and
+    /// reads answers up to 64 MiB.
+    fn node<'a>(client: &'a Client, url: &'a str) -> NodeClient<'a> {
+        NodeClient::new(client, url).deadline(CALL_DEADLINE).cap(CALL_CAP)
+    }
+
+    /// A call's failure as an error for the user, naming the method and the node.
+    fn must<T>(&self, method: &str, result: Result<T, CallError>) -> anyhow::Result<T> {
+        result
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("{method} on the node at {}", self.url))
     }
 
-    fn secret(&self) -> anyhow::Result<Value> {
+    fn secret(&self) -> anyhow::Result<String> {
         match &self.secret {
-            Some(secret) => Ok(Value::String(secret.clone())),
+            Some(secret) => Ok(secret.clone()),
             // Over iroh the client key proves the owner, when the node knows it as one.
-            None if shoal_node::proto::ticket::is_keyed(&self.url) => Ok(Value::String(String::new())),
+            None if shoal_node::proto::ticket::is_keyed(&self.url) => Ok(String::new()),
             None => bail!(
                 "this needs the secret of the node at {}: give --secret-file FILE (or --secret); the state directory's \
                  secret (SHOAL_SECRET, config.toml, <state>/secret) goes only to the node running on it",
@@ -205,76 +212,88 @@ impl Remote {
     }
 
     pub async fn search(&self, pattern: &str) -> anyhow::Result<Vec<shoal_node::Match>> {
-        let found = self.must("shoal.search", vec![Value::String(pattern.to_string())]).await?;
-        Ok(as_matches(found))
+        let url = self.call_url();
+        let found = async { Self::node(self.client().await?, &url).search_merged(&Search::new(pattern)).await }.await;
+        Ok(self.must(Search::METHOD, found)?.into_iter().map(shoal_node::Match::from).collect())
     }
 
     /// The node's own files with sizes and ids (a search that does not leave the node).
     pub async fn files(&self) -> anyhow::Result<Vec<shoal_node::Match>> {
-        let qid = Value::String(hex::encode(rand_bytes()));
-        let found = self
-            .must("shoal.search", vec![Value::String(String::new()), qid, Value::Integer(1)])
-            .await?;
-        Ok(as_matches(found))
+        let url = self.call_url();
+        let call = Search::own_files("", hex::encode(rand_bytes()));
+        let found = async { Self::node(self.client().await?, &url).search_merged(&call).await }.await;
+        Ok(self.must(Search::METHOD, found)?.into_iter().map(shoal_node::Match::from).collect())
     }
 
-    pub async fn fetch(&self, name: &str) -> Result<Value, CallError> {
+    pub async fn fetch(&self, name: &str) -> Result<(), CallError> {
         let secret = self.secret().map_err(|e| CallError::Fault {
             url: self.url.clone(),
             fault: shoal_xmlrpc::Fault::new(200, e.to_string()),
         })?;
+        let call = Fetch {
+            name: name.to_string(),
+            secret,
+        };
+        let url = self.call_url();
         // The seed's fetch answers when the file is in the share, however long the download
         // takes: wait as long as any download may run (the node gives up on its own).
-        self.call_within("fetch", vec![Value::String(name.to_string()), secret], FETCH_DEADLINE)
-            .await
+        Self::node(self.client().await?, &url).deadline(FETCH_DEADLINE).fetch(&call).await
     }
 
+    /// Starts a download on the node; its name.
     pub async fn download(&self, targets: &[String]) -> anyhow::Result<String> {
-        let answer = self
-            .must(
-                "shoal.download",
-                vec![self.secret()?, Value::Array(targets.iter().cloned().map(Value::String).collect())],
-            )
-            .await?;
-        match answer {
-            Value::Struct(fields) => Ok(fields
-                .get("name")
-                .map(|v| to_json(v).as_str().unwrap_or_default().to_string())
-                .unwrap_or_default()),
-            _ => Ok(String::new()),
-        }
+        let call = Download {
+            secret: self.secret()?,
+            targets: targets.to_vec(),
+            ..Default::default()
+        };
+        let url = self.call_url();
+        let started = async { Self::node(self.client().await?, &url).download(&call).await }.await;
+        Ok(self.must(Download::METHOD, started)?.name)
     }
 
-    pub async fn control(&self, method: &str, target: &str) -> anyhow::Result<()> {
-        self.must(method, vec![self.secret()?, Value::String(target.to_string())])
-            .await
-            .map(drop)
+    pub async fn control(&self, action: Action, target: &str) -> anyhow::Result<()> {
+        let call = Control {
+            action,
+            secret: self.secret()?,
+            target: target.to_string(),
+        };
+        let url = self.call_url();
+        let done = async { Self::node(self.client().await?, &url).control(&call).await }.await;
+        self.must(action.method(), done)
     }
 
     pub async fn hello(&self, url: &str) -> anyhow::Result<()> {
-        self.must("hello", vec![Value::String(url.to_string())]).await.map(drop)
+        let to = self.call_url();
+        let done = async { Self::node(self.client().await?, &to).hello(url).await }.await;
+        self.must(Hello::METHOD, done)
     }
 
-    /// The node's downloads; in full when this command holds the node's secret.
+    /// The node's downloads (in full when this command holds the node's secret), as
+    /// `shoal.downloads` answers them, in JSON.
     pub async fn downloads(&self) -> anyhow::Result<serde_json::Value> {
-        let params = self.secret.iter().map(|s| Value::String(s.clone())).collect();
-        Ok(to_json(&self.must("shoal.downloads", params).await?))
+        let url = self.call_url();
+        let rows = async { Self::node(self.client().await?, &url).downloads(self.secret.as_deref()).await }.await;
+        Ok(to_json(&DownloadRows(self.must(Downloads::METHOD, rows)?).to_value()))
     }
 
-    pub async fn json(&self, method: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(to_json(&self.must(method, vec![]).await?))
+    /// The node's peer table, as `shoal.peer_table` answers it, in JSON.
+    pub async fn peer_table(&self) -> anyhow::Result<serde_json::Value> {
+        let url = self.call_url();
+        let rows = async { Self::node(self.client().await?, &url).peer_table().await }.await;
+        Ok(to_json(&PeerRows(self.must(PeerTable::METHOD, rows)?).to_value()))
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> anyhow::Result<NodeStats> {
+        let url = self.call_url();
+        let stats = async { Self::node(self.client().await?, &url).stats().await }.await;
+        self.must(Stats::METHOD, stats)
     }
 }
 
 fn rand_bytes() -> [u8; 16] {
     rand::random()
-}
-
-fn as_matches(value: Value) -> Vec<shoal_node::Match> {
-    match value {
-        Value::Array(items) => items.into_iter().filter_map(shoal_node::discovery::match_from_value).collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// True when two URLs name the same node (same scheme, host and port after normalising).

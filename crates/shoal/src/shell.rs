@@ -16,6 +16,8 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{ExternalPrinter, Helper};
+use shoal_node::proto::calls::Action;
+use shoal_node::service::downloads::Status;
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ShellArgs;
@@ -161,12 +163,12 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 }
             }
             "pause" | "resume" | "cancel" if !rest.is_empty() => {
-                remote.control(&format!("shoal.{command}"), &rest).await?;
-                let done = match command {
-                    "pause" => "paused",
-                    "resume" => "resumed",
-                    _ => "cancelled",
+                let (action, done) = match command {
+                    "pause" => (Action::Pause, "paused"),
+                    "resume" => (Action::Resume, "resumed"),
+                    _ => (Action::Cancel, "cancelled"),
                 };
+                remote.control(action, &rest).await?;
                 println!("{done} {rest}");
             }
             "wait" => wait_for_downloads(remote).await?,
@@ -179,7 +181,7 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
                 }
             }
             "peers" => {
-                let rows = remote.json("shoal.peer_table").await?;
+                let rows = remote.peer_table().await?;
                 let urls = rows
                     .as_array()
                     .map(|r| r.iter().filter_map(|p| p["url"].as_str().map(String::from)).collect())
@@ -207,12 +209,15 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
     !matches!(command, "exit" | "quit")
 }
 
+/// The state of a running download, as the node names it.
+const RUNNING: &str = Status::Running.name();
+
 async fn wait_for_downloads(remote: &Remote) -> anyhow::Result<()> {
     loop {
         let rows = remote.downloads().await?;
         let running = rows
             .as_array()
-            .map(|r| r.iter().filter(|d| d["status"]["state"] == "running").count())
+            .map(|r| r.iter().filter(|d| d["status"]["state"] == RUNNING).count())
             .unwrap_or(0);
         if running == 0 {
             print!("{}", downloads_table(&rows));
@@ -249,7 +254,7 @@ async fn watch_downloads(remote: Remote, mut known: HashMap<String, String>, mut
             let target = row["target"].as_str().unwrap_or_default().to_string();
             let state = row["status"]["state"].as_str().unwrap_or_default().to_string();
             let before = known.insert(target, state.clone());
-            if state != "running" && before.as_deref().is_none_or(|before| before == "running") {
+            if state != RUNNING && before.as_deref().is_none_or(|before| before == RUNNING) {
                 let name = row["name"].as_str().unwrap_or_default();
                 let detail = row["status"]["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
                 say(printable(&format!("download {name} {state}{detail}")));
@@ -272,7 +277,7 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
         }
     };
     let words = Words::default();
-    if let Ok(rows) = remote.json("shoal.peer_table").await {
+    if let Ok(rows) = remote.peer_table().await {
         Words::set(
             &words.peers,
             rows.as_array()

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use shoal_bench::{Rpc, median, ms, ms_f64, percentile};
 use shoal_node::engine::{Engine, EngineOptions, Job, Progress};
+use shoal_node::proto::calls::Search;
 use shoal_node::{Node, NodeOptions};
 use shoal_xmlrpc::Value;
 use tokio_util::sync::CancellationToken;
@@ -221,12 +222,8 @@ struct Searches {
 async fn one_search(rpc: &Rpc, i: usize) -> Result<(), String> {
     let wanted = small_name(i % SMALL_FILES);
     let pattern = wanted.trim_end_matches(".dat").to_string();
-    let params = [
-        Value::String(pattern),
-        Value::String(shoal_node::discovery::search::new_query_id()),
-        Value::Integer(1),
-    ];
-    match tokio::time::timeout(SEARCH_WAIT, rpc.call("shoal.search", &params)).await {
+    let call = Search::own_files(&pattern, shoal_node::discovery::search::new_query_id());
+    match tokio::time::timeout(SEARCH_WAIT, rpc.send(&call)).await {
         Err(_) => Err(format!("no answer within {SEARCH_WAIT:?}")),
         Ok(Err(error)) => Err(format!("{error:#}")),
         Ok(Ok(Err(fault))) => Err(fault.to_string()),

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use shoal_bench::{Network, Rpc, median, ms};
+use shoal_node::proto::calls::{Call, List, Query, Search};
 use shoal_xmlrpc::{Fault, Value};
 
 /// The node counts run when none are given.
@@ -143,6 +144,17 @@ struct Case {
     expect: Expect,
 }
 
+impl Case {
+    fn new(name: &'static str, call: &impl Call, expect: Expect) -> Case {
+        Case {
+            name,
+            method: call.method(),
+            params: call.encode(),
+            expect,
+        }
+    }
+}
+
 /// The figures of one case.
 struct Sample {
     latencies: Vec<Duration>,
@@ -201,7 +213,7 @@ async fn anchor(rpc: &Rpc) -> anyhow::Result<Duration> {
     let mut latencies = Vec::with_capacity(ANCHOR_SAMPLES);
     for run in 0..=ANCHOR_SAMPLES {
         let started = Instant::now();
-        let answer = rpc.call("list", &[]).await?;
+        let answer = rpc.send(&List).await?;
         let latency = started.elapsed();
         ensure!(matches!(answer, Ok(Value::Array(_))), "list() did not return an array");
         if run > 0 {
@@ -237,34 +249,22 @@ async fn run_mesh(n: usize) -> anyhow::Result<MeshReport> {
 
     let rpc = Rpc::new(&mesh.net.urls[0])?;
     let anchor = anchor(&rpc).await?;
+    let query = |name: &str| Query {
+        name: name.into(),
+        history: Vec::new(),
+    };
     let cases = [
-        Case {
-            name: "hit: query",
-            method: "query",
-            params: vec![Value::String(FILE_NAME.into()), Value::Array(Vec::new())],
-            expect: Expect::Content(content.clone()),
-        },
-        Case {
-            name: "hit: shoal.search",
-            method: "shoal.search",
-            params: vec![Value::String(HIT_PATTERN.into())],
-            expect: Expect::HeldBy {
+        Case::new("hit: query", &query(FILE_NAME), Expect::Content(content.clone())),
+        Case::new(
+            "hit: shoal.search",
+            &Search::new(HIT_PATTERN),
+            Expect::HeldBy {
                 name: FILE_NAME.into(),
                 url: holder_url,
             },
-        },
-        Case {
-            name: "miss: query",
-            method: "query",
-            params: vec![Value::String("no-such-file".into()), Value::Array(Vec::new())],
-            expect: Expect::Fault(100),
-        },
-        Case {
-            name: "miss: shoal.search",
-            method: "shoal.search",
-            params: vec![Value::String("no-such-*".into())],
-            expect: Expect::Empty,
-        },
+        ),
+        Case::new("miss: query", &query("no-such-file"), Expect::Fault(100)),
+        Case::new("miss: shoal.search", &Search::new("no-such-*"), Expect::Empty),
     ];
     let repetitions = repetitions(n);
     let mut samples = Vec::new();

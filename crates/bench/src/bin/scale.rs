@@ -49,6 +49,7 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use shoal_bench::{Network, Rpc, median, ms, ms_f64, percentile};
+use shoal_node::proto::calls::{RouteParams, Search};
 use shoal_xmlrpc::Value;
 
 /// The node counts run when none are given.
@@ -191,13 +192,16 @@ enum Answer {
 
 /// Runs `shoal.search(name, fresh query id, ttl)` at `rpc`, bounded by twice the deadline.
 async fn search(rpc: &Rpc, name: &str, ttl: u32) -> (Duration, Answer) {
-    let params = [
-        Value::String(name.to_string()),
-        Value::String(shoal_node::discovery::search::new_query_id()),
-        Value::Integer(ttl as i32),
-    ];
+    let call = Search {
+        pattern: name.to_string(),
+        route: RouteParams {
+            query_id: Some(shoal_node::discovery::search::new_query_id()),
+            ttl: Some(ttl),
+            ..Default::default()
+        },
+    };
     let started = Instant::now();
-    let answer = tokio::time::timeout(SEARCH_DEADLINE * 2, rpc.call("shoal.search", &params)).await;
+    let answer = tokio::time::timeout(SEARCH_DEADLINE * 2, rpc.send(&call)).await;
     let latency = started.elapsed();
     let answer = match answer {
         Err(_) => Answer::Timeout,

@@ -47,6 +47,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use shoal_bench::{Rpc, median, ms, ms_f64};
+use shoal_node::proto::calls::{Action, Call, Control, List, Query, RouteParams, Search};
 use shoal_node::{Node, NodeOptions};
 use shoal_xmlrpc::Value;
 
@@ -65,6 +66,17 @@ fn status_field(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// `shoal.search(pattern, query_id)`: a search from the node asked, under its own query id.
+fn search(pattern: &str, query_id: String) -> Search {
+    Search {
+        pattern: pattern.to_string(),
+        route: RouteParams {
+            query_id: Some(query_id),
+            ..Default::default()
+        },
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -144,11 +156,8 @@ async fn searches(node: &Node, peers: &'static str, _round: usize) -> anyhow::Re
     let calls = (0..SEARCHES).map(|i| {
         let rpc = rpc.clone();
         async move {
-            let qid = Value::String(format!("bench-{peers}-{i}-{}", rand::random::<u64>()));
-            matches!(
-                rpc.call("shoal.search", &[Value::String(format!("f{}", i % 10)), qid]).await,
-                Ok(Ok(_))
-            )
+            let qid = format!("bench-{peers}-{i}-{}", rand::random::<u64>());
+            matches!(rpc.send(&search(&format!("f{}", i % 10), qid)).await, Ok(Ok(_)))
         }
     });
     let results = tokio::time::timeout(STEP_WAIT, futures_util::future::join_all(calls))
@@ -262,8 +271,8 @@ async fn fresh_phase() -> anyhow::Result<Fresh> {
         std::fs::write(a_dir.path().join(&name), &bytes)?;
         let deadline = written + Duration::from_secs(10);
         loop {
-            let qid = Value::String(format!("fresh-{round}-{}", rand::random::<u64>()));
-            if let Ok(Ok(Value::Array(found))) = rpc.call("shoal.search", &[Value::String(name.clone()), qid]).await
+            let qid = format!("fresh-{round}-{}", rand::random::<u64>());
+            if let Ok(Ok(Value::Array(found))) = rpc.send(&search(&name, qid)).await
                 && !found.is_empty()
             {
                 fresh.search.push(written.elapsed());
@@ -276,7 +285,11 @@ async fn fresh_phase() -> anyhow::Result<Fresh> {
         let written = Instant::now();
         std::fs::write(a_dir.path().join(&name), b"read from disk")?;
         loop {
-            if let Ok(Ok(_)) = holder.call("query", &[Value::String(name.clone()), Value::Array(Vec::new())]).await {
+            let query = Query {
+                name: name.clone(),
+                history: Vec::new(),
+            };
+            if let Ok(Ok(_)) = holder.send(&query).await {
                 fresh.query.push(written.elapsed());
                 break;
             }
@@ -482,7 +495,12 @@ async fn iroh_get(conn: &iroh::endpoint::Connection, path: &str) -> Option<u16> 
 /// `shoal.cancel(secret, "nothing.iso")` over `conn`: `Some(true)` when the secret passed the
 /// check (there is no such download: fault 100), `Some(false)` when it was refused (fault 200).
 async fn secret_passes(conn: &iroh::endpoint::Connection, secret: &str) -> Option<bool> {
-    let body = shoal_xmlrpc::encode_call("shoal.cancel", &[Value::String(secret.into()), Value::String("nothing.iso".into())]);
+    let call = Control {
+        action: Action::Cancel,
+        secret: secret.into(),
+        target: "nothing.iso".into(),
+    };
+    let body = shoal_xmlrpc::encode_call(call.method(), &call.encode());
     let head = format!(
         "POST / HTTP/1.1\r\nHost: node.iroh\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -537,7 +555,7 @@ async fn probe_until(
     };
     loop {
         probes.tcp.1 += 1;
-        if let Ok(Ok(_)) = rpc.call("list", &[]).await {
+        if let Ok(Ok(_)) = rpc.send(&List).await {
             probes.tcp.0 += 1;
         }
         probes.owner.1 += 1;

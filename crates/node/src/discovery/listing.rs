@@ -2,7 +2,7 @@
 //! at once, merged into one list of files, each with the holders that listed it.
 //!
 //! A listing is a peer's claim. Each page is checked where it enters
-//! ([`FolderPage::from_value`]: safe names under the folder, valid ids, bounded sizes, a cursor
+//! ([`crate::proto::calls::FolderPage::from_value`]: safe names under the folder, valid ids, bounded sizes, a cursor
 //! that moves forward), each peer's listing is bounded ([`MAX_FOLDER_FILES`], [`MAX_PAGES`]), all
 //! the peers of one listing together hold at most [`MAX_LISTING_BYTES`] of names (so that many
 //! lying peers cannot fill memory with long names between them), and a
@@ -12,15 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use shoal_index::ContentId;
-use shoal_xmlrpc::Value;
 
 use super::MAX_FANOUT;
-use crate::net::{CallError, Client};
-use crate::proto::answers::{FolderEntry, FolderPage};
-use crate::proto::limits::LIST_ANSWER_BYTES;
+use crate::net::{CallError, Client, NodeClient};
+use crate::proto::calls::{FolderEntry, ListFolder};
 
 /// Most files one folder listing takes from one peer.
 pub const MAX_FOLDER_FILES: usize = 100_000;
@@ -28,8 +25,6 @@ pub const MAX_FOLDER_FILES: usize = 100_000;
 pub const MAX_PAGES: usize = 1_000;
 /// Most bytes of names all the peers of one listing may give together.
 pub const MAX_LISTING_BYTES: usize = 64 << 20;
-/// How long one page may take.
-const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A file of a merged listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +45,14 @@ pub async fn list_folder(client: &Client, peer: &str, folder: &str) -> Result<Ve
 /// [`list_folder`], taking the bytes of the names it keeps from `budget`; once that is spent, it
 /// stops asking and keeps what it has.
 pub async fn list_folder_within(client: &Client, peer: &str, folder: &str, budget: &AtomicUsize) -> Result<Vec<FolderEntry>, CallError> {
+    let node = NodeClient::new(client, peer);
     let mut files: Vec<FolderEntry> = Vec::new();
-    let mut cursor = String::new();
+    let mut call = ListFolder {
+        folder: folder.to_string(),
+        cursor: String::new(),
+    };
     for _ in 0..MAX_PAGES {
-        let answer = client
-            .call(
-                peer,
-                "shoal.list_folder",
-                &[Value::String(folder.to_string()), Value::String(cursor.clone())],
-                PAGE_DEADLINE,
-                LIST_ANSWER_BYTES,
-            )
-            .await?;
-        let page = FolderPage::from_value(answer, folder, &cursor);
+        let page = node.list_folder(&call).await?;
         let room = MAX_FOLDER_FILES - files.len();
         let mut spent = false;
         for file in page.files.into_iter().take(room) {
@@ -77,7 +67,7 @@ pub async fn list_folder_within(client: &Client, peer: &str, folder: &str, budge
             files.push(file);
         }
         match page.next {
-            Some(next) if !spent && files.len() < MAX_FOLDER_FILES => cursor = next,
+            Some(next) if !spent && files.len() < MAX_FOLDER_FILES => call.cursor = next,
             _ => break,
         }
     }

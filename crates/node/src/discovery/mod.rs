@@ -20,9 +20,8 @@ use shoal_xmlrpc::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::{CallError, Client};
-use crate::proto::answers::{LocateAnswer, SearchMatch, peers_answer, search_answer};
-use crate::proto::limits::{LOCATE_ANSWER_BYTES, MAX_HOLDERS_PER_MATCH, PEERS_ANSWER_BYTES, SEARCH_ANSWER_BYTES, SMALL_ANSWER_BYTES};
+use crate::net::{CallError, Client, NodeClient};
+use crate::proto::calls::{Locate, LocateAnswer, Query, RouteParams, Search, SearchMatch, search_answer};
 use crate::proto::url::{host_port, normalize};
 use peers::{PeerKind, Peers};
 use search::{MAX_HISTORY, SeenQueries};
@@ -32,10 +31,8 @@ pub const MAX_FANOUT: usize = 32;
 /// Most calls to peers a node's searches have in flight together: a search that finds no slot
 /// free asks fewer peers rather than letting a crowd of searches hold thousands of connections.
 pub const MAX_ASKS_IN_FLIGHT: usize = 128;
-/// Most matches a merged search result holds.
-pub const MAX_MERGED: usize = 1024;
-/// Most holders a merged match keeps.
-pub const MAX_MERGED_HOLDERS: usize = 2 * MAX_HOLDERS_PER_MATCH;
+/// Most matches a merged search result holds, and most holders a merged match keeps.
+pub use crate::proto::limits::{MAX_MERGED, MAX_MERGED_HOLDERS};
 
 /// A file found by a search: where it is and what it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +168,16 @@ struct Hop {
 }
 
 impl Route {
+    /// The route as a forwarded call carries it.
+    fn params(&self) -> RouteParams {
+        RouteParams {
+            query_id: Some(self.query_id.clone()),
+            ttl: Some(self.ttl),
+            history: self.history.clone(),
+            budget_ms: Some(u64::try_from(self.budget.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
     /// The next hop from the node at `me`, or `None` when the search ends here.
     fn next_hop(self, me: &str) -> Option<Hop> {
         let mut history = self.history;
@@ -202,25 +209,20 @@ pub trait Discover: Send + Sync + 'static {
 /// Asks `peers` (at most [`MAX_FANOUT`]) for `pattern` (a name or a content id) in one hop and
 /// merges what they know (`shoal get` and a running download's holder search).
 pub async fn search_peers(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
-    ask_each(client, peers, &[Value::String(pattern.to_string())], deadline).await
+    ask_each(client, peers, &Search::new(pattern), deadline).await
 }
 
 /// Asks `peers` (at most [`MAX_FANOUT`]) for their own files matching `pattern`, a search
 /// that goes no further than each of them (ttl 1), and merges the answers.
 pub async fn own_files_of(client: &Client, peers: &[String], pattern: &str, deadline: Duration) -> Vec<Match> {
-    let params = [
-        Value::String(pattern.to_string()),
-        Value::String(search::new_query_id()),
-        Value::Integer(1),
-    ];
-    ask_each(client, peers, &params, deadline).await
+    ask_each(client, peers, &Search::own_files(pattern, search::new_query_id()), deadline).await
 }
 
-/// One `shoal.search` with `params` to each of `peers` at once, the answers merged.
-async fn ask_each(client: &Client, peers: &[String], params: &[Value], deadline: Duration) -> Vec<Match> {
+/// `call` to each of `peers` at once, the answers merged.
+async fn ask_each(client: &Client, peers: &[String], call: &Search, deadline: Duration) -> Vec<Match> {
     let calls = peers.iter().take(MAX_FANOUT).map(|peer| async move {
-        match client.call(peer, "shoal.search", params, deadline, SEARCH_ANSWER_BYTES).await {
-            Ok(value) => search_answer(value).into_iter().map(Match::from).collect(),
+        match NodeClient::new(client, peer).deadline(deadline).search(call).await {
+            Ok(found) => found.into_iter().map(Match::from).collect(),
             Err(error) => {
                 tracing::debug!(%peer, %error, "a peer did not answer a search");
                 Vec::new()
@@ -261,10 +263,6 @@ pub struct Flood {
 /// supported`), which tells a seed node from a shoal node.
 fn is_unknown_method(error: &CallError) -> bool {
     matches!(error, CallError::Fault { fault, .. } if fault.message.contains("not supported"))
-}
-
-fn history_value(history: &[String]) -> Value {
-    Value::Array(history.iter().cloned().map(Value::String).collect())
 }
 
 impl Flood {
@@ -372,19 +370,16 @@ impl Flood {
     /// Asks one peer where `name` is, in the protocol it speaks.
     async fn ask_locate(&self, peer: &str, kind: PeerKind, name: &str, route: Route) -> Option<Hit> {
         self.client.metrics().searches_out.inc();
-        let content_limit = (self.options.max_content as usize).saturating_mul(4) / 3 + LOCATE_ANSWER_BYTES;
+        let node = NodeClient::new(&self.client, peer).deadline(route.budget);
         if kind != PeerKind::Seed {
-            let params = [
-                Value::String(name.to_string()),
-                history_value(&route.history),
-                Value::String(route.query_id.clone()),
-                Value::Integer(route.ttl as i32),
-                Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
-            ];
-            match self.client.call(peer, "shoal.locate", &params, route.budget, content_limit).await {
-                Ok(value) => {
+            let call = Locate {
+                name: name.to_string(),
+                route: route.params(),
+            };
+            match node.locate(&call, self.options.max_content).await {
+                Ok(answer) => {
                     self.peers.succeeded(peer, Some(PeerKind::Shoal));
-                    let answer = LocateAnswer::from_value(value, self.options.max_content)?;
+                    let answer = answer?;
                     // A hit names the file asked for, or it is not an answer to this search.
                     return (answer.name == name).then(|| Hit::from(answer));
                 }
@@ -407,14 +402,14 @@ impl Flood {
                 },
             }
         }
-        let params = [Value::String(name.to_string()), history_value(&route.history)];
-        match self.client.call(peer, "query", &params, route.budget, content_limit).await {
-            Ok(value) => {
+        let call = Query {
+            name: name.to_string(),
+            history: route.history,
+        };
+        match node.query(&call, self.options.max_content).await {
+            Ok(content) => {
                 self.peers.succeeded(peer, None);
-                let content = shoal_xmlrpc::content_bytes(value)?;
-                if content.len() as u64 > self.options.max_content {
-                    return None;
-                }
+                let content = content?;
                 Some(Hit {
                     url: peer.to_string(),
                     name: name.to_string(),
@@ -470,21 +465,14 @@ impl Flood {
 
     async fn ask_search(&self, peer: &str, pattern: &str, route: Route) -> Vec<Match> {
         self.client.metrics().searches_out.inc();
-        let params = [
-            Value::String(pattern.to_string()),
-            Value::String(route.query_id.clone()),
-            Value::Integer(route.ttl as i32),
-            history_value(&route.history),
-            Value::Integer(route.budget.as_millis().min(i32::MAX as u128) as i32),
-        ];
-        match self
-            .client
-            .call(peer, "shoal.search", &params, route.budget, SEARCH_ANSWER_BYTES)
-            .await
-        {
-            Ok(value) => {
+        let call = Search {
+            pattern: pattern.to_string(),
+            route: route.params(),
+        };
+        match NodeClient::new(&self.client, peer).deadline(route.budget).search(&call).await {
+            Ok(found) => {
                 self.peers.succeeded(peer, Some(PeerKind::Shoal));
-                search_answer(value).into_iter().map(Match::from).collect()
+                found.into_iter().map(Match::from).collect()
             }
             Err(error) => {
                 match error.fault_code() {
@@ -507,14 +495,10 @@ impl Flood {
             if kind == PeerKind::Seed {
                 continue;
             }
-            let Ok(value) = self
-                .client
-                .call(&peer, "shoal.peers", &[], Duration::from_secs(5), PEERS_ANSWER_BYTES)
-                .await
-            else {
+            let Ok(urls) = NodeClient::new(&self.client, &peer).peers().await else {
                 continue;
             };
-            for url in peers_answer(value) {
+            for url in urls {
                 if self.learn(&url).await.unwrap_or(false) {
                     learned += 1;
                 }
@@ -532,10 +516,7 @@ impl Flood {
         // being probed, and forgotten when the probe fails, so strangers cannot fill memory.
         self.client.learn_ticket(url, crate::net::Trust::Peer);
         let Some(url) = admitted else { return Ok(false) };
-        let probe = self
-            .client
-            .call(&url, "system.listMethods", &[], Duration::from_secs(5), SMALL_ANSWER_BYTES)
-            .await;
+        let probe = NodeClient::new(&self.client, &url).list_methods().await;
         match probe {
             Ok(_) | Err(CallError::Fault { .. }) => self.peers.add_learnt(&url).map(|(_, added)| added),
             Err(error) => {
@@ -617,20 +598,16 @@ impl Flood {
 
     /// Says `hello` with this node's URL to every known peer, so the introduction goes both ways.
     pub async fn introduce(&self) {
-        let me = Value::String(self.me().to_string());
+        let me = self.me();
         // Nodes reached over iroh are told this node's ticket, so they can dial it back.
-        let ticket = self.client.iroh().map(|iroh| Value::String(iroh.ticket().encode()));
+        let ticket = self.client.iroh().map(|iroh| iroh.ticket().encode());
         let calls = self.peers.list().into_iter().map(|peer| {
             let me = match &ticket {
-                Some(ticket) if peer.url.starts_with("iroh://") => ticket.clone(),
-                _ => me.clone(),
+                Some(ticket) if peer.url.starts_with("iroh://") => ticket.as_str(),
+                _ => me,
             };
             async move {
-                if let Err(error) = self
-                    .client
-                    .call(&peer.url, "hello", &[me], Duration::from_secs(5), SMALL_ANSWER_BYTES)
-                    .await
-                {
+                if let Err(error) = NodeClient::new(&self.client, &peer.url).hello(me).await {
                     tracing::debug!(peer = %peer.url, %error, "introduction failed");
                 }
             }

@@ -124,7 +124,7 @@ async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Re
         if let Some(limit) = api.upload_limit() {
             crate::net::rate::throttle(limit, bytes.len()).await;
         }
-        api.client().metrics().bytes_up.inc_by(bytes.len() as u64);
+        api.count_bytes_up(bytes.len() as u64);
         return builder.body(Body::from(bytes)).unwrap_or_default();
     }
     let mut file = tokio::fs::File::from_std(opened.file);
@@ -132,7 +132,7 @@ async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Re
         return error_response(ApiError::Internal(format!("seek {name}: {error}")));
     }
     let reader = file.take(len);
-    let sent = api.client().metrics().bytes_up.clone();
+    let sent = api.bytes_up_counter();
     let stream = futures_util::StreamExt::inspect(
         tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize)),
         move |chunk| {

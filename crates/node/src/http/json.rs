@@ -1,6 +1,8 @@
 //! The JSON API under `/api/v1`, for the web UI and for scripts. It calls the same [`Api`] as
-//! XML-RPC; its wire types are its own (below), built field by field from what the facade
-//! returns, never an internal struct serialised.
+//! XML-RPC and encodes the same views: the rows of downloads, sources, peers, search matches,
+//! folder pages and a started download are the protocol's wire types (`proto::calls`, which
+//! serialise to this API's shape), never an internal struct serialised; the API's own requests
+//! and small answers are below.
 //!
 //! Who may do what (docs/SECURITY.md): browsing the share (`GET /api/v1/files`) and searching
 //! the network (`GET /api/v1/search`) are public, as the seed's `list()` and `query` are;
@@ -33,9 +35,9 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::guard::{self, Caller, Guard, Limit};
-use crate::engine::SourceKind;
+use crate::proto::calls::{DownloadRow, DownloadStarted, FolderPage, PeerRow, SearchMatch};
 use crate::service::downloads::Status;
-use crate::service::{Api, ApiError};
+use crate::service::{Api, ApiError, Viewer};
 
 /// The header that carries the page's half of a session: `ID.TOKEN`.
 pub const SESSION_HEADER: &str = "x-shoal-session";
@@ -179,20 +181,6 @@ struct ErrorBody {
     error: String,
 }
 
-#[derive(Serialize)]
-struct FileRow {
-    path: String,
-    size: u64,
-    id: String,
-}
-
-#[derive(Serialize)]
-struct FilesPage {
-    files: Vec<FileRow>,
-    /// Give as `after` for the next page; absent on the last page.
-    next: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct FilesQuery {
     /// Only files under this folder (no leading or trailing `/`).
@@ -200,14 +188,6 @@ struct FilesQuery {
     /// Files whose path sorts after this one.
     after: Option<String>,
     limit: Option<usize>,
-}
-
-#[derive(Serialize)]
-struct SearchRow {
-    name: String,
-    size: u64,
-    id: String,
-    holders: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -241,31 +221,6 @@ struct StatusBody {
     messages_sent: u64,
 }
 
-#[derive(Serialize)]
-struct SourceRow {
-    url: String,
-    kind: &'static str,
-    state: &'static str,
-    bytes: u64,
-    /// Bytes per second over the last interval (event streams only; 0 in a plain list).
-    speed: u64,
-    bad_pieces: u32,
-    last_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DownloadRow {
-    name: String,
-    target: String,
-    id: Option<String>,
-    size: u64,
-    done: u64,
-    state: &'static str,
-    detail: Option<String>,
-    speed: u64,
-    sources: Vec<SourceRow>,
-}
-
 #[derive(Deserialize)]
 struct StartDownload {
     targets: Vec<String>,
@@ -276,12 +231,6 @@ struct StartDownload {
     hash: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Started {
-    name: String,
-    target: String,
-}
-
 #[derive(Deserialize)]
 struct TargetBody {
     target: String,
@@ -290,32 +239,6 @@ struct TargetBody {
 #[derive(Serialize)]
 struct Done {
     ok: bool,
-}
-
-/// A row of the peer table. Everyone sees what `shoal.peer_table` shows (docs/SECURITY.md);
-/// the owner also sees [`PeerActivity`].
-#[derive(Serialize)]
-struct PeerRow {
-    url: String,
-    kind: &'static str,
-    state: &'static str,
-    failures: u32,
-    learnt: bool,
-    /// Found on the LAN.
-    local: bool,
-    /// `direct` or `relay` for a node reached over iroh.
-    path: Option<&'static str>,
-    #[serde(flatten)]
-    activity: Option<PeerActivity>,
-}
-
-/// What the owner's own use of a peer was: owner-only.
-#[derive(Serialize)]
-struct PeerActivity {
-    /// Seconds since it last answered; null when it never has.
-    last_seen_s: Option<u64>,
-    /// Verified bytes downloaded from it by the downloads this node ran since it started.
-    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -412,26 +335,15 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Api> for Body<T>
 
 // ---- handlers --------------------------------------------------------------------------------
 
-async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FilesPage> {
+/// A page of the share: `{files: [{path, size, id}], next}`, `next` (give it as `after` for the
+/// next page) null on the last page.
+async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FolderPage> {
     let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let folder = query.folder.as_deref().map(|f| f.trim_matches('/')).unwrap_or("");
     // The same paged read of the index as `shoal.list_folder` (byte order, cursor exclusive).
-    let page = api.list_folder(folder, query.after.as_deref().unwrap_or("")).await?;
-    let mut files: Vec<FileRow> = page
-        .files
-        .into_iter()
-        .map(|f| FileRow {
-            path: f.path,
-            size: f.size,
-            id: f.id.to_string(),
-        })
-        .collect();
-    let mut next = page.next;
-    if files.len() > limit {
-        files.truncate(limit);
-        next = files.last().map(|f| f.path.clone());
-    }
-    Ok(Json(FilesPage { files, next }))
+    let mut page = api.list_folder(folder, query.after.as_deref().unwrap_or("")).await?;
+    page.truncate(limit);
+    Ok(Json(page))
 }
 
 /// Search results as Server-Sent Events: a `match` event per group of results as peers answer
@@ -458,15 +370,10 @@ async fn search(
     tokio::spawn(async move {
         let mut sent = 0usize;
         let each = |found: &[crate::discovery::Match]| {
-            let rows: Vec<SearchRow> = found
+            let rows: Vec<SearchMatch> = found
                 .iter()
                 .take(MAX_SEARCH_ROWS.saturating_sub(sent))
-                .map(|m| SearchRow {
-                    name: m.name.clone(),
-                    size: m.size,
-                    id: m.id.to_string(),
-                    holders: m.urls.clone(),
-                })
+                .map(SearchMatch::from)
                 .collect();
             sent += rows.len();
             if !rows.is_empty()
@@ -541,6 +448,8 @@ async fn status(State(api): State<Api>, _owner: Owner) -> Answer<StatusBody> {
     }))
 }
 
+/// The owner's view of the downloads, with each download's and source's speed since the
+/// `previous` figures (taken `elapsed` seconds ago; by target, and by target and source URL).
 fn download_rows(api: &Api, previous: &HashMap<(String, String), u64>, elapsed: f64) -> Vec<DownloadRow> {
     let speed = |key: (String, String), now: u64| -> u64 {
         match previous.get(&key) {
@@ -548,40 +457,15 @@ fn download_rows(api: &Api, previous: &HashMap<(String, String), u64>, elapsed: 
             _ => 0,
         }
     };
-    api.downloads()
-        .into_iter()
-        .map(|d| {
-            let (state, detail) = match &d.status {
-                Status::Running => ("running", None),
-                Status::Done => ("done", None),
-                Status::Failed(reason) => ("failed", Some(reason.clone())),
-                Status::Paused => ("paused", None),
-            };
-            DownloadRow {
-                speed: speed((d.target.clone(), String::new()), d.done),
-                sources: d
-                    .sources
-                    .iter()
-                    .map(|s| SourceRow {
-                        speed: speed((d.target.clone(), s.url.clone()), s.bytes),
-                        url: s.url.clone(),
-                        kind: s.kind.name(),
-                        state: s.state.name(),
-                        bytes: s.bytes,
-                        bad_pieces: s.bad_pieces,
-                        last_error: s.last_error.clone(),
-                    })
-                    .collect(),
-                name: d.name,
-                target: d.target,
-                id: d.id,
-                size: d.size,
-                done: d.done,
-                state,
-                detail,
-            }
-        })
-        .collect()
+    let mut rows = api.download_rows(Viewer::Owner);
+    for row in &mut rows {
+        let target = row.target.clone().unwrap_or_default();
+        row.speed = speed((target.clone(), String::new()), row.done);
+        for source in &mut row.sources {
+            source.speed = speed((target.clone(), source.url.clone()), source.bytes);
+        }
+    }
+    rows
 }
 
 async fn downloads(State(api): State<Api>, _owner: Owner) -> Answer<Vec<DownloadRow>> {
@@ -615,9 +499,10 @@ async fn download_events(State(api): State<Api>, _owner: Owner) -> Result<Respon
             let rows = download_rows(&t.api, &t.previous, elapsed);
             t.previous.clear();
             for row in &rows {
-                t.previous.insert((row.target.clone(), String::new()), row.done);
+                let target = row.target.clone().unwrap_or_default();
+                t.previous.insert((target.clone(), String::new()), row.done);
                 for s in &row.sources {
-                    t.previous.insert((row.target.clone(), s.url.clone()), s.bytes);
+                    t.previous.insert((target.clone(), s.url.clone()), s.bytes);
                 }
             }
             t.at = Instant::now();
@@ -632,7 +517,7 @@ async fn download_events(State(api): State<Api>, _owner: Owner) -> Result<Respon
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-async fn start_download(State(api): State<Api>, _owner: Owner, Body(request): Body<StartDownload>) -> Answer<Started> {
+async fn start_download(State(api): State<Api>, _owner: Owner, Body(request): Body<StartDownload>) -> Answer<DownloadStarted> {
     if request.targets.is_empty() || request.targets.len() > crate::proto::limits::MAX_TARGETS {
         return Err(Failure(StatusCode::BAD_REQUEST, "give 1 to 64 targets".into()));
     }
@@ -644,7 +529,11 @@ async fn start_download(State(api): State<Api>, _owner: Owner, Body(request): Bo
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("hash: {e}")))?;
     let output = request.output.map(|o| {
         let path = std::path::PathBuf::from(&o);
-        if path.is_absolute() { path } else { api.share().root().join(path) }
+        if path.is_absolute() {
+            path
+        } else {
+            api.share_root_path().join(path)
+        }
     });
     let (name, target) = api
         .download(crate::service::api::DownloadRequest {
@@ -655,7 +544,7 @@ async fn start_download(State(api): State<Api>, _owner: Owner, Body(request): Bo
             peers: Vec::new(),
         })
         .await?;
-    Ok(Json(Started {
+    Ok(Json(DownloadStarted {
         name,
         target: target.to_string_lossy().into_owned(),
     }))
@@ -699,54 +588,12 @@ async fn peers(
     Ext(caller): Ext<Caller>,
     headers: HeaderMap,
 ) -> Answer<Vec<PeerRow>> {
-    let full = match owner(&api, &guard, &sessions, &caller, &headers) {
-        Ok(()) => true,
-        Err(Failure(StatusCode::UNAUTHORIZED, _)) => false,
+    let viewer = match owner(&api, &guard, &sessions, &caller, &headers) {
+        Ok(()) => Viewer::Owner,
+        Err(Failure(StatusCode::UNAUTHORIZED, _)) => Viewer::Anyone,
         Err(refused) => return Err(refused),
     };
-    // Each source of a download is a peer's base URL plus the content path.
-    let sources: Vec<(String, u64)> = api
-        .downloads()
-        .into_iter()
-        .flat_map(|d| {
-            d.sources
-                .into_iter()
-                .filter(|s| s.kind == SourceKind::Peer)
-                .map(|s| (s.url, s.bytes))
-        })
-        .collect();
-    let bytes_from = |peer: &str| -> u64 {
-        let base = peer.trim_end_matches('/');
-        sources
-            .iter()
-            .filter(|(url, _)| url.strip_prefix(base).is_some_and(|rest| rest.starts_with('/')))
-            .map(|(_, bytes)| bytes)
-            .sum()
-    };
-    Ok(Json(
-        api.peers()
-            .into_iter()
-            .map(|p| PeerRow {
-                activity: full.then(|| PeerActivity {
-                    last_seen_s: p.last_seen.map(|d| d.as_secs()),
-                    bytes: bytes_from(&p.url),
-                }),
-                kind: p.kind.name(),
-                state: if p.backing_off {
-                    "backing off"
-                } else if p.failures > 0 {
-                    "failing"
-                } else {
-                    "ok"
-                },
-                failures: p.failures,
-                learnt: p.learnt,
-                local: p.local,
-                path: p.path,
-                url: p.url,
-            })
-            .collect(),
-    ))
+    Ok(Json(api.peer_rows(viewer)))
 }
 
 async fn add_peer(State(api): State<Api>, _owner: Owner, Body(request): Body<AddPeer>) -> Answer<Done> {

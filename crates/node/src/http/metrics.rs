@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::net::metrics::RouteLabel;
+use crate::proto::calls::PeerState;
 use crate::service::Api;
 use crate::service::downloads::Status;
 
@@ -49,42 +49,26 @@ pub async fn timed(State(api): State<Api>, request: Request, next: Next) -> Resp
     let route = route_of(request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
-    api.client()
-        .metrics()
-        .request_seconds
-        .get_or_create(&RouteLabel { route })
-        .observe(started.elapsed().as_secs_f64());
+    api.observe_request(route, started.elapsed().as_secs_f64());
     response
 }
 
 pub(super) async fn metrics(State(api): State<Api>, _owner: super::json::Owner) -> Response {
     let mut registry = Registry::with_prefix("shoal");
-    api.client().metrics().register(&mut registry);
+    api.register_metrics(&mut registry);
 
     let downloads = Family::<StateLabel, Gauge>::default();
-    for state in ["running", "done", "failed", "paused"] {
+    for state in Status::NAMES {
         downloads.get_or_create(&StateLabel { state }).set(0);
     }
     for row in api.downloads() {
-        let state = match row.status {
-            Status::Running => "running",
-            Status::Done => "done",
-            Status::Failed(_) => "failed",
-            Status::Paused => "paused",
-        };
-        downloads.get_or_create(&StateLabel { state }).inc();
+        downloads.get_or_create(&StateLabel { state: row.status.name() }).inc();
     }
     registry.register("downloads", "Downloads this node knows of, by state", downloads);
 
     let peers = Family::<PeerLabel, Gauge>::default();
     for peer in api.peers() {
-        let state = if peer.backing_off {
-            "backing_off"
-        } else if peer.failures > 0 {
-            "failing"
-        } else {
-            "ok"
-        };
+        let state = PeerState::new(peer.backing_off, peer.failures).label();
         peers
             .get_or_create(&PeerLabel {
                 kind: peer.kind.name(),
@@ -102,7 +86,7 @@ pub(super) async fn metrics(State(api): State<Api>, _owner: super::json::Owner) 
     shared.set(files.iter().map(|(_, e)| e.size).sum::<u64>().min(i64::MAX as u64) as i64);
     registry.register("bytes_shared", "Bytes of the files in the share's index", shared);
     let backlog = Gauge::<i64>::default();
-    backlog.set(api.share().hashing_backlog().min(i64::MAX as u64) as i64);
+    backlog.set(api.hashing_backlog().min(i64::MAX as u64) as i64);
     registry.register("hashing_backlog_bytes", "Bytes of new or changed files not hashed yet", backlog);
 
     let mut text = String::new();

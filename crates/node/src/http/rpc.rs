@@ -8,7 +8,6 @@
 //! (see [`super::guard`]). A malformed call gets fault 1, as Python's `SimpleXMLRPCServer`
 //! answers, never a crash.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -21,12 +20,12 @@ use shoal_xmlrpc::{Fault, Value};
 use super::faults::fault_of;
 use super::guard::{Caller, Guard, Limit};
 use crate::discovery::Hit;
-use crate::proto::answers::{DownloadRow, LocateAnswer, PeerRow, SearchMatch, SourceRow};
-use crate::proto::calls::{self, BadCall, Params};
+use crate::proto::calls::{
+    self, ACK, Action, BadCall, Call, DownloadRows, DownloadStarted, FileInfo, LocateAnswer, Matches, Names, Params, PeerRows, PeerUrls,
+    SearchMatch,
+};
 use crate::proto::faults::BAD_CALL;
-use crate::proto::url::redact;
-use crate::service::downloads::{DownloadInfo, Status};
-use crate::service::{Api, ApiError};
+use crate::service::{Api, ApiError, Viewer};
 
 /// What a handler failed with.
 pub enum Failure {
@@ -66,92 +65,92 @@ pub struct Method {
 /// Every method this node answers.
 pub static METHODS: &[Method] = &[
     Method {
-        name: "hello",
+        name: calls::Hello::METHOD,
         help: "hello(url) -> 0. Learn the node at url (it joins once it answers as a node).",
         handler: |r| Box::pin(hello(r)),
     },
     Method {
-        name: "query",
+        name: calls::Query::METHOD,
         help: "query(name, history=[]) -> content. The file from this node or the first node of the network that has it; fault 100 when none has it, 200 for a name outside the share, 300 when it is over the size limit.",
         handler: |r| Box::pin(query(r)),
     },
     Method {
-        name: "fetch",
+        name: calls::Fetch::METHOD,
         help: "fetch(name, secret) -> 0. Download name from the network into this node's share (owner only).",
         handler: |r| Box::pin(fetch(r)),
     },
     Method {
-        name: "list",
+        name: calls::List::METHOD,
         help: "list() -> [name]. This node's own files.",
         handler: |r| Box::pin(list(r)),
     },
     Method {
-        name: "shoal.list_folder",
+        name: calls::ListFolder::METHOD,
         help: "shoal.list_folder(path, cursor) -> {files: [{path, size, id}], next}. Every file under the shared folder path (\"\" or \"/\": the whole share), recursively, in name order, at most 1000 a page; pass next back as cursor for the following page (absent on the last page).",
         handler: |r| Box::pin(list_folder(r)),
     },
     Method {
-        name: "shoal.search",
+        name: calls::Search::METHOD,
         help: "shoal.search(pattern, query_id, ttl, history, budget_ms) -> [{name, size, id, urls}]. Files whose names match pattern (a glob with * and ?, or a substring) or whose content id is pattern, across the network.",
         handler: |r| Box::pin(search(r)),
     },
     Method {
-        name: "shoal.locate",
+        name: calls::Locate::METHOD,
         help: "shoal.locate(name, history, query_id, ttl, budget_ms) -> {url, name, size, id}. Where a file is; answered once per query id.",
         handler: |r| Box::pin(locate(r)),
     },
     Method {
-        name: "shoal.info",
+        name: calls::Info::METHOD,
         help: "shoal.info(name_or_id) -> {name, size, id, content, files, outboard}. Details of a file of this node, with its HTTP paths.",
         handler: |r| Box::pin(info(r)),
     },
     Method {
-        name: "shoal.peers",
+        name: calls::Peers::METHOD,
         help: "shoal.peers() -> [url]. The peers this node knows (peer exchange).",
         handler: |r| Box::pin(peers(r)),
     },
     Method {
-        name: "shoal.stats",
+        name: calls::Stats::METHOD,
         help: "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node.",
         handler: |r| Box::pin(stats(r)),
     },
     Method {
-        name: "shoal.download",
+        name: calls::Download::METHOD,
         help: "shoal.download(secret, targets, {output, hash, force, peers}) -> {name, target}. Start a background download (owner only); targets are names, content ids or http mirror URLs; output is a path inside the share or the download directory (default: the share).",
         handler: |r| Box::pin(download(r)),
     },
     Method {
-        name: "shoal.downloads",
+        name: calls::Downloads::METHOD,
         help: "shoal.downloads([secret]) -> [{name, size, done, live_sources, sources, status}]. The node's downloads and their progress; with the secret also their local paths, full source URLs and errors.",
         handler: |r| Box::pin(downloads(r)),
     },
     Method {
-        name: "shoal.pause",
+        name: Action::Pause.method(),
         help: "shoal.pause(secret, target_or_name) -> 0. Pause a download, keeping its progress (owner only).",
-        handler: |r| Box::pin(control(r, Control::Pause)),
+        handler: |r| Box::pin(control(r)),
     },
     Method {
-        name: "shoal.resume",
+        name: Action::Resume.method(),
         help: "shoal.resume(secret, target_or_name) -> 0. Continue a paused, failed or interrupted download (owner only).",
-        handler: |r| Box::pin(control(r, Control::Resume)),
+        handler: |r| Box::pin(control(r)),
     },
     Method {
-        name: "shoal.cancel",
+        name: Action::Cancel.method(),
         help: "shoal.cancel(secret, target_or_name) -> 0. Stop a download and delete its partial data (owner only).",
-        handler: |r| Box::pin(control(r, Control::Cancel)),
+        handler: |r| Box::pin(control(r)),
     },
     Method {
-        name: "shoal.peer_table",
+        name: calls::PeerTable::METHOD,
         help: "shoal.peer_table() -> [{url, kind, failures, backing_off, learnt}]. The peer table with each peer's state.",
         handler: |r| Box::pin(peer_table(r)),
     },
     Method {
-        name: "system.listMethods",
+        name: calls::ListMethods::METHOD,
         help: "system.listMethods() -> [name].",
         handler: |r| Box::pin(list_methods(r)),
     },
     Method {
-        name: "system.methodHelp",
+        name: calls::MethodHelp::METHOD,
         help: "system.methodHelp(name) -> text.",
         handler: |r| Box::pin(method_help(r)),
     },
@@ -204,11 +203,7 @@ pub async fn handle(
         let name: String = call.method.chars().take(100).filter(|c| !c.is_control()).collect();
         return fault_response(&Fault::new(BAD_CALL, format!("method \"{name}\" is not supported")));
     };
-    api.client()
-        .metrics()
-        .calls_in
-        .get_or_create(&crate::net::metrics::MethodLabel { method: method.name })
-        .inc();
+    api.count_call_in(method.name);
     let request = Request {
         api,
         guard,
@@ -226,27 +221,25 @@ async fn hello(r: Request) -> Answer {
     let call = calls::Hello::decode(r.params)?;
     r.guard.allow(&r.caller, Limit::Hello)?;
     r.api.hello(&call.url).await?;
-    Ok(Value::Integer(0))
+    Ok(ACK)
 }
 
 async fn query(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Search)?;
     let call = calls::Query::decode(r.params)?;
-    Ok(shoal_xmlrpc::content_value(r.api.query(&call.name, call.history).await?))
+    Ok(calls::Content(r.api.query(&call.name, call.history).await?).into_value())
 }
 
 async fn fetch(r: Request) -> Answer {
     let call = calls::Fetch::decode(r.params)?;
     r.guard.check_secret(&r.api, &r.caller, &call.secret)?;
     r.api.fetch(&call.name).await?;
-    Ok(Value::Integer(0))
+    Ok(ACK)
 }
 
 async fn list(r: Request) -> Answer {
-    calls::none(r.params)?;
-    Ok(Value::Array(
-        r.api.list().await?.into_iter().map(|(name, _)| Value::String(name)).collect(),
-    ))
+    calls::List::decode(r.params)?;
+    Ok(Names(r.api.list().await?.into_iter().map(|(name, _)| name).collect()).to_value())
 }
 
 async fn list_folder(r: Request) -> Answer {
@@ -257,10 +250,7 @@ async fn list_folder(r: Request) -> Answer {
 async fn search(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Search)?;
     let call = calls::Search::decode(r.params)?;
-    let route = r
-        .api
-        .flood()
-        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let route = r.api.route_from(call.route);
     let mut found = r.api.search(&call.pattern, route).await?;
     if let Some(keyed) = own_name_for(&r.api, &r.caller) {
         for url in found.iter_mut().flat_map(|m| m.urls.iter_mut()) {
@@ -269,16 +259,13 @@ async fn search(r: Request) -> Answer {
             }
         }
     }
-    Ok(Value::Array(found.iter().map(|m| SearchMatch::from(m).to_value()).collect()))
+    Ok(Matches(found.iter().map(SearchMatch::from).collect()).to_value())
 }
 
 async fn locate(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Search)?;
     let call = calls::Locate::decode(r.params)?;
-    let route = r
-        .api
-        .flood()
-        .route_from(call.route.query_id, call.route.ttl, call.route.history, call.route.budget_ms);
+    let route = r.api.route_from(call.route);
     let mut hit: Hit = r.api.locate(&call.name, route).await?;
     if let Some(keyed) = own_name_for(&r.api, &r.caller)
         && hit.url == r.api.url()
@@ -296,42 +283,24 @@ fn own_name_for(api: &Api, caller: &Caller) -> Option<String> {
 }
 
 async fn info(r: Request) -> Answer {
-    let call = calls::One::decode(r.params, "name_or_id")?;
-    let (name, entry) = r.api.file(&call.value).await?;
-    let mut fields = BTreeMap::new();
-    fields.insert("name".into(), Value::String(name.clone()));
-    fields.insert("size".into(), shoal_xmlrpc::size_value(entry.size));
-    fields.insert("id".into(), Value::String(entry.id.to_string()));
-    fields.insert("content".into(), Value::String(format!("/content/{}", entry.id)));
-    fields.insert("outboard".into(), Value::String(format!("/outboard/{}", entry.id)));
-    fields.insert("files".into(), Value::String(format!("/files/{name}")));
-    Ok(Value::Struct(fields))
+    let call = calls::Info::decode(r.params)?;
+    let (name, entry) = r.api.file(&call.name_or_id).await?;
+    Ok(FileInfo {
+        name,
+        size: entry.size,
+        id: entry.id,
+    }
+    .to_value())
 }
 
 async fn peers(r: Request) -> Answer {
-    calls::none(r.params)?;
-    Ok(Value::Array(
-        r.api
-            .peers()
-            .into_iter()
-            .take(crate::proto::limits::MAX_PEERS_PER_ANSWER)
-            .map(|peer| Value::String(peer.url))
-            .collect(),
-    ))
+    calls::Peers::decode(r.params)?;
+    Ok(PeerUrls(r.api.peers().into_iter().map(|peer| peer.url).collect()).to_value())
 }
 
 async fn stats(r: Request) -> Answer {
-    calls::none(r.params)?;
-    let mut fields = BTreeMap::new();
-    fields.insert("url".into(), Value::String(r.api.url().to_string()));
-    if let (Some(keyed), Some(ticket)) = (r.api.keyed_url(), r.api.ticket()) {
-        fields.insert("id".into(), Value::String(keyed.trim_start_matches("iroh://").to_string()));
-        fields.insert("ticket".into(), Value::String(ticket));
-    }
-    fields.insert("files".into(), shoal_xmlrpc::size_value(r.api.list().await?.len() as u64));
-    fields.insert("peers".into(), shoal_xmlrpc::size_value(r.api.peers().len() as u64));
-    fields.insert("messages_sent".into(), shoal_xmlrpc::size_value(r.api.messages_sent()));
-    Ok(Value::Struct(fields))
+    calls::Stats::decode(r.params)?;
+    Ok(r.api.stats().await?.to_value())
 }
 
 async fn download(r: Request) -> Answer {
@@ -345,83 +314,36 @@ async fn download(r: Request) -> Answer {
         peers: call.peers,
     };
     let (name, target) = r.api.download(request).await?;
-    let mut fields = BTreeMap::new();
-    fields.insert("name".into(), Value::String(name));
-    fields.insert("target".into(), Value::String(target.to_string_lossy().into_owned()));
-    Ok(Value::Struct(fields))
-}
-
-/// A download as `shoal.downloads` shows it: in full to the owner, redacted to anyone else.
-fn download_row(info: DownloadInfo, owner: bool) -> DownloadRow {
-    let (state, detail) = match info.status {
-        Status::Running => ("running", None),
-        Status::Done => ("done", None),
-        Status::Failed(reason) => ("failed", Some(reason)),
-        Status::Paused => ("paused", None),
-    };
-    DownloadRow {
-        name: info.name,
-        target: owner.then_some(info.target),
-        id: info.id,
-        size: info.size,
-        done: info.done,
-        live_sources: info.live_sources as u64,
-        sources: info
-            .sources
-            .into_iter()
-            .map(|s| SourceRow {
-                url: if owner { s.url } else { redact(&s.url) },
-                kind: s.kind.name().to_string(),
-                state: s.state.name().to_string(),
-                bytes: s.bytes,
-                bad_pieces: s.bad_pieces,
-                failures: s.failures,
-                last_error: if owner { s.last_error } else { None },
-            })
-            .collect(),
-        state: state.to_string(),
-        detail: if owner { detail } else { detail.map(|_| "failed".to_string()) },
+    Ok(DownloadStarted {
+        name,
+        target: target.to_string_lossy().into_owned(),
     }
+    .to_value())
 }
 
 async fn downloads(r: Request) -> Answer {
     let call = calls::Downloads::decode(r.params)?;
-    let owner = match &call.secret {
+    let viewer = match &call.secret {
         Some(secret) => {
             r.guard.check_secret(&r.api, &r.caller, secret)?;
-            true
+            Viewer::Owner
         }
-        None => false,
+        None => Viewer::Anyone,
     };
-    Ok(Value::Array(
-        r.api.downloads().into_iter().map(|d| download_row(d, owner).to_value()).collect(),
-    ))
+    Ok(DownloadRows(r.api.download_rows(viewer)).to_value())
 }
 
-enum Control {
-    Pause,
-    Resume,
-    Cancel,
-}
-
-async fn control(r: Request, what: Control) -> Answer {
-    let Request {
-        api,
-        guard,
-        caller,
-        params,
-    } = r;
-    let call = calls::Control::decode(params)?;
-    guard.check_secret(&api, &caller, &call.secret)?;
-    let r = (api,);
-    let api = r.0;
-    let target = api.download_target(&call.target)?;
-    match what {
-        Control::Pause => api.pause_download(&target)?,
-        Control::Resume => api.resume_download(&target)?,
-        Control::Cancel => api.cancel_download(&target).await,
+/// `shoal.pause`, `shoal.resume`, `shoal.cancel`: the method names the action.
+async fn control(r: Request) -> Answer {
+    let call = calls::Control::decode(r.params)?;
+    r.guard.check_secret(&r.api, &r.caller, &call.secret)?;
+    let target = r.api.download_target(&call.target)?;
+    match call.action {
+        Action::Pause => r.api.pause_download(&target)?,
+        Action::Resume => r.api.resume_download(&target)?,
+        Action::Cancel => r.api.cancel_download(&target).await,
     }
-    Ok(Value::Integer(0))
+    Ok(ACK)
 }
 
 /// Public, as `shoal.peers` is: peer exchange hands the same URLs to anyone, and the state
@@ -430,34 +352,17 @@ async fn control(r: Request, what: Control) -> Answer {
 /// owner's use of the network and are not here; `GET /api/v1/peers` shows them to the owner
 /// only (docs/SECURITY.md).
 async fn peer_table(r: Request) -> Answer {
-    calls::none(r.params)?;
-    Ok(Value::Array(
-        r.api
-            .peers()
-            .into_iter()
-            .map(|p| {
-                PeerRow {
-                    url: p.url,
-                    kind: p.kind.name().to_string(),
-                    failures: p.failures,
-                    backing_off: p.backing_off,
-                    learnt: p.learnt,
-                    local: p.local,
-                    path: p.path.unwrap_or_default().to_string(),
-                }
-                .to_value()
-            })
-            .collect(),
-    ))
+    calls::PeerTable::decode(r.params)?;
+    Ok(PeerRows(r.api.peer_rows(Viewer::Anyone)).to_value())
 }
 
 async fn list_methods(r: Request) -> Answer {
-    calls::none(r.params)?;
-    Ok(Value::Array(METHODS.iter().map(|m| Value::String(m.name.to_string())).collect()))
+    calls::ListMethods::decode(r.params)?;
+    Ok(Names(METHODS.iter().map(|m| m.name.to_string()).collect()).to_value())
 }
 
 async fn method_help(r: Request) -> Answer {
-    let call = calls::One::decode(r.params, "method")?;
-    let help = METHODS.iter().find(|m| m.name == call.value).map(|m| m.help).unwrap_or("");
-    Ok(Value::String(help.to_string()))
+    let call = calls::MethodHelp::decode(r.params)?;
+    let help = METHODS.iter().find(|m| m.name == call.method).map(|m| m.help).unwrap_or("");
+    Ok(calls::MethodHelp::answer(help))
 }

@@ -53,6 +53,8 @@ pub enum CallError {
     Refused { url: String },
     #[error("too many answers in flight; {url} was not read")]
     Busy { url: String },
+    #[error("{url} gave an answer to {method} that does not fit it")]
+    Unexpected { url: String, method: &'static str },
 }
 
 impl CallError {

@@ -14,6 +14,10 @@ pub const TOO_LARGE: i32 = 300;
 /// The name stands for several versions in the network (different content ids); nothing was
 /// fetched, the message names them.
 pub const AMBIGUOUS: i32 = 301;
+/// A download's output is outside the places a node writes to (its share, its download
+/// directory, its state directory's `incoming/`); nothing was started. `shoal get` beside a
+/// running node then hands the download over into `incoming/` and moves the file itself.
+pub const OUTPUT_REFUSED: i32 = 302;
 /// The name exists in the share already; nothing was overwritten.
 pub const EXISTS: i32 = 409;
 /// The download failed.

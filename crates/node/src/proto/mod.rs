@@ -36,9 +36,9 @@
 //! Example: `shoal.list_folder("photos", "")` →
 //! `{files: [{path: "photos/2024/a.jpg", size: 16384, id: "af13…"}, …], next: "photos/2024/z.jpg"}`.
 //!
-//! Requests: [`calls`]. Answers: [`answers`]. Fault codes: [`faults`].
+//! Calls and their answers, one file per method with both directions: [`calls`]. Fault codes:
+//! [`faults`].
 
-pub mod answers;
 pub mod calls;
 pub mod faults;
 pub mod ticket;
@@ -62,6 +62,10 @@ pub mod limits {
     pub const MAX_HOLDERS_PER_MATCH: usize = 16;
     /// Most holder URLs kept from one whole answer.
     pub const MAX_HOLDERS_PER_ANSWER: usize = 512;
+    /// Most matches a merged search result holds (what one node answers, whatever its peers said).
+    pub const MAX_MERGED: usize = 1024;
+    /// Most holders a merged match keeps.
+    pub const MAX_MERGED_HOLDERS: usize = 2 * MAX_HOLDERS_PER_MATCH;
     /// Most peer URLs read from one peer-exchange answer.
     pub const MAX_PEERS_PER_ANSWER: usize = 256;
     /// Most targets in one download request.

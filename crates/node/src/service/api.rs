@@ -25,7 +25,7 @@ use crate::engine::Job;
 use crate::net::Client;
 use crate::net::rate::RateLimiter;
 use crate::options::NodeOptions;
-use crate::proto::answers::{FolderEntry, FolderPage};
+use crate::proto::calls::{FolderEntry, FolderPage};
 use crate::proto::limits::MAX_LIST_ENTRIES;
 
 /// A file of the share opened for serving.
@@ -738,12 +738,7 @@ impl Api {
         let roots = self.output_roots();
         let path = path.to_path_buf();
         blocking(move || {
-            let refused = || {
-                ApiError::BadRequest(
-                    "a node downloads only into its share, its download directory (--download-dir) or its state directory's incoming/"
-                        .into(),
-                )
-            };
+            let refused = || ApiError::OutputRefused;
             if !path.is_absolute() {
                 return Err(refused());
             }

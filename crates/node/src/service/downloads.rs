@@ -27,6 +27,29 @@ pub enum Status {
     Paused,
 }
 
+impl Status {
+    /// Every status's name, in the order of [`Status::name`].
+    pub const NAMES: [&'static str; 4] = ["running", "done", "failed", "paused"];
+
+    /// The status as every frontend spells it (XML-RPC, the JSON API, `/metrics`, the CLI).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Status::Running => Self::NAMES[0],
+            Status::Done => Self::NAMES[1],
+            Status::Failed(_) => Self::NAMES[2],
+            Status::Paused => Self::NAMES[3],
+        }
+    }
+
+    /// Why it failed, for a failed download.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Status::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// One row of `shoal.downloads`.
 #[derive(Debug, Clone)]
 pub struct DownloadInfo {
@@ -220,5 +243,20 @@ impl Downloads {
             .collect();
         rows.sort_by(|a, b| a.target.cmp(&b.target));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn every_status_has_one_name() {
+        let all = [Status::Running, Status::Done, Status::Failed("disk full".into()), Status::Paused];
+        assert_eq!(all.each_ref().map(|s| s.name()), Status::NAMES);
+        assert_eq!(
+            all.each_ref().map(|s| s.detail().map(String::from)),
+            [None, None, Some("disk full".into()), None]
+        );
     }
 }

@@ -20,6 +20,12 @@ pub enum ApiError {
     Exists(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A download's output lies outside the share, the download directory and the state
+    /// directory's `incoming/` (a hand-over from `shoal get` then lands in `incoming/`).
+    #[error(
+        "bad request: a node downloads only into its share, its download directory (--download-dir) or its state directory's incoming/"
+    )]
+    OutputRefused,
     /// The peers disagree on what a name is: nothing was fetched.
     #[error("{name}: {detail}; nothing was fetched")]
     Ambiguous { name: String, detail: String },

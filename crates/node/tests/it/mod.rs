@@ -2,6 +2,7 @@
 
 mod util;
 
+mod client;
 mod folder;
 mod network;
 mod strangers;
