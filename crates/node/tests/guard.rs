@@ -605,7 +605,7 @@ async fn hello_floods_of_silent_urls_never_enter_the_table() {
         }
     }
     assert!(busy > 0, "no hello was refused for its rate");
-    let candidates = node.node.api().flood().candidates();
+    let candidates = node.node.api().candidates();
     assert!(
         candidates <= shoal_node::discovery::candidates::MAX_CANDIDATES,
         "{candidates} candidates kept"

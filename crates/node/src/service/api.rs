@@ -94,22 +94,22 @@ impl Api {
         &self.inner.options
     }
 
-    pub fn share(&self) -> &Arc<Share> {
+    pub(super) fn share(&self) -> &Arc<Share> {
         &self.inner.share
     }
 
-    /// The share's root, held open (see [`Inner::root`]).
-    pub fn root(&self) -> &Arc<shoal_index::Root> {
-        &self.inner.root
-    }
-
-    pub fn client(&self) -> &Client {
+    pub(super) fn client(&self) -> &Client {
         self.inner.flood.client()
     }
 
     /// Discovery: the flood search and the peer table.
-    pub fn flood(&self) -> &Arc<Flood> {
+    pub(super) fn flood(&self) -> &Arc<Flood> {
         &self.inner.flood
+    }
+
+    /// How many nodes introduced by `hello` wait to answer (see `discovery::candidates`).
+    pub fn candidates(&self) -> usize {
+        self.inner.flood.candidates()
     }
 
     /// This node's own URL.

@@ -404,7 +404,7 @@ async fn a_node_introduced_before_it_starts_is_learnt_once_it_answers() {
     assert_eq!(node.call("hello", vec![s(&late_url)]).await, Ok(Value::Integer(0)));
     let listed = |peers: &[shoal_node::discovery::peers::PeerInfo]| peers.iter().any(|p| p.url == late_url);
     assert!(!listed(&node.node.api().peers()), "a node that never answered is in the table");
-    assert_eq!(node.node.api().flood().candidates(), 1);
+    assert_eq!(node.node.api().candidates(), 1);
 
     let late = TestNode::start_on(
         socket.listen(64).unwrap(),
@@ -423,7 +423,7 @@ async fn a_node_introduced_before_it_starts_is_learnt_once_it_answers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(learnt, "the late node was never learnt: {:?}", node.node.api().peers());
-    assert_eq!(node.node.api().flood().candidates(), 0);
+    assert_eq!(node.node.api().candidates(), 0);
 }
 
 /// The seed's `fetch` is one call that returns when the file is in the share. A download that
