@@ -215,10 +215,10 @@ fn matches_json(found: &[shoal_node::service::Match]) -> serde_json::Value {
 /// `shoal id`: the state directory's node id and ticket, and the id its CLI dials with.
 pub async fn id(args: crate::cli::IdArgs) -> anyhow::Result<()> {
     let layers = crate::config::Layers::load(args.state.as_deref())?;
-    shoal_node::node::prepare_state_dir(&layers.state)
+    shoal_node::state::prepare_state_dir(&layers.state)
         .map_err(|e| anyhow::anyhow!("creating the state directory {}: {e}", layers.state.display()))?;
-    let key = shoal_node::node::node_key(&layers.state)?;
-    let client = shoal_node::node::client_key(&layers.state)?;
+    let key = shoal_node::state::node_key(&layers.state)?;
+    let client = shoal_node::state::client_key(&layers.state)?;
     let id = key.public().to_string();
     // A node running on this state directory knows its relay and addresses.
     let running = match Remote::find(

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_node::net::{Client, NodeClient};
-use shoal_node::proto::calls::Download;
 use shoal_node::service::downloads::Status;
+use shoal_node::service::remote::{Download, RemoteNode, faults};
 
 use crate::cli::GetArgs;
 use crate::get::{Reporter, summary};
@@ -23,7 +22,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
             state.display()
         );
     }
-    let url = std::fs::read_to_string(state.join(shoal_node::node::URL_FILE)).with_context(|| {
+    let url = std::fs::read_to_string(state.join(shoal_node::state::URL_FILE)).with_context(|| {
         format!(
             "the state store in {} is in use, but no node URL is recorded there",
             state.display()
@@ -33,7 +32,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     let layers = crate::config::Layers::load(Some(state))?;
     let secret = match layers.get("secret", None).value {
         Some(secret) => secret,
-        None => std::fs::read_to_string(state.join(shoal_node::node::SECRET_FILE))
+        None => std::fs::read_to_string(state.join(shoal_node::state::SECRET_FILE))
             .map(|s| s.trim().to_string())
             .ok()
             .filter(|s| !s.is_empty())
@@ -48,8 +47,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     if let Some(file) = &args.peers_file {
         peers.extend(crate::serve::read_peers_file(file)?);
     }
-    let client = Client::new(Duration::from_secs(3));
-    let node = NodeClient::new(&client, &url);
+    let node = RemoteNode::new(&url, Some(state.to_path_buf()), None);
     let output: PathBuf = match &args.output {
         Some(path) => std::path::absolute(path)?,
         None => std::env::current_dir()?,
@@ -72,7 +70,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
     // path elsewhere is downloaded there and moved into place by this command.
     let mut moved_to: Option<PathBuf> = None;
     let started = match node.download(&call).await {
-        Err(error) if error.fault_code() == Some(shoal_node::proto::faults::OUTPUT_REFUSED) => {
+        Err(error) if error.fault_code() == Some(faults::OUTPUT_REFUSED) => {
             let incoming = state
                 .join(shoal_node::service::api::INCOMING_DIR)
                 .join(hex::encode(rand::random::<[u8; 8]>()));

@@ -16,8 +16,8 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{ExternalPrinter, Helper};
-use shoal_node::proto::calls::Action;
 use shoal_node::service::downloads::Status;
+use shoal_node::service::remote::Action;
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ShellArgs;
@@ -135,10 +135,10 @@ async fn run_line(remote: &Remote, words: &Words, line: &str) -> bool {
             },
             "fetch" if !rest.is_empty() => match remote.fetch(&rest).await {
                 Ok(_) => println!("fetched {rest}"),
-                Err(error) if error.fault_code() == Some(shoal_node::proto::faults::NOT_FOUND) => {
+                Err(error) if error.fault_code() == Some(shoal_node::service::remote::faults::NOT_FOUND) => {
                     println!("could not find the file {rest}")
                 }
-                Err(shoal_node::net::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", printable(&fault.message)),
+                Err(shoal_node::service::remote::CallError::Fault { fault, .. }) => println!("fetch {rest}: {}", printable(&fault.message)),
                 Err(error) => println!("fetch {rest}: {}", printable(&error.to_string())),
             },
             "search" => {
@@ -312,7 +312,7 @@ async fn interactive(remote: &Remote, words: &Words, state: &std::path::Path) ->
         rustyline::Editor::new().context("starting the line editor")?;
     editor.set_helper(Some(ShellHelper { words: words.clone() }));
     let history = state.join("shell_history");
-    let _ = shoal_node::node::prepare_state_dir(state);
+    let _ = shoal_node::state::prepare_state_dir(state);
     let _ = editor.load_history(&history);
     let mut printer = editor.create_external_printer().context("starting the message printer")?;
     let known = download_states(remote).await.unwrap_or_default();

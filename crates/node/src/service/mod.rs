@@ -10,6 +10,7 @@ pub mod downloads;
 pub mod error;
 pub mod fetch;
 pub mod folder;
+pub mod remote;
 pub mod resolve;
 pub mod seed;
 pub mod session;
