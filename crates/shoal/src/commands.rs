@@ -6,7 +6,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, ConfigArgs, RemoteArgs, SearchArgs};
 use crate::config::{Layers, Setting};
-use crate::output::{size, table};
+use crate::output::{printable, size, table};
 use crate::remote::Remote;
 
 fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
@@ -141,7 +141,23 @@ pub async fn downloads(args: RemoteArgs) -> anyhow::Result<()> {
 
 pub async fn status(args: RemoteArgs) -> anyhow::Result<()> {
     let node = remote(&args)?;
-    let stats = node.stats().await?;
+    let stats = match node.stats_checked().await? {
+        Some(stats) => stats,
+        None => {
+            // A node that answers, but not with its figures (an older or a foreign node): say
+            // what is known, as the report commands do with what they can read.
+            eprintln!(
+                "the node at {} answered shoal.stats with something else; its figures are unknown",
+                printable(&node.url)
+            );
+            if args.json {
+                println!("{}", serde_json::json!({"url": node.url}));
+            } else {
+                println!("node      {}", printable(&node.url));
+            }
+            return Ok(());
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&crate::remote::to_json(&stats.to_value()))?);
     } else {

@@ -198,4 +198,12 @@ impl Remote {
     pub async fn stats(&self) -> anyhow::Result<NodeStats> {
         self.must("shoal.stats", self.node.stats().await)
     }
+
+    /// The node's counters; `None` when it answered with something that is not them.
+    pub async fn stats_checked(&self) -> anyhow::Result<Option<NodeStats>> {
+        match self.node.stats().await {
+            Err(CallError::Unexpected { .. }) => Ok(None),
+            other => self.must("shoal.stats", other).map(Some),
+        }
+    }
 }
