@@ -156,15 +156,19 @@ fn engine_options(args: &GetArgs, max_rate: Option<u64>, beneath: Option<Beneath
     }
 }
 
-/// One file: resolved, checked against what is at its target, downloaded with a bar.
-async fn one(args: &GetArgs, session: &Session) -> anyhow::Result<()> {
-    let (fetcher, peers, stop) = (session.fetcher(), session.peers(), session.stop());
-    let hash = args
-        .hash
+/// `--hash`, read.
+pub(crate) fn hash_arg(args: &GetArgs) -> anyhow::Result<Option<shoal_node::service::fetch::ContentId>> {
+    args.hash
         .as_deref()
         .map(str::parse)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--hash: {e}"))
+}
+
+/// One file: resolved, checked against what is at its target, downloaded with a bar.
+async fn one(args: &GetArgs, session: &Session) -> anyhow::Result<()> {
+    let (fetcher, peers, stop) = (session.fetcher(), session.peers(), session.stop());
+    let hash = hash_arg(args)?;
     let mut job = fetcher.resolve(peers, &args.targets, hash, args.output.as_deref()).await?;
     job.force = args.force;
     if fetcher.check(&mut job, None).await? == Existing::Complete {

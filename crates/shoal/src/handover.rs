@@ -52,12 +52,7 @@ pub async fn run(args: &GetArgs, state: &Path) -> anyhow::Result<()> {
         Some(path) => std::path::absolute(path)?,
         None => std::env::current_dir()?,
     };
-    let hash = args
-        .hash
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--hash: {e}"))?;
+    let hash = crate::get::hash_arg(args)?;
     let mut call = Download {
         secret: secret.clone(),
         targets: args.targets.clone(),

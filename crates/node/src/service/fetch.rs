@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use shoal_index::ContentId;
+pub use shoal_index::ContentId;
 use tokio::sync::{oneshot, watch};
 
 use super::downloads::{Downloads, Registered, Status};
@@ -193,17 +193,7 @@ impl Started {
 /// The one door. Cheap to clone.
 #[derive(Clone)]
 pub struct Fetcher {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    downloads: Downloads,
-    client: Client,
-    discover: Arc<dyn Discover>,
-    /// URLs that are this node: never a source.
-    me: Vec<String>,
-    find_more_every: Duration,
-    finished: Option<Finished>,
+    inner: Arc<FetcherParts>,
 }
 
 /// How a [`Fetcher`] is made.
@@ -223,24 +213,7 @@ pub struct FetcherParts {
 
 impl Fetcher {
     pub fn new(parts: FetcherParts) -> Fetcher {
-        let FetcherParts {
-            downloads,
-            client,
-            discover,
-            me,
-            find_more_every,
-            finished,
-        } = parts;
-        Fetcher {
-            inner: Arc::new(Inner {
-                downloads,
-                client,
-                discover,
-                me,
-                find_more_every,
-                finished,
-            }),
-        }
+        Fetcher { inner: Arc::new(parts) }
     }
 
     /// The table of downloads.
