@@ -304,7 +304,12 @@ async fn source_task(shared: Arc<Shared>, src: Arc<SourceRun>) {
             }
             _ = tick.tick() => {
                 let received = src.received.load(Ordering::Relaxed);
-                src.conns().tick(Instant::now(), received);
+                let mut conns = src.conns();
+                let before = conns.desired();
+                conns.tick(Instant::now(), received);
+                if conns.desired() != before {
+                    tracing::debug!(source = %src.source.shown(), from = before, to = conns.desired(), received, "connections wanted");
+                }
             }
             () = src.wake.notified() => {}
         }
