@@ -364,15 +364,24 @@ async fn receive_pieces(
         let mut chunk = match leftover.take() {
             Some(chunk) => chunk,
             None => {
-                let chunk = tokio::select! {
-                    () = shared.cancel.cancelled() => return Ok(()),
-                    () = src.dropped.cancelled() => return Ok(()),
-                    next = tokio::time::timeout(stall, stream.next()) => match next {
-                        Err(_) => return Err(Refusal::Failed(format!("stalled: no data for {stall:?}")).into()),
-                        Ok(None) => return Err(Refusal::Failed("closed the connection early".into()).into()),
-                        Ok(Some(Err(e))) => return Err(Refusal::Failed(format!("read failed: {}", crate::net::describe(&e))).into()),
-                        Ok(Some(Ok(chunk))) => chunk,
-                    },
+                // While waiting, a piece's write that ends is counted at once (an idle connection
+                // would otherwise fetch a copy of a piece that is done but not yet counted).
+                let deadline = tokio::time::Instant::now() + stall;
+                let chunk = loop {
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => return Ok(()),
+                        () = src.dropped.cancelled() => return Ok(()),
+                        written = async { (&mut storing.as_mut().expect("only with a write").write).await }, if storing.is_some() => {
+                            let Storing { index, len, .. } = storing.take().expect("only with a write");
+                            *used += account(shared, src, index, len, written)?;
+                        }
+                        next = tokio::time::timeout_at(deadline, stream.next()) => break match next {
+                            Err(_) => return Err(Refusal::Failed(format!("stalled: no data for {stall:?}")).into()),
+                            Ok(None) => return Err(Refusal::Failed("closed the connection early".into()).into()),
+                            Ok(Some(Err(e))) => return Err(Refusal::Failed(format!("read failed: {}", crate::net::describe(&e))).into()),
+                            Ok(Some(Ok(chunk))) => chunk,
+                        },
+                    }
                 };
                 src.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if let Some(limiter) = &shared.limiter {
@@ -398,12 +407,22 @@ fn store(shared: &Arc<Shared>, piece: Incoming) -> Storing {
     Storing { index, len, write }
 }
 
-/// Waits for a piece's write and counts the piece, unless another copy won meanwhile. Returns
-/// the bytes counted.
+/// Waits for a piece's write and counts it ([`account`]).
 async fn stored(shared: &Arc<Shared>, src: &SourceRun, storing: Storing) -> Result<u64, RunError> {
     let Storing { index, len, write } = storing;
-    write
-        .await
+    account(shared, src, index, len, write.await)
+}
+
+/// Counts piece `index` once its write ended well, unless another copy won meanwhile. Returns
+/// the bytes counted.
+fn account(
+    shared: &Shared,
+    src: &SourceRun,
+    index: u64,
+    len: u64,
+    written: Result<Result<(), EngineError>, tokio::task::JoinError>,
+) -> Result<u64, RunError> {
+    written
         .map_err(|e| RunError::Fatal(EngineError::Task(e.to_string())))?
         .map_err(RunError::Fatal)?;
     if !shared.pieces().complete(index) {
