@@ -462,25 +462,72 @@ impl PieceHashes {
 
     /// True when `data` is exactly piece `index` of the file.
     pub fn verify(&self, index: u64, data: &[u8]) -> bool {
-        let Some(expected) = self.hashes.get(index as usize) else {
-            return false;
-        };
+        self.check(index).is_some_and(|mut check| {
+            check.update(data);
+            check.finish()
+        })
+    }
+
+    /// A check of piece `index` fed as its bytes arrive, so that a piece received in parts need
+    /// not be copied into one buffer first; `None` when there is no such piece.
+    pub fn check(&self, index: u64) -> Option<PieceCheck> {
+        let expected = *self.hashes.get(index as usize)?;
         if index >= self.count() {
-            return false;
+            return None;
         }
         let range = self.range(index);
-        if data.len() as u64 != range.end - range.start {
+        let mut hasher = blake3::Hasher::new();
+        let root = self.count() == 1;
+        if !root {
+            hasher.set_input_offset(range.start);
+        }
+        Some(PieceCheck {
+            hasher,
+            root,
+            expected,
+            left: range.end - range.start,
+            overrun: false,
+        })
+    }
+}
+
+/// The check of one piece in progress ([`PieceHashes::check`]).
+#[derive(Debug, Clone)]
+pub struct PieceCheck {
+    hasher: blake3::Hasher,
+    /// The piece is the whole file: its hash is the root hash.
+    root: bool,
+    expected: blake3::Hash,
+    /// Bytes still expected.
+    left: u64,
+    /// More bytes came than the piece holds.
+    overrun: bool,
+}
+
+impl PieceCheck {
+    /// Feeds the next bytes of the piece.
+    pub fn update(&mut self, data: &[u8]) {
+        match self.left.checked_sub(data.len() as u64) {
+            Some(left) => self.left = left,
+            None => {
+                self.overrun = true;
+                return;
+            }
+        }
+        self.hasher.update(data);
+    }
+
+    /// True when exactly the piece's bytes were fed and they hash to its expected hash.
+    pub fn finish(self) -> bool {
+        if self.overrun || self.left != 0 {
             return false;
         }
-        let actual = if self.count() == 1 {
-            blake3::hash(data)
+        let actual = if self.root {
+            self.hasher.finalize()
         } else {
-            let mut hasher = blake3::Hasher::new();
-            hasher.set_input_offset(range.start);
-            hasher.update(data);
-            blake3::Hash::from_bytes(hasher.finalize_non_root())
+            blake3::Hash::from_bytes(self.hasher.finalize_non_root())
         };
-        actual == *expected
+        actual == self.expected
     }
 }
 
@@ -594,6 +641,44 @@ mod tests {
         assert!(!pieces.verify(0, &content[..16383]));
         assert!(!pieces.verify(4, &[]));
         assert!(pieces.verify(3, &content[49152..]));
+    }
+
+    #[test]
+    fn a_piece_checked_in_parts_is_checked_as_a_whole() {
+        let size = 3 * MIB + 777;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        for &piece_size in PIECE_SIZES {
+            let pieces = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+            for index in [0, pieces.count() / 2, pieces.count() - 1] {
+                let range = pieces.range(index);
+                let piece = &content[range.start as usize..range.end as usize];
+                for step in [1000, 16 * 1024, 65_537] {
+                    let mut check = pieces.check(index).unwrap();
+                    piece.chunks(step).for_each(|part| check.update(part));
+                    assert!(check.finish(), "piece {index} of {piece_size} in parts of {step}");
+                    let mut tampered = piece.to_vec();
+                    tampered[piece.len() / 2] ^= 0x10;
+                    let mut check = pieces.check(index).unwrap();
+                    tampered.chunks(step).for_each(|part| check.update(part));
+                    assert!(!check.finish(), "a flipped byte fails in parts too");
+                }
+                let mut short = pieces.check(index).unwrap();
+                short.update(&piece[..piece.len() - 1]);
+                assert!(!short.finish(), "a piece one byte short fails");
+                let mut long = pieces.check(index).unwrap();
+                long.update(piece);
+                long.update(b"x");
+                assert!(!long.finish(), "a piece one byte long fails");
+            }
+            assert!(pieces.check(pieces.count()).is_none());
+        }
+        let one = hash_bytes(b"one piece");
+        let single = piece_hashes(&one.id, one.size, &one.outboard, MIB).unwrap();
+        let mut check = single.check(0).unwrap();
+        check.update(b"one ");
+        check.update(b"piece");
+        assert!(check.finish(), "a whole file of one piece is checked against the root hash");
     }
 
     #[test]

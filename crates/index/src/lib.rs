@@ -34,8 +34,8 @@ pub mod watch;
 #[cfg(target_os = "linux")]
 pub use beneath::{Dir, Root};
 pub use hash::{
-    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceHashes, VerifyError, hash_bytes, hash_file,
-    piece_hashes,
+    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceCheck, PieceHashes, VerifyError,
+    hash_bytes, hash_file, piece_hashes,
 };
 pub use name::{NameError, SafeName, check_name, is_invisible};
 pub use share::{ScanReport, Share, ShareError};

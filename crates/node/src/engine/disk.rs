@@ -1,13 +1,23 @@
 //! The partial file on disk: its hidden name beside the target, opening it without following a
 //! symlink, reserving its space before the first byte (`posix_fallocate`, so a full disk is
-//! reported at the start), writing checked pieces at their offsets with the kernel asked to
-//! start writing them back at once (`sync_file_range`, so the fsync before the rename has little
+//! reported at the start), writing checked pieces at their offsets, asking the kernel to start
+//! writing them back soon after (`sync_file_range`, so the fsync before the rename has little
 //! left to do), and that fsync. Where the file and its final name live is [`super::place`].
+//!
+//! The write-back request is made off the writers' path ([`WriteBack`]): `sync_file_range`
+//! blocks while the disk's queue is full, and a connection that waited on it stopped reading
+//! its socket, so a busy disk slowed the download itself instead of only its end. A piece
+//! written lands in the page cache at memory speed (as any download tool's does); one blocking
+//! call at a time, on the blocking pool, starts write-back of everything written since its last
+//! call.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use super::EngineError;
 use super::place::Spot;
@@ -26,6 +36,7 @@ pub(super) struct PartFile {
     /// The file's size when complete.
     size: u64,
     spot: Arc<Spot>,
+    writeback: Arc<WriteBack>,
 }
 
 impl PartFile {
@@ -64,6 +75,7 @@ impl PartFile {
             file: Arc::new(file),
             size,
             spot,
+            writeback: Arc::default(),
         })
     }
 
@@ -82,12 +94,13 @@ impl PartFile {
         self.file.read_exact_at(buf, offset)
     }
 
-    /// Writes a checked piece at `offset` and asks the kernel to start writing it back
-    /// (blocking). A full disk is [`EngineError::NoSpace`].
-    pub fn write_piece(&self, offset: u64, data: &[u8]) -> Result<(), EngineError> {
-        match self.file.write_all_at(data, offset) {
-            Ok(()) => {
-                start_writeback(&self.file, offset, data.len());
+    /// Writes a checked piece, in the parts it arrived in, at `offset` (blocking) and has
+    /// write-back of it started without waiting for that ([`WriteBack`]). A full disk is
+    /// [`EngineError::NoSpace`].
+    pub fn write_piece(&self, offset: u64, parts: &[Bytes]) -> Result<(), EngineError> {
+        match write_all_vectored_at(&self.file, parts, offset) {
+            Ok(len) => {
+                self.writeback.request(&self.file, offset..offset + len);
                 Ok(())
             }
             Err(source) if source.raw_os_error() == Some(libc::ENOSPC) => Err(no_space(self.path(), self.size)),
@@ -152,10 +165,128 @@ fn free_space(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
-/// Asks the kernel to start writing a piece to disk now, without waiting for it, so that the
-/// final fsync before the rename has little left to do (writeback overlaps the download
-/// instead of following it). A failure here only loses that head start.
-fn start_writeback(file: &File, offset: u64, len: usize) {
+/// The most parts one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes `parts` one after another at `offset` with as few `pwritev` calls as they allow (no
+/// copy into one buffer first). Returns the bytes written.
+fn write_all_vectored_at(file: &File, parts: &[Bytes], offset: u64) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let (mut parts, mut skip, mut at) = (parts, 0usize, offset);
+    loop {
+        // Parts written whole (or empty) are behind us.
+        while let Some(first) = parts.first()
+            && skip >= first.len()
+        {
+            parts = &parts[1..];
+            skip = 0;
+        }
+        if parts.is_empty() {
+            return Ok(total);
+        }
+        let iovecs: Vec<libc::iovec> = parts
+            .iter()
+            .take(MAX_IOVECS)
+            .enumerate()
+            .map(|(i, part)| {
+                let rest = if i == 0 { &part[skip..] } else { &part[..] };
+                libc::iovec {
+                    iov_base: rest.as_ptr() as *mut libc::c_void,
+                    iov_len: rest.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a part borrowed for the duration of the call, and the
+        // descriptor is open for writing.
+        let written = unsafe { libc::pwritev(file.as_raw_fd(), iovecs.as_ptr(), iovecs.len() as libc::c_int, at as libc::off_t) };
+        if written < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut written = written as usize;
+        at += written as u64;
+        while written > 0 {
+            let rest = parts[0].len() - skip;
+            if written >= rest {
+                written -= rest;
+                parts = &parts[1..];
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+    }
+}
+
+/// Write-back of what was written, started off the writers' path: at most one blocking call at a
+/// time starts it for the span of everything written since the previous call (pages in that
+/// span that are not dirty cost nothing).
+#[derive(Debug, Default)]
+struct WriteBack {
+    state: Mutex<Flush>,
+}
+
+#[derive(Debug, Default)]
+struct Flush {
+    /// Written since the running call took its span.
+    pending: Option<Range<u64>>,
+    /// A call is running (or queued on the blocking pool).
+    busy: bool,
+}
+
+impl WriteBack {
+    /// Adds `written` to what the next call starts write-back of, and starts a call unless one
+    /// runs; returns at once (without a runtime, it starts write-back itself).
+    fn request(self: &Arc<Self>, file: &Arc<File>, written: Range<u64>) {
+        if written.is_empty() {
+            return;
+        }
+        {
+            let mut flush = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            flush.pending = Some(match flush.pending.take() {
+                Some(span) => span.start.min(written.start)..span.end.max(written.end),
+                None => written,
+            });
+            if flush.busy {
+                return;
+            }
+            flush.busy = true;
+        }
+        let (this, file) = (self.clone(), file.clone());
+        let job = move || {
+            while let Some(span) = this.take() {
+                start_writeback(&file, span.start, span.end - span.start);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            // Detached: it ends when nothing is pending, and a failure only loses a head start.
+            Ok(runtime) => drop(runtime.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+
+    /// The span to write back next; none (and not busy any more) when nothing is pending.
+    fn take(&self) -> Option<Range<u64>> {
+        let mut flush = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let span = flush.pending.take();
+        flush.busy = span.is_some();
+        span
+    }
+}
+
+/// Asks the kernel to start writing a span to disk now, without waiting for the writes to end,
+/// so that the final fsync before the rename has little left to do (write-back overlaps the
+/// download instead of following it). It may wait for room in the disk's queue. A failure here
+/// only loses that head start.
+fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: the descriptor is open for the duration of the call; the range is plain numbers.
     unsafe {
@@ -187,6 +318,23 @@ fn allocate(file: &File, size: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_written_one_after_another_at_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+        // More parts than one pwritev takes, some empty, of many lengths.
+        let parts: Vec<Bytes> = (0..2500usize).map(|i| Bytes::from(vec![(i % 251) as u8; i % 7])).collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        let written = write_all_vectored_at(&file, &parts, 100).unwrap();
+        assert_eq!(written, expected.len() as u64);
+        let mut back = vec![0u8; expected.len()];
+        file.read_exact_at(&mut back, 100).unwrap();
+        assert_eq!(back, expected);
+        assert_eq!(file.metadata().unwrap().len(), 100 + expected.len() as u64);
+        assert_eq!(write_all_vectored_at(&file, &[], 0).unwrap(), 0);
+    }
 
     #[test]
     fn part_files_are_hidden_beside_the_target() {

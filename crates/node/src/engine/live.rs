@@ -3,7 +3,9 @@
 //! [`Live::run`] is the supervisor: it starts one task per source ([`source_task`], which opens
 //! and closes that source's connections as [`super::conns`] decides, each connection a worker
 //! in [`super::worker`]), admits sources that arrive on the job's channel while it runs,
-//! commits the resume record every `commit_interval` when a piece was written since, and ends
+//! commits the resume record every `commit_interval` when a piece was written since (in the
+//! background, one commit at a time: a commit is an fsync, which waits for other writers' data
+//! on a busy disk, and a supervisor that waited on it noticed the end late), and ends
 //! when every piece is done, the download is cancelled, a write failed, or every source has
 //! given up. What the workers share is [`Shared`]; what the last phase needs is [`Landed`].
 
@@ -172,16 +174,26 @@ impl<'a> Live<'a> {
     }
 
     /// Runs until every piece is written (then [`Landed`]) or the download stops. `more` brings
-    /// sources found while it runs. The record is committed last either way.
+    /// sources found while it runs. A download that stops commits its record last, so that a
+    /// new run resumes from every piece written; one that is complete does not (its record is
+    /// removed once the file is placed, and if placing fails, the record as last committed is
+    /// safe: it calls fewer pieces done, not more).
     pub async fn run(mut self, mut more: mpsc::Receiver<NewSource>) -> Result<Landed, EngineError> {
         let mut workers = JoinSet::new();
         for source in self.sources.all().to_vec() {
             self.spawn(&mut workers, source);
         }
-        let result = self.supervise(&mut workers, &mut more).await;
+        let mut committing = None;
+        let result = self.supervise(&mut workers, &mut more, &mut committing).await;
         self.shared.cancel.cancel();
         while workers.join_next().await.is_some() {}
-        self.commit().await?;
+        // A commit being written ends before anything else touches the record.
+        if let Some(commit) = committing {
+            committed(commit).await?;
+        }
+        if result.is_err() {
+            self.commit().await?;
+        }
         result?;
         Ok(Landed {
             layout: self.shared.layout.clone(),
@@ -190,7 +202,12 @@ impl<'a> Live<'a> {
     }
 
     /// The supervisor loop: until finished, cancelled, failed or out of sources.
-    async fn supervise(&mut self, workers: &mut JoinSet<()>, more: &mut mpsc::Receiver<NewSource>) -> Result<(), EngineError> {
+    async fn supervise(
+        &mut self,
+        workers: &mut JoinSet<()>,
+        more: &mut mpsc::Receiver<NewSource>,
+        committing: &mut Option<Commit>,
+    ) -> Result<(), EngineError> {
         let shared = self.shared.clone();
         let progress = shared.tally.progress.clone();
         let size = shared.layout.size;
@@ -208,7 +225,15 @@ impl<'a> Live<'a> {
                 // Cancellation first: it also ends every worker, which must not read as failure.
                 biased;
                 () = self.cancel.cancelled() => return Err(cancelled()),
-                _ = commit_tick.tick() => self.commit().await?,
+                _ = commit_tick.tick() => {
+                    if committing.is_none() {
+                        *committing = self.start_commit();
+                    }
+                }
+                written = async { committing.as_mut().expect("the branch runs only with a commit").await }, if committing.is_some() => {
+                    *committing = None;
+                    written.map_err(|e| EngineError::Task(e.to_string()))??;
+                }
                 new = more.recv(), if more_open => match new {
                     Some(new) => {
                         if let Some(source) = self.sources.admit(new).cloned() {
@@ -262,15 +287,32 @@ impl<'a> Live<'a> {
         workers.spawn(source_task(self.shared.clone(), Arc::new(SourceRun::new(source, cap))));
     }
 
-    /// Writes the record when a piece was written since the last commit.
-    async fn commit(&mut self) -> Result<(), EngineError> {
+    /// Starts writing the record on the blocking pool when a piece was written since the last
+    /// commit.
+    fn start_commit(&mut self) -> Option<Commit> {
         if !self.shared.tally.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
+            return None;
         }
         self.record.done = record::encode_done(&self.shared.pieces().done_flags());
-        let record = self.record.clone();
-        self.engine.store(move |records| records.put(&record)).await
+        let (records, record) = (self.engine.records.clone(), self.record.clone());
+        Some(tokio::task::spawn_blocking(move || records.put(&record)))
     }
+
+    /// Writes the record when a piece was written since the last commit, and waits for it.
+    async fn commit(&mut self) -> Result<(), EngineError> {
+        match self.start_commit() {
+            Some(commit) => committed(commit).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A commit of the resume record being written.
+type Commit = tokio::task::JoinHandle<Result<(), record::RecordError>>;
+
+/// Waits for a commit.
+async fn committed(commit: Commit) -> Result<(), EngineError> {
+    Ok(commit.await.map_err(|e| EngineError::Task(e.to_string()))??)
 }
 
 /// One source: opens and closes its connections as [`super::conns`] decides, until every
@@ -304,7 +346,12 @@ async fn source_task(shared: Arc<Shared>, src: Arc<SourceRun>) {
             }
             _ = tick.tick() => {
                 let received = src.received.load(Ordering::Relaxed);
-                src.conns().tick(Instant::now(), received);
+                let mut conns = src.conns();
+                let before = conns.desired();
+                conns.tick(Instant::now(), received);
+                if conns.desired() != before {
+                    tracing::debug!(source = %src.source.shown(), from = before, to = conns.desired(), received, "connections wanted");
+                }
             }
             () = src.wake.notified() => {}
         }

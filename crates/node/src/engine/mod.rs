@@ -12,8 +12,9 @@
 //!   rename (or a no-clobber link) once the file is complete and checked; with
 //!   [`EngineOptions::beneath`] both are made relative to the target's directory, opened beneath
 //!   a root with no symlink on the way ([`Beneath`]);
-//! - memory is bounded: each connection holds at most one piece in memory, and a source opens
-//!   extra connections only while the download holds fewer than [`MAX_CONNECTIONS`];
+//! - memory is bounded: each connection holds at most two pieces in memory (one arriving, one
+//!   being written while the next arrives), and a source opens extra connections only while the
+//!   download holds fewer than [`MAX_CONNECTIONS`];
 //! - progress (which pieces are written) is in the state store, so only pieces in flight are
 //!   fetched again after SIGKILL;
 //! - a mirror's first answer fixes its `ETag`, `Last-Modified` and size; an answer that differs
@@ -31,13 +32,14 @@
 //!
 //! **Modules.**
 //! - `prepare`, `live`, `finish`: the three phases;
-//! - `worker`: one connection's loop and its range requests (claim, request, stream, check,
-//!   write);
+//! - `worker`: one connection's loop and its range requests (claim, request, stream and check
+//!   each piece as it arrives, write it while the next arrives);
 //! - `answer`: what an answer's status and headers mean (206/200/416/429/503, validators,
 //!   `Retry-After`), with no I/O;
 //! - `source`: [`SourceKind`], which sources are admitted, [`SourceStat`], [`SourceState`], and
 //!   what one source's connections share;
-//! - `disk`: the partial file ([`part_path`], open, reserve, write with early write-back, fsync);
+//! - `disk`: the partial file ([`part_path`], open, reserve, vectored writes, write-back
+//!   requested off the writers' path, fsync);
 //!   [`place`]: where the files are and the final link or rename;
 //! - [`pieces`] (which piece is missing, claimed, done) and [`conns`] (how many connections a
 //!   source gets): pure state machines with no I/O;
@@ -274,7 +276,7 @@ pub enum NewSource {
 /// Most peers one download takes as sources, however many holders answers name.
 pub const MAX_PEER_SOURCES: usize = 32;
 /// Extra connections open only while a download holds fewer than this, over all its sources
-/// (each holds at most one piece in memory); a source's first connection is always allowed.
+/// (each holds at most two pieces in memory); a source's first connection is always allowed.
 pub const MAX_CONNECTIONS: usize = 64;
 /// The most connections to one source `max_connections_per_source` may allow.
 pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;

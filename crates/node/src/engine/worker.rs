@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use shoal_index::PieceCheck;
 
 use super::EngineError;
 use super::answer::{self, Asked, Head, Refusal};
 use super::live::Shared;
 use super::pieces::{Next, WorkerId};
+use super::prepare::Layout;
 use super::source::{SourceRun, SourceState};
 use crate::net::rate::throttle;
 
@@ -102,6 +105,14 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
         }
         let started = Instant::now();
         let outcome = fetch_run(shared, src, me, run.clone()).await;
+        tracing::debug!(
+            worker = me,
+            pieces = run.end - run.start,
+            first = run.start,
+            used = outcome.as_ref().ok().copied(),
+            ms = started.elapsed().as_millis() as u64,
+            "run ended"
+        );
         shared.pieces().release(me, run.clone());
         shared.tally.changed.notify_waiters();
         let reason = match outcome {
@@ -238,8 +249,64 @@ async fn fetch_run(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId, run: Ran
     receive(shared, src, me, run, response).await
 }
 
-/// Reads an accepted answer's body, piece by piece, storing each while this connection still
-/// holds its claim. Returns the bytes used.
+/// The piece a connection is receiving: its parts as they came off the socket (no copy), and its
+/// check fed with each part.
+struct Incoming {
+    index: u64,
+    /// The piece's length.
+    len: usize,
+    parts: Vec<Bytes>,
+    have: usize,
+    /// `None` without hashes (mirrors only: the whole file is checked at the end).
+    check: Option<PieceCheck>,
+}
+
+impl Incoming {
+    fn new(layout: &Layout, index: u64) -> Incoming {
+        Incoming {
+            index,
+            len: layout.piece_len(index) as usize,
+            parts: Vec::new(),
+            have: 0,
+            check: layout.hashes.as_ref().and_then(|hashes| hashes.check(index)),
+        }
+    }
+
+    fn missing(&self) -> usize {
+        self.len - self.have
+    }
+
+    fn push(&mut self, part: Bytes) {
+        if part.is_empty() {
+            return;
+        }
+        if let Some(check) = &mut self.check {
+            check.update(&part);
+        }
+        self.have += part.len();
+        self.parts.push(part);
+    }
+
+    /// True when the piece is whole and passes its check (always, without hashes).
+    fn checks(&mut self, layout: &Layout) -> bool {
+        match self.check.take() {
+            Some(check) => check.finish(),
+            None => layout.hashes.is_none(),
+        }
+    }
+}
+
+/// A checked piece being written on the blocking pool while the next one is received.
+struct Storing {
+    index: u64,
+    len: u64,
+    write: tokio::task::JoinHandle<Result<(), EngineError>>,
+}
+
+/// Reads an accepted answer's body piece by piece, checking each as its bytes arrive. A piece
+/// that checks, while this connection still holds its claim, is written on the blocking pool
+/// while the next one is received (so a connection holds at most two pieces: one arriving,
+/// one being written); it counts once written. Returns the bytes used.
 async fn receive(
     shared: &Arc<Shared>,
     src: &SourceRun,
@@ -247,74 +314,117 @@ async fn receive(
     run: Range<u64>,
     response: reqwest::Response,
 ) -> Result<u64, RunError> {
+    let mut storing = None;
+    let mut used = 0u64;
+    let outcome = receive_pieces(shared, src, me, run, response, &mut storing, &mut used).await;
+    // The last write ends before the run does, whatever ended it.
+    if let Some(last) = storing.take() {
+        used += stored(shared, src, last).await?;
+    }
+    outcome.map(|()| used)
+}
+
+async fn receive_pieces(
+    shared: &Arc<Shared>,
+    src: &SourceRun,
+    me: WorkerId,
+    run: Range<u64>,
+    response: reqwest::Response,
+    storing: &mut Option<Storing>,
+    used: &mut u64,
+) -> Result<(), RunError> {
     let layout = &shared.layout;
     let stall = shared.options.stall_timeout;
     let mut stream = response.bytes_stream();
-    let mut index = run.start;
-    let mut buf: Vec<u8> = Vec::with_capacity(layout.piece_len(index) as usize);
-    let mut used = 0u64;
+    let mut piece = Incoming::new(layout, run.start);
+    let mut leftover: Option<Bytes> = None;
     loop {
-        let piece_len = layout.piece_len(index) as usize;
-        if buf.len() >= piece_len {
-            let rest = buf.split_off(piece_len);
-            let data = std::mem::replace(&mut buf, rest);
+        if piece.missing() == 0 {
+            let index = piece.index;
+            let mut whole = std::mem::replace(&mut piece, Incoming::new(layout, index + 1));
             if shared.pieces().is_mine(me, index) {
-                used += store_piece(shared, src, index, data).await?;
+                if !whole.checks(layout) {
+                    shared.net.metrics().pieces_rejected.inc();
+                    return Err(RunError::Bad(index));
+                }
+                // One write at a time per connection: the previous one ends before this starts.
+                if let Some(previous) = storing.take() {
+                    *used += stored(shared, src, previous).await?;
+                }
+                *storing = Some(store(shared, whole));
             } else {
-                shared.tally.progress.wasted.fetch_add(piece_len as u64, Ordering::Relaxed);
+                shared.tally.progress.wasted.fetch_add(whole.len as u64, Ordering::Relaxed);
             }
-            index += 1;
-            if index >= run.end || !shared.pieces().is_mine(me, index) {
+            if index + 1 >= run.end || !shared.pieces().is_mine(me, index + 1) {
                 // Done, or the rest was stolen or won elsewhere: drop the response.
-                return Ok(used);
+                return Ok(());
             }
             continue;
         }
-        let chunk = tokio::select! {
-            () = shared.cancel.cancelled() => return Ok(used),
-            () = src.dropped.cancelled() => return Ok(used),
-            next = tokio::time::timeout(stall, stream.next()) => match next {
-                Err(_) => return Err(Refusal::Failed(format!("stalled: no data for {stall:?}")).into()),
-                Ok(None) => return Err(Refusal::Failed("closed the connection early".into()).into()),
-                Ok(Some(Err(e))) => return Err(Refusal::Failed(format!("read failed: {}", crate::net::describe(&e))).into()),
-                Ok(Some(Ok(chunk))) => chunk,
-            },
+        let mut chunk = match leftover.take() {
+            Some(chunk) => chunk,
+            None => {
+                // While waiting, a piece's write that ends is counted at once (an idle connection
+                // would otherwise fetch a copy of a piece that is done but not yet counted).
+                let deadline = tokio::time::Instant::now() + stall;
+                let chunk = loop {
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => return Ok(()),
+                        () = src.dropped.cancelled() => return Ok(()),
+                        written = async { (&mut storing.as_mut().expect("only with a write").write).await }, if storing.is_some() => {
+                            let Storing { index, len, .. } = storing.take().expect("only with a write");
+                            *used += account(shared, src, index, len, written)?;
+                        }
+                        next = tokio::time::timeout_at(deadline, stream.next()) => break match next {
+                            Err(_) => return Err(Refusal::Failed(format!("stalled: no data for {stall:?}")).into()),
+                            Ok(None) => return Err(Refusal::Failed("closed the connection early".into()).into()),
+                            Ok(Some(Err(e))) => return Err(Refusal::Failed(format!("read failed: {}", crate::net::describe(&e))).into()),
+                            Ok(Some(Ok(chunk))) => chunk,
+                        },
+                    }
+                };
+                src.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if let Some(limiter) = &shared.limiter {
+                    throttle(limiter, chunk.len()).await;
+                }
+                chunk
+            }
         };
-        src.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if let Some(limiter) = &shared.limiter {
-            throttle(limiter, chunk.len()).await;
+        let part = chunk.split_to(piece.missing().min(chunk.len()));
+        piece.push(part);
+        if !chunk.is_empty() {
+            leftover = Some(chunk);
         }
-        buf.extend_from_slice(&chunk);
     }
 }
 
-/// Checks piece `index` against its hash (when there are hashes), writes it, and counts it
-/// unless another copy won meanwhile. Returns the bytes counted.
-async fn store_piece(shared: &Arc<Shared>, src: &SourceRun, index: u64, data: Vec<u8>) -> Result<u64, RunError> {
+/// Starts writing a checked piece on the blocking pool.
+fn store(shared: &Arc<Shared>, piece: Incoming) -> Storing {
+    let (index, len) = (piece.index, piece.len as u64);
     let offset = shared.layout.piece(index).start;
-    let len = data.len() as u64;
-    let checked = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || -> Result<bool, EngineError> {
-            if let Some(hashes) = &shared.layout.hashes
-                && !hashes.verify(index, &data)
-            {
-                return Ok(false);
-            }
-            shared.disk.write_piece(offset, &data)?;
-            Ok(true)
-        })
-        .await
+    let disk = shared.disk.clone();
+    let write = tokio::task::spawn_blocking(move || disk.write_piece(offset, &piece.parts));
+    Storing { index, len, write }
+}
+
+/// Waits for a piece's write and counts it ([`account`]).
+async fn stored(shared: &Arc<Shared>, src: &SourceRun, storing: Storing) -> Result<u64, RunError> {
+    let Storing { index, len, write } = storing;
+    account(shared, src, index, len, write.await)
+}
+
+/// Counts piece `index` once its write ended well, unless another copy won meanwhile. Returns
+/// the bytes counted.
+fn account(
+    shared: &Shared,
+    src: &SourceRun,
+    index: u64,
+    len: u64,
+    written: Result<Result<(), EngineError>, tokio::task::JoinError>,
+) -> Result<u64, RunError> {
+    written
         .map_err(|e| RunError::Fatal(EngineError::Task(e.to_string())))?
-    };
-    match checked {
-        Ok(true) => {}
-        Ok(false) => {
-            shared.net.metrics().pieces_rejected.inc();
-            return Err(RunError::Bad(index));
-        }
-        Err(error) => return Err(RunError::Fatal(error)),
-    }
+        .map_err(RunError::Fatal)?;
     if !shared.pieces().complete(index) {
         shared.tally.progress.wasted.fetch_add(len, Ordering::Relaxed);
         return Ok(0);
