@@ -171,7 +171,9 @@ fn a_folder_killed_with_sigkill_resumes_and_completes() {
     for i in 0..40u64 {
         files.insert(format!("dir/s{}/f{i:02}.dat", i % 5), random_bytes(16 * 1024, 10 + i));
     }
-    let node = serving(root.path(), &files, &["--max-upload-rate", "4M"]);
+    // At 2 MiB/s the large files take about 6 s, so their progress (one event a second) is seen
+    // past 3 MiB well before they end, even on a loaded machine.
+    let node = serving(root.path(), &files, &["--max-upload-rate", "2M"]);
     let out = root.path().join("out");
     let (out_s, state_s) = (path(&out), path(&root.path().join("get-state")));
     let args = [
