@@ -909,3 +909,51 @@ async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
     })
     .await;
 }
+
+// 13. The table of downloads stays bounded: a queue of more files than it keeps listed leaves
+// at most `MAX_ENDED` ended downloads in it (a node or a queue may run for days).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_forgets_the_oldest_ended_downloads() {
+    use shoal_node::service::downloads::{Downloads, MAX_ENDED};
+    use shoal_node::service::fetch::{Fetcher, FetcherParts, Item, LogFailures, QueueOptions};
+
+    bounded(async {
+        let data = random_bytes(1000, 13);
+        let holder = peer_with(&data, None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let client = shoal_node::net::Client::new(Duration::from_secs(3));
+        let fetcher = Fetcher::new(FetcherParts {
+            downloads: Downloads::new(
+                engine_in(dir.path(), quick_options()),
+                tokio_util::task::TaskTracker::new(),
+                stop.clone(),
+            ),
+            client: client.clone(),
+            discover: Arc::new(shoal_node::discovery::FixedPeers {
+                client,
+                peers: Vec::new(),
+                deadline: Duration::from_millis(200),
+            }),
+            me: Vec::new(),
+            find_more_every: Duration::from_secs(60),
+            finished: None,
+        });
+        let files = MAX_ENDED + 40;
+        let items = (0..files)
+            .map(|i| Item::Ready(job(&dir.path().join(format!("f{i}.bin")), &data, vec![holder.url.clone()], vec![])))
+            .collect();
+        let options = QueueOptions {
+            concurrency: 16,
+            force: false,
+            rule: None,
+            sync: Some(dir.path().to_path_buf()),
+        };
+        let tally = fetcher.queue(items, &[], &options, &LogFailures, &stop).await;
+        assert_eq!((tally.done, tally.failures.len()), (files, 0), "{:?}", tally.failures.first());
+        let listed = fetcher.downloads().list().len();
+        assert_eq!(listed, MAX_ENDED, "the table keeps the newest ended downloads only");
+        assert_same_file(&dir.path().join(format!("f{}.bin", files - 1)), &data);
+    })
+    .await;
+}

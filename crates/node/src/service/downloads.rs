@@ -72,12 +72,18 @@ struct Running {
     status: watch::Receiver<Status>,
 }
 
+/// How many downloads that ended the table keeps listed; older ones are forgotten (their resume
+/// records stay), so that a node or a queue running for days holds a bounded table.
+pub const MAX_ENDED: usize = 1024;
+
 /// The table of downloads of a node.
 pub struct Downloads {
     engine: Engine,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     table: Mutex<HashMap<PathBuf, Running>>,
+    /// Targets of downloads that ended, oldest first (at most [`MAX_ENDED`] of them listed).
+    ended: Mutex<std::collections::VecDeque<PathBuf>>,
 }
 
 /// A download the table has just taken in: what its task needs to run it.
@@ -109,6 +115,23 @@ impl Downloads {
             tracker,
             shutdown,
             table: Mutex::new(HashMap::new()),
+            ended: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Says that the download of `target` ended (its status is no longer `Running`): the
+    /// oldest ended downloads beyond [`MAX_ENDED`] leave the table. One started again since it
+    /// ended is running, and stays.
+    pub fn ended(&self, target: &Path) {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.retain(|t| t != target);
+        ended.push_back(target.to_path_buf());
+        while ended.len() > MAX_ENDED {
+            let Some(oldest) = ended.pop_front() else { break };
+            let mut table = self.lock();
+            if table.get(&oldest).is_some_and(|r| *r.status.borrow() != Status::Running) {
+                table.remove(&oldest);
+            }
         }
     }
 

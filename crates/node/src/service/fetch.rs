@@ -330,7 +330,7 @@ impl Fetcher {
             status: status_tx,
         } = entry;
         self.inner.downloads.spawn(async move {
-            let name = job.name.clone();
+            let (name, target) = (job.name.clone(), job.target.clone());
             let result = this.run(job, live, cancel, more_rx, sync_small).await;
             let status = match &result {
                 Ok(_) => Status::Done,
@@ -342,6 +342,7 @@ impl Fetcher {
             };
             let _ = result_tx.send(result);
             let _ = status_tx.send(status);
+            this.inner.downloads.ended(&target);
         });
         Started {
             status,
