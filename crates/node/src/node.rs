@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::discovery::peers::Peers;
 use crate::discovery::{DiscoveryOptions, Flood};
-use crate::engine::{Engine, Job};
+use crate::engine::{Engine, Job, Partials};
 use crate::http::guard::Guard;
 use crate::net::iroh::Iroh;
 use crate::net::{Client, ClientOptions, Policy};
@@ -151,6 +151,13 @@ impl Node {
             path: store_path.clone(),
             reason: e.to_string(),
         })?;
+        // Downloads in progress are served to other downloaders (unless the owner said not to).
+        let partials = Partials::default();
+        let engine = if options.partial_upload {
+            engine.serving(partials.clone())
+        } else {
+            engine
+        };
         let pending = engine.records().all().map_err(|e| StartError::Store {
             path: store_path.clone(),
             reason: e.to_string(),
@@ -183,6 +190,11 @@ impl Node {
             find_more_every: crate::service::FIND_MORE_EVERY,
             finished: Some(crate::service::api::index_in_share(share.clone())),
         });
+        let fetcher = if options.partial_upload {
+            fetcher.in_swarm_as(flood.me().to_string())
+        } else {
+            fetcher
+        };
         let inner = Inner {
             options: options.clone(),
             share,
@@ -192,6 +204,8 @@ impl Node {
             owner_keys,
             fetcher,
             upload_limit,
+            partials,
+            swarms: Default::default(),
             stopping: shutdown.child_token(),
         };
         let api = Api::new(inner);

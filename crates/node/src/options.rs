@@ -59,6 +59,9 @@ pub struct NodeOptions {
     pub peer: PeerOptions,
     /// Cap on the rate this node serves file data at, in bytes per second (all clients together).
     pub max_upload_rate: Option<u64>,
+    /// Serve the verified pieces of downloads in progress to other downloaders of the same
+    /// content (the swarm); off makes a node that only takes (`--no-partial-upload`).
+    pub partial_upload: bool,
     /// How downloads behave (rate cap, stall timeout, patience through outages).
     pub engine: EngineOptions,
     /// Where `shoal.download` may write besides the share (and `<state>/incoming`).
@@ -106,6 +109,7 @@ impl NodeOptions {
             connect_timeout: Duration::from_secs(3),
             peer: PeerOptions::default(),
             max_upload_rate: None,
+            partial_upload: true,
             engine: EngineOptions::default(),
             download_dir: None,
             ca_certs: Vec::new(),

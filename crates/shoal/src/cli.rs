@@ -124,6 +124,9 @@ pub struct NodeArgs {
     /// Also trust the certificate authorities in this PEM file for https mirrors (repeatable).
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub ca_certs: Vec<PathBuf>,
+    /// Do not serve the pieces of downloads in progress to other downloaders of the same file (by default every download is part of its swarm).
+    #[arg(long)]
+    pub no_partial_upload: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -51,6 +51,7 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
         options.peers.extend(read_peers_file(std::path::Path::new(&file))?);
     }
     options.secret = layers.get("secret", None).value;
+    options.partial_upload = !args.no_partial_upload;
     options.iroh = args.net.iroh_options()?;
     // --ca-cert is trusted for https mirrors and for relays alike.
     for path in &args.ca_certs {

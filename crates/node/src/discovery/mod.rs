@@ -10,6 +10,7 @@ pub mod candidates;
 pub mod listing;
 pub mod peers;
 pub mod search;
+pub mod swarm;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

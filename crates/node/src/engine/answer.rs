@@ -28,6 +28,9 @@ pub(super) enum Refusal {
     Changed(String),
     /// The source can never serve this file (wrong size, no ranges, a status that will not change).
     Unusable(String),
+    /// A partial source lacks a piece of the range (`416` with `Shoal-Lacks`, see
+    /// [`crate::proto::have`]).
+    Lacks,
 }
 
 /// What was asked of a source, to judge its answer by.
@@ -101,6 +104,8 @@ pub(super) fn judge(asked: &Asked, head: Head<'_>, now: SystemTime) -> Result<()
             ));
         }
         Ok(())
+    } else if status == StatusCode::RANGE_NOT_SATISFIABLE && headers.contains_key(crate::proto::have::LACKS_HEADER) {
+        Err(Refusal::Lacks)
     } else if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         Err(Refusal::Busy(format!("HTTP {status}"), retry_after(headers, now)))
     } else if status.is_server_error() || status == StatusCode::NOT_FOUND {
@@ -212,6 +217,7 @@ mod tests {
                 Refusal::Busy(_, Some(_)) => "busy, for a while",
                 Refusal::Changed(_) => "changed",
                 Refusal::Unusable(_) => "unusable",
+                Refusal::Lacks => "lacks",
             });
             assert_eq!(kind.copied(), expected, "{status} {pairs:?} for {asked:?}: {got:?}");
         };
@@ -240,6 +246,12 @@ mod tests {
         check(middle(), 500, &[], Err("failed"));
         check(middle(), 404, &[], Err("failed"));
         check(middle(), 416, &[("content-range", "bytes */4194304")], Err("unusable"));
+        check(
+            middle(),
+            416,
+            &[("content-range", "bytes */4194304"), ("shoal-lacks", "1")],
+            Err("lacks"),
+        );
         check(middle(), 403, &[], Err("unusable"));
     }
 

@@ -18,12 +18,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::disk::PartFile;
+use super::partial::Partial;
 use super::pieces::Pieces;
 use super::prepare::{Layout, Prepared};
 use super::record::{self, Record};
-use super::source::{Source, SourceRun, SourceStat, SourceState, Sources};
-use super::worker;
+use super::source::{Avail, Source, SourceRun, SourceStat, SourceState, Sources};
 use super::{Engine, EngineError, EngineOptions, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE, NewSource, Progress};
+use super::{avail, worker};
 use crate::net::Client;
 use crate::net::rate::{RateLimiter, rate_limiter};
 
@@ -50,6 +51,9 @@ pub(super) struct Shared {
     pub cancel: CancellationToken,
     /// The first error that stops the whole download (a failed write).
     pub fatal: Mutex<Option<EngineError>>,
+    /// The download as others fetch from it (a node's, with a content id): each piece is marked
+    /// there once written.
+    pub serving: Option<Arc<Partial>>,
 }
 
 impl Shared {
@@ -144,7 +148,13 @@ pub(super) struct Live<'a> {
 }
 
 impl<'a> Live<'a> {
-    pub fn new(engine: &'a Engine, prepared: Prepared, progress: Arc<Progress>, cancel: CancellationToken) -> Live<'a> {
+    pub fn new(
+        engine: &'a Engine,
+        prepared: Prepared,
+        progress: Arc<Progress>,
+        cancel: CancellationToken,
+        serving: Option<Arc<Partial>>,
+    ) -> Live<'a> {
         let Prepared {
             sources,
             layout,
@@ -163,6 +173,7 @@ impl<'a> Live<'a> {
             budget: Budget::default(),
             cancel: cancel.child_token(),
             fatal: Mutex::new(None),
+            serving,
         });
         Live {
             engine,
@@ -284,7 +295,8 @@ impl<'a> Live<'a> {
             connections: 0,
         });
         let cap = self.shared.options.max_connections_per_source.clamp(1, MAX_CONNECTIONS_PER_SOURCE);
-        workers.spawn(source_task(self.shared.clone(), Arc::new(SourceRun::new(source, cap))));
+        let ask_have = self.shared.layout.hashes.is_some();
+        workers.spawn(source_task(self.shared.clone(), Arc::new(SourceRun::new(source, cap, ask_have))));
     }
 
     /// Starts writing the record on the blocking pool when a piece was written since the last
@@ -318,6 +330,18 @@ async fn committed(commit: Commit) -> Result<(), EngineError> {
 /// One source: opens and closes its connections as [`super::conns`] decides, until every
 /// connection has ended and no more are wanted.
 async fn source_task(shared: Arc<Shared>, src: Arc<SourceRun>) {
+    // What a partial source holds is followed beside its connections, and ends with them.
+    let follower = (*src.avail() == Avail::Unknown).then(|| tokio::spawn(avail::follow(shared.clone(), src.clone())));
+    run_connections(&shared, &src).await;
+    if let Some(follower) = follower {
+        follower.abort();
+        let _ = follower.await;
+    }
+    avail::left(&shared, &src);
+}
+
+/// Opens and closes `src`'s connections until they have all ended and no more are wanted.
+async fn run_connections(shared: &Arc<Shared>, src: &Arc<SourceRun>) {
     let mut connections: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(SOURCE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -64,10 +64,12 @@
 //! See [`pieces`] for the scheduling (speed-sized claims, stealing, endgame duplicates).
 
 mod answer;
+mod avail;
 pub mod conns;
 mod disk;
 mod finish;
 mod live;
+pub mod partial;
 pub mod pieces;
 pub mod place;
 mod prepare;
@@ -77,6 +79,7 @@ mod source;
 mod worker;
 
 pub use disk::part_path;
+pub use partial::{Holding, Partial, Partials};
 pub use source::{SourceKind, SourceStat, SourceState};
 
 use std::path::{Path, PathBuf};
@@ -288,6 +291,8 @@ pub struct Engine {
     records: Records,
     net: Client,
     options: EngineOptions,
+    /// Where downloads in progress are served from (a node's engine); `None` serves nothing.
+    partials: Option<Partials>,
 }
 
 impl Engine {
@@ -296,7 +301,15 @@ impl Engine {
             records: Records::new(db)?,
             net,
             options,
+            partials: None,
         })
+    }
+
+    /// Serves every download with a content id and verification data from `partials` while it
+    /// runs, each piece from the moment it is verified and written (see [`partial`]).
+    pub fn serving(mut self, partials: Partials) -> Self {
+        self.partials = Some(partials);
+        self
     }
 
     pub fn records(&self) -> &Records {
@@ -321,8 +334,22 @@ impl Engine {
             return outcome;
         }
         let prepared = Preparing::new(self, &job, spot, &progress).prepare().await?;
-        let landed = Live::new(self, prepared, progress.clone(), cancel).run(more).await?;
-        Finishing::new(self, job, landed, progress).finish().await
+        // Served while it runs, until it is placed (then the share's index serves it).
+        let serving = match (&self.partials, job.id, &prepared.layout.outboard) {
+            (Some(partials), Some(id), Some(outboard)) => partials.register(
+                id,
+                prepared.layout.size,
+                outboard.clone(),
+                prepared.disk.clone(),
+                &prepared.pieces.done_flags(),
+            ),
+            _ => None,
+        };
+        let partial = serving.as_ref().map(|s| s.partial.clone());
+        let landed = Live::new(self, prepared, progress.clone(), cancel, partial).run(more).await?;
+        let outcome = Finishing::new(self, job, landed, progress).finish().await;
+        drop(serving);
+        outcome
     }
 
     /// Runs a step on the resume records off the async runtime (each write is an fsync).

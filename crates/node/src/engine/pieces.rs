@@ -6,8 +6,22 @@
 //! worker steals the far half of the longest run another worker has claimed but not reached yet,
 //! and when only pieces in progress remain, it fetches one of them a second time (endgame): the
 //! first verified copy wins, so the tail never waits on the slowest source.
+//!
+//! **Swarms.** When some sources hold only part of the file (other downloaders, see
+//! [`crate::proto::have`]), a worker never claims a piece its source lacks, and the order
+//! changes: the first [`RANDOM_FIRST`] pieces are chosen at random (so a newcomer soon has
+//! something to trade), then the rarest missing piece among those its source holds, rarity
+//! counted over the partial sources (`seen`/`unseen`), ties broken at random. A run still grows
+//! from the chosen piece over the next missing pieces its source holds, up to the worker's
+//! speed-sized want, so a source that holds everything keeps its long claims. With no partial
+//! source, pieces go in order as above.
 
 use std::ops::Range;
+
+use crate::proto::have::Bits;
+
+/// Pieces chosen at random before rarest first takes over.
+pub const RANDOM_FIRST: u64 = 4;
 
 /// Identifies a worker (one connection to a source).
 pub type WorkerId = usize;
@@ -37,6 +51,22 @@ pub struct Pieces {
     done: u64,
     /// Every piece before this one is claimed or done: where the search for missing ones starts.
     cursor: usize,
+    /// How many partial sources hold each piece (empty until the first partial source).
+    seen: Vec<u16>,
+    /// Partial sources counted in `seen`.
+    partial_sources: usize,
+}
+
+/// A small deterministic generator for choosing among equals (xorshift64*), seeded by the caller.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
 }
 
 impl Pieces {
@@ -52,7 +82,43 @@ impl Pieces {
             })
             .collect();
         let done = slots.iter().filter(|s| **s == Slot::Done).count() as u64;
-        Pieces { slots, done, cursor: 0 }
+        Pieces {
+            slots,
+            done,
+            cursor: 0,
+            seen: Vec::new(),
+            partial_sources: 0,
+        }
+    }
+
+    /// A partial source joined the download (its pieces follow through [`Pieces::seen`]).
+    pub fn partial_source(&mut self) {
+        self.partial_sources += 1;
+        if self.seen.is_empty() {
+            self.seen = vec![0; self.slots.len()];
+        }
+    }
+
+    /// A partial source left; `held` are the pieces it held.
+    pub fn partial_source_left(&mut self, held: &Bits) {
+        self.partial_sources = self.partial_sources.saturating_sub(1);
+        for (index, seen) in self.seen.iter_mut().enumerate() {
+            if held.has(index as u64) {
+                *seen = seen.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A partial source holds piece `index` now.
+    pub fn seen(&mut self, index: u64) {
+        if let Some(seen) = self.seen.get_mut(index as usize) {
+            *seen = seen.saturating_add(1);
+        }
+    }
+
+    /// Whether the download is part of a swarm (some source holds only part of the file).
+    pub fn swarming(&self) -> bool {
+        self.partial_sources > 0
     }
 
     pub fn count(&self) -> u64 {
@@ -76,10 +142,15 @@ impl Pieces {
         self.slots.iter().map(|s| *s == Slot::Done).collect()
     }
 
-    /// The next run for `worker`, at most `want` pieces long.
-    pub fn claim(&mut self, worker: WorkerId, want: u64) -> Next {
+    /// The next run for `worker`, at most `want` pieces long, among the pieces its source holds
+    /// (`has`; `None`: all of them). `seed` is a random number, used when equals are chosen
+    /// among (see the module's comment).
+    pub fn claim(&mut self, worker: WorkerId, want: u64, has: Option<&Bits>, seed: u64) -> Next {
         if self.is_finished() {
             return Next::Finished;
+        }
+        if has.is_some() || self.swarming() {
+            return self.claim_in_swarm(worker, want, has, &mut Dice(seed | 1));
         }
         let want = want.max(1) as usize;
         // 1. The first run of missing pieces.
@@ -127,6 +198,60 @@ impl Pieces {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if let Slot::Claimed { by, second: second @ None } = slot
                 && *by != worker
+            {
+                *second = Some(worker);
+                return Next::Fetch(index as u64..index as u64 + 1);
+            }
+        }
+        Next::Wait
+    }
+
+    /// [`Pieces::claim`] in a swarm: random first, then rarest first, only what the source holds.
+    fn claim_in_swarm(&mut self, worker: WorkerId, want: u64, has: Option<&Bits>, dice: &mut Dice) -> Next {
+        let holds = |index: usize| has.is_none_or(|bits| bits.has(index as u64));
+        let random = self.done < RANDOM_FIRST;
+        let mut best: Option<usize> = None;
+        let mut ties = 0u64;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if *slot != Slot::Missing || !holds(index) {
+                continue;
+            }
+            let rarity = if random { 0 } else { self.seen.get(index).copied().unwrap_or(0) };
+            let best_rarity = best.map(|b| if random { 0 } else { self.seen.get(b).copied().unwrap_or(0) });
+            match best_rarity {
+                Some(r) if rarity > r => {}
+                Some(r) if rarity == r => {
+                    ties += 1;
+                    if dice.below(ties) == 0 {
+                        best = Some(index);
+                    }
+                }
+                _ => {
+                    best = Some(index);
+                    ties = 1;
+                }
+            }
+        }
+        if let Some(start) = best {
+            let want = want.max(1) as usize;
+            let mut end = start;
+            while end < self.slots.len() && end - start < want && self.slots[end] == Slot::Missing && holds(end) {
+                self.slots[end] = Slot::Claimed { by: worker, second: None };
+                end += 1;
+            }
+            return Next::Fetch(start as u64..end as u64);
+        }
+        // Nothing missing that the source holds. Only once nothing at all is missing (the end
+        // game), a second copy of a piece in progress elsewhere; before that, a copy would take
+        // a slow source's bandwidth from pieces that others lack (its far runs are not stolen
+        // here either: runs in a swarm are short).
+        if self.slots.contains(&Slot::Missing) {
+            return Next::Wait;
+        }
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Slot::Claimed { by, second: second @ None } = slot
+                && *by != worker
+                && has.is_none_or(|bits| bits.has(index as u64))
             {
                 *second = Some(worker);
                 return Next::Fetch(index as u64..index as u64 + 1);
@@ -191,9 +316,9 @@ mod tests {
     #[test]
     fn workers_take_consecutive_runs() {
         let mut pieces = Pieces::new(10, &[]);
-        assert_eq!(pieces.claim(0, 4), Next::Fetch(0..4));
-        assert_eq!(pieces.claim(1, 4), Next::Fetch(4..8));
-        assert_eq!(pieces.claim(2, 4), Next::Fetch(8..10));
+        assert_eq!(pieces.claim(0, 4, None, 1), Next::Fetch(0..4));
+        assert_eq!(pieces.claim(1, 4, None, 1), Next::Fetch(4..8));
+        assert_eq!(pieces.claim(2, 4, None, 1), Next::Fetch(8..10));
         assert!(pieces.is_mine(0, 3) && !pieces.is_mine(0, 4));
     }
 
@@ -201,16 +326,16 @@ mod tests {
     fn resumed_pieces_are_skipped() {
         let mut pieces = Pieces::new(4, &[true, true, false, true]);
         assert_eq!(pieces.done_count(), 3);
-        assert_eq!(pieces.claim(0, 8), Next::Fetch(2..3));
+        assert_eq!(pieces.claim(0, 8, None, 1), Next::Fetch(2..3));
         assert!(pieces.complete(2));
-        assert_eq!(pieces.claim(0, 8), Next::Finished);
+        assert_eq!(pieces.claim(0, 8, None, 1), Next::Finished);
     }
 
     #[test]
     fn an_idle_worker_steals_the_far_half_of_a_slow_run() {
         let mut pieces = Pieces::new(8, &[]);
-        assert_eq!(pieces.claim(0, 8), Next::Fetch(0..8));
-        assert_eq!(pieces.claim(1, 8), Next::Fetch(4..8));
+        assert_eq!(pieces.claim(0, 8, None, 1), Next::Fetch(0..8));
+        assert_eq!(pieces.claim(1, 8, None, 1), Next::Fetch(4..8));
         assert!(!pieces.is_mine(0, 4), "the slow worker sees its tail is gone");
         assert!(pieces.is_mine(0, 3));
     }
@@ -218,11 +343,11 @@ mod tests {
     #[test]
     fn the_last_piece_is_fetched_twice_and_the_first_copy_wins() {
         let mut pieces = Pieces::new(2, &[]);
-        assert_eq!(pieces.claim(0, 1), Next::Fetch(0..1));
-        assert_eq!(pieces.claim(3, 1), Next::Fetch(1..2));
-        assert_eq!(pieces.claim(1, 4), Next::Fetch(0..1), "endgame duplicate");
-        assert_eq!(pieces.claim(2, 4), Next::Fetch(1..2));
-        assert_eq!(pieces.claim(4, 4), Next::Wait);
+        assert_eq!(pieces.claim(0, 1, None, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(3, 1, None, 1), Next::Fetch(1..2));
+        assert_eq!(pieces.claim(1, 4, None, 1), Next::Fetch(0..1), "endgame duplicate");
+        assert_eq!(pieces.claim(2, 4, None, 1), Next::Fetch(1..2));
+        assert_eq!(pieces.claim(4, 4, None, 1), Next::Wait);
         assert!(pieces.complete(0));
         assert!(!pieces.complete(0), "the second copy loses");
         assert!(!pieces.is_mine(1, 0));
@@ -231,21 +356,79 @@ mod tests {
     #[test]
     fn released_pieces_go_back_to_others() {
         let mut pieces = Pieces::new(6, &[]);
-        assert_eq!(pieces.claim(0, 3), Next::Fetch(0..3));
+        assert_eq!(pieces.claim(0, 3, None, 1), Next::Fetch(0..3));
         assert!(pieces.complete(0));
         pieces.release(0, 0..3);
-        assert_eq!(pieces.claim(1, 6), Next::Fetch(1..6));
+        assert_eq!(pieces.claim(1, 6, None, 1), Next::Fetch(1..6));
         pieces.forget(0);
-        assert_eq!(pieces.claim(2, 6), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(2, 6, None, 1), Next::Fetch(0..1));
+    }
+
+    #[test]
+    fn a_worker_never_claims_a_piece_its_source_lacks() {
+        let mut pieces = Pieces::new(8, &[]);
+        let mut has = Bits::new(8);
+        has.set(5);
+        has.set(6);
+        for seed in 1..50 {
+            let mut p = pieces.clone();
+            match p.claim(0, 8, Some(&has), seed) {
+                Next::Fetch(run) => assert!(run.clone().all(|i| has.has(i)), "{run:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let none = Bits::new(8);
+        assert_eq!(pieces.claim(1, 8, Some(&none), 1), Next::Wait);
+    }
+
+    #[test]
+    fn the_first_pieces_are_random_then_the_rarest_go_first() {
+        // Random first: over many seeds, a newcomer's first claims spread over the file.
+        let mut starts = std::collections::BTreeSet::new();
+        for seed in 1..200 {
+            let mut pieces = Pieces::new(64, &[]);
+            pieces.partial_source();
+            if let Next::Fetch(run) = pieces.claim(0, 1, None, seed) {
+                starts.insert(run.start);
+            }
+        }
+        assert!(starts.len() > 20, "random first pieces: {starts:?}");
+        // Past the first few: the piece no partial source holds comes first.
+        let mut done = vec![true; 4];
+        done.extend(vec![false; 6]);
+        let mut pieces = Pieces::new(10, &done);
+        pieces.partial_source();
+        pieces.partial_source();
+        for index in 4..10 {
+            pieces.seen(index);
+            if index != 7 {
+                pieces.seen(index);
+            }
+        }
+        for seed in 1..20 {
+            assert_eq!(pieces.clone().claim(0, 1, None, seed), Next::Fetch(7..8));
+        }
+        let mut held = Bits::new(10);
+        held.set(8);
+        pieces.partial_source_left(&held);
+        assert!(pieces.swarming());
+        assert!(pieces.complete(7));
+        for seed in 1..20 {
+            assert_eq!(
+                pieces.clone().claim(0, 1, None, seed),
+                Next::Fetch(8..9),
+                "piece 8 is now the rarest"
+            );
+        }
     }
 
     #[test]
     fn releasing_a_duplicated_piece_keeps_the_other_copy_going() {
         let mut pieces = Pieces::new(1, &[]);
-        assert_eq!(pieces.claim(0, 1), Next::Fetch(0..1));
-        assert_eq!(pieces.claim(1, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(0, 1, None, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim(1, 1, None, 1), Next::Fetch(0..1));
         pieces.release(0, 0..1);
         assert!(pieces.is_mine(1, 0));
-        assert_eq!(pieces.claim(2, 1), Next::Fetch(0..1), "a new second copy may start");
+        assert_eq!(pieces.claim(2, 1, None, 1), Next::Fetch(0..1), "a new second copy may start");
     }
 }

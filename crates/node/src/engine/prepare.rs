@@ -37,6 +37,9 @@ const MAX_SIZE_PROBES: usize = 8;
 pub(super) struct Layout {
     pub size: u64,
     pub hashes: Option<PieceHashes>,
+    /// The verification data as it was checked, kept when the download is served to others
+    /// while it runs (`Engine::serving`).
+    pub outboard: Option<Arc<[u8]>>,
 }
 
 impl Layout {
@@ -174,7 +177,11 @@ impl<'a> Preparing<'a> {
                     None if sources.has(SourceKind::Mirror) => {
                         let mirrors: Vec<&Source> = sources.of(SourceKind::Mirror).collect();
                         let size = self.probe_size(&mirrors).await.map_err(size_error)?;
-                        Ok(Layout { size, hashes: None })
+                        Ok(Layout {
+                            size,
+                            hashes: None,
+                            outboard: None,
+                        })
                     }
                     None => Err(size_error(
                         "no holder gave verification data that checks against the content id".into(),
@@ -187,7 +194,11 @@ impl<'a> Preparing<'a> {
                     Some(size) if size <= MAX_SIZE => size,
                     _ => self.probe_size(&all).await.map_err(size_error)?,
                 };
-                Ok(Layout { size, hashes: None })
+                Ok(Layout {
+                    size,
+                    hashes: None,
+                    outboard: None,
+                })
             }
         }
     }
@@ -267,7 +278,7 @@ impl<'a> Preparing<'a> {
     /// Every peer source is asked in turn (at most [`super::MAX_PEER_SOURCES`], one per host:port), not
     /// only the first few: a single answer may name a dozen holders that are not nodes ahead of
     /// the honest one, which would otherwise fail the download (hostile.rs, the URL flood).
-    async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[&Source]) -> Option<(PieceHashes, usize)> {
+    async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[&Source]) -> Option<(PieceHashes, Option<Arc<[u8]>>, usize)> {
         let stall = self.engine.options.stall_timeout;
         for source in peers {
             let Ok(url) = source.url.join(&format!("/outboard/{id}")) else {
@@ -284,7 +295,7 @@ impl<'a> Preparing<'a> {
                 continue;
             }
             match self.read_outboard(id, size, response).await {
-                Ok(hashes) => return Some((hashes, source.index)),
+                Ok((hashes, outboard)) => return Some((hashes, outboard, source.index)),
                 Err(error) => tracing::warn!(%peer, %error, "a peer sent bad verification data"),
             }
         }
@@ -293,8 +304,17 @@ impl<'a> Preparing<'a> {
 
     /// Streams an outboard through the verifier: every hash pair is checked against the content
     /// id as it arrives, and one hash per piece comes out.
-    async fn read_outboard(&self, id: ContentId, size: u64, response: reqwest::Response) -> Result<PieceHashes, String> {
+    /// The outboard's bytes come back too when the download is served while it runs.
+    async fn read_outboard(
+        &self,
+        id: ContentId,
+        size: u64,
+        response: reqwest::Response,
+    ) -> Result<(PieceHashes, Option<Arc<[u8]>>), String> {
         let mut verifier = OutboardVerifier::new(id, size, PIECE_SIZE).map_err(|e| e.to_string())?;
+        let expected = verifier.expected_len();
+        // Kept only up to the length the verifier expects (it refuses more anyway).
+        let mut kept = self.engine.partials.is_some().then(Vec::new);
         let mut stream = response.bytes_stream();
         loop {
             let next = tokio::time::timeout(self.engine.options.stall_timeout, stream.next())
@@ -303,10 +323,19 @@ impl<'a> Preparing<'a> {
             match next {
                 None => break,
                 Some(Err(e)) => return Err(e.to_string()),
-                Some(Ok(chunk)) => verifier.feed(&chunk).map_err(|e| e.to_string())?,
+                Some(Ok(chunk)) => {
+                    verifier.feed(&chunk).map_err(|e| e.to_string())?;
+                    if let Some(kept) = &mut kept
+                        && (kept.len() + chunk.len()) as u64 <= expected
+                    {
+                        kept.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
-        verifier.finish().map_err(|e| e.to_string())
+        let hashes = verifier.finish().map_err(|e| e.to_string())?;
+        let outboard = kept.filter(|k| k.len() as u64 == expected).map(Arc::from);
+        Ok((hashes, outboard))
     }
 
     /// Checks a claimed size: the last piece, from any source, must pass its check against
@@ -380,13 +409,14 @@ impl<'a> Preparing<'a> {
                 continue;
             }
             tried.push(size);
-            let Some((hashes, from)) = self.piece_hashes(id, size, &peers).await else {
+            let Some((hashes, outboard, from)) = self.piece_hashes(id, size, &peers).await else {
                 continue;
             };
             if self.size_holds(&hashes, sources.all(), from).await {
                 return Some(Layout {
                     size,
                     hashes: Some(hashes),
+                    outboard,
                 });
             }
             tracing::warn!(size, "a claimed size did not hold against the content id");

@@ -18,6 +18,7 @@ use super::conns::Conns;
 use super::live::Shared;
 use super::{MAX_PEER_SOURCES, MAX_RETRY_AFTER, NewSource};
 use crate::net::Trust;
+use crate::proto::have::Bits;
 
 /// What a source is: a shoal node serving `/content/<id>` (checked piece by piece against the
 /// content id) or a plain HTTP mirror (the owner's word; checked whole at the end unless a
@@ -89,6 +90,8 @@ pub(super) struct Source {
     pub trust: Trust,
     /// Its place in [`Sources`] and in [`super::Progress::sources`].
     pub index: usize,
+    /// A peer's `/have/<id>`: what it holds (see [`crate::proto::have`]).
+    pub have: Option<reqwest::Url>,
 }
 
 impl Source {
@@ -117,13 +120,19 @@ impl Sources {
     /// host:port as another peer), or is a peer beyond [`MAX_PEER_SOURCES`]. Returns the
     /// admitted source.
     pub fn admit(&mut self, new: NewSource) -> Option<&Source> {
-        let (url, kind, trust) = match &new {
-            NewSource::Peer(base) => match self.id.map(|id| crate::net::node_url(base, &format!("/content/{id}"))) {
-                Some(Ok(url)) => (url, SourceKind::Peer, Trust::Peer),
-                _ => return None,
-            },
+        let (url, kind, trust, have) = match &new {
+            NewSource::Peer(base) => {
+                let Some(id) = self.id else { return None };
+                match (
+                    crate::net::node_url(base, &format!("/content/{id}")),
+                    crate::net::node_url(base, &format!("/have/{id}")),
+                ) {
+                    (Ok(url), Ok(have)) => (url, SourceKind::Peer, Trust::Peer, Some(have)),
+                    _ => return None,
+                }
+            }
             NewSource::Mirror(url) => match reqwest::Url::parse(url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => (url, SourceKind::Mirror, Trust::Owner),
+                Ok(url) if matches!(url.scheme(), "http" | "https") => (url, SourceKind::Mirror, Trust::Owner, None),
                 _ => return None,
             },
         };
@@ -141,7 +150,13 @@ impl Sources {
             return None;
         }
         let index = self.list.len();
-        self.list.push(Source { url, kind, trust, index });
+        self.list.push(Source {
+            url,
+            kind,
+            trust,
+            index,
+            have,
+        });
         self.list.last()
     }
 
@@ -182,13 +197,34 @@ pub(super) struct SourceRun {
     validators: Mutex<Option<Validators>>,
     /// No request before this (a `Retry-After`).
     not_before: Mutex<Option<Instant>>,
+    /// What the source holds, as far as this download knows.
+    avail: Mutex<Avail>,
+}
+
+/// What a source holds (see [`super::avail`], which follows a peer's `/have`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Avail {
+    /// Not known yet: its connections wait for the first answer.
+    Unknown,
+    /// The whole file (a mirror, a complete holder, or a node that does not say).
+    Complete,
+    /// These pieces, a set that only grows.
+    Partial(Bits),
 }
 
 impl SourceRun {
     /// A source allowed at most `cap` connections; mirrors ramp by acceptance (see [`Conns`]).
-    pub fn new(source: Source, cap: usize) -> SourceRun {
+    /// With `ask_have` (a peer, and pieces checked by hashes), what it holds is unknown until
+    /// its `/have` answers; otherwise it holds everything.
+    pub fn new(source: Source, cap: usize, ask_have: bool) -> SourceRun {
         let ramp = source.kind == SourceKind::Mirror;
+        let avail = if ask_have && source.have.is_some() {
+            Avail::Unknown
+        } else {
+            Avail::Complete
+        };
         SourceRun {
+            avail: Mutex::new(avail),
             source,
             dropped: CancellationToken::new(),
             closing: AtomicBool::new(false),
@@ -257,6 +293,11 @@ impl SourceRun {
     /// No request to this source before this.
     pub fn not_before(&self) -> Option<Instant> {
         *self.not_before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the source holds (lock order: this before the piece table).
+    pub fn avail(&self) -> std::sync::MutexGuard<'_, Avail> {
+        self.avail.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

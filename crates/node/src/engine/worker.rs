@@ -18,7 +18,7 @@ use super::answer::{self, Asked, Head, Refusal};
 use super::live::Shared;
 use super::pieces::{Next, WorkerId};
 use super::prepare::Layout;
-use super::source::{SourceRun, SourceState};
+use super::source::{Avail, SourceRun, SourceState};
 use crate::net::rate::throttle;
 
 /// Why one range request ended early.
@@ -68,7 +68,15 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
         if src.conns().retire() {
             return Ended::Counted;
         }
-        let next = shared.pieces().claim(me, want);
+        // Only what the source holds (lock order: its availability, then the piece table).
+        let next = {
+            let avail = src.avail();
+            match &*avail {
+                Avail::Unknown if !shared.pieces().is_finished() => Next::Wait,
+                Avail::Unknown | Avail::Complete => shared.pieces().claim(me, want, None, rand::random()),
+                Avail::Partial(bits) => shared.pieces().claim(me, want, Some(bits), rand::random()),
+            }
+        };
         let run = match next {
             Next::Finished => {
                 progress.update(index, |s| {
@@ -152,6 +160,20 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
                 tracing::warn!(source = %src.source.shown(), piece, "a piece failed verification");
                 if bad >= shared.options.max_bad_pieces {
                     src.drop_source(shared, format!("banned after {bad} pieces failed verification"));
+                    return Ended::Closed;
+                }
+                continue;
+            }
+            Err(RunError::Refused(Refusal::Lacks)) => {
+                // It was asked only for pieces it said it holds.
+                let bad = src.bad.fetch_add(1, Ordering::Relaxed) + 1;
+                progress.update(index, |s| {
+                    s.bad_pieces = bad;
+                    s.last_error = Some(format!("lacked piece {} it said it held", run.start));
+                });
+                tracing::warn!(source = %src.source.shown(), piece = run.start, "a source lacked a piece it said it held");
+                if bad >= shared.options.max_bad_pieces {
+                    src.drop_source(shared, format!("banned after {bad} pieces it said it held failed"));
                     return Ended::Closed;
                 }
                 continue;
@@ -428,6 +450,9 @@ fn account(
     if !shared.pieces().complete(index) {
         shared.tally.progress.wasted.fetch_add(len, Ordering::Relaxed);
         return Ok(0);
+    }
+    if let Some(serving) = &shared.serving {
+        serving.mark(index);
     }
     shared.tally.progress.update(src.source.index, |s| s.bytes += len);
     let metrics = shared.net.metrics();

@@ -1,4 +1,11 @@
-//! File data over HTTP: `GET`/`HEAD /content/<id>`, `/files/<name>` and `/outboard/<id>`.
+//! File data over HTTP: `GET`/`HEAD /content/<id>`, `/files/<name>`, `/outboard/<id>` and
+//! `/have/<id>`.
+//!
+//! `/content/<id>` also serves downloads in progress (the swarm): a range whose pieces are all
+//! verified is served from the partial file like any other, a range touching a piece the node
+//! lacks is answered `416` with `Shoal-Lacks` (see [`crate::proto::have`]); `/files/<name>`
+//! never serves them. `/have/<id>` says what the node holds of an id, as a long poll with
+//! `?since=<version>`.
 //!
 //! Files are streamed from disk in bounded chunks (never read whole), with `Content-Length`,
 //! `Accept-Ranges`, single-range `Range` (206/416), `If-Range`, and an `ETag` equal to the
@@ -11,7 +18,9 @@
 //! the node's origin).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shoal_index::ContentId;
@@ -19,7 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::faults::status_of;
 use super::range::{self, Wanted};
-use crate::service::{Api, ApiError};
+use crate::proto::have::{HAVE_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER};
+use crate::service::{Api, ApiError, Partial};
 
 /// Answers up to this size are read whole; larger ones are streamed.
 const SMALL_BODY: u64 = 64 * 1024;
@@ -50,12 +60,55 @@ pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String
     let Ok(id) = id.parse::<ContentId>() else {
         return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    no_sniffing(serve(&api, &method, &id.to_string(), &headers).await).await
+    let response = match serve(&api, &method, &id.to_string(), &headers).await {
+        Served::Answer(response) => response,
+        Served::NotHere(error) => match api.partial(&id) {
+            Some(partial) => serve_partial(&api, &method, &partial, &headers).await,
+            None => error_response(error),
+        },
+    };
+    no_sniffing(response).await
 }
 
 /// `GET /files/<name>` (the name is percent-decoded once by the router).
 pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    no_sniffing(serve(&api, &method, &name, &headers).await).await
+    let response = match serve(&api, &method, &name, &headers).await {
+        Served::Answer(response) => response,
+        Served::NotHere(error) => error_response(error),
+    };
+    no_sniffing(response).await
+}
+
+/// The query of `/have/<id>`.
+#[derive(serde::Deserialize)]
+pub struct HaveQuery {
+    since: Option<u64>,
+}
+
+/// `GET /have/<id>[?since=<version>]`: what this node holds of the id (see
+/// [`crate::proto::have`]).
+pub async fn have(State(api): State<Api>, Path(id): Path<String>, Query(query): Query<HaveQuery>) -> Response {
+    let Ok(id) = id.parse::<ContentId>() else {
+        return no_sniffing(error_response(ApiError::NotFound(id))).await;
+    };
+    let response = match api.have(id, query.since).await {
+        Ok(have) => {
+            let body = match &have {
+                Have::Complete => Vec::new(),
+                Have::Partial { bits, .. } => bits.to_wire().to_vec(),
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::HeaderName::from_static(HAVE_HEADER), have.header()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(error) => error_response(error),
+    };
+    no_sniffing(response).await
 }
 
 /// `GET /outboard/<id>`: the bao outboard (pre-order, 16 KiB chunk groups) of a file.
@@ -70,11 +123,120 @@ pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Respons
     no_sniffing(response).await
 }
 
-async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Response {
+/// A file of the share served, or why there is none under that key.
+enum Served {
+    Answer(Response),
+    NotHere(ApiError),
+}
+
+async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Served {
     let opened = match api.open_for_serving(key, SMALL_BODY) {
         Ok(opened) => opened,
-        Err(error) => return error_response(error),
+        Err(error @ ApiError::NotFound(_)) => return Served::NotHere(error),
+        Err(error) => return Served::Answer(error_response(error)),
     };
+    Served::Answer(serve_opened(api, method, opened, headers).await)
+}
+
+/// Serves a range of a download in progress: only when every piece it touches is verified;
+/// otherwise `416` with `Shoal-Lacks`. A request without a range is served only once the
+/// download holds every piece.
+async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, headers: &HeaderMap) -> Response {
+    let size = partial.size;
+    let etag = format!("\"{}\"", partial.id);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let wanted = if if_range_ok {
+        range::parse(range_header, size)
+    } else {
+        Wanted::Whole
+    };
+    let held = partial.holding().bits.held();
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        )
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(PARTIAL_HEADER, held);
+    let lacks = |builder: axum::http::response::Builder| {
+        builder
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+            .header(LACKS_HEADER, "1")
+            .body(Body::empty())
+            .unwrap_or_default()
+    };
+    if method == Method::HEAD && matches!(wanted, Wanted::Whole) {
+        // What a size probe asks: the size, which the downloader binds to the id itself.
+        return builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let span = match wanted {
+        Wanted::Whole if partial.holds(0..size) => {
+            builder = builder.status(StatusCode::OK);
+            0..size
+        }
+        Wanted::Part(span) if partial.holds(span.clone()) => {
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", span.start, span.end - 1, size));
+            span
+        }
+        Wanted::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+        _ => return lacks(builder),
+    };
+    builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
+    if method == Method::HEAD {
+        return builder.body(Body::empty()).unwrap_or_default();
+    }
+    api.count_partial_served();
+    // Read in chunks on the blocking pool, each throttled like a complete file's.
+    let (partial, limit) = (partial.clone(), api.upload_limit().cloned());
+    let (sent, sent_partial) = (api.bytes_up_counter(), api.partial_bytes_up_counter());
+    let stream = futures_util::stream::unfold(span, move |left| {
+        let (partial, limit) = (partial.clone(), limit.clone());
+        let (sent, sent_partial) = (sent.clone(), sent_partial.clone());
+        async move {
+            if left.is_empty() {
+                return None;
+            }
+            let len = (left.end - left.start).min(STREAM_CHUNK as u64) as usize;
+            let offset = left.start;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                partial.read_at(&mut buf, offset).map(|()| buf)
+            })
+            .await;
+            let chunk = match read {
+                Ok(Ok(buf)) => buf,
+                Ok(Err(error)) => return Some((Err(error), left.end..left.end)),
+                Err(error) => return Some((Err(std::io::Error::other(error)), left.end..left.end)),
+            };
+            if let Some(limit) = &limit {
+                crate::net::rate::throttle(limit, chunk.len()).await;
+            }
+            sent.inc_by(chunk.len() as u64);
+            sent_partial.inc_by(chunk.len() as u64);
+            Some((Ok(bytes::Bytes::from(chunk)), offset + len as u64..left.end))
+        }
+    });
+    builder.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::Opened, headers: &HeaderMap) -> Response {
     let (name, entry) = (opened.name.as_str(), opened.entry);
     let etag = format!("\"{}\"", entry.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());

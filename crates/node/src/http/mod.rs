@@ -87,6 +87,7 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         .route("/content/{id}", get(content::by_id))
         .route("/files/{*name}", get(content::by_name))
         .route("/outboard/{id}", get(content::outboard))
+        .route("/have/{id}", get(content::have))
         .merge(json::routes())
         .merge(web::routes())
         .route("/metrics", get(metrics::metrics))

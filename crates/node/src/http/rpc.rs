@@ -110,6 +110,11 @@ pub static METHODS: &[Method] = &[
         handler: |r| Box::pin(peers(r)),
     },
     Method {
+        name: calls::Swarm::METHOD,
+        help: "shoal.swarm(id, url, pieces) -> [{url, pieces}]. Other downloaders of a content id this node holds or fetches (a tracker); url is the caller's node URL (\"\" for none), listed for others once it answers /have/<id>.",
+        handler: |r| Box::pin(swarm(r)),
+    },
+    Method {
         name: calls::Stats::METHOD,
         help: "shoal.stats() -> {url, files, peers, messages_sent}. Counters of this node.",
         handler: |r| Box::pin(stats(r)),
@@ -222,6 +227,12 @@ async fn hello(r: Request) -> Answer {
     r.guard.allow(&r.caller, Limit::Hello)?;
     r.api.hello(&call.url).await?;
     Ok(ACK)
+}
+
+async fn swarm(r: Request) -> Answer {
+    r.guard.allow(&r.caller, Limit::Search)?;
+    let call = calls::Swarm::decode(r.params)?;
+    Ok(r.api.swarm(&call).to_value())
 }
 
 async fn query(r: Request) -> Answer {

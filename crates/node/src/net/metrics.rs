@@ -41,6 +41,10 @@ pub struct Metrics {
     pub bytes_down: Family<KindLabel, Counter>,
     /// File bytes sent to others (`/content`, `/files`).
     pub bytes_up: Counter,
+    /// Ranges of downloads in progress served to other downloaders (the swarm).
+    pub partial_ranges_up: Counter,
+    /// File bytes of downloads in progress sent to other downloaders.
+    pub partial_bytes_up: Counter,
     pub pieces_verified: Counter,
     pub pieces_rejected: Counter,
     pub sources_banned: Counter,
@@ -59,6 +63,8 @@ impl Default for Metrics {
         Metrics {
             bytes_down: Family::default(),
             bytes_up: Counter::default(),
+            partial_ranges_up: Counter::default(),
+            partial_bytes_up: Counter::default(),
             pieces_verified: Counter::default(),
             pieces_rejected: Counter::default(),
             sources_banned: Counter::default(),
@@ -82,6 +88,16 @@ impl Metrics {
             "bytes_uploaded",
             "File bytes sent to other nodes and clients",
             self.bytes_up.clone(),
+        );
+        registry.register(
+            "partial_ranges_served",
+            "Ranges of downloads in progress served to other downloaders",
+            self.partial_ranges_up.clone(),
+        );
+        registry.register(
+            "partial_bytes_uploaded",
+            "File bytes of downloads in progress sent to other downloaders (part of bytes_uploaded)",
+            self.partial_bytes_up.clone(),
         );
         registry.register(
             "pieces_verified",

@@ -14,10 +14,12 @@ use shoal_xmlrpc::Value;
 use super::{CallError, Client};
 use crate::proto::calls::{
     Call, Content, Control, Download, DownloadRow, DownloadRows, DownloadStarted, Downloads, Fetch, FolderPage, Hello, ListFolder,
-    ListMethods, Locate, LocateAnswer, MatchLimits, Matches, Names, NodeStats, PeerRow, PeerRows, PeerTable, PeerUrls, Peers, Query,
-    Search, SearchMatch, Stats,
+    ListMethods, Locate, LocateAnswer, MatchLimits, Matches, Member, Members, Names, NodeStats, PeerRow, PeerRows, PeerTable, PeerUrls,
+    Peers, Query, Search, SearchMatch, Stats, Swarm,
 };
-use crate::proto::limits::{LIST_ANSWER_BYTES, LOCATE_ANSWER_BYTES, PEERS_ANSWER_BYTES, SEARCH_ANSWER_BYTES, SMALL_ANSWER_BYTES};
+use crate::proto::limits::{
+    LIST_ANSWER_BYTES, LOCATE_ANSWER_BYTES, PEERS_ANSWER_BYTES, SEARCH_ANSWER_BYTES, SMALL_ANSWER_BYTES, SWARM_ANSWER_BYTES,
+};
 
 /// How long a short call (an introduction, a probe, peer exchange) may take.
 pub const SHORT_DEADLINE: Duration = Duration::from_secs(5);
@@ -138,6 +140,12 @@ impl<'a> NodeClient<'a> {
     pub async fn peers(&self) -> Result<Vec<String>, CallError> {
         let answer = self.send(&Peers, SHORT_DEADLINE, PEERS_ANSWER_BYTES).await?;
         Ok(PeerUrls::from_value(answer).0)
+    }
+
+    /// `shoal.swarm`: other downloaders of a content id the node holds or fetches.
+    pub async fn swarm(&self, call: &Swarm) -> Result<Vec<Member>, CallError> {
+        let answer = self.send(call, SHORT_DEADLINE, SWARM_ANSWER_BYTES).await?;
+        Ok(Members::from_value(answer).0)
     }
 
     /// `shoal.peer_table`: the node's peers with their state.

@@ -41,6 +41,7 @@
 
 pub mod calls;
 pub mod faults;
+pub mod have;
 pub mod ticket;
 pub mod url;
 
@@ -83,4 +84,8 @@ pub mod limits {
     /// Largest `shoal.list_folder` answer: a node fills a page up to this (estimated
     /// conservatively), and a peer's answer is read up to it.
     pub const LIST_ANSWER_BYTES: usize = 1 << 20;
+    /// Most members named in one `shoal.swarm` answer.
+    pub const MAX_SWARM_ANSWER: usize = 32;
+    /// Largest `shoal.swarm` answer read from a peer.
+    pub const SWARM_ANSWER_BYTES: usize = 64 << 10;
 }

@@ -17,15 +17,17 @@ use super::downloads::{DownloadInfo, Downloads, Status};
 use super::fetch::{Fetcher, Item, LogFailures, QUEUE_CONCURRENCY, QueueOptions};
 use super::folder::{self, Selection};
 use super::seed;
+use super::swarm::Swarms;
 use crate::discovery::listing::Merge;
 use crate::discovery::peers::{PeerError, PeerInfo};
 use crate::discovery::search::{self, MAX_HISTORY};
 use crate::discovery::{Flood, Hit, Match, Merged, Route};
-use crate::engine::Job;
+use crate::engine::{Job, Partial, Partials};
 use crate::net::Client;
 use crate::net::rate::RateLimiter;
 use crate::options::NodeOptions;
-use crate::proto::calls::{FolderEntry, FolderPage};
+use crate::proto::calls::{FolderEntry, FolderPage, Members, Swarm};
+use crate::proto::have::{Have, MAX_HAVE_WAIT};
 use crate::proto::limits::MAX_LIST_ENTRIES;
 
 /// A file of the share opened for serving.
@@ -69,6 +71,10 @@ pub struct Inner {
     /// The one door to downloads, with the node's table of them.
     pub fetcher: Fetcher,
     pub upload_limit: Option<Arc<RateLimiter>>,
+    /// Downloads in progress served to other downloaders (empty with `partial_upload` off).
+    pub partials: Partials,
+    /// Who else fetches the ids this node holds or fetches.
+    pub swarms: Swarms,
     /// Cancelled when the node begins to shut down.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -328,10 +334,69 @@ impl Api {
     /// The verification data (bao outboard) of a file of this share.
     pub async fn outboard(&self, id: ContentId) -> Result<Vec<u8>, ApiError> {
         let share = self.inner.share.clone();
-        blocking(move || share.outboard(&id))
+        let indexed = blocking(move || share.outboard(&id))
             .await?
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .ok_or_else(|| ApiError::NotFound(id.to_string()))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match indexed {
+            Some(outboard) => Ok(outboard),
+            // A download in progress serves the verification data it checked.
+            None => self
+                .partial(&id)
+                .map(|p| p.outboard().to_vec())
+                .ok_or_else(|| ApiError::NotFound(id.to_string())),
+        }
+    }
+
+    /// A download in progress of `id` that this node serves pieces of.
+    pub fn partial(&self, id: &ContentId) -> Option<Arc<Partial>> {
+        self.inner.partials.get(id)
+    }
+
+    /// The size of `id` when this node holds it whole (in the share's index).
+    fn indexed_size(&self, id: &ContentId) -> Option<u64> {
+        self.inner.share.lookup_id(id).ok().flatten().map(|(_, entry)| entry.size)
+    }
+
+    /// What this node holds of `id` (`/have/<id>`): the whole file, or the pieces of a download
+    /// in progress. With `since`, a long poll: the answer waits until it holds more than at that
+    /// version, at most [`MAX_HAVE_WAIT`] (or until the node stops).
+    pub async fn have(&self, id: ContentId, since: Option<u64>) -> Result<Have, ApiError> {
+        if self.indexed_size(&id).is_some() {
+            return Ok(Have::Complete);
+        }
+        let partial = self.partial(&id).ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+        let holding = match since {
+            Some(version) => tokio::select! {
+                holding = partial.newer_than(version, MAX_HAVE_WAIT) => holding,
+                () = self.inner.stopping.cancelled() => partial.holding(),
+            },
+            None => partial.holding(),
+        };
+        Ok(Have::Partial {
+            version: holding.version,
+            bits: holding.bits,
+        })
+    }
+
+    /// `shoal.swarm`: the other members of `id`'s swarm, for an id this node holds or fetches
+    /// (none otherwise). The caller's URL is listed for others once it answered `/have` for
+    /// the id itself (see [`super::swarm`]).
+    pub fn swarm(&self, call: &Swarm) -> Members {
+        let size = match self.indexed_size(&call.id) {
+            Some(size) => size,
+            None => match self.partial(&call.id) {
+                Some(partial) => partial.size,
+                None => return Members::default(),
+            },
+        };
+        let swarms = &self.inner.swarms;
+        if let Some(url) = &call.url
+            && url != self.url()
+            && !swarms.refresh(&call.id, url, call.pieces)
+        {
+            swarms.probe(self.client(), call.id, url.clone(), call.pieces, size);
+        }
+        Members(swarms.members(&call.id, call.url.as_deref()))
     }
 
     /// Reads a whole file of the share for an XML-RPC answer, within the size limit. The file is

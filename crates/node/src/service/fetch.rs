@@ -194,6 +194,8 @@ impl Started {
 #[derive(Clone)]
 pub struct Fetcher {
     inner: Arc<FetcherParts>,
+    /// The URL others fetch this node's downloads in progress from, named when it joins a swarm.
+    swarm_as: Option<String>,
 }
 
 /// How a [`Fetcher`] is made.
@@ -213,7 +215,17 @@ pub struct FetcherParts {
 
 impl Fetcher {
     pub fn new(parts: FetcherParts) -> Fetcher {
-        Fetcher { inner: Arc::new(parts) }
+        Fetcher {
+            inner: Arc::new(parts),
+            swarm_as: None,
+        }
+    }
+
+    /// Names `url` in the swarms its downloads join (a node whose engine serves its downloads in
+    /// progress); without it, a download takes from its swarm and names no URL.
+    pub fn in_swarm_as(mut self, url: String) -> Fetcher {
+        self.swarm_as = Some(url);
+        self
     }
 
     /// The table of downloads.
@@ -320,6 +332,17 @@ impl Fetcher {
                 entry.more.clone(),
             );
             self.inner.downloads.spawn(finder);
+            // Other downloaders of the id, through the nodes it fetches from (the swarm).
+            let progress = entry.progress.clone();
+            let joiner = crate::discovery::swarm::join(
+                self.inner.client.clone(),
+                id,
+                self.swarm_as.clone(),
+                job.peers.clone(),
+                move || progress.done.load(std::sync::atomic::Ordering::Relaxed) / PIECE_SIZE,
+                entry.more.clone(),
+            );
+            self.inner.downloads.spawn(joiner);
         }
         let this = self.clone();
         let super::downloads::Entry {

@@ -14,10 +14,12 @@ pub mod remote;
 pub mod resolve;
 pub mod seed;
 pub mod session;
+pub mod swarm;
 pub mod views;
 
 /// What a search finds, as the facade answers it.
 pub use crate::discovery::{Hit, Match};
+pub use crate::engine::{Partial, Partials};
 pub use api::{Api, ApiError, Inner};
 pub use fetch::{FIND_MORE_EVERY, Fetcher};
 pub use views::Viewer;

@@ -174,6 +174,16 @@ impl Api {
         self.client().metrics().bytes_up.inc_by(bytes);
     }
 
+    /// Counts a range of a download in progress served to another downloader.
+    pub fn count_partial_served(&self) {
+        self.client().metrics().partial_ranges_up.inc();
+    }
+
+    /// The counter of bytes of downloads in progress sent, for a body that counts as it streams.
+    pub fn partial_bytes_up_counter(&self) -> Counter {
+        self.client().metrics().partial_bytes_up.clone()
+    }
+
     /// The counter of file bytes sent, for a body that counts as it streams.
     pub fn bytes_up_counter(&self) -> Counter {
         self.client().metrics().bytes_up.clone()

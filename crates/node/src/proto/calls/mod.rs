@@ -23,6 +23,7 @@
 //! | [`stats`] | `shoal.stats()` | counters ([`NodeStats`]) |
 //! | [`download`] | `shoal.download(secret, targets, {output, hash, force, peers})` | [`DownloadStarted`] |
 //! | [`downloads`] | `shoal.downloads([secret])` | the downloads ([`DownloadRows`]) |
+//! | [`swarm`] | `shoal.swarm(id, url, pieces)`, who else fetches an id | members ([`Members`]) |
 //! | [`control`] | `shoal.pause`, `shoal.resume`, `shoal.cancel` `(secret, target)` | 0 |
 //! | [`system`] | `system.listMethods()`, `system.methodHelp(name)` | names, help text |
 //!
@@ -43,6 +44,7 @@ pub mod peers;
 pub mod query;
 pub mod search;
 pub mod stats;
+pub mod swarm;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -66,6 +68,7 @@ pub use peers::{PeerUrls, Peers, peers_answer};
 pub use query::{Content, Query};
 pub use search::{MatchLimits, Matches, Search, SearchMatch, search_answer};
 pub use stats::{IrohName, NodeStats, Stats};
+pub use swarm::{Member, Members, Swarm};
 pub use system::{ListMethods, MethodHelp};
 
 /// A call that does not fit its method's signature.
@@ -120,7 +123,7 @@ impl Params {
         self.values.next()
     }
 
-    fn bad(&self, what: &str, expected: &str) -> BadCall {
+    pub(crate) fn bad(&self, what: &str, expected: &str) -> BadCall {
         BadCall(format!("{}: parameter {} ({what}) must be {expected}", self.method, self.position))
     }
 
