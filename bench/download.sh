@@ -7,6 +7,7 @@
 # five cases below, cleans up (nodes, nginx, files) and prints a Markdown table on stdout; the
 # log of what it does goes to stderr. See bench/README.md for what each case measures and why.
 #   1. one source, big file, loopback, to disk: shoal from one node vs curl from nginx
+#      (1b: the same into tmpfs, /dev/shm)
 #   2. four throttled HTTP mirrors (25 MiB/s each): shoal vs aria2c -s4 -x4 -k1M
 #   3. four shoal peers with --max-upload-rate 25M: % of the 100 MiB/s they allow together
 #   4. peak RSS of shoal get on a 4 GiB file (curl and aria2c for reference)
