@@ -5,7 +5,7 @@
 //! exchange: a node that knows only the holder meets every member within a round or two.
 //!
 //! Bounded: at most [`ASK_PER_ROUND`] nodes a round, rounds [`SWARM_EVERY`] apart (the first
-//! two sooner, so a flash crowd forms at once), at most `4 ×` the engine's peer cap of members
+//! twenty half a second apart, so a flash crowd forms at once), at most `4 ×` the engine's peer cap of members
 //! handed over in all. A member is only a hint: the engine reads what it holds from its own
 //! `/have`, and checks every byte.
 
@@ -20,11 +20,13 @@ use crate::engine::{MAX_PEER_SOURCES, NewSource};
 use crate::net::{Client, NodeClient};
 use crate::proto::calls::Swarm;
 
-/// Time between rounds of `shoal.swarm` calls, after the first two.
+/// Time between rounds of `shoal.swarm` calls, after the first ones.
 pub const SWARM_EVERY: Duration = Duration::from_secs(3);
-/// The first rounds come sooner: a download's own partial file is served only once its size
-/// is bound, so a member asked at once may not be listed yet.
-const FIRST_ROUNDS: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
+/// The first [`QUICK_ROUNDS`] rounds come this often: a download is served (and so listed by
+/// the nodes it names itself to) only once its size is bound, and a crowd that starts at once
+/// should meet within a second or two of that.
+const QUICK_EVERY: Duration = Duration::from_millis(500);
+const QUICK_ROUNDS: usize = 20;
 /// Most nodes asked per round.
 pub const ASK_PER_ROUND: usize = 4;
 
@@ -44,7 +46,7 @@ pub async fn join(
     let mut members: Vec<String> = Vec::new();
     let mut round = 0usize;
     loop {
-        let wait = FIRST_ROUNDS.get(round).copied().unwrap_or(SWARM_EVERY);
+        let wait = if round < QUICK_ROUNDS { QUICK_EVERY } else { SWARM_EVERY };
         round += 1;
         tokio::select! {
             () = more.closed() => return,

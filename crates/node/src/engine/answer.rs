@@ -31,6 +31,8 @@ pub(super) enum Refusal {
     /// A partial source lacks a piece of the range (`416` with `Shoal-Lacks`, see
     /// [`crate::proto::have`]).
     Lacks,
+    /// A holder seeding a swarm would rather send these pieces (`409` with `Shoal-Spread`).
+    Spread(Vec<u64>),
 }
 
 /// What was asked of a source, to judge its answer by.
@@ -106,6 +108,11 @@ pub(super) fn judge(asked: &Asked, head: Head<'_>, now: SystemTime) -> Result<()
         Ok(())
     } else if status == StatusCode::RANGE_NOT_SATISFIABLE && headers.contains_key(crate::proto::have::LACKS_HEADER) {
         Err(Refusal::Lacks)
+    } else if status == StatusCode::CONFLICT
+        && let Some(hints) = headers.get(crate::proto::have::SPREAD_HEADER).and_then(|v| v.to_str().ok())
+    {
+        let count = asked.size.div_ceil(super::PIECE_SIZE).max(1);
+        Err(Refusal::Spread(crate::proto::have::read_hints(hints, count)))
     } else if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         Err(Refusal::Busy(format!("HTTP {status}"), retry_after(headers, now)))
     } else if status.is_server_error() || status == StatusCode::NOT_FOUND {
@@ -218,6 +225,7 @@ mod tests {
                 Refusal::Changed(_) => "changed",
                 Refusal::Unusable(_) => "unusable",
                 Refusal::Lacks => "lacks",
+                Refusal::Spread(_) => "spread",
             });
             assert_eq!(kind.copied(), expected, "{status} {pairs:?} for {asked:?}: {got:?}");
         };
@@ -252,6 +260,8 @@ mod tests {
             &[("content-range", "bytes */4194304"), ("shoal-lacks", "1")],
             Err("lacks"),
         );
+        check(middle(), 409, &[("shoal-spread", "2,3")], Err("spread"));
+        check(middle(), 409, &[], Err("unusable"));
         check(middle(), 403, &[], Err("unusable"));
     }
 

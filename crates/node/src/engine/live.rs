@@ -162,6 +162,12 @@ impl<'a> Live<'a> {
             pieces,
             record,
         } = prepared;
+        let mut pieces = pieces;
+        // A download checked piece by piece from peers may meet others fetching the same file:
+        // its first pieces are taken at random, so that it soon has something they lack.
+        if layout.hashes.is_some() && sources.has(super::SourceKind::Peer) {
+            pieces.random_first();
+        }
         let shared = Arc::new(Shared {
             net: engine.net.clone(),
             options: engine.options.clone(),

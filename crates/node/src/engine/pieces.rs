@@ -55,6 +55,9 @@ pub struct Pieces {
     seen: Vec<u16>,
     /// Partial sources counted in `seen`.
     partial_sources: usize,
+    /// The first pieces are chosen at random even before a partial source shows up (a download
+    /// that may become part of a swarm: its first pieces differ from its neighbours').
+    random_first: bool,
 }
 
 /// A small deterministic generator for choosing among equals (xorshift64*), seeded by the caller.
@@ -88,7 +91,13 @@ impl Pieces {
             cursor: 0,
             seen: Vec::new(),
             partial_sources: 0,
+            random_first: false,
         }
+    }
+
+    /// Chooses the first [`RANDOM_FIRST`] pieces at random from now on (see `random_first`).
+    pub fn random_first(&mut self) {
+        self.random_first = true;
     }
 
     /// A partial source joined the download (its pieces follow through [`Pieces::seen`]).
@@ -137,6 +146,11 @@ impl Pieces {
         self.slots.get(index as usize) == Some(&Slot::Done)
     }
 
+    /// Whether a connection is fetching piece `index`.
+    pub fn is_claimed(&self, index: u64) -> bool {
+        matches!(self.slots.get(index as usize), Some(Slot::Claimed { .. }))
+    }
+
     /// The done flags, for the resume record.
     pub fn done_flags(&self) -> Vec<bool> {
         self.slots.iter().map(|s| *s == Slot::Done).collect()
@@ -149,7 +163,7 @@ impl Pieces {
         if self.is_finished() {
             return Next::Finished;
         }
-        if has.is_some() || self.swarming() {
+        if has.is_some() || self.swarming() || (self.random_first && self.done < RANDOM_FIRST) {
             return self.claim_in_swarm(worker, want, has, &mut Dice(seed | 1));
         }
         let want = want.max(1) as usize;
@@ -204,6 +218,21 @@ impl Pieces {
             }
         }
         Next::Wait
+    }
+
+    /// A run that starts at the first of `hints` still missing (pieces a holder seeding a swarm
+    /// would rather send), at most `want` long; `None` when no hint is missing.
+    pub fn claim_hinted(&mut self, worker: WorkerId, want: u64, hints: &[u64]) -> Option<Range<u64>> {
+        let start = hints
+            .iter()
+            .map(|h| *h as usize)
+            .find(|h| self.slots.get(*h) == Some(&Slot::Missing))?;
+        let mut end = start;
+        while end < self.slots.len() && end - start < want.max(1) as usize && self.slots[end] == Slot::Missing {
+            self.slots[end] = Slot::Claimed { by: worker, second: None };
+            end += 1;
+        }
+        Some(start as u64..end as u64)
     }
 
     /// [`Pieces::claim`] in a swarm: random first, then rarest first, only what the source holds.
@@ -420,6 +449,30 @@ mod tests {
                 "piece 8 is now the rarest"
             );
         }
+    }
+
+    #[test]
+    fn a_download_that_may_swarm_starts_at_random_places() {
+        let mut starts = std::collections::BTreeSet::new();
+        for seed in 1..100 {
+            let mut pieces = Pieces::new(64, &[]);
+            pieces.random_first();
+            if let Next::Fetch(run) = pieces.claim(0, 1, None, seed) {
+                starts.insert(run.start);
+            }
+        }
+        assert!(starts.len() > 10, "{starts:?}");
+        let mut pieces = Pieces::new(64, &[true; 4]);
+        pieces.random_first();
+        assert_eq!(pieces.claim(0, 1, None, 7), Next::Fetch(4..5), "in order once a few are done");
+    }
+
+    #[test]
+    fn hinted_pieces_are_claimed_first_while_missing() {
+        let mut pieces = Pieces::new(8, &[]);
+        assert_eq!(pieces.claim(0, 1, None, 1), Next::Fetch(0..1));
+        assert_eq!(pieces.claim_hinted(1, 2, &[0, 5]), Some(5..7), "0 is claimed already");
+        assert_eq!(pieces.claim_hinted(1, 2, &[0, 6]), None);
     }
 
     #[test]

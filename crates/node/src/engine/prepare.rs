@@ -77,6 +77,9 @@ pub(super) struct Preparing<'a> {
     job: &'a Job,
     spot: Arc<Spot>,
     progress: &'a Progress,
+    /// The last piece as fetched and verified to bind the size: written as the first piece of
+    /// the download rather than fetched again.
+    last_piece: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl<'a> Preparing<'a> {
@@ -86,6 +89,7 @@ impl<'a> Preparing<'a> {
             job,
             spot,
             progress,
+            last_piece: std::sync::Mutex::new(None),
         }
     }
 
@@ -125,10 +129,25 @@ impl<'a> Preparing<'a> {
                 .await
                 .map_err(|e| EngineError::Task(e.to_string()))??
         };
-        let done = recheck(&disk, &layout, done).await?;
+        let mut done = recheck(&disk, &layout, done).await?;
         let resumed: u64 = (0..count).filter(|i| done[*i as usize]).map(|i| layout.piece_len(i)).sum();
+        // The last piece, verified while binding the size, is kept rather than fetched again.
+        let last = self.last_piece.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut kept = 0;
+        if let Some(bytes) = last
+            && !done[count as usize - 1]
+            && bytes.len() as u64 == layout.piece_len(count - 1)
+            && !bytes.is_empty()
+        {
+            let (disk, offset) = (disk.clone(), layout.piece(count - 1).start);
+            tokio::task::spawn_blocking(move || disk.write_piece(offset, &[bytes::Bytes::from(bytes)]))
+                .await
+                .map_err(|e| EngineError::Task(e.to_string()))??;
+            done[count as usize - 1] = true;
+            kept = layout.piece_len(count - 1);
+        }
         self.progress.total.store(layout.size, Ordering::Relaxed);
-        self.progress.done.store(resumed, Ordering::Relaxed);
+        self.progress.done.store(resumed + kept, Ordering::Relaxed);
         self.progress.resumed.store(resumed, Ordering::Relaxed);
         let record = Record {
             target: job.target.to_string_lossy().into_owned(),
@@ -377,6 +396,7 @@ impl<'a> Preparing<'a> {
                 continue;
             };
             if hashes.verify(last, &body) {
+                *self.last_piece.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
                 return true;
             }
         }

@@ -199,7 +199,17 @@ pub(super) struct SourceRun {
     not_before: Mutex<Option<Instant>>,
     /// What the source holds, as far as this download knows.
     avail: Mutex<Avail>,
+    /// Pieces a holder seeding a swarm asked to be asked for instead (see
+    /// [`crate::proto::have::SPREAD_HEADER`]).
+    hints: Mutex<Vec<u64>>,
+    /// Spread refusals in a row that named nothing missing here, and until when hints are off.
+    spread: Mutex<(u32, Option<Instant>)>,
 }
+
+/// Spread refusals in a row, naming nothing missing here, before hints are turned off a while.
+const MAX_USELESS_SPREADS: u32 = 8;
+/// How long hints stay off then.
+const NO_HINTS_FOR: Duration = Duration::from_secs(10);
 
 /// What a source holds (see [`super::avail`], which follows a peer's `/have`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +235,8 @@ impl SourceRun {
         };
         SourceRun {
             avail: Mutex::new(avail),
+            hints: Mutex::new(Vec::new()),
+            spread: Mutex::new((0, None)),
             source,
             dropped: CancellationToken::new(),
             closing: AtomicBool::new(false),
@@ -293,6 +305,29 @@ impl SourceRun {
     /// No request to this source before this.
     pub fn not_before(&self) -> Option<Instant> {
         *self.not_before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pieces the source asked to be asked for (lock order: before the piece table).
+    pub fn hints(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a spread refusal that named nothing missing here; after
+    /// [`MAX_USELESS_SPREADS`] in a row, requests go without hints for [`NO_HINTS_FOR`] (the
+    /// holder then serves what is asked: a way out when the pieces it would rather send are
+    /// ones this download has from elsewhere).
+    pub fn spread_refused(&self) {
+        let mut spread = self.spread.lock().unwrap_or_else(|p| p.into_inner());
+        spread.0 += 1;
+        if spread.0 >= MAX_USELESS_SPREADS {
+            *spread = (0, Some(Instant::now() + NO_HINTS_FOR));
+        }
+    }
+
+    /// Whether requests say they take hints now.
+    pub fn takes_hints(&self) -> bool {
+        let spread = self.spread.lock().unwrap_or_else(|p| p.into_inner());
+        spread.1.is_none_or(|until| Instant::now() >= until)
     }
 
     /// What the source holds (lock order: this before the piece table).

@@ -21,6 +21,10 @@ use super::prepare::Layout;
 use super::source::{Avail, SourceRun, SourceState};
 use crate::net::rate::throttle;
 
+/// How long a connection waits after a holder seeding a swarm refused it and named no piece
+/// that is still missing here.
+const SPREAD_PAUSE: Duration = Duration::from_millis(250);
+
 /// Why one range request ended early.
 enum RunError {
     /// The answer, or the connection, could not be used (see [`Refusal`]).
@@ -29,6 +33,22 @@ enum RunError {
     Bad(u64),
     /// Writing failed: the whole download stops.
     Fatal(EngineError),
+}
+
+impl RunError {
+    /// What ended the run, in a word, for logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            RunError::Refused(Refusal::Failed(_)) => "failed",
+            RunError::Refused(Refusal::Busy(..)) => "busy",
+            RunError::Refused(Refusal::Changed(_)) => "changed",
+            RunError::Refused(Refusal::Unusable(_)) => "unusable",
+            RunError::Refused(Refusal::Lacks) => "lacks",
+            RunError::Refused(Refusal::Spread(_)) => "spread",
+            RunError::Bad(_) => "bad piece",
+            RunError::Fatal(_) => "fatal",
+        }
+    }
 }
 
 impl From<Refusal> for RunError {
@@ -60,7 +80,8 @@ pub(super) async fn connection(shared: Arc<Shared>, src: Arc<SourceRun>, me: Wor
 async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) -> Ended {
     let index = src.source.index;
     let progress = &shared.tally.progress;
-    let mut want: u64 = 4;
+    // One piece first: a slow source (a swarm's) holds no long claim before its speed is known.
+    let mut want: u64 = 1;
     loop {
         if shared.cancel.is_cancelled() || src.dropped.is_cancelled() {
             return Ended::Closed;
@@ -68,13 +89,24 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
         if src.conns().retire() {
             return Ended::Counted;
         }
-        // Only what the source holds (lock order: its availability, then the piece table).
+        // Only what the source holds (lock order: its availability, then the piece table); the
+        // pieces a holder seeding a swarm asked for first.
         let next = {
             let avail = src.avail();
-            match &*avail {
-                Avail::Unknown if !shared.pieces().is_finished() => Next::Wait,
-                Avail::Unknown | Avail::Complete => shared.pieces().claim(me, want, None, rand::random()),
-                Avail::Partial(bits) => shared.pieces().claim(me, want, Some(bits), rand::random()),
+            let mut hints = src.hints();
+            let hinted = if hints.is_empty() || matches!(*avail, Avail::Partial(_)) {
+                None
+            } else {
+                let run = shared.pieces().claim_hinted(me, want, &hints);
+                hints.clear();
+                run
+            };
+            drop(hints);
+            match (hinted, &*avail) {
+                (Some(run), _) => Next::Fetch(run),
+                (None, Avail::Unknown) if !shared.pieces().is_finished() => Next::Wait,
+                (None, Avail::Unknown | Avail::Complete) => shared.pieces().claim(me, want, None, rand::random()),
+                (None, Avail::Partial(bits)) => shared.pieces().claim(me, want, Some(bits), rand::random()),
             }
         };
         let run = match next {
@@ -118,6 +150,8 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
             pieces = run.end - run.start,
             first = run.start,
             used = outcome.as_ref().ok().copied(),
+            refused = outcome.as_ref().err().map(RunError::kind),
+            source = %src.source.shown(),
             ms = started.elapsed().as_millis() as u64,
             "run ended"
         );
@@ -178,6 +212,24 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
                 }
                 continue;
             }
+            Err(RunError::Refused(Refusal::Spread(hints))) => {
+                // Not a failure: the holder would rather send other pieces. With none of them
+                // missing here, wait a moment before asking again.
+                let useful = {
+                    let pieces = shared.pieces();
+                    hints.iter().any(|h| !pieces.is_done(*h) && !pieces.is_claimed(*h))
+                };
+                *src.hints() = hints;
+                if !useful {
+                    src.spread_refused();
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => return Ended::Closed,
+                        () = src.dropped.cancelled() => return Ended::Closed,
+                        () = tokio::time::sleep(SPREAD_PAUSE) => {}
+                    }
+                }
+                continue;
+            }
             Err(RunError::Refused(Refusal::Busy(reason, wait))) => {
                 if let Some(wait) = wait {
                     src.defer(shared, wait);
@@ -233,6 +285,9 @@ async fn fetch_run(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId, run: Ran
         .request(reqwest::Method::GET, &source.url, source.trust)
         .map_err(|e| Refusal::Unusable(e.to_string()))?
         .header(reqwest::header::RANGE, format!("bytes={}-{}", bytes.start, bytes.end - 1));
+    if source.kind == super::SourceKind::Peer && src.takes_hints() {
+        request = request.header(crate::proto::have::HINTS_HEADER, "1");
+    }
     let if_range = src.if_range();
     if let Some(etag) = &if_range {
         request = request.header(reqwest::header::IF_RANGE, etag.as_str());

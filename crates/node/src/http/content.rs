@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::faults::status_of;
 use super::range::{self, Wanted};
-use crate::proto::have::{HAVE_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER};
+use crate::proto::have::{HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER, SPREAD_HEADER, write_hints};
 use crate::service::{Api, ApiError, Partial};
 
 /// Answers up to this size are read whole; larger ones are streamed.
@@ -60,7 +60,7 @@ pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String
     let Ok(id) = id.parse::<ContentId>() else {
         return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    let response = match serve(&api, &method, &id.to_string(), &headers).await {
+    let response = match serve(&api, &method, &id.to_string(), &headers, true).await {
         Served::Answer(response) => response,
         Served::NotHere(error) => match api.partial(&id) {
             Some(partial) => serve_partial(&api, &method, &partial, &headers).await,
@@ -72,7 +72,7 @@ pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String
 
 /// `GET /files/<name>` (the name is percent-decoded once by the router).
 pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let response = match serve(&api, &method, &name, &headers).await {
+    let response = match serve(&api, &method, &name, &headers, false).await {
         Served::Answer(response) => response,
         Served::NotHere(error) => error_response(error),
     };
@@ -129,13 +129,15 @@ enum Served {
     NotHere(ApiError),
 }
 
-async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap) -> Served {
+/// Serves a file of the share by name or id; `by_id`: a request for `/content/<id>`, which
+/// counts towards spreading a swarm's pieces ([`Api::spread`]).
+async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap, by_id: bool) -> Served {
     let opened = match api.open_for_serving(key, SMALL_BODY) {
         Ok(opened) => opened,
         Err(error @ ApiError::NotFound(_)) => return Served::NotHere(error),
         Err(error) => return Served::Answer(error_response(error)),
     };
-    Served::Answer(serve_opened(api, method, opened, headers).await)
+    Served::Answer(serve_opened(api, method, opened, headers, by_id).await)
 }
 
 /// Serves a range of a download in progress: only when every piece it touches is verified;
@@ -236,7 +238,7 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
     builder.body(Body::from_stream(stream)).unwrap_or_default()
 }
 
-async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::Opened, headers: &HeaderMap) -> Response {
+async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::Opened, headers: &HeaderMap, by_id: bool) -> Response {
     let (name, entry) = (opened.name.as_str(), opened.entry);
     let etag = format!("\"{}\"", entry.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -275,6 +277,17 @@ async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::O
                 .unwrap_or_default();
         }
     };
+    if by_id && method != Method::HEAD {
+        let takes_hints = headers.get(HINTS_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+        if let Err(hints) = api.spread(&entry.id, entry.size, span.clone(), takes_hints) {
+            return Response::builder()
+                .status(StatusCode::CONFLICT)
+                .header(SPREAD_HEADER, write_hints(&hints))
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    }
     builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap_or_default();

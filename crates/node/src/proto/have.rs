@@ -29,6 +29,34 @@ pub const HAVE_HEADER: &str = "shoal-have";
 pub const LACKS_HEADER: &str = "shoal-lacks";
 /// The header on answers from a download in progress (the pieces it holds), for users and logs.
 pub const PARTIAL_HEADER: &str = "shoal-partial";
+/// The request header by which a downloader says it takes hints (`1`): a node holding the whole
+/// file and seeding a swarm of two or more members may then refuse a range whose first piece it
+/// has sent more often than its least-sent piece, with `409 Conflict` and [`SPREAD_HEADER`], so
+/// that no piece goes out twice before every piece has gone out once (BitTorrent's super-seeding,
+/// in a pull protocol). Requests without it (curl, aria2c, a size check) are never refused so.
+pub const HINTS_HEADER: &str = "shoal-hints";
+/// The answer header of such a refusal: up to [`MAX_HINTS`] pieces, comma-separated, that the
+/// node has sent least, for the downloader to ask for instead.
+pub const SPREAD_HEADER: &str = "shoal-spread";
+/// Most pieces named in one [`SPREAD_HEADER`].
+pub const MAX_HINTS: usize = 8;
+
+/// Reads a [`SPREAD_HEADER`]: at most [`MAX_HINTS`] piece indices below `count`; anything else
+/// is dropped.
+pub fn read_hints(value: &str, count: u64) -> Vec<u64> {
+    value
+        .split(',')
+        .take(MAX_HINTS)
+        .filter_map(|p| p.trim().parse::<u64>().ok())
+        .filter(|p| *p < count)
+        .collect()
+}
+
+/// Writes a [`SPREAD_HEADER`].
+pub fn write_hints(hints: &[u64]) -> String {
+    hints.iter().take(MAX_HINTS).map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// The longest a long poll is held by the node.
 pub const MAX_HAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -193,6 +221,17 @@ mod tests {
         assert_eq!(Bits::from_wire(&[0xff, 0xc0], 10).unwrap().held(), 10);
         assert_eq!(Bits::from_wire(&[0xff, 0xe0], 10), Err(BitsError::Spare));
         assert_eq!(Bits::from_wire(&[], 0).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn hints_are_bounded() {
+        assert_eq!(read_hints(&write_hints(&[3, 1, 7]), 8), vec![3, 1, 7]);
+        assert_eq!(read_hints("1,x,9,2", 8), vec![1, 2]);
+        let many: Vec<u64> = (0..20).collect();
+        assert_eq!(
+            read_hints(&many.iter().map(u64::to_string).collect::<Vec<_>>().join(","), 100).len(),
+            MAX_HINTS
+        );
     }
 
     #[test]

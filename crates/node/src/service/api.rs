@@ -378,6 +378,18 @@ impl Api {
         })
     }
 
+    /// Whether bytes `span` of the whole file `id` (`size` bytes) may go out now, while it
+    /// seeds a swarm (see [`Swarms::spread`]): `Err` names pieces to ask for instead.
+    pub fn spread(&self, id: &ContentId, size: u64, span: std::ops::Range<u64>, takes_hints: bool) -> Result<(), Vec<u64>> {
+        if span.is_empty() {
+            return Ok(());
+        }
+        let piece = crate::engine::PIECE_SIZE;
+        let count = size.div_ceil(piece).max(1);
+        let pieces = span.start / piece..(span.end - 1) / piece + 1;
+        self.inner.swarms.spread(id, count, pieces, takes_hints)
+    }
+
     /// `shoal.swarm`: the other members of `id`'s swarm, for an id this node holds or fetches
     /// (none otherwise). The caller's URL is listed for others once it answered `/have` for
     /// the id itself (see [`super::swarm`]).

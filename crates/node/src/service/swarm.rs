@@ -19,11 +19,21 @@
 //! - lie about its pieces: the count is only a hint for the order in which downloaders try
 //!   members; what a member holds is read from its own `/have`, and every byte it serves is
 //!   checked against the content id.
+//!
+//! **Spreading.** While this node holds a whole file whose swarm has two members or more, it
+//! counts how often each piece went out ([`Swarms::spread`]) and refuses a downloader that takes
+//! hints a range whose first piece went out already while some piece has not gone out at all,
+//! naming up to [`HINTS_PER_REFUSAL`] pieces that have not instead (each promised to one asker for
+//! [`HINT_HOLD`]). So no piece goes out twice before every piece has gone out once, and the
+//! holder's upload feeds the swarm new pieces, as BitTorrent's super-seeding does. At most
+//! [`MAX_SPREAD_TABLES`] files are counted (the least recently served go); a file of `n` pieces
+//! costs about `12 n` bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::seq::SliceRandom;
 use shoal_index::ContentId;
 use tokio::sync::Semaphore;
 
@@ -42,6 +52,19 @@ pub const MEMBER_TTL: Duration = Duration::from_secs(60);
 pub const MAX_PROBES: usize = 8;
 /// How long an admission probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most files whose pieces sent are counted.
+pub const MAX_SPREAD_TABLES: usize = 64;
+/// Pieces named in one refusal.
+pub const HINTS_PER_REFUSAL: usize = 4;
+/// How long a hinted piece is kept for the asker it was named to.
+pub const HINT_HOLD: Duration = Duration::from_secs(3);
+
+/// How often each piece of one file went out, and which were just hinted to someone.
+struct Spread {
+    sent: Vec<u32>,
+    hinted: Vec<Option<Instant>>,
+    used: Instant,
+}
 
 struct Entry {
     url: String,
@@ -54,6 +77,7 @@ struct Entry {
 pub struct Swarms {
     table: Arc<Mutex<HashMap<ContentId, Vec<Entry>>>>,
     probes: Arc<Semaphore>,
+    spread: Arc<Mutex<HashMap<ContentId, Spread>>>,
 }
 
 impl Default for Swarms {
@@ -61,6 +85,7 @@ impl Default for Swarms {
         Swarms {
             table: Arc::default(),
             probes: Arc::new(Semaphore::new(MAX_PROBES)),
+            spread: Arc::default(),
         }
     }
 }
@@ -86,6 +111,64 @@ impl Swarms {
                 pieces: e.pieces,
             })
             .collect()
+    }
+
+    /// Members of `id` heard from lately.
+    fn fresh_members(&self, id: &ContentId) -> usize {
+        self.lock()
+            .get(id)
+            .map_or(0, |entries| entries.iter().filter(|e| e.seen.elapsed() < MEMBER_TTL).count())
+    }
+
+    /// Whether pieces `pieces` of a whole file of `count` pieces may go out now (see the
+    /// module's comment): `Ok` counts them as sent; `Err` names the pieces to ask for instead
+    /// (possibly none, when all of them were just named to others). Only a downloader that
+    /// `takes_hints` is ever refused.
+    pub fn spread(&self, id: &ContentId, count: u64, pieces: std::ops::Range<u64>, takes_hints: bool) -> Result<(), Vec<u64>> {
+        let members = self.fresh_members(id);
+        let mut tables = self.spread.lock().unwrap_or_else(|p| p.into_inner());
+        if members < 2 && !tables.contains_key(id) {
+            return Ok(());
+        }
+        if !tables.contains_key(id)
+            && tables.len() >= MAX_SPREAD_TABLES
+            && let Some(oldest) = tables.iter().min_by_key(|(_, t)| t.used).map(|(id, _)| *id)
+        {
+            tables.remove(&oldest);
+        }
+        let table = tables.entry(*id).or_insert_with(|| Spread {
+            sent: vec![0; count as usize],
+            hinted: vec![None; count as usize],
+            used: Instant::now(),
+        });
+        table.used = Instant::now();
+        let end = (pieces.end as usize).min(table.sent.len());
+        let start = pieces.start as usize;
+        if start >= end {
+            return Ok(());
+        }
+        if takes_hints && members >= 2 {
+            // Only until every piece went out once: after that, every request is served (a
+            // downloader that lacks only pieces sent often must not wait on others').
+            let least = table.sent.iter().copied().min().unwrap_or(0);
+            if least == 0 && table.sent[start] > 0 {
+                let now = Instant::now();
+                let mut free: Vec<usize> = (0..table.sent.len())
+                    .filter(|i| table.sent[*i] == least && table.hinted[*i].is_none_or(|t| now.duration_since(t) >= HINT_HOLD))
+                    .collect();
+                free.shuffle(&mut rand::rng());
+                free.truncate(HINTS_PER_REFUSAL);
+                for i in &free {
+                    table.hinted[*i] = Some(now);
+                }
+                return Err(free.into_iter().map(|i| i as u64).collect());
+            }
+        }
+        for i in start..end {
+            table.sent[i] = table.sent[i].saturating_add(1);
+            table.hinted[i] = None;
+        }
+        Ok(())
     }
 
     /// Notes that a known member asked again; false when `url` is not a member (yet).
@@ -185,6 +268,34 @@ mod tests {
         assert!(swarms.refresh(&id, "http://127.0.0.1:74", 9));
         assert!(!swarms.refresh(&id, "http://127.0.0.1:1", 9), "the oldest went");
         assert!(swarms.members(&ContentId([2; 32]), None).is_empty());
+    }
+
+    #[test]
+    fn no_piece_goes_out_twice_before_every_piece_went_out_once() {
+        let swarms = Swarms::default();
+        let id = ContentId([3; 32]);
+        assert_eq!(swarms.spread(&id, 4, 0..1, true), Ok(()), "no swarm: never refused");
+        swarms.admit(id, "http://127.0.0.1:1".into(), 0);
+        swarms.admit(id, "http://127.0.0.1:2".into(), 0);
+        assert_eq!(swarms.spread(&id, 4, 0..1, true), Ok(()));
+        let hints = swarms.spread(&id, 4, 0..1, true).unwrap_err();
+        assert!(!hints.is_empty() && hints.iter().all(|h| (1..4).contains(h)), "{hints:?}");
+        assert_eq!(swarms.spread(&id, 4, 0..1, false), Ok(()), "a client that takes no hints is served");
+        for piece in 1..4 {
+            assert_eq!(swarms.spread(&id, 4, piece..piece + 1, true), Ok(()));
+        }
+        // Every piece went out once: from now on every request is served.
+        assert_eq!(swarms.spread(&id, 4, 1..2, true), Ok(()));
+        assert_eq!(swarms.spread(&id, 4, 1..2, true), Ok(()));
+        // A hinted piece is kept for its asker a while: a second refusal names the others.
+        let other = ContentId([4; 32]);
+        swarms.admit(other, "http://127.0.0.1:1".into(), 0);
+        swarms.admit(other, "http://127.0.0.1:2".into(), 0);
+        assert_eq!(swarms.spread(&other, 8, 0..1, true), Ok(()));
+        let first = swarms.spread(&other, 8, 0..1, true).unwrap_err();
+        let second = swarms.spread(&other, 8, 0..1, true).unwrap_err();
+        assert_eq!((first.len(), second.len()), (HINTS_PER_REFUSAL, 3), "{first:?} {second:?}");
+        assert!(first.iter().all(|p| !second.contains(p)), "{first:?} {second:?}");
     }
 
     #[test]
