@@ -154,7 +154,7 @@ impl Node {
         // Downloads in progress are served to other downloaders (unless the owner said not to).
         let partials = Partials::default();
         let engine = if options.partial_upload {
-            engine.serving(partials.clone())
+            engine.serving(partials.clone(), own_url.clone())
         } else {
             engine
         };

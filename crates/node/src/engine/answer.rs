@@ -33,6 +33,8 @@ pub(super) enum Refusal {
     Lacks,
     /// A holder seeding a swarm would rather send these pieces (`409` with `Shoal-Spread`).
     Spread(Vec<u64>),
+    /// A node gave its upload slots to others for now (`503` with `Shoal-Choked`).
+    Choked,
 }
 
 /// What was asked of a source, to judge its answer by.
@@ -113,6 +115,8 @@ pub(super) fn judge(asked: &Asked, head: Head<'_>, now: SystemTime) -> Result<()
     {
         let count = asked.size.div_ceil(super::PIECE_SIZE).max(1);
         Err(Refusal::Spread(crate::proto::have::read_hints(hints, count)))
+    } else if status == StatusCode::SERVICE_UNAVAILABLE && headers.contains_key(crate::proto::have::CHOKED_HEADER) {
+        Err(Refusal::Choked)
     } else if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         Err(Refusal::Busy(format!("HTTP {status}"), retry_after(headers, now)))
     } else if status.is_server_error() || status == StatusCode::NOT_FOUND {
@@ -226,6 +230,7 @@ mod tests {
                 Refusal::Unusable(_) => "unusable",
                 Refusal::Lacks => "lacks",
                 Refusal::Spread(_) => "spread",
+                Refusal::Choked => "choked",
             });
             assert_eq!(kind.copied(), expected, "{status} {pairs:?} for {asked:?}: {got:?}");
         };
@@ -262,6 +267,7 @@ mod tests {
         );
         check(middle(), 409, &[("shoal-spread", "2,3")], Err("spread"));
         check(middle(), 409, &[], Err("unusable"));
+        check(middle(), 503, &[("shoal-choked", "1")], Err("choked"));
         check(middle(), 403, &[], Err("unusable"));
     }
 

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     /// The download as others fetch from it (a node's, with a content id): each piece is marked
     /// there once written.
     pub serving: Option<Arc<Partial>>,
+    /// The node's URL, sent to peers as `Shoal-From` (see `Engine::serving`).
+    pub swarm_as: Option<reqwest::header::HeaderValue>,
 }
 
 impl Shared {
@@ -180,6 +182,10 @@ impl<'a> Live<'a> {
             cancel: cancel.child_token(),
             fatal: Mutex::new(None),
             serving,
+            swarm_as: engine
+                .swarm_as
+                .as_deref()
+                .and_then(|u| reqwest::header::HeaderValue::from_str(u).ok()),
         });
         Live {
             engine,

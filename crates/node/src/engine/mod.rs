@@ -293,6 +293,9 @@ pub struct Engine {
     options: EngineOptions,
     /// Where downloads in progress are served from (a node's engine); `None` serves nothing.
     partials: Option<Partials>,
+    /// The node's URL, named to peers in requests (`Shoal-From`) when it serves its downloads,
+    /// so that their upload slots know who gives back.
+    swarm_as: Option<String>,
 }
 
 impl Engine {
@@ -302,13 +305,16 @@ impl Engine {
             net,
             options,
             partials: None,
+            swarm_as: None,
         })
     }
 
     /// Serves every download with a content id and verification data from `partials` while it
     /// runs, each piece from the moment it is verified and written (see [`partial`]).
-    pub fn serving(mut self, partials: Partials) -> Self {
+    /// `url` is the node's, named to the peers it fetches from.
+    pub fn serving(mut self, partials: Partials, url: String) -> Self {
         self.partials = Some(partials);
+        self.swarm_as = Some(url);
         self
     }
 
@@ -348,7 +354,9 @@ impl Engine {
         let partial = serving.as_ref().map(|s| s.partial.clone());
         let landed = Live::new(self, prepared, progress.clone(), cancel, partial).run(more).await?;
         let outcome = Finishing::new(self, job, landed, progress).finish().await;
-        drop(serving);
+        if let (Ok(_), Some(serving)) = (&outcome, serving) {
+            serving.placed();
+        }
         outcome
     }
 

@@ -40,7 +40,13 @@ pub struct Partial {
     outboard: Arc<[u8]>,
     disk: PartFile,
     have: watch::Sender<Holding>,
+    /// When the download was placed under its final name: it is served from the open file a
+    /// little longer ([`LINGER`]), until the share's index serves it.
+    placed: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a finished download stays served from its open file.
+pub const LINGER: Duration = Duration::from_secs(30);
 
 impl Partial {
     /// What it holds now.
@@ -109,8 +115,16 @@ impl Partials {
             .collect()
     }
 
+    /// The registry, without the downloads placed more than [`LINGER`] ago.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContentId, Arc<Partial>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, p| {
+            p.placed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|t| t.elapsed() < LINGER)
+        });
+        map
     }
 
     /// Serves a download: `done` are the pieces held already. `None` when another download
@@ -130,6 +144,7 @@ impl Partials {
             outboard,
             disk,
             have,
+            placed: Mutex::new(None),
         });
         map.insert(id, partial.clone());
         Some(Serving {
@@ -139,15 +154,28 @@ impl Partials {
     }
 }
 
-/// A download being served; dropping it stops serving.
+/// A download being served; dropping it stops serving, unless it was [`Serving::placed`].
 pub(super) struct Serving {
     partials: Partials,
     pub partial: Arc<Partial>,
 }
 
+impl Serving {
+    /// The download is complete and placed: it stays served from its open file for
+    /// [`LINGER`], so that downloaders asking between now and the share's next index of the
+    /// file are not turned away.
+    pub fn placed(self) {
+        *self.partial.placed.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
-        let mut map = self.partials.lock();
+        // A placed download leaves the registry on a later look-up, after [`LINGER`].
+        if self.partial.placed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return;
+        }
+        let mut map = self.partials.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&self.partial.id).is_some_and(|p| Arc::ptr_eq(p, &self.partial)) {
             map.remove(&self.partial.id);
         }

@@ -25,6 +25,9 @@ use crate::net::rate::throttle;
 /// that is still missing here.
 const SPREAD_PAUSE: Duration = Duration::from_millis(250);
 
+/// How long a choked source's connections wait before they ask again (up to twice this).
+const CHOKED_PAUSE: Duration = Duration::from_millis(1000);
+
 /// Why one range request ended early.
 enum RunError {
     /// The answer, or the connection, could not be used (see [`Refusal`]).
@@ -45,6 +48,7 @@ impl RunError {
             RunError::Refused(Refusal::Unusable(_)) => "unusable",
             RunError::Refused(Refusal::Lacks) => "lacks",
             RunError::Refused(Refusal::Spread(_)) => "spread",
+            RunError::Refused(Refusal::Choked) => "choked",
             RunError::Bad(_) => "bad piece",
             RunError::Fatal(_) => "fatal",
         }
@@ -230,6 +234,14 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
                 }
                 continue;
             }
+            Err(RunError::Refused(Refusal::Choked)) => {
+                // Not a failure: the source serves others for now. Its connections wait a
+                // moment (spread at random, so that they do not all come back at once) while
+                // the other sources take its pieces.
+                let wait = CHOKED_PAUSE + Duration::from_millis(rand::random::<u64>() % CHOKED_PAUSE.as_millis() as u64);
+                src.defer(shared, wait);
+                continue;
+            }
             Err(RunError::Refused(Refusal::Busy(reason, wait))) => {
                 if let Some(wait) = wait {
                     src.defer(shared, wait);
@@ -287,6 +299,9 @@ async fn fetch_run(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId, run: Ran
         .header(reqwest::header::RANGE, format!("bytes={}-{}", bytes.start, bytes.end - 1));
     if source.kind == super::SourceKind::Peer && src.takes_hints() {
         request = request.header(crate::proto::have::HINTS_HEADER, "1");
+        if let Some(me) = &shared.swarm_as {
+            request = request.header(crate::proto::have::FROM_HEADER, me.clone());
+        }
     }
     let if_range = src.if_range();
     if let Some(etag) = &if_range {

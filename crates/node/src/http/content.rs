@@ -27,8 +27,11 @@ use shoal_index::ContentId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::faults::status_of;
+use super::guard::Caller;
 use super::range::{self, Wanted};
-use crate::proto::have::{HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER, SPREAD_HEADER, write_hints};
+use crate::proto::have::{
+    CHOKED_HEADER, FROM_HEADER, HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER, SPREAD_HEADER, write_hints,
+};
 use crate::service::{Api, ApiError, Partial};
 
 /// Answers up to this size are read whole; larger ones are streamed.
@@ -55,15 +58,60 @@ pub(super) async fn no_sniffing(mut response: Response) -> Response {
     response
 }
 
+/// A downloader of a swarm, as a request to `/content/<id>` names it.
+struct Asker {
+    /// It takes hints ([`HINTS_HEADER`]): spreading and upload slots apply to it.
+    takes_hints: bool,
+    /// Who it is, for upload slots: its node id over iroh, the node URL it names
+    /// ([`FROM_HEADER`]), or its address and port.
+    who: String,
+}
+
+impl Asker {
+    fn of(headers: &HeaderMap, caller: &Caller) -> Asker {
+        let takes_hints = headers.get(HINTS_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+        let who = match caller.key() {
+            Some(key) => format!("iroh://{key}"),
+            None => headers
+                .get(FROM_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::proto::url::holder(v).ok())
+                .unwrap_or_else(|| caller.0.to_string()),
+        };
+        Asker { takes_hints, who }
+    }
+
+    /// Whether it is served now; `None` for a request that slots do not apply to.
+    fn choked(&self, api: &Api, id: &ContentId, seeding: bool) -> Option<Response> {
+        if !self.takes_hints || api.admit_upload(id, &self.who, seeding) {
+            return None;
+        }
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(CHOKED_HEADER, "1")
+            .header(header::RETRY_AFTER, "1")
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .ok()
+    }
+}
+
 /// `GET /content/<id>`.
-pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn by_id(
+    State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    method: Method,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(id) = id.parse::<ContentId>() else {
         return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    let response = match serve(&api, &method, &id.to_string(), &headers, true).await {
+    let asker = Asker::of(&headers, &caller);
+    let response = match serve(&api, &method, &id.to_string(), &headers, Some(&asker)).await {
         Served::Answer(response) => response,
         Served::NotHere(error) => match api.partial(&id) {
-            Some(partial) => serve_partial(&api, &method, &partial, &headers).await,
+            Some(partial) => serve_partial(&api, &method, &partial, &headers, &asker).await,
             None => error_response(error),
         },
     };
@@ -72,7 +120,7 @@ pub async fn by_id(State(api): State<Api>, method: Method, Path(id): Path<String
 
 /// `GET /files/<name>` (the name is percent-decoded once by the router).
 pub async fn by_name(State(api): State<Api>, method: Method, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let response = match serve(&api, &method, &name, &headers, false).await {
+    let response = match serve(&api, &method, &name, &headers, None).await {
         Served::Answer(response) => response,
         Served::NotHere(error) => error_response(error),
     };
@@ -129,21 +177,21 @@ enum Served {
     NotHere(ApiError),
 }
 
-/// Serves a file of the share by name or id; `by_id`: a request for `/content/<id>`, which
-/// counts towards spreading a swarm's pieces ([`Api::spread`]).
-async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap, by_id: bool) -> Served {
+/// Serves a file of the share by name or id; `asker`: a request for `/content/<id>`, which
+/// counts towards spreading a swarm's pieces ([`Api::spread`]) and upload slots.
+async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap, asker: Option<&Asker>) -> Served {
     let opened = match api.open_for_serving(key, SMALL_BODY) {
         Ok(opened) => opened,
         Err(error @ ApiError::NotFound(_)) => return Served::NotHere(error),
         Err(error) => return Served::Answer(error_response(error)),
     };
-    Served::Answer(serve_opened(api, method, opened, headers, by_id).await)
+    Served::Answer(serve_opened(api, method, opened, headers, asker).await)
 }
 
 /// Serves a range of a download in progress: only when every piece it touches is verified;
 /// otherwise `416` with `Shoal-Lacks`. A request without a range is served only once the
 /// download holds every piece.
-async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, headers: &HeaderMap) -> Response {
+async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, headers: &HeaderMap, asker: &Asker) -> Response {
     let size = partial.size;
     let etag = format!("\"{}\"", partial.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -200,6 +248,11 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
         }
         _ => return lacks(builder),
     };
+    if method != Method::HEAD
+        && let Some(choked) = asker.choked(api, &partial.id, false)
+    {
+        return choked;
+    }
     builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap_or_default();
@@ -238,7 +291,13 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
     builder.body(Body::from_stream(stream)).unwrap_or_default()
 }
 
-async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::Opened, headers: &HeaderMap, by_id: bool) -> Response {
+async fn serve_opened(
+    api: &Api,
+    method: &Method,
+    opened: crate::service::api::Opened,
+    headers: &HeaderMap,
+    asker: Option<&Asker>,
+) -> Response {
     let (name, entry) = (opened.name.as_str(), opened.entry);
     let etag = format!("\"{}\"", entry.id);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -277,9 +336,13 @@ async fn serve_opened(api: &Api, method: &Method, opened: crate::service::api::O
                 .unwrap_or_default();
         }
     };
-    if by_id && method != Method::HEAD {
-        let takes_hints = headers.get(HINTS_HEADER).is_some_and(|v| v.as_bytes() == b"1");
-        if let Err(hints) = api.spread(&entry.id, entry.size, span.clone(), takes_hints) {
+    if let Some(asker) = asker
+        && method != Method::HEAD
+    {
+        if let Some(choked) = asker.choked(api, &entry.id, true) {
+            return choked;
+        }
+        if let Err(hints) = api.spread(&entry.id, entry.size, span.clone(), asker.takes_hints) {
             return Response::builder()
                 .status(StatusCode::CONFLICT)
                 .header(SPREAD_HEADER, write_hints(&hints))

@@ -35,6 +35,13 @@ pub const PARTIAL_HEADER: &str = "shoal-partial";
 /// that no piece goes out twice before every piece has gone out once (BitTorrent's super-seeding,
 /// in a pull protocol). Requests without it (curl, aria2c, a size check) are never refused so.
 pub const HINTS_HEADER: &str = "shoal-hints";
+/// The request header in which a downloader that serves what it fetches names its node URL,
+/// so that the upload slots of the node it asks know who gives back (see `service::slots`).
+/// A claim like any other: the worst a false one does is share another's slot.
+pub const FROM_HEADER: &str = "shoal-from";
+/// The answer header of a `503` that means "no upload slot for you now; ask others and come
+/// back" (not a failure of the node).
+pub const CHOKED_HEADER: &str = "shoal-choked";
 /// The answer header of such a refusal: up to [`MAX_HINTS`] pieces, comma-separated, that the
 /// node has sent least, for the downloader to ask for instead.
 pub const SPREAD_HEADER: &str = "shoal-spread";

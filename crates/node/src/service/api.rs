@@ -390,6 +390,17 @@ impl Api {
         self.inner.swarms.spread(id, count, pieces, takes_hints)
     }
 
+    /// Whether the downloader `who` (its node URL, or its address) is served pieces of `id` now
+    /// ([`super::slots`]); `seeding`: from a whole file of the share.
+    pub fn admit_upload(&self, id: &ContentId, who: &str, seeding: bool) -> bool {
+        let gave = if seeding {
+            0
+        } else {
+            self.inner.fetcher.downloads().received_from(&id.to_string(), who)
+        };
+        self.inner.swarms.admit_upload(id, who, gave, seeding)
+    }
+
     /// `shoal.swarm`: the other members of `id`'s swarm, for an id this node holds or fetches
     /// (none otherwise). The caller's URL is listed for others once it answered `/have` for
     /// the id itself (see [`super::swarm`]).

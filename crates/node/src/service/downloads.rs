@@ -246,6 +246,19 @@ impl Downloads {
     }
 
     /// Every download this node knows of, running or finished since it started.
+    /// Verified bytes the node at `base` (a node URL) gave the running downloads of content
+    /// `id` (for upload slots: tit for tat).
+    pub fn received_from(&self, id: &str, base: &str) -> u64 {
+        let prefix = format!("{base}/content/");
+        self.lock()
+            .values()
+            .filter(|r| r.id.as_deref() == Some(id))
+            .flat_map(|r| r.progress.sources())
+            .filter(|s| s.url.starts_with(&prefix))
+            .map(|s| s.bytes)
+            .sum()
+    }
+
     pub fn list(&self) -> Vec<DownloadInfo> {
         let mut rows: Vec<DownloadInfo> = self
             .lock()

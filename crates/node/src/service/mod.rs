@@ -14,6 +14,7 @@ pub mod remote;
 pub mod resolve;
 pub mod seed;
 pub mod session;
+pub mod slots;
 pub mod swarm;
 pub mod views;
 

@@ -37,6 +37,7 @@ use rand::seq::SliceRandom;
 use shoal_index::ContentId;
 use tokio::sync::Semaphore;
 
+use super::slots::{REGULAR_SLOTS, Slots};
 use crate::net::{Client, Trust};
 use crate::proto::calls::Member;
 use crate::proto::have::{HAVE_HEADER, Have, have_body_cap};
@@ -78,6 +79,8 @@ pub struct Swarms {
     table: Arc<Mutex<HashMap<ContentId, Vec<Entry>>>>,
     probes: Arc<Semaphore>,
     spread: Arc<Mutex<HashMap<ContentId, Spread>>>,
+    /// Upload slots per content id, with when each was last asked.
+    slots: Arc<Mutex<HashMap<ContentId, (Slots, Instant)>>>,
 }
 
 impl Default for Swarms {
@@ -86,6 +89,7 @@ impl Default for Swarms {
             table: Arc::default(),
             probes: Arc::new(Semaphore::new(MAX_PROBES)),
             spread: Arc::default(),
+            slots: Arc::default(),
         }
     }
 }
@@ -169,6 +173,29 @@ impl Swarms {
             table.hinted[i] = None;
         }
         Ok(())
+    }
+
+    /// Whether `who` is served pieces of `id` now (see [`Slots`]); `gave`: the bytes it gave this
+    /// node's download of the id in all; `seeding`: this node holds the whole file.
+    pub fn admit_upload(&self, id: &ContentId, who: &str, gave: u64, seeding: bool) -> bool {
+        let mut all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(id)
+            && all.len() >= MAX_SPREAD_TABLES
+            && let Some(oldest) = all.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id)
+        {
+            all.remove(&oldest);
+        }
+        let now = Instant::now();
+        let (slots, used) = all.entry(*id).or_insert_with(|| (Slots::new(REGULAR_SLOTS, rand::random()), now));
+        *used = now;
+        slots.set_gave(who, gave);
+        slots.admit(who, seeding, now)
+    }
+
+    /// Who holds an upload slot for `id` now.
+    pub fn served(&self, id: &ContentId) -> Vec<String> {
+        let all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(id).map(|(slots, _)| slots.served()).unwrap_or_default()
     }
 
     /// Notes that a known member asked again; false when `url` is not a member (yet).
