@@ -16,6 +16,8 @@ use super::live::Shared;
 use super::source::{Avail, SourceRun};
 use crate::proto::have::{Bits, HAVE_HEADER, Have, MAX_HAVE_WAIT, have_body_cap};
 
+/// The least time between two polls that brought nothing new.
+const SAME_VERSION_PAUSE: Duration = Duration::from_secs(1);
 /// Failed polls in a row before a source's availability is left as it is.
 const MAX_POLL_FAILURES: u32 = 8;
 
@@ -62,11 +64,17 @@ pub(super) async fn follow(shared: Arc<Shared>, src: Arc<SourceRun>) {
                 }
             }
         };
-        let header = response
+        let Some(header) = response
             .headers()
             .get(HAVE_HEADER)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(str::to_string)
+        else {
+            // An answer that is not about availability (a server that answers every path):
+            // its ranges decide, as for a node that does not say.
+            set_complete(&shared, &src);
+            return;
+        };
         let body = match crate::net::client::read_body(response, base.as_str(), have_body_cap(count)).await {
             Ok(body) => body,
             Err(error) => {
@@ -74,7 +82,7 @@ pub(super) async fn follow(shared: Arc<Shared>, src: Arc<SourceRun>) {
                 return;
             }
         };
-        match Have::from_wire(header.as_deref(), &body, count) {
+        match Have::from_wire(Some(&header), &body, count) {
             Ok(Have::Complete) => {
                 set_complete(&shared, &src);
                 return;
@@ -85,6 +93,16 @@ pub(super) async fn follow(shared: Arc<Shared>, src: Arc<SourceRun>) {
                     return;
                 }
                 failures = 0;
+                // An answer with nothing new came sooner than a long poll should (a node that
+                // does not hold the request, or one that means to keep this one busy): the next
+                // poll waits a while, so a peer cannot make this loop spin.
+                if version == Some(v) {
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => return,
+                        () = src.dropped.cancelled() => return,
+                        () = tokio::time::sleep(SAME_VERSION_PAUSE) => {}
+                    }
+                }
                 version = Some(v);
             }
             Err(error) => {

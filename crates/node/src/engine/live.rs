@@ -147,6 +147,8 @@ pub(super) struct Live<'a> {
     record: Record,
     /// The caller's token; `shared.cancel` is its child.
     cancel: CancellationToken,
+    /// The last piece kept from binding the size, counted to the source that gave it.
+    kept: Option<(usize, u64)>,
 }
 
 impl<'a> Live<'a> {
@@ -163,11 +165,13 @@ impl<'a> Live<'a> {
             disk,
             pieces,
             record,
+            kept,
         } = prepared;
         let mut pieces = pieces;
-        // A download checked piece by piece from peers may meet others fetching the same file:
-        // its first pieces are taken at random, so that it soon has something they lack.
-        if layout.hashes.is_some() && sources.has(super::SourceKind::Peer) {
+        // A node's download checked piece by piece from peers is served to others fetching the
+        // same file: its first pieces are taken at random, so that it soon has something they
+        // lack. (A download that serves nothing, `shoal get`, keeps to the file's order.)
+        if serving.is_some() && layout.hashes.is_some() && sources.has(super::SourceKind::Peer) {
             pieces.random_first();
         }
         let shared = Arc::new(Shared {
@@ -193,6 +197,7 @@ impl<'a> Live<'a> {
             sources,
             record,
             cancel,
+            kept,
         }
     }
 
@@ -296,11 +301,24 @@ impl<'a> Live<'a> {
     /// Shows a source to users and starts its task.
     fn spawn(&self, workers: &mut JoinSet<()>, source: Source) {
         let progress = &self.shared.tally.progress;
+        let kept = self.kept.filter(|(from, _)| *from == source.index).map_or(0, |(_, bytes)| bytes);
+        if kept > 0 {
+            // Checked against its hash when it bound the size.
+            self.shared.net.metrics().pieces_verified.inc();
+            self.shared
+                .net
+                .metrics()
+                .bytes_down
+                .get_or_create(&crate::net::metrics::KindLabel {
+                    kind: source.kind.name().to_string(),
+                })
+                .inc_by(kept);
+        }
         progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(SourceStat {
             url: source.shown(),
             kind: source.kind,
             state: SourceState::Connecting,
-            bytes: 0,
+            bytes: kept,
             bad_pieces: 0,
             failures: 0,
             last_error: None,

@@ -58,8 +58,7 @@ impl Partial {
     pub async fn newer_than(&self, version: u64, wait: Duration) -> Holding {
         let mut seen = self.have.subscribe();
         let _ = tokio::time::timeout(wait, seen.wait_for(|h| h.version != version)).await;
-        let now = seen.borrow().clone();
-        now
+        seen.borrow().clone()
     }
 
     /// Whether every piece that `bytes` touches is held.

@@ -69,6 +69,8 @@ pub(super) struct Prepared {
     pub pieces: Pieces,
     /// The resume record, as written.
     pub record: Record,
+    /// The last piece, kept from binding the size: the source that gave it, and its bytes.
+    pub kept: Option<(usize, u64)>,
 }
 
 /// A download before its first piece.
@@ -79,7 +81,7 @@ pub(super) struct Preparing<'a> {
     progress: &'a Progress,
     /// The last piece as fetched and verified to bind the size: written as the first piece of
     /// the download rather than fetched again.
-    last_piece: std::sync::Mutex<Option<Vec<u8>>>,
+    last_piece: std::sync::Mutex<Option<(Vec<u8>, usize)>>,
 }
 
 impl<'a> Preparing<'a> {
@@ -134,7 +136,8 @@ impl<'a> Preparing<'a> {
         // The last piece, verified while binding the size, is kept rather than fetched again.
         let last = self.last_piece.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut kept = 0;
-        if let Some(bytes) = last
+        let mut kept_from = None;
+        if let Some((bytes, from)) = last
             && !done[count as usize - 1]
             && bytes.len() as u64 == layout.piece_len(count - 1)
             && !bytes.is_empty()
@@ -145,6 +148,7 @@ impl<'a> Preparing<'a> {
                 .map_err(|e| EngineError::Task(e.to_string()))??;
             done[count as usize - 1] = true;
             kept = layout.piece_len(count - 1);
+            kept_from = Some((from, kept));
         }
         self.progress.total.store(layout.size, Ordering::Relaxed);
         self.progress.done.store(resumed + kept, Ordering::Relaxed);
@@ -174,6 +178,7 @@ impl<'a> Preparing<'a> {
             layout,
             disk,
             record,
+            kept: kept_from,
         })
     }
 
@@ -396,7 +401,7 @@ impl<'a> Preparing<'a> {
                 continue;
             };
             if hashes.verify(last, &body) {
-                *self.last_piece.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+                *self.last_piece.lock().unwrap_or_else(|p| p.into_inner()) = Some((body, source.index));
                 return true;
             }
         }

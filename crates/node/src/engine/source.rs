@@ -122,7 +122,7 @@ impl Sources {
     pub fn admit(&mut self, new: NewSource) -> Option<&Source> {
         let (url, kind, trust, have) = match &new {
             NewSource::Peer(base) => {
-                let Some(id) = self.id else { return None };
+                let id = self.id?;
                 match (
                     crate::net::node_url(base, &format!("/content/{id}")),
                     crate::net::node_url(base, &format!("/have/{id}")),

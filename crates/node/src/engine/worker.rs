@@ -84,8 +84,9 @@ pub(super) async fn connection(shared: Arc<Shared>, src: Arc<SourceRun>, me: Wor
 async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) -> Ended {
     let index = src.source.index;
     let progress = &shared.tally.progress;
-    // One piece first: a slow source (a swarm's) holds no long claim before its speed is known.
-    let mut want: u64 = 1;
+    // A peer's first claim is one piece (a swarm's slow member holds no long claim before its
+    // speed is known); a mirror's is four (its connections ramp with each answered request).
+    let mut want: u64 = if src.source.kind == super::SourceKind::Peer { 1 } else { 4 };
     loop {
         if shared.cancel.is_cancelled() || src.dropped.is_cancelled() {
             return Ended::Closed;

@@ -1,0 +1,494 @@
+//! The swarm, with real `shoal serve` processes on loopback: a download in progress serves the
+//! pieces it has verified, downloaders of the same file find each other through the holder and
+//! trade pieces, strangers that lie about what they hold are dropped, a crowd finishes without
+//! its only holder, and a node that gives nothing back still finishes. Every wait is bounded.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{MIB, Proc, Serve, json, random_bytes};
+
+const PIECE: usize = MIB;
+
+/// An HTTP answer: status, headers (lower-case names) and body.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), read to its end.
+fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let authority = base.strip_prefix("http://").expect("an http URL").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).expect("connecting to the node");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("reading the answer");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer head");
+    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = text.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    // The node answers with a length or chunks; a chunked body is unwrapped.
+    if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = unchunk(&body);
+    }
+    Answer { status, headers, body }
+}
+
+fn unchunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+    out
+}
+
+fn string(s: &str) -> String {
+    format!("<value><string>{s}</string></value>")
+}
+
+/// Sends an XML-RPC call; gives the answer's XML.
+fn rpc(base: &str, method: &str, params: &[String]) -> String {
+    let params: String = params.iter().map(|p| format!("<param>{p}</param>")).collect();
+    let body = format!("<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>");
+    let answer = http(base, "POST", "/", &[("Content-Type", "text/xml")], &body);
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
+/// Tells `node` (secret `x`) to download `target` in the background.
+fn start_download(node: &Serve, target: &str) {
+    let answer = rpc(
+        &node.url,
+        "shoal.download",
+        &[
+            string("x"),
+            format!("<value><array><data>{}</data></array></value>", string(target)),
+        ],
+    );
+    assert!(!answer.contains("<fault>"), "shoal.download on {}: {answer}", node.url);
+}
+
+/// A node sharing `files` (in `root/share`), or nothing, with the owner's secret `x`.
+fn node(root: &Path, files: &[(&str, &[u8])], extra: &[&str]) -> Serve {
+    let dir = root.join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data) in files {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+    let mut args = vec!["--secret", "x", "--no-iroh"];
+    args.extend_from_slice(extra);
+    let node = Serve::start(&dir, &root.join("state"), &args);
+    for (name, _) in files {
+        node.wait_indexed(name);
+    }
+    node
+}
+
+/// What `/have/<id>` says: `None` for the whole file, else the pieces held.
+fn have(base: &str, id: &str, count: usize) -> Option<Option<Vec<bool>>> {
+    let answer = http(base, "GET", &format!("/have/{id}"), &[], "");
+    if answer.status != 200 {
+        return None;
+    }
+    match answer.headers.get("shoal-have").map(String::as_str) {
+        Some("complete") => Some(None),
+        Some(_) => Some(Some((0..count).map(|i| answer.body[i / 8] & (0x80 >> (i % 8)) != 0).collect())),
+        None => None,
+    }
+}
+
+/// Waits (bounded) until every node has `name` whole and right in its share.
+fn wait_all_done(nodes: &[&Serve], name: &str, data: &[u8], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let missing: Vec<&str> = nodes
+            .iter()
+            .filter(|n| std::fs::read(n.dir.join(name)).map_or(true, |got| got != data))
+            .map(|n| n.url.as_str())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{missing:?} have no right {name} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The node's downloads as `shoal downloads --json` shows them.
+fn downloads(node: &Serve) -> Vec<serde_json::Value> {
+    let (status, lines, stderr) =
+        Proc::shoal(&["downloads", "--json", "--node", &node.url, "--secret", "x"]).finish(Duration::from_secs(30));
+    assert!(status.success(), "shoal downloads: {stderr}");
+    let text = lines.join("\n");
+    json(&text)
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_else(|| panic!("not a JSON array: {text}"))
+}
+
+/// Bytes each source gave the node's download of `id`, by source URL.
+fn bytes_by_source(node: &Serve, id: &str) -> BTreeMap<String, u64> {
+    downloads(node)
+        .iter()
+        .filter(|d| d["id"].as_str() == Some(id))
+        .flat_map(|d| d["sources"].as_array().cloned().unwrap_or_default())
+        .map(|s| (s["url"].as_str().unwrap_or_default().to_string(), s["bytes"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// A counter from the node's `/metrics` (for the owner).
+fn metric(node: &Serve, name: &str) -> u64 {
+    let answer = http(&node.url, "GET", "/metrics", &[("Authorization", "Bearer x")], "");
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn content_id(node: &Serve, name: &str) -> String {
+    let answer = http(&node.url, "HEAD", &format!("/files/{name}"), &[], "");
+    answer.headers["etag"].trim_matches('"').to_string()
+}
+
+#[test]
+fn a_partial_holder_serves_exactly_the_pieces_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(6 * PIECE, 81);
+    // The holder serves slowly, so the downloader holds part of the file for seconds.
+    let holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "512K"]);
+    let id = content_id(&holder, "f.bin");
+    let partial = node(&tmp.path().join("p"), &[], &["--peer", &holder.url]);
+    start_download(&partial, "f.bin");
+    // Bounded: the download holds its first piece within seconds (the last one, which bound the
+    // size), and the whole file only after ~12 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        if let Some(Some(bits)) = have(&partial.url, &id, 6)
+            && bits.iter().any(|b| *b)
+        {
+            break bits;
+        }
+        assert!(Instant::now() < deadline, "the download held no piece in time");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!held.iter().all(|b| *b), "the download was complete before it was looked at");
+    let mut served = 0;
+    for (piece, has) in held.iter().enumerate() {
+        let range = format!("bytes={}-{}", piece * PIECE, (piece + 1) * PIECE - 1);
+        let answer = http(&partial.url, "GET", &format!("/content/{id}"), &[("Range", &range)], "");
+        if *has {
+            assert_eq!(answer.status, 206, "piece {piece} is held");
+            assert_eq!(answer.body, data[piece * PIECE..(piece + 1) * PIECE], "piece {piece}'s bytes");
+            served += 1;
+        } else if answer.status == 416 {
+            assert_eq!(answer.headers.get("shoal-lacks").map(String::as_str), Some("1"));
+            assert_eq!(answer.headers.get("content-range").map(String::as_str), Some("bytes */6291456"));
+            assert!(answer.body.is_empty());
+        } else {
+            // Verified since the look at /have: then it must be right and listed now.
+            assert_eq!(answer.status, 206, "piece {piece}");
+            assert_eq!(answer.body, data[piece * PIECE..(piece + 1) * PIECE]);
+            assert!(have(&partial.url, &id, 6).unwrap().unwrap()[piece]);
+        }
+    }
+    assert!(served >= 1);
+    // The verification data is served too, so a downloader that knows only this node can check.
+    let outboard = http(&partial.url, "GET", &format!("/outboard/{id}"), &[], "");
+    let whole = http(&holder.url, "GET", &format!("/outboard/{id}"), &[], "");
+    assert_eq!((outboard.status, outboard.body), (200, whole.body));
+    // Partial content is for shoal peers only: not under its name, and the seed's query for a
+    // name only a partial holder has (the holder left out by the history) is fault 100.
+    assert_eq!(http(&partial.url, "GET", "/files/f.bin", &[], "").status, 404);
+    let history = format!("<value><array><data>{}</data></array></value>", string(&holder.url));
+    let answer = rpc(&partial.url, "query", &[string("f.bin"), history]);
+    assert!(
+        answer.contains("<fault>") && (answer.contains("<i4>100</i4>") || answer.contains("<int>100</int>")),
+        "query of a partial file: {answer}"
+    );
+    wait_all_done(&[&partial], "f.bin", &data, Duration::from_secs(120));
+    assert_eq!(have(&partial.url, &id, 6), Some(None), "complete once it is done");
+}
+
+#[test]
+fn a_crowd_swarms_and_a_free_rider_still_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(12 * PIECE, 82);
+    let holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "1M"]);
+    let id = content_id(&holder, "f.bin");
+    let crowd: Vec<Serve> = (0..4)
+        .map(|i| {
+            node(
+                &tmp.path().join(format!("d{i}")),
+                &[],
+                &["--peer", &holder.url, "--max-upload-rate", "2M"],
+            )
+        })
+        .collect();
+    let rider = node(&tmp.path().join("rider"), &[], &["--peer", &holder.url, "--no-partial-upload"]);
+    for n in crowd.iter().chain([&rider]) {
+        start_download(n, "f.bin");
+    }
+    let all: Vec<&Serve> = crowd.iter().chain([&rider]).collect();
+    wait_all_done(&all, "f.bin", &data, Duration::from_secs(180));
+    let holder_content = format!("{}/content/{id}", holder.url);
+    for n in &crowd {
+        let by_source = bytes_by_source(n, &id);
+        let from_others: u64 = by_source.iter().filter(|(url, _)| **url != holder_content).map(|(_, b)| *b).sum();
+        assert!(
+            from_others >= PIECE as u64,
+            "{} got {from_others} bytes from other downloaders: {by_source:?}",
+            n.url
+        );
+        assert!(
+            metric(n, "shoal_partial_bytes_uploaded_total") > 0,
+            "{} served nothing while it downloaded",
+            n.url
+        );
+    }
+    assert_eq!(
+        metric(&rider, "shoal_partial_bytes_uploaded_total"),
+        0,
+        "the free rider served pieces"
+    );
+    // The holder sent less than the whole crowd took: the rest went between downloaders.
+    assert!(metric(&holder, "shoal_bytes_uploaded_total") < (5 * data.len()) as u64);
+}
+
+/// A stranger that says it holds every piece of one file, and then serves wrong bytes
+/// (`lie = Wrong`) or says it lacks them (`lie = Lacks`).
+#[derive(Clone, Copy, PartialEq)]
+enum Lie {
+    Wrong,
+    Lacks,
+}
+
+struct Liar {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Liar {
+    fn start(id: &str, size: usize, lie: Lie) -> Liar {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (id, flag) = (id.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => Liar::answer(stream, &id, size, lie),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Liar {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn answer(mut stream: TcpStream, id: &str, size: usize, lie: Lie) {
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut words = text.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let range = text
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
+            .and_then(|r| {
+                r.split_once('-')
+                    .map(|(a, b)| (a.parse::<usize>().ok(), b.trim().parse::<usize>().ok()))
+            });
+        let count = size.div_ceil(PIECE);
+        let reply = |stream: &mut TcpStream, status: &str, headers: &[String], body: &[u8]| {
+            let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+            for h in headers {
+                out.push_str(h);
+                out.push_str("\r\n");
+            }
+            out.push_str("\r\n");
+            let _ = stream.write_all(out.as_bytes());
+            if method != "HEAD" {
+                let _ = stream.write_all(body);
+            }
+        };
+        if path.starts_with(&format!("/have/{id}")) {
+            let mut bits = vec![0xffu8; count.div_ceil(8)];
+            let spare = count.div_ceil(8) * 8 - count;
+            if spare > 0 {
+                *bits.last_mut().unwrap() &= 0xff << spare;
+            }
+            if path.contains("since=") {
+                // A long poll: nothing new, after a while.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            reply(&mut stream, "200 OK", &["shoal-have: 1".into()], &bits);
+        } else if path == format!("/content/{id}") {
+            match (lie, range) {
+                (_, None) => reply(&mut stream, "200 OK", &[], &[]),
+                (Lie::Lacks, Some(_)) => reply(
+                    &mut stream,
+                    "416 Range Not Satisfiable",
+                    &[format!("content-range: bytes */{size}"), "shoal-lacks: 1".into()],
+                    &[],
+                ),
+                (Lie::Wrong, Some((Some(start), Some(end)))) => {
+                    let junk = random_bytes(end + 1 - start, start as u64 + 7);
+                    reply(
+                        &mut stream,
+                        "206 Partial Content",
+                        &[format!("content-range: bytes {start}-{end}/{size}")],
+                        &junk,
+                    );
+                }
+                _ => reply(&mut stream, "400 Bad Request", &[], &[]),
+            }
+        } else {
+            reply(&mut stream, "404 Not Found", &[], &[]);
+        }
+    }
+}
+
+impl Drop for Liar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn strangers_that_lie_about_their_pieces_are_dropped_and_the_file_is_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(8 * PIECE, 83);
+    let holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "1M"]);
+    let id = content_id(&holder, "f.bin");
+    let liars = [Liar::start(&id, data.len(), Lie::Wrong), Liar::start(&id, data.len(), Lie::Lacks)];
+    // Each liar names itself to the holder as a member of the id's swarm; the holder lists it
+    // once it answered /have for the id (it does: every piece, it says).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for liar in &liars {
+        loop {
+            let answer = rpc(
+                &holder.url,
+                "shoal.swarm",
+                &[string(&id), string(&liar.url), "<value><int>8</int></value>".into()],
+            );
+            let listed = rpc(&holder.url, "shoal.swarm", &[string(&id), string("")]);
+            if listed.contains(&liar.url) {
+                break;
+            }
+            assert!(!answer.contains("<fault>"), "shoal.swarm: {answer}");
+            assert!(Instant::now() < deadline, "the holder never listed {}", liar.url);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let downloader = node(&tmp.path().join("d"), &[], &["--peer", &holder.url]);
+    start_download(&downloader, "f.bin");
+    wait_all_done(&[&downloader], "f.bin", &data, Duration::from_secs(120));
+    let rows = downloads(&downloader);
+    let sources: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|d| d["id"].as_str() == Some(id.as_str()))
+        .flat_map(|d| d["sources"].as_array().unwrap().iter())
+        .collect();
+    for liar in &liars {
+        let source = sources
+            .iter()
+            .find(|s| s["url"].as_str().is_some_and(|u| u.starts_with(&liar.url)))
+            .unwrap_or_else(|| panic!("{} was never a source: {sources:?}", liar.url));
+        assert_eq!(source["state"], "banned", "{source}");
+        assert_eq!(source["bytes"], 0, "{source}");
+    }
+}
+
+#[test]
+fn the_crowd_completes_after_its_only_holder_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = 16;
+    let data = random_bytes(count * PIECE, 84);
+    let mut holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "2M"]);
+    let id = content_id(&holder, "f.bin");
+    let crowd: Vec<Serve> = (0..3)
+        .map(|i| {
+            node(
+                &tmp.path().join(format!("d{i}")),
+                &[],
+                &["--peer", &holder.url, "--max-upload-rate", "2M"],
+            )
+        })
+        .collect();
+    for n in &crowd {
+        start_download(n, "f.bin");
+    }
+    // The holder leaves (SIGKILL) as soon as the crowd holds every piece between them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut union = vec![false; count];
+        for n in &crowd {
+            match have(&n.url, &id, count) {
+                Some(None) => union = vec![true; count],
+                Some(Some(bits)) => union.iter_mut().zip(bits).for_each(|(u, b)| *u |= b),
+                None => {}
+            }
+        }
+        if union.iter().all(|u| *u) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the crowd never held every piece between them");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = metric(&holder, "shoal_bytes_uploaded_total");
+    holder.proc.kill();
+    let nodes: Vec<&Serve> = crowd.iter().collect();
+    wait_all_done(&nodes, "f.bin", &data, Duration::from_secs(120));
+    eprintln!(
+        "the holder had sent {:.2} times the file when it left",
+        sent as f64 / data.len() as f64
+    );
+}
