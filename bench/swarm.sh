@@ -519,12 +519,13 @@ fair_case() {
       fr="free rider's makespan ${R_FREE_TIME:-not finished} vs the median node's ${R_MEDIAN_TIME:-not finished}; it uploaded ${R_FREE_UP} MiB"
     fi
   fi
-  local others=$((n - free)) done_txt
+  local others="the $((n - free)) others" done_txt
+  [ "$free" = 1 ] || others="the $n downloaders"
   if [ -n "$R_MAKESPAN" ]; then done_txt="all finished, makespan ${R_MAKESPAN} s"
   else done_txt="${R_CORRECT}/${R_N} finished after ${R_ELAPSED} s (ended by ${R_ENDED})"; fi
   local riders="one free rider"; [ "$free" = 1 ] || riders="no free rider"
-  row "4. fairness, N=$n ($riders) | uploaded per downloader over the $others others: min ${R_UP_MIN} / median ${R_UP_MEDIAN} / max ${R_UP_MAX} MiB; $done_txt | $fr | **min / median / max ${R_UP_MIN} / ${R_UP_MEDIAN} / ${R_UP_MAX} MiB** | - | -"
-  note "fair: finish times (s): ${R_TIMES:-none}; uploaded per downloader (MiB, free rider last): ${R_UP_MIB}; holder uploaded ${R_HOLDER_UP} MiB${R_ERRORS:+; fetch errors: $R_ERRORS}"
+  row "4. fairness, N=$n ($riders) | uploaded per downloader over $others: min ${R_UP_MIN} / median ${R_UP_MEDIAN} / max ${R_UP_MAX} MiB; $done_txt | $fr | **min / median / max ${R_UP_MIN} / ${R_UP_MEDIAN} / ${R_UP_MAX} MiB** | - | -"
+  note "fair: finish times (s): ${R_TIMES:-none}; uploaded per downloader (MiB$([ "$free" = 0 ] || echo ", the free rider last")): ${R_UP_MIB}; holder uploaded ${R_HOLDER_UP} MiB${R_ERRORS:+; fetch errors: $R_ERRORS}"
 }
 
 if wanted crowd; then crowd_case || { failed=1; row "1. flash crowd | failed (see log) | | | ≤ 1.25 | NO"; stop_nodes; }; fi
