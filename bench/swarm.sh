@@ -89,6 +89,7 @@ stop_nodes() {
   for pid in "${PIDS[@]}"; do timeout 15 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
   PIDS=()
 }
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
   stop_nodes
   rm -rf "$TMP"
@@ -123,7 +124,7 @@ start_node() { # DIR STATE [EXTRA ARGS...]
     --iroh-listen 127.0.0.1:0 "$@" > "$logf" 2>&1 &
   tpid=$!
   PIDS+=("$tpid")
-  NODE_URL= NODE_PID=
+  NODE_URL='' NODE_PID=
   for i in $(seq 1 300); do
     kill -0 "$tpid" 2>/dev/null || { cat "$logf" >&2; die "shoal serve exited early (log above)"; }
     [ -n "$NODE_PID" ] || NODE_PID=$(pgrep -P "$tpid" | head -1 || true)
@@ -131,7 +132,7 @@ start_node() { # DIR STATE [EXTRA ARGS...]
     [ -n "$NODE_URL" ] && [ -n "$NODE_PID" ] && break
     sleep 0.1
   done
-  [ -n "$NODE_URL" ] && [ -n "$NODE_PID" ] || die "shoal serve printed no URL within 30 s ($logf)"
+  if [ -z "$NODE_URL" ] || [ -z "$NODE_PID" ]; then die "shoal serve printed no URL within 30 s ($logf)"; fi
   NODE_SECRET=$(sed -n 's/^secret for fetch is kept in //p' "$logf" | head -1)
   [ -n "$NODE_SECRET" ] || NODE_SECRET=$state/secret
   case "$NODE_URL" in http://127.*) ;; *) die "a node is not on loopback: $NODE_URL" ;; esac
@@ -384,7 +385,6 @@ run_crowd() { # LABEL N FREE LEAVE_AT
   [ -z "$R_ERRORS" ] || log "$label: fetch errors: $R_ERRORS"
   if [ -n "$R_FOREIGN" ]; then note "$label: sockets off loopback seen: $R_FOREIGN"
   else SOCKETS_SEEN=$((SOCKETS_SEEN + R_SOCKETS)); fi
-  R_LIMIT=$limit
 }
 
 # The crowd's result as table cells: sets SHOAL_CELL (what shoal did) and RATIO (makespan /
