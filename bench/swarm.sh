@@ -542,6 +542,6 @@ if wanted fair; then fair_case || { failed=1; row "4. fairness | failed (see log
   echo "- Loopback: the nodes' sockets (ss, every 5 s during each crowd) were seen ${SOCKETS_SEEN} times, none off loopback unless noted above."
   echo "- Load average (1, 5, 15 min) at the start: ${LOAD_START}; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores shared)."
   echo "- Limits: each crowd gives up after max(4 × T_min, ${LIMIT_FLOOR} s) or ${STALL} s without a byte moving; makespans count from the moment all fetches were released."
-  echo "- shoal: $("$SHOAL" --version 2>/dev/null || echo unknown), tree $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown); command: bash bench/swarm.sh${ARGS:+ $ARGS}"
+  echo "- shoal: $SHOAL ($("$SHOAL" --version 2>/dev/null || echo unknown), built $(date -u -r "$SHOAL" +%Y-%m-%dT%H:%MZ)); this script's tree $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown); command: bash bench/swarm.sh${ARGS:+ $ARGS}"
 }
 exit "$failed"
