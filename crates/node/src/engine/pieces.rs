@@ -20,6 +20,9 @@ use std::ops::Range;
 
 use crate::proto::have::Bits;
 
+/// In a swarm, pieces in progress are fetched a second time only when this few remain.
+pub const SWARM_ENDGAME: u64 = 2;
+
 /// Pieces chosen at random before rarest first takes over.
 pub const RANDOM_FIRST: u64 = 4;
 
@@ -270,11 +273,12 @@ impl Pieces {
             }
             return Next::Fetch(start as u64..end as u64);
         }
-        // Nothing missing that the source holds. Only once nothing at all is missing (the end
-        // game), a second copy of a piece in progress elsewhere; before that, a copy would take
-        // a slow source's bandwidth from pieces that others lack (its far runs are not stolen
-        // here either: runs in a swarm are short).
-        if self.slots.contains(&Slot::Missing) {
+        // Nothing missing that the source holds. Only for the last [`SWARM_ENDGAME`] pieces (the
+        // end game), a second copy of a piece in progress elsewhere: a swarm's sources are slow
+        // and many, and a copy of each of the dozens of pieces in progress would waste what the
+        // losing copies had received (its far runs are not stolen here either: runs in a swarm
+        // are short).
+        if self.slots.contains(&Slot::Missing) || self.count() - self.done > SWARM_ENDGAME {
             return Next::Wait;
         }
         for (index, slot) in self.slots.iter_mut().enumerate() {

@@ -32,6 +32,7 @@ use super::range::{self, Wanted};
 use crate::proto::have::{
     CHOKED_HEADER, FROM_HEADER, HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER, SPREAD_HEADER, write_hints,
 };
+use crate::service::swarm::UploadSlot;
 use crate::service::{Api, ApiError, Partial};
 
 /// Answers up to this size are read whole; larger ones are streamed.
@@ -81,18 +82,22 @@ impl Asker {
         Asker { takes_hints, who }
     }
 
-    /// Whether it is served now; `None` for a request that slots do not apply to.
-    fn choked(&self, api: &Api, id: &ContentId, seeding: bool) -> Option<Response> {
-        if !self.takes_hints || api.admit_upload(id, &self.who, seeding) {
-            return None;
+    /// An upload slot for it (held while the range is sent; `None` for a request that slots do
+    /// not apply to), or the answer that it has none now.
+    fn slot(&self, api: &Api, id: &ContentId, seeding: bool) -> Result<Option<UploadSlot>, Response> {
+        if !self.takes_hints {
+            return Ok(None);
         }
-        Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .header(CHOKED_HEADER, "1")
-            .header(header::RETRY_AFTER, "1")
-            .header(header::CONTENT_LENGTH, 0)
-            .body(Body::empty())
-            .ok()
+        match api.admit_upload(id, &self.who, seeding) {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header(CHOKED_HEADER, "1")
+                .header(header::RETRY_AFTER, "1")
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Body::empty())
+                .unwrap_or_default()),
+        }
     }
 }
 
@@ -248,11 +253,14 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
         }
         _ => return lacks(builder),
     };
-    if method != Method::HEAD
-        && let Some(choked) = asker.choked(api, &partial.id, false)
-    {
-        return choked;
-    }
+    let slot = if method == Method::HEAD {
+        None
+    } else {
+        match asker.slot(api, &partial.id, false) {
+            Ok(slot) => slot,
+            Err(choked) => return choked,
+        }
+    };
     builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap_or_default();
@@ -262,6 +270,8 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
     let (partial, limit) = (partial.clone(), api.upload_limit().cloned());
     let (sent, sent_partial) = (api.bytes_up_counter(), api.partial_bytes_up_counter());
     let stream = futures_util::stream::unfold(span, move |left| {
+        // The upload slot lives as long as the body does.
+        let _slot = &slot;
         let (partial, limit) = (partial.clone(), limit.clone());
         let (sent, sent_partial) = (sent.clone(), sent_partial.clone());
         async move {
@@ -336,12 +346,14 @@ async fn serve_opened(
                 .unwrap_or_default();
         }
     };
+    let mut slot = None;
     if let Some(asker) = asker
         && method != Method::HEAD
     {
-        if let Some(choked) = asker.choked(api, &entry.id, true) {
-            return choked;
-        }
+        slot = match asker.slot(api, &entry.id, true) {
+            Ok(slot) => slot,
+            Err(choked) => return choked,
+        };
         if let Err(hints) = api.spread(&entry.id, entry.size, span.clone(), asker.takes_hints) {
             return Response::builder()
                 .status(StatusCode::CONFLICT)
@@ -374,6 +386,8 @@ async fn serve_opened(
     let stream = futures_util::StreamExt::inspect(
         tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize)),
         move |chunk| {
+            // The upload slot, if any, lives as long as the body does.
+            let _slot = &slot;
             if let Ok(bytes) = chunk {
                 sent.inc_by(bytes.len() as u64);
             }

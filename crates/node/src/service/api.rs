@@ -392,7 +392,7 @@ impl Api {
 
     /// Whether the downloader `who` (its node URL, or its address) is served pieces of `id` now
     /// ([`super::slots`]); `seeding`: from a whole file of the share.
-    pub fn admit_upload(&self, id: &ContentId, who: &str, seeding: bool) -> bool {
+    pub fn admit_upload(&self, id: &ContentId, who: &str, seeding: bool) -> Option<super::swarm::UploadSlot> {
         let gave = if seeding {
             0
         } else {

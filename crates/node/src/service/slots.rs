@@ -9,6 +9,8 @@
 //! - beyond that, every [`RECHOKE_EVERY`] the node picks `regular` of them: while it downloads
 //!   the same content, those that sent it the most bytes since the last pick (tit for tat); as
 //!   a seed, those it served longest ago (round robin, so every downloader gets its turn);
+//! - a slot whose holder asks for nothing is lent: while fewer than `regular + 1` ranges are
+//!   being sent, any interested downloader is served;
 //! - one more slot, the optimistic one, goes to a random other downloader and moves every
 //!   [`OPTIMISTIC_EVERY`], so a newcomer, who has nothing to give yet, gets its first pieces;
 //! - a downloader that gives nothing (a free rider) is served only by the optimistic slot or
@@ -75,8 +77,10 @@ impl Slots {
     }
 
     /// Whether `who` is served now; `seeding`: the node holds the whole file (round robin)
-    /// rather than fetching it too (tit for tat).
-    pub fn admit(&mut self, who: &str, seeding: bool, now: Instant) -> bool {
+    /// rather than fetching it too (tit for tat); `active`: ranges of this content being sent
+    /// now. A slot whose holder asks for nothing is not left idle: while fewer than
+    /// `regular + 1` ranges are being sent, anyone interested is served.
+    pub fn admit(&mut self, who: &str, seeding: bool, now: Instant, active: usize) -> bool {
         let known = self.downloaders.contains_key(who);
         if !known && self.downloaders.len() >= MAX_TRACKED {
             self.forget_oldest();
@@ -100,7 +104,7 @@ impl Slots {
                 self.pick(seeding, now);
             }
         }
-        let served = self.unchoked.iter().any(|u| u == who) || self.optimistic.as_deref() == Some(who);
+        let served = self.unchoked.iter().any(|u| u == who) || self.optimistic.as_deref() == Some(who) || active < self.regular + 1;
         if served {
             self.mark_served(who, now);
         }
@@ -197,6 +201,9 @@ impl Slots {
 mod tests {
     use super::*;
 
+    /// Every slot busy: only the downloaders picked are served.
+    const BUSY: usize = 100;
+
     fn who(i: usize) -> String {
         format!("http://127.0.0.1:{}", 1000 + i)
     }
@@ -206,7 +213,7 @@ mod tests {
         let mut slots = Slots::new(4, 1);
         let now = Instant::now();
         for i in 0..5 {
-            assert!(slots.admit(&who(i), false, now));
+            assert!(slots.admit(&who(i), false, now, 0));
         }
     }
 
@@ -216,7 +223,7 @@ mod tests {
         let mut served = vec![0; n];
         for s in 0..secs {
             for (i, count) in served.iter_mut().enumerate() {
-                if slots.admit(&who(i), seeding, t + Duration::from_secs(s)) {
+                if slots.admit(&who(i), seeding, t + Duration::from_secs(s), BUSY) {
                     *count += 1;
                 }
             }
@@ -274,11 +281,23 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_slot_is_lent_to_anyone() {
+        let mut slots = Slots::new(2, 1);
+        let t = Instant::now();
+        for i in 0..6 {
+            slots.admit(&who(i), true, t, BUSY);
+        }
+        let choked = (0..6).find(|i| !slots.served().contains(&who(*i))).unwrap();
+        assert!(!slots.admit(&who(choked), true, t, 3), "all three slots are sending");
+        assert!(slots.admit(&who(choked), true, t, 2), "one slot is idle");
+    }
+
+    #[test]
     fn the_table_is_bounded() {
         let mut slots = Slots::new(4, 1);
         let now = Instant::now();
         for i in 0..(MAX_TRACKED + 10) {
-            slots.admit(&who(i), true, now + Duration::from_millis(i as u64));
+            slots.admit(&who(i), true, now + Duration::from_millis(i as u64), BUSY);
         }
         assert_eq!(slots.downloaders.len(), MAX_TRACKED);
     }

@@ -30,6 +30,7 @@
 //! costs about `12 n` bytes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,8 +80,20 @@ pub struct Swarms {
     table: Arc<Mutex<HashMap<ContentId, Vec<Entry>>>>,
     probes: Arc<Semaphore>,
     spread: Arc<Mutex<HashMap<ContentId, Spread>>>,
-    /// Upload slots per content id, with when each was last asked.
-    slots: Arc<Mutex<HashMap<ContentId, (Slots, Instant)>>>,
+    /// Upload slots per content id, with when each was last asked and the ranges being sent.
+    slots: Arc<Mutex<HashMap<ContentId, (Slots, Instant, Arc<AtomicUsize>)>>>,
+}
+
+/// One range of a swarm's content being sent; counts as busy until dropped (with the answer's
+/// body).
+pub struct UploadSlot {
+    active: Arc<AtomicUsize>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Swarms {
@@ -177,25 +190,32 @@ impl Swarms {
 
     /// Whether `who` is served pieces of `id` now (see [`Slots`]); `gave`: the bytes it gave this
     /// node's download of the id in all; `seeding`: this node holds the whole file.
-    pub fn admit_upload(&self, id: &ContentId, who: &str, gave: u64, seeding: bool) -> bool {
+    /// `None` when choked; otherwise the slot, held while the range is sent.
+    pub fn admit_upload(&self, id: &ContentId, who: &str, gave: u64, seeding: bool) -> Option<UploadSlot> {
         let mut all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if !all.contains_key(id)
             && all.len() >= MAX_SPREAD_TABLES
-            && let Some(oldest) = all.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id)
+            && let Some(oldest) = all.iter().min_by_key(|(_, (_, used, _))| *used).map(|(id, _)| *id)
         {
             all.remove(&oldest);
         }
         let now = Instant::now();
-        let (slots, used) = all.entry(*id).or_insert_with(|| (Slots::new(REGULAR_SLOTS, rand::random()), now));
+        let (slots, used, active) = all
+            .entry(*id)
+            .or_insert_with(|| (Slots::new(REGULAR_SLOTS, rand::random()), now, Arc::default()));
         *used = now;
         slots.set_gave(who, gave);
-        slots.admit(who, seeding, now)
+        if !slots.admit(who, seeding, now, active.load(Ordering::Relaxed)) {
+            return None;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        Some(UploadSlot { active: active.clone() })
     }
 
     /// Who holds an upload slot for `id` now.
     pub fn served(&self, id: &ContentId) -> Vec<String> {
         let all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(id).map(|(slots, _)| slots.served()).unwrap_or_default()
+        all.get(id).map(|(slots, _, _)| slots.served()).unwrap_or_default()
     }
 
     /// Notes that a known member asked again; false when `url` is not a member (yet).
