@@ -84,20 +84,27 @@ impl Asker {
 
     /// An upload slot for it (held while the range is sent; `None` for a request that slots do
     /// not apply to), or the answer that it has none now.
-    fn slot(&self, api: &Api, id: &ContentId, seeding: bool) -> Result<Option<UploadSlot>, Response> {
+    fn slot(&self, api: &Api, id: &ContentId, seeding: bool) -> Result<Option<UploadSlot>, Choked> {
         if !self.takes_hints {
             return Ok(None);
         }
-        match api.admit_upload(id, &self.who, seeding) {
-            Some(slot) => Ok(Some(slot)),
-            None => Err(Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .header(CHOKED_HEADER, "1")
-                .header(header::RETRY_AFTER, "1")
-                .header(header::CONTENT_LENGTH, 0)
-                .body(Body::empty())
-                .unwrap_or_default()),
-        }
+        api.admit_upload(id, &self.who, seeding).map(Some).ok_or(Choked)
+    }
+}
+
+/// No upload slot for a downloader now.
+struct Choked;
+
+impl Choked {
+    /// `503` with `Shoal-Choked`: ask others, come back in a second.
+    fn answer(self) -> Response {
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(CHOKED_HEADER, "1")
+            .header(header::RETRY_AFTER, "1")
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .unwrap_or_default()
     }
 }
 
@@ -258,7 +265,7 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
     } else {
         match asker.slot(api, &partial.id, false) {
             Ok(slot) => slot,
-            Err(choked) => return choked,
+            Err(choked) => return choked.answer(),
         }
     };
     builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
@@ -352,7 +359,7 @@ async fn serve_opened(
     {
         slot = match asker.slot(api, &entry.id, true) {
             Ok(slot) => slot,
-            Err(choked) => return choked,
+            Err(choked) => return choked.answer(),
         };
         if let Err(hints) = api.spread(&entry.id, entry.size, span.clone(), asker.takes_hints) {
             return Response::builder()

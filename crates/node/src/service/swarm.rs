@@ -81,8 +81,11 @@ pub struct Swarms {
     probes: Arc<Semaphore>,
     spread: Arc<Mutex<HashMap<ContentId, Spread>>>,
     /// Upload slots per content id, with when each was last asked and the ranges being sent.
-    slots: Arc<Mutex<HashMap<ContentId, (Slots, Instant, Arc<AtomicUsize>)>>>,
+    slots: Arc<Mutex<HashMap<ContentId, SlotTable>>>,
 }
+
+/// One content id's upload slots, when they were last asked, and the ranges being sent.
+type SlotTable = (Slots, Instant, Arc<AtomicUsize>);
 
 /// One range of a swarm's content being sent; counts as busy until dropped (with the answer's
 /// body).
