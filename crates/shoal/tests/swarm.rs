@@ -283,6 +283,9 @@ fn a_crowd_swarms_and_a_free_rider_still_finishes() {
     );
     // The holder sent less than the whole crowd took: the rest went between downloaders.
     assert!(metric(&holder, "shoal_bytes_uploaded_total") < (5 * data.len()) as u64);
+    // It knew the crowd as one swarm: the four that serve (the rider names no URL).
+    assert_eq!(metric(&holder, "shoal_swarms"), 1);
+    assert_eq!(metric(&holder, "shoal_swarm_members"), 4);
 }
 
 /// A stranger that says it holds every piece of one file, and then serves wrong bytes
@@ -491,4 +494,50 @@ fn the_crowd_completes_after_its_only_holder_leaves() {
         "the holder had sent {:.2} times the file when it left",
         sent as f64 / data.len() as f64
     );
+}
+
+#[test]
+fn a_node_killed_mid_swarm_resumes_and_rejoins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = 12;
+    let data = random_bytes(count * PIECE, 85);
+    let holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "1M"]);
+    let id = content_id(&holder, "f.bin");
+    let extra = ["--peer", holder.url.as_str(), "--max-upload-rate", "2M"];
+    let other = node(&tmp.path().join("b"), &[], &extra);
+    let mut killed = node(&tmp.path().join("a"), &[], &extra);
+    for n in [&other, &killed] {
+        start_download(n, "f.bin");
+    }
+    // SIGKILL once it holds a few pieces and not all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(Some(bits)) = have(&killed.url, &id, count)
+            && bits.iter().filter(|b| **b).count() >= 3
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the download held no three pieces in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.proc.kill();
+    // The same share and state: the node resumes its download by itself and meets the swarm
+    // again under its new address.
+    let (dir, state) = (killed.dir.clone(), killed.state.clone());
+    let mut args = vec!["--secret", "x", "--no-iroh"];
+    args.extend_from_slice(&extra);
+    let again = Serve::start(&dir, &state, &args);
+    wait_all_done(&[&again, &other], "f.bin", &data, Duration::from_secs(120));
+    let by_source = bytes_by_source(&again, &id);
+    let fetched: u64 = by_source.values().sum();
+    assert!(
+        fetched < data.len() as u64,
+        "the second run fetched everything again: {by_source:?}"
+    );
+    let from_others: u64 = by_source
+        .iter()
+        .filter(|(url, _)| !url.starts_with(&holder.url))
+        .map(|(_, b)| *b)
+        .sum();
+    assert!(from_others > 0, "the resumed node took nothing from the swarm: {by_source:?}");
 }

@@ -89,6 +89,39 @@ pub(super) async fn metrics(State(api): State<Api>, _owner: super::json::Owner) 
     backlog.set(api.hashing_backlog().min(i64::MAX as u64) as i64);
     registry.register("hashing_backlog_bytes", "Bytes of new or changed files not hashed yet", backlog);
 
+    let (swarm, partials) = api.swarm_stats();
+    for (name, help, value) in [
+        (
+            "swarm_partial_downloads",
+            "Downloads in progress whose verified pieces this node serves to others",
+            partials,
+        ),
+        (
+            "swarms",
+            "Content ids with other downloaders known (swarms this node takes part in)",
+            swarm.swarms,
+        ),
+        (
+            "swarm_members",
+            "Other downloaders known, over all swarms (members per swarm = this / swarms)",
+            swarm.members,
+        ),
+        (
+            "upload_slots_busy",
+            "Ranges of swarm content being sent under upload slots now",
+            swarm.slots_busy,
+        ),
+        (
+            "upload_slots_held",
+            "Downloaders holding an upload slot now (regular and optimistic)",
+            swarm.slots_held,
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value.min(i64::MAX as usize) as i64);
+        registry.register(name, help, gauge);
+    }
+
     let mut text = String::new();
     if prometheus_client::encoding::text::encode_registry(&mut text, &registry).is_err() {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response();

@@ -401,6 +401,11 @@ impl Api {
         self.inner.swarms.admit_upload(id, who, gave, seeding)
     }
 
+    /// The swarm's figures for `/metrics`, with the downloads in progress served to others.
+    pub fn swarm_stats(&self) -> (super::swarm::SwarmStats, usize) {
+        (self.inner.swarms.stats(), self.inner.partials.list().len())
+    }
+
     /// `shoal.swarm`: the other members of `id`'s swarm, for an id this node holds or fetches
     /// (none otherwise). The caller's URL is listed for others once it answered `/have` for
     /// the id itself (see [`super::swarm`]).

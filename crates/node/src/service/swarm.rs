@@ -87,6 +87,15 @@ pub struct Swarms {
 /// One content id's upload slots, when they were last asked, and the ranges being sent.
 type SlotTable = (Slots, Instant, Arc<AtomicUsize>);
 
+/// The swarm as `/metrics` shows it (see [`Swarms::stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SwarmStats {
+    pub swarms: usize,
+    pub members: usize,
+    pub slots_busy: usize,
+    pub slots_held: usize,
+}
+
 /// One range of a swarm's content being sent; counts as busy until dropped (with the answer's
 /// body).
 pub struct UploadSlot {
@@ -213,6 +222,27 @@ impl Swarms {
         }
         active.fetch_add(1, Ordering::Relaxed);
         Some(UploadSlot { active: active.clone() })
+    }
+
+    /// Figures for `/metrics`: ids with members, members in all (heard from lately), ranges
+    /// being sent under upload slots, downloaders holding a slot.
+    pub fn stats(&self) -> SwarmStats {
+        let (swarms, members) = {
+            let table = self.lock();
+            let fresh: Vec<usize> = table
+                .values()
+                .map(|entries| entries.iter().filter(|e| e.seen.elapsed() < MEMBER_TTL).count())
+                .filter(|n| *n > 0)
+                .collect();
+            (fresh.len(), fresh.iter().sum())
+        };
+        let all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        SwarmStats {
+            swarms,
+            members,
+            slots_busy: all.values().map(|(_, _, active)| active.load(Ordering::Relaxed)).sum(),
+            slots_held: all.values().map(|(slots, _, _)| slots.served().len()).sum(),
+        }
     }
 
     /// Who holds an upload slot for `id` now.
