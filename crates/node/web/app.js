@@ -380,8 +380,13 @@ function renderDownload(item, row) {
         `${source.kind} ${source.url} — ${source.state}, ${bytes(source.bytes)}`,
         source.speed ? `, ${bytes(source.speed)}/s` : "",
         source.bad_pieces ? `, ${source.bad_pieces} bad pieces` : "",
+        source.pieces != null ? `, holds ${source.pieces} pieces (downloading too)` : "",
       ),
     );
+  });
+  // What this node sent of the same file to other downloaders (the owner's view).
+  (row.uploads || []).forEach((upload) => {
+    parts.sources.append(el("li", { class: "upload" }, `sent to ${upload.peer}: ${bytes(upload.bytes)}`));
   });
 }
 

@@ -112,18 +112,32 @@ pub fn downloads_table(rows: &serde_json::Value) -> String {
                     let percent = if total == 0 { 0.0 } else { done as f64 * 100.0 / total as f64 };
                     let state = d["status"]["state"].as_str().unwrap_or("?").to_string();
                     let detail = d["status"]["detail"].as_str().map(|s| format!(": {s}")).unwrap_or_default();
+                    // Sources that hold part of the file (other downloaders of a swarm), and
+                    // what this node sent of it to them.
+                    let sources = d["sources"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let partial = sources.iter().filter(|s| s["pieces"].is_u64()).count();
+                    let live = if partial > 0 {
+                        format!("{} ({partial} partial)", d["live_sources"])
+                    } else {
+                        d["live_sources"].to_string()
+                    };
+                    let uploaded: u64 = d["uploads"]
+                        .as_array()
+                        .map(|u| u.iter().filter_map(|u| u["bytes"].as_u64()).sum())
+                        .unwrap_or(0);
                     vec![
                         d["name"].as_str().unwrap_or_default().to_string(),
                         format!("{percent:5.1}%"),
                         format!("{} / {}", size(done), size(total)),
-                        d["live_sources"].to_string(),
+                        live,
+                        size(uploaded),
                         format!("{state}{detail}"),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["NAME", "DONE", "BYTES", "SOURCES", "STATE"], &rows)
+    table(&["NAME", "DONE", "BYTES", "SOURCES", "UPLOADED", "STATE"], &rows)
 }
 
 pub async fn downloads(args: RemoteArgs) -> anyhow::Result<()> {

@@ -96,9 +96,9 @@ fn piped_shell_searches_two_hops_fetches_gets_and_reports_errors() {
     t.next(&["could not find the file nope.txt"]);
     t.next(&["downloading data.bin in the background"]);
     // wait prints the table once nothing runs, then downloads prints it again.
-    t.next(&["NAME", "DONE", "BYTES", "SOURCES", "STATE"]);
+    t.next(&["NAME", "DONE", "BYTES", "SOURCES", "UPLOADED", "STATE"]);
     t.next(&["data.bin", "100.0%", "done"]);
-    t.next(&["NAME", "DONE", "BYTES", "SOURCES", "STATE"]);
+    t.next(&["NAME", "DONE", "BYTES", "SOURCES", "UPLOADED", "STATE"]);
     t.next(&["data.bin", "100.0%", "3.0 MiB / 3.0 MiB", "done"]);
     // ls: the shell node's own share now holds both fetched files.
     t.next(&["NAME", "SIZE", "CONTENT ID"]);
@@ -255,7 +255,7 @@ fn downloads_command_lists_a_download_started_through_the_attached_shell() {
     assert_eq!(read(&node.dir.join("hello.txt")), b"hello, shoal\n");
 
     let out = against(&node, &["downloads"], false).expect_code(0).stdout();
-    assert_eq!(header(&out), ["NAME", "DONE", "BYTES", "SOURCES", "STATE"], "{out}");
+    assert_eq!(header(&out), ["NAME", "DONE", "BYTES", "SOURCES", "UPLOADED", "STATE"], "{out}");
     let line = row(&out, "hello.txt");
     assert!(
         line.contains("100.0%") && line.contains("13 B / 13 B") && line.ends_with("done"),

@@ -275,6 +275,20 @@ fn a_crowd_swarms_and_a_free_rider_still_finishes() {
             "{} served nothing while it downloaded",
             n.url
         );
+        // The owner sees what went to each other downloader.
+        let rows = downloads(n);
+        let uploads = rows
+            .iter()
+            .find(|d| d["id"].as_str() == Some(id.as_str()))
+            .and_then(|d| d["uploads"].as_array().cloned())
+            .unwrap_or_default();
+        let sent: u64 = uploads.iter().filter_map(|u| u["bytes"].as_u64()).sum();
+        assert!(sent >= metric(n, "shoal_partial_bytes_uploaded_total"), "{}: {uploads:?}", n.url);
+        // Named by their node URL, or by address and port (the free rider names none).
+        assert!(
+            uploads.iter().all(|u| u["peer"].as_str().is_some_and(|p| p.contains("127.0.0.1:"))),
+            "{uploads:?}"
+        );
     }
     assert_eq!(
         metric(&rider, "shoal_partial_bytes_uploaded_total"),

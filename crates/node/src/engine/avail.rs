@@ -121,6 +121,7 @@ fn set_complete(shared: &Shared, src: &SourceRun) {
     }
     *avail = Avail::Complete;
     drop(avail);
+    shared.tally.progress.update(src.source.index, |s| s.held = None);
     shared.tally.changed.notify_waiters();
 }
 
@@ -146,8 +147,10 @@ fn grew(shared: &Shared, src: &SourceRun, bits: Bits) -> bool {
             }
         }
     }
+    let held = bits.held();
     *avail = Avail::Partial(bits);
     drop(avail);
+    shared.tally.progress.update(src.source.index, |s| s.held = Some(held));
     shared.tally.changed.notify_waiters();
     true
 }

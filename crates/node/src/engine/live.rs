@@ -323,6 +323,7 @@ impl<'a> Live<'a> {
             failures: 0,
             last_error: None,
             connections: 0,
+            held: None,
         });
         let cap = self.shared.options.max_connections_per_source.clamp(1, MAX_CONNECTIONS_PER_SOURCE);
         let ask_have = self.shared.layout.hashes.is_some();

@@ -100,6 +100,7 @@ pub(super) async fn run(
             failures: 0,
             last_error: None,
             connections: 0,
+            held: None,
         };
         let metrics = engine.net.metrics();
         metrics.pieces_verified.inc();

@@ -80,6 +80,8 @@ pub struct SourceStat {
     pub last_error: Option<String>,
     /// Connections open to this source now.
     pub connections: usize,
+    /// Pieces it holds, when it holds only part of the file (a swarm's member); `None`: all.
+    pub held: Option<u64>,
 }
 
 /// One admitted source.

@@ -276,11 +276,12 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
     // Read in chunks on the blocking pool, each throttled like a complete file's.
     let (partial, limit) = (partial.clone(), api.upload_limit().cloned());
     let (sent, sent_partial) = (api.bytes_up_counter(), api.partial_bytes_up_counter());
+    let to_asker = asker.takes_hints.then(|| api.upload_counter(&partial.id, &asker.who)).flatten();
     let stream = futures_util::stream::unfold(span, move |left| {
         // The upload slot lives as long as the body does.
         let _slot = &slot;
         let (partial, limit) = (partial.clone(), limit.clone());
-        let (sent, sent_partial) = (sent.clone(), sent_partial.clone());
+        let (sent, sent_partial, to_asker) = (sent.clone(), sent_partial.clone(), to_asker.clone());
         async move {
             if left.is_empty() {
                 return None;
@@ -302,6 +303,9 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
             }
             sent.inc_by(chunk.len() as u64);
             sent_partial.inc_by(chunk.len() as u64);
+            if let Some(to_asker) = &to_asker {
+                to_asker.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             Some((Ok(bytes::Bytes::from(chunk)), offset + len as u64..left.end))
         }
     });
@@ -390,6 +394,7 @@ async fn serve_opened(
     }
     let reader = file.take(len);
     let sent = api.bytes_up_counter();
+    let to_asker = asker.filter(|a| a.takes_hints).and_then(|a| api.upload_counter(&entry.id, &a.who));
     let stream = futures_util::StreamExt::inspect(
         tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize)),
         move |chunk| {
@@ -397,6 +402,9 @@ async fn serve_opened(
             let _slot = &slot;
             if let Ok(bytes) = chunk {
                 sent.inc_by(bytes.len() as u64);
+                if let Some(to_asker) = &to_asker {
+                    to_asker.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         },
     );

@@ -401,6 +401,16 @@ impl Api {
         self.inner.swarms.admit_upload(id, who, gave, seeding)
     }
 
+    /// Bytes of `id` sent to each other downloader, most first.
+    pub fn uploads_of(&self, id: &ContentId) -> Vec<(String, u64)> {
+        self.inner.swarms.uploads(id)
+    }
+
+    /// The counter of bytes of `id` sent to the downloader `who` (`None`: not counted).
+    pub fn upload_counter(&self, id: &ContentId, who: &str) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        self.inner.swarms.upload_counter(id, who)
+    }
+
     /// The swarm's figures for `/metrics`, with the downloads in progress served to others.
     pub fn swarm_stats(&self) -> (super::swarm::SwarmStats, usize) {
         (self.inner.swarms.stats(), self.inner.partials.list().len())

@@ -30,7 +30,7 @@
 //! costs about `12 n` bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,12 @@ pub struct Swarms {
     spread: Arc<Mutex<HashMap<ContentId, Spread>>>,
     /// Upload slots per content id, with when each was last asked and the ranges being sent.
     slots: Arc<Mutex<HashMap<ContentId, SlotTable>>>,
+    /// Bytes of each content id sent to each downloader, for the owner's view.
+    uploads: Arc<Mutex<HashMap<ContentId, UploadTable>>>,
 }
+
+/// Bytes of one content id sent to each downloader, and when the table was last used.
+type UploadTable = (HashMap<String, Arc<AtomicU64>>, Instant);
 
 /// One content id's upload slots, when they were last asked, and the ranges being sent.
 type SlotTable = (Slots, Instant, Arc<AtomicUsize>);
@@ -115,6 +120,7 @@ impl Default for Swarms {
             probes: Arc::new(Semaphore::new(MAX_PROBES)),
             spread: Arc::default(),
             slots: Arc::default(),
+            uploads: Arc::default(),
         }
     }
 }
@@ -124,14 +130,15 @@ impl Swarms {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Members of `id`'s swarm other than `except`, the most recently seen first, at most
-    /// [`MAX_SWARM_ANSWER`].
+    /// Members of `id`'s swarm other than `except`, at most [`MAX_SWARM_ANSWER`] of them chosen
+    /// at random (so that in a swarm larger than that, every member is named to someone, and
+    /// downloaders, which take a bounded number of sources, do not all take the same ones).
     pub fn members(&self, id: &ContentId, except: Option<&str>) -> Vec<Member> {
         let mut table = self.lock();
         let Some(entries) = table.get_mut(id) else { return Vec::new() };
         entries.retain(|e| e.seen.elapsed() < MEMBER_TTL);
         let mut listed: Vec<&Entry> = entries.iter().filter(|e| Some(e.url.as_str()) != except).collect();
-        listed.sort_by_key(|e| std::cmp::Reverse(e.seen));
+        listed.shuffle(&mut rand::rng());
         listed
             .into_iter()
             .take(MAX_SWARM_ANSWER)
@@ -245,6 +252,36 @@ impl Swarms {
         }
     }
 
+    /// The counter of bytes of `id` sent to `who` (at most [`MAX_SPREAD_TABLES`] ids and
+    /// [`crate::service::slots::MAX_TRACKED`] downloaders each; beyond that, `None`: not
+    /// counted).
+    pub fn upload_counter(&self, id: &ContentId, who: &str) -> Option<Arc<AtomicU64>> {
+        let mut all = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(id)
+            && all.len() >= MAX_SPREAD_TABLES
+            && let Some(oldest) = all.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id)
+        {
+            all.remove(&oldest);
+        }
+        let (table, used) = all.entry(*id).or_insert_with(|| (HashMap::new(), Instant::now()));
+        *used = Instant::now();
+        if !table.contains_key(who) && table.len() >= crate::service::slots::MAX_TRACKED {
+            return None;
+        }
+        Some(table.entry(who.to_string()).or_default().clone())
+    }
+
+    /// Bytes of `id` sent to each downloader, most first.
+    pub fn uploads(&self, id: &ContentId) -> Vec<(String, u64)> {
+        let all = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<(String, u64)> = all
+            .get(id)
+            .map(|(table, _)| table.iter().map(|(who, n)| (who.clone(), n.load(Ordering::Relaxed))).collect())
+            .unwrap_or_default();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+
     /// Who holds an upload slot for `id` now.
     pub fn served(&self, id: &ContentId) -> Vec<String> {
         let all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -344,7 +381,12 @@ mod tests {
         let listed = swarms.members(&id, Some("http://127.0.0.1:74"));
         assert_eq!(listed.len(), MAX_SWARM_ANSWER);
         assert!(listed.iter().all(|m| m.url != "http://127.0.0.1:74"));
-        assert_eq!(listed[0].url, "http://127.0.0.1:73", "the most recent first");
+        // Over a few answers, more members are named than fit in one.
+        let mut named = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            named.extend(swarms.members(&id, None).into_iter().map(|m| m.url));
+        }
+        assert!(named.len() > MAX_SWARM_ANSWER, "{}", named.len());
         assert!(swarms.refresh(&id, "http://127.0.0.1:74", 9));
         assert!(!swarms.refresh(&id, "http://127.0.0.1:1", 9), "the oldest went");
         assert!(swarms.members(&ContentId([2; 32]), None).is_empty());

@@ -65,8 +65,10 @@ fn download_row(info: DownloadInfo, viewer: Viewer) -> DownloadRow {
                 bad_pieces: s.bad_pieces,
                 failures: s.failures,
                 last_error: if owner { s.last_error } else { None },
+                pieces: s.held,
             })
             .collect(),
+        uploads: Vec::new(),
     }
 }
 
@@ -87,7 +89,19 @@ fn peer_row(peer: PeerInfo) -> PeerRow {
 impl Api {
     /// The node's downloads with their progress, as `viewer` may see them.
     pub fn download_rows(&self, viewer: Viewer) -> Vec<DownloadRow> {
-        self.downloads().into_iter().map(|d| download_row(d, viewer)).collect()
+        let mut rows: Vec<DownloadRow> = self.downloads().into_iter().map(|d| download_row(d, viewer)).collect();
+        if viewer.is_owner() {
+            for row in &mut rows {
+                if let Some(id) = row.id.as_deref().and_then(|id| id.parse().ok()) {
+                    row.uploads = self
+                        .uploads_of(&id)
+                        .into_iter()
+                        .map(|(peer, bytes)| crate::proto::calls::UploadRow { peer, bytes })
+                        .collect();
+                }
+            }
+        }
+        rows
     }
 
     /// The peer table as `viewer` may see it: the owner also sees when each peer last answered
@@ -227,6 +241,7 @@ mod tests {
                 failures: 1,
                 last_error: Some("bad pieces".into()),
                 connections: 0,
+                held: None,
             }],
             status: Status::Failed("every source failed".into()),
         }

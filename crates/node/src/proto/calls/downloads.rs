@@ -67,7 +67,22 @@ pub struct SourceRow {
     pub failures: u32,
     /// Only for the owner.
     pub last_error: Option<String>,
+    /// Pieces it holds, when it holds only part of the file (another downloader in the swarm);
+    /// absent: the whole file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
 }
+
+/// Bytes of a download's content this node sent to one other downloader (the swarm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadRow {
+    /// The downloader: its node URL, or its address.
+    pub peer: String,
+    pub bytes: u64,
+}
+
+/// Most upload rows read per download.
+pub const MAX_UPLOADS_PER_ROW: usize = 1024;
 
 /// One download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +103,9 @@ pub struct DownloadRow {
     /// Bytes per second over the last interval (JSON only; 0 elsewhere).
     pub speed: u64,
     pub sources: Vec<SourceRow>,
+    /// What this node sent of the same content to other downloaders (the owner's view only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<UploadRow>,
 }
 
 impl SourceRow {
@@ -101,6 +119,9 @@ impl SourceRow {
         f.insert("failures".into(), shoal_xmlrpc::size_value(u64::from(self.failures)));
         if let Some(error) = &self.last_error {
             f.insert("last_error".into(), Value::String(error.clone()));
+        }
+        if let Some(pieces) = self.pieces {
+            f.insert("pieces".into(), shoal_xmlrpc::size_value(pieces));
         }
         Value::Struct(f)
     }
@@ -117,6 +138,27 @@ impl SourceRow {
             bad_pieces: small(f, "bad_pieces")?,
             failures: small(f, "failures")?,
             last_error: optional_text(f, "last_error", MAX_TEXT)?,
+            pieces: match f.get("pieces") {
+                None => None,
+                Some(_) => Some(count(f, "pieces", MAX_SIZE)?),
+            },
+        })
+    }
+}
+
+impl UploadRow {
+    fn to_value(&self) -> Value {
+        let mut f = BTreeMap::new();
+        f.insert("peer".into(), Value::String(self.peer.clone()));
+        f.insert("bytes".into(), shoal_xmlrpc::size_value(self.bytes));
+        Value::Struct(f)
+    }
+
+    fn from_value(value: &Value) -> Option<UploadRow> {
+        let Value::Struct(f) = value else { return None };
+        Some(UploadRow {
+            peer: text(f, "peer", MAX_TEXT)?,
+            bytes: count(f, "bytes", u64::MAX >> 1)?,
         })
     }
 }
@@ -142,6 +184,10 @@ impl DownloadRow {
             status.insert("detail".into(), Value::String(detail.clone()));
         }
         fields.insert("status".into(), Value::Struct(status));
+        if !self.uploads.is_empty() {
+            let uploads = self.uploads.iter().map(UploadRow::to_value).collect();
+            fields.insert("uploads".into(), Value::Array(uploads));
+        }
         Value::Struct(fields)
     }
 
@@ -167,6 +213,10 @@ impl DownloadRow {
             detail: optional_text(status, "detail", MAX_TEXT)?,
             speed: 0,
             sources,
+            uploads: match f.get("uploads") {
+                Some(Value::Array(items)) => items.iter().take(MAX_UPLOADS_PER_ROW).filter_map(UploadRow::from_value).collect(),
+                _ => Vec::new(),
+            },
         })
     }
 }
@@ -229,8 +279,27 @@ mod tests {
                 bad_pieces: 2,
                 failures: 3,
                 last_error: owner.then(|| "refused".to_string()),
+                pieces: None,
             }],
+            uploads: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_swarm_row_round_trips_with_its_pieces_and_uploads() {
+        let mut swarm = row(true);
+        swarm.sources[0].pieces = Some(7);
+        swarm.uploads = vec![UploadRow {
+            peer: "http://127.0.0.1:2".into(),
+            bytes: 3 << 20,
+        }];
+        assert_eq!(
+            DownloadRows::from_value(DownloadRows(vec![swarm.clone()]).to_value()).0,
+            vec![swarm.clone()]
+        );
+        let json = serde_json::to_value(&swarm).unwrap();
+        assert_eq!(json["sources"][0]["pieces"], 7);
+        assert_eq!(json["uploads"][0]["peer"], "http://127.0.0.1:2");
     }
 
     #[test]

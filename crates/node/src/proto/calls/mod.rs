@@ -56,7 +56,7 @@ use super::limits::{MAX_QUERY_ID, MAX_SIZE};
 
 pub use control::{Action, Control};
 pub use download::{Download, DownloadStarted};
-pub use downloads::{DownloadRow, DownloadRows, Downloads, SourceRow};
+pub use downloads::{DownloadRow, DownloadRows, Downloads, SourceRow, UploadRow};
 pub use fetch::Fetch;
 pub use hello::Hello;
 pub use info::{FileInfo, Info};
