@@ -265,7 +265,8 @@ impl Pieces {
             }
         }
         if let Some(start) = best {
-            let want = want.max(1) as usize;
+            // The first pieces are single ones (a newcomer's speed is not known yet).
+            let want = if random { 1 } else { want.max(1) as usize };
             let mut end = start;
             while end < self.slots.len() && end - start < want && self.slots[end] == Slot::Missing && holds(end) {
                 self.slots[end] = Slot::Claimed { by: worker, second: None };

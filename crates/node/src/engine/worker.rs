@@ -84,9 +84,9 @@ pub(super) async fn connection(shared: Arc<Shared>, src: Arc<SourceRun>, me: Wor
 async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) -> Ended {
     let index = src.source.index;
     let progress = &shared.tally.progress;
-    // A peer's first claim is one piece (a swarm's slow member holds no long claim before its
-    // speed is known); a mirror's is four (its connections ramp with each answered request).
-    let mut want: u64 = if src.source.kind == super::SourceKind::Peer { 1 } else { 4 };
+    // Four pieces first; in a swarm the first claims are single pieces (`Pieces::claim`), so a
+    // slow member holds no long claim before its speed is known.
+    let mut want: u64 = 4;
     loop {
         if shared.cancel.is_cancelled() || src.dropped.is_cancelled() {
             return Ended::Closed;
@@ -94,6 +94,11 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
         if src.conns().retire() {
             return Ended::Counted;
         }
+        // Registered before the claim, so that a change between the claim and the wait below
+        // (a piece done, claims given back, the source's availability learnt) is not missed.
+        let changed = shared.tally.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         // Only what the source holds (lock order: its availability, then the piece table); the
         // pieces a holder seeding a swarm asked for first.
         let next = {
@@ -126,7 +131,7 @@ async fn connection_loop(shared: &Arc<Shared>, src: &SourceRun, me: WorkerId) ->
             }
             Next::Wait => {
                 tokio::select! {
-                    () = shared.tally.changed.notified() => {}
+                    () = changed => {}
                     () = shared.cancel.cancelled() => return Ended::Closed,
                     () = src.dropped.cancelled() => return Ended::Closed,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
