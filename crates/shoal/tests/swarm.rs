@@ -114,6 +114,19 @@ fn node(root: &Path, files: &[(&str, &[u8])], extra: &[&str]) -> Serve {
     node
 }
 
+/// `n` nodes (under `root/d0`, `d1`, …) that know only `holder` and serve at 2 MiB/s.
+fn downloaders(root: &Path, holder: &Serve, n: usize) -> Vec<Serve> {
+    (0..n)
+        .map(|i| {
+            node(
+                &root.join(format!("d{i}")),
+                &[],
+                &["--peer", &holder.url, "--max-upload-rate", "2M"],
+            )
+        })
+        .collect()
+}
+
 /// What `/have/<id>` says: `None` for the whole file, else the pieces held.
 fn have(base: &str, id: &str, count: usize) -> Option<Option<Vec<bool>>> {
     let answer = http(base, "GET", &format!("/have/{id}"), &[], "");
@@ -246,15 +259,7 @@ fn a_crowd_swarms_and_a_free_rider_still_finishes() {
     let data = random_bytes(12 * PIECE, 82);
     let holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "1M"]);
     let id = content_id(&holder, "f.bin");
-    let crowd: Vec<Serve> = (0..4)
-        .map(|i| {
-            node(
-                &tmp.path().join(format!("d{i}")),
-                &[],
-                &["--peer", &holder.url, "--max-upload-rate", "2M"],
-            )
-        })
-        .collect();
+    let crowd = downloaders(tmp.path(), &holder, 4);
     let rider = node(&tmp.path().join("rider"), &[], &["--peer", &holder.url, "--no-partial-upload"]);
     for n in crowd.iter().chain([&rider]) {
         start_download(n, "f.bin");
@@ -471,15 +476,7 @@ fn the_crowd_completes_after_its_only_holder_leaves() {
     let data = random_bytes(count * PIECE, 84);
     let mut holder = node(&tmp.path().join("h"), &[("f.bin", &data)], &["--max-upload-rate", "2M"]);
     let id = content_id(&holder, "f.bin");
-    let crowd: Vec<Serve> = (0..3)
-        .map(|i| {
-            node(
-                &tmp.path().join(format!("d{i}")),
-                &[],
-                &["--peer", &holder.url, "--max-upload-rate", "2M"],
-            )
-        })
-        .collect();
+    let crowd = downloaders(tmp.path(), &holder, 3);
     for n in &crowd {
         start_download(n, "f.bin");
     }

@@ -183,6 +183,22 @@ pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Respons
     no_sniffing(response).await
 }
 
+/// The `ETag` of content `id` and what a request asks of it: its `Range`, unless an `If-Range`
+/// names another version (then the whole file).
+fn wanted_of(headers: &HeaderMap, id: &ContentId, size: u64) -> (String, Wanted) {
+    let etag = format!("\"{id}\"");
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let wanted = if if_range_ok {
+        range::parse(range_header, size)
+    } else {
+        Wanted::Whole
+    };
+    (etag, wanted)
+}
+
 /// A file of the share served, or why there is none under that key.
 enum Served {
     Answer(Response),
@@ -205,16 +221,7 @@ async fn serve(api: &Api, method: &Method, key: &str, headers: &HeaderMap, asker
 /// download holds every piece.
 async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, headers: &HeaderMap, asker: &Asker) -> Response {
     let size = partial.size;
-    let etag = format!("\"{}\"", partial.id);
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
-    let wanted = if if_range_ok {
-        range::parse(range_header, size)
-    } else {
-        Wanted::Whole
-    };
+    let (etag, wanted) = wanted_of(headers, &partial.id, size);
     let held = partial.holding().bits.held();
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
@@ -320,16 +327,7 @@ async fn serve_opened(
     asker: Option<&Asker>,
 ) -> Response {
     let (name, entry) = (opened.name.as_str(), opened.entry);
-    let etag = format!("\"{}\"", entry.id);
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
-    let wanted = if if_range_ok {
-        range::parse(range_header, entry.size)
-    } else {
-        Wanted::Whole
-    };
+    let (etag, wanted) = wanted_of(headers, &entry.id, entry.size);
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
         .header(
