@@ -308,6 +308,25 @@ async fn peer_with(data: &[u8], rate: Option<u64>) -> TestNode {
     node
 }
 
+/// A fetcher over an engine in `dir` whose holder discovery asks `peers` every `every`.
+fn fetcher_in(dir: &std::path::Path, stop: &CancellationToken, peers: Vec<String>, every: Duration) -> shoal_node::service::fetch::Fetcher {
+    use shoal_node::service::downloads::Downloads;
+    use shoal_node::service::fetch::{Fetcher, FetcherParts};
+    let client = shoal_node::net::Client::new(Duration::from_secs(3));
+    Fetcher::new(FetcherParts {
+        downloads: Downloads::new(engine_in(dir, quick_options()), tokio_util::task::TaskTracker::new(), stop.clone()),
+        client: client.clone(),
+        discover: Arc::new(shoal_node::discovery::FixedPeers {
+            client,
+            peers,
+            deadline: Duration::from_millis(200),
+        }),
+        me: Vec::new(),
+        find_more_every: every,
+        finished: None,
+    })
+}
+
 /// Polls `check` until it holds, for at most `limit`.
 async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let polled = tokio::time::timeout(limit, async {
@@ -845,8 +864,7 @@ async fn holders_found_while_running_join_the_download() {
 // single download does: a holder that appears mid-run joins the file in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
-    use shoal_node::service::downloads::Downloads;
-    use shoal_node::service::fetch::{Event, Events, Fetcher, FetcherParts, Item, QueueOptions};
+    use shoal_node::service::fetch::{Event, Events, Item, QueueOptions};
 
     /// Keeps the sources of each finished file, and each failure.
     #[derive(Default)]
@@ -869,23 +887,7 @@ async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.bin");
         let stop = CancellationToken::new();
-        let client = shoal_node::net::Client::new(Duration::from_secs(3));
-        let fetcher = Fetcher::new(FetcherParts {
-            downloads: Downloads::new(
-                engine_in(dir.path(), quick_options()),
-                tokio_util::task::TaskTracker::new(),
-                stop.clone(),
-            ),
-            client: client.clone(),
-            discover: Arc::new(shoal_node::discovery::FixedPeers {
-                client,
-                peers: vec![slow.url.clone()],
-                deadline: Duration::from_millis(200),
-            }),
-            me: Vec::new(),
-            find_more_every: Duration::from_millis(100),
-            finished: None,
-        });
+        let fetcher = fetcher_in(dir.path(), &stop, vec![slow.url.clone()], Duration::from_millis(100));
         let seen = Seen::default();
         let options = QueueOptions {
             concurrency: 2,
@@ -922,31 +924,15 @@ async fn a_queue_picks_up_a_holder_that_appears_while_it_runs() {
 // at most `MAX_ENDED` ended downloads in it (a node or a queue may run for days).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_forgets_the_oldest_ended_downloads() {
-    use shoal_node::service::downloads::{Downloads, MAX_ENDED};
-    use shoal_node::service::fetch::{Fetcher, FetcherParts, Item, LogFailures, QueueOptions};
+    use shoal_node::service::downloads::MAX_ENDED;
+    use shoal_node::service::fetch::{Item, LogFailures, QueueOptions};
 
     bounded(async {
         let data = random_bytes(1000, 13);
         let holder = peer_with(&data, None).await;
         let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
-        let client = shoal_node::net::Client::new(Duration::from_secs(3));
-        let fetcher = Fetcher::new(FetcherParts {
-            downloads: Downloads::new(
-                engine_in(dir.path(), quick_options()),
-                tokio_util::task::TaskTracker::new(),
-                stop.clone(),
-            ),
-            client: client.clone(),
-            discover: Arc::new(shoal_node::discovery::FixedPeers {
-                client,
-                peers: Vec::new(),
-                deadline: Duration::from_millis(200),
-            }),
-            me: Vec::new(),
-            find_more_every: Duration::from_secs(60),
-            finished: None,
-        });
+        let fetcher = fetcher_in(dir.path(), &stop, Vec::new(), Duration::from_secs(60));
         let files = MAX_ENDED + 40;
         let items = (0..files)
             .map(|i| Item::Ready(job(&dir.path().join(format!("f{i}.bin")), &data, vec![holder.url.clone()], vec![])))

@@ -103,15 +103,13 @@ impl Partials {
         self.lock().get(id).cloned()
     }
 
-    /// The ids being served, with the pieces each holds and their count.
-    pub fn list(&self) -> Vec<(ContentId, u64, u64)> {
-        self.lock()
-            .values()
-            .map(|p| {
-                let h = p.have.borrow();
-                (p.id, h.bits.held(), h.bits.count())
-            })
-            .collect()
+    /// Downloads being served now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// The registry, without the downloads placed more than [`LINGER`] ago.

@@ -155,10 +155,6 @@ impl Bits {
     pub fn has_all(&self, pieces: std::ops::Range<u64>) -> bool {
         pieces.end <= self.count && pieces.into_iter().all(|i| self.has(i))
     }
-
-    pub fn is_complete(&self) -> bool {
-        self.held() == self.count
-    }
 }
 
 /// What a node says it holds, as read from its `/have` answer.

@@ -413,7 +413,7 @@ impl Api {
 
     /// The swarm's figures for `/metrics`, with the downloads in progress served to others.
     pub fn swarm_stats(&self) -> (super::swarm::SwarmStats, usize) {
-        (self.inner.swarms.stats(), self.inner.partials.list().len())
+        (self.inner.swarms.stats(), self.inner.partials.len())
     }
 
     /// `shoal.swarm`: the other members of `id`'s swarm, for an id this node holds or fetches

@@ -72,10 +72,6 @@ impl Slots {
         }
     }
 
-    pub fn regular(&self) -> usize {
-        self.regular
-    }
-
     /// Whether `who` is served now; `seeding`: the node holds the whole file (round robin)
     /// rather than fetching it too (tit for tat); `active`: ranges of this content being sent
     /// now. A slot whose holder asks for nothing is not left idle: while fewer than
@@ -92,8 +88,7 @@ impl Slots {
             gave: 0,
         });
         entry.last_request = now;
-        let interested = self.interested(now);
-        if interested.len() <= self.regular + 1 {
+        if self.interested_count(now) <= self.regular + 1 {
             self.mark_served(who, now);
             return true;
         }
@@ -126,6 +121,14 @@ impl Slots {
     /// Who holds a slot now (regular, then optimistic).
     pub fn served(&self) -> Vec<String> {
         self.unchoked.iter().cloned().chain(self.optimistic.clone()).collect()
+    }
+
+    /// How many downloaders are interested (asked lately), without listing them.
+    fn interested_count(&self, now: Instant) -> usize {
+        self.downloaders
+            .values()
+            .filter(|d| now.duration_since(d.last_request) < INTERESTED_FOR)
+            .count()
     }
 
     fn interested(&self, now: Instant) -> Vec<String> {

@@ -26,8 +26,8 @@
 //! naming up to [`HINTS_PER_REFUSAL`] pieces that have not instead (each promised to one asker for
 //! [`HINT_HOLD`]). So no piece goes out twice before every piece has gone out once, and the
 //! holder's upload feeds the swarm new pieces, as BitTorrent's super-seeding does. At most
-//! [`MAX_SPREAD_TABLES`] files are counted (the least recently served go); a file of `n` pieces
-//! costs about `12 n` bytes.
+//! [`MAX_SPREAD_TABLES`] files are tracked (the least recently served go), each with a bit per
+//! piece and at most 1,024 held hints.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 use super::slots::{REGULAR_SLOTS, Slots};
 use crate::net::{Client, Trust};
 use crate::proto::calls::Member;
-use crate::proto::have::{HAVE_HEADER, Have, have_body_cap};
+use crate::proto::have::{Bits, HAVE_HEADER, Have, have_body_cap};
 use crate::proto::limits::MAX_SWARM_ANSWER;
 
 /// Most members kept per content id.
@@ -61,13 +61,45 @@ pub const HINTS_PER_REFUSAL: usize = 4;
 /// How long a hinted piece is kept for the asker it was named to.
 pub const HINT_HOLD: Duration = Duration::from_secs(3);
 
-/// How often each piece of one file went out, and which were just hinted to someone.
+/// Which pieces of one file went out at least once, and which were just named to someone.
 struct Spread {
-    sent: Vec<u32>,
-    hinted: Vec<Option<Instant>>,
+    out: Bits,
+    /// Pieces that never went out (the rule applies while this is above 0).
+    unsent: u64,
+    /// Pieces named to an asker, and when (at most [`MAX_HELD_HINTS`], none older than
+    /// [`HINT_HOLD`]).
+    hinted: HashMap<u64, Instant>,
     used: Instant,
 }
 
+/// Most hints kept for their askers at once, per file.
+const MAX_HELD_HINTS: usize = 1024;
+
+impl Spread {
+    /// Up to [`HINTS_PER_REFUSAL`] pieces that never went out and were not named to another
+    /// asker lately, from a random place on (so that askers get different ones), each kept for
+    /// this asker a while.
+    fn hints(&mut self) -> Vec<u64> {
+        let now = Instant::now();
+        self.hinted.retain(|_, at| now.duration_since(*at) < HINT_HOLD);
+        let count = self.out.count();
+        let from = rand::random::<u64>() % count.max(1);
+        let mut hints = Vec::new();
+        for step in 0..count {
+            if hints.len() == HINTS_PER_REFUSAL || self.hinted.len() >= MAX_HELD_HINTS {
+                break;
+            }
+            let piece = (from + step) % count;
+            if !self.out.has(piece) && !self.hinted.contains_key(&piece) {
+                self.hinted.insert(piece, now);
+                hints.push(piece);
+            }
+        }
+        hints
+    }
+}
+
+/// A member of a swarm: its URL, the pieces it last said it held, when it last asked.
 struct Entry {
     url: String,
     pieces: u64,
@@ -173,36 +205,27 @@ impl Swarms {
             tables.remove(&oldest);
         }
         let table = tables.entry(*id).or_insert_with(|| Spread {
-            sent: vec![0; count as usize],
-            hinted: vec![None; count as usize],
+            out: Bits::new(count),
+            unsent: count,
+            hinted: HashMap::new(),
             used: Instant::now(),
         });
         table.used = Instant::now();
-        let end = (pieces.end as usize).min(table.sent.len());
-        let start = pieces.start as usize;
+        let end = pieces.end.min(table.out.count());
+        let start = pieces.start;
         if start >= end {
             return Ok(());
         }
-        if takes_hints && members >= 2 {
-            // Only until every piece went out once: after that, every request is served (a
-            // downloader that lacks only pieces sent often must not wait on others').
-            let least = table.sent.iter().copied().min().unwrap_or(0);
-            if least == 0 && table.sent[start] > 0 {
-                let now = Instant::now();
-                let mut free: Vec<usize> = (0..table.sent.len())
-                    .filter(|i| table.sent[*i] == least && table.hinted[*i].is_none_or(|t| now.duration_since(t) >= HINT_HOLD))
-                    .collect();
-                free.shuffle(&mut rand::rng());
-                free.truncate(HINTS_PER_REFUSAL);
-                for i in &free {
-                    table.hinted[*i] = Some(now);
-                }
-                return Err(free.into_iter().map(|i| i as u64).collect());
-            }
+        // Only until every piece went out once: after that, every request is served (a
+        // downloader that lacks only pieces sent often must not wait on others').
+        if takes_hints && members >= 2 && table.unsent > 0 && table.out.has(start) {
+            return Err(table.hints());
         }
         for i in start..end {
-            table.sent[i] = table.sent[i].saturating_add(1);
-            table.hinted[i] = None;
+            if table.out.set(i) {
+                table.unsent -= 1;
+            }
+            table.hinted.remove(&i);
         }
         Ok(())
     }
@@ -280,12 +303,6 @@ impl Swarms {
             .unwrap_or_default();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         rows
-    }
-
-    /// Who holds an upload slot for `id` now.
-    pub fn served(&self, id: &ContentId) -> Vec<String> {
-        let all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(id).map(|(slots, _, _)| slots.served()).unwrap_or_default()
     }
 
     /// Notes that a known member asked again; false when `url` is not a member (yet).
