@@ -77,19 +77,23 @@ const MAX_HELD_HINTS: usize = 1024;
 
 impl Spread {
     /// Up to [`HINTS_PER_REFUSAL`] pieces that never went out and were not named to another
-    /// asker lately, from a random place on (so that askers get different ones), each kept for
-    /// this asker a while.
+    /// asker lately, chosen at random (so that askers get different ones), each kept for this
+    /// asker a while.
     fn hints(&mut self) -> Vec<u64> {
         let now = Instant::now();
         self.hinted.retain(|_, at| now.duration_since(*at) < HINT_HOLD);
-        let count = self.out.count();
-        let from = rand::random::<u64>() % count.max(1);
+        let count = self.out.count().max(1);
         let mut hints = Vec::new();
-        for step in 0..count {
+        // Pieces scattered at random (a few dozen tries), then, when unsent ones are rare, the
+        // rest in order from a random place: bounded by the piece count either way.
+        let from = rand::random::<u64>() % count;
+        let tries = (0..64)
+            .map(|_| rand::random::<u64>() % count)
+            .chain((0..count).map(|step| (from + step) % count));
+        for piece in tries {
             if hints.len() == HINTS_PER_REFUSAL || self.hinted.len() >= MAX_HELD_HINTS {
                 break;
             }
-            let piece = (from + step) % count;
             if !self.out.has(piece) && !self.hinted.contains_key(&piece) {
                 self.hinted.insert(piece, now);
                 hints.push(piece);
