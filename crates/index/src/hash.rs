@@ -208,6 +208,42 @@ pub struct PieceHashes {
     /// One hash per piece: the BLAKE3 chaining value of the piece's subtree, or the root hash
     /// when a single piece covers the file.
     pub hashes: Vec<blake3::Hash>,
+    /// The file's last block and its expected hash: the few KiB that bind the size.
+    pub tail: Tail,
+}
+
+/// The last block of a file (at most [`BLOCK_BYTES`]) with its expected hash, proven against the
+/// content id along the right edge of the tree.
+///
+/// The tree's shape depends on the size, so a last block that checks binds the size exactly,
+/// as the last chunk does in bao: a claimed size that is not the file's would need these bytes,
+/// hashed at the claimed offset, to match a chaining value of the real tree (a BLAKE3 preimage).
+/// Checking it costs a download one small range instead of its whole last piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// Byte range of the block; empty for an empty file.
+    pub range: Range<u64>,
+    /// Its chaining value, or the root hash when the block is the whole file.
+    pub hash: blake3::Hash,
+    /// The block is the whole file.
+    pub root: bool,
+}
+
+impl Tail {
+    /// True when `data` is exactly the file's last block.
+    pub fn verify(&self, data: &[u8]) -> bool {
+        if data.len() as u64 != self.range.end - self.range.start {
+            return false;
+        }
+        let mut hasher = blake3::Hasher::new();
+        if self.root {
+            hasher.update(data);
+            return hasher.finalize() == self.hash;
+        }
+        hasher.set_input_offset(self.range.start);
+        hasher.update(data);
+        blake3::Hash::from_bytes(hasher.finalize_non_root()) == self.hash
+    }
 }
 
 /// Checks `outboard` against `id` and extracts one expected hash per piece of `piece_size` bytes.
@@ -267,6 +303,8 @@ pub struct OutboardVerifier {
     /// Nodes still to visit, the next one last.
     stack: Vec<Node>,
     hashes: Vec<blake3::Hash>,
+    /// The last block, once the walk down the last piece's right edge reaches it.
+    tail: Option<Tail>,
     /// The first failure, repeated by every later call.
     failed: Option<VerifyError>,
 }
@@ -278,6 +316,8 @@ struct Node {
     len: u64,
     expected: ChainingValue,
     is_root: bool,
+    /// On the right edge of the last piece: only the path to the last block is read.
+    tail: bool,
 }
 
 impl OutboardVerifier {
@@ -299,6 +339,7 @@ impl OutboardVerifier {
             len: size,
             expected: id.0,
             is_root: true,
+            tail: false,
         });
         let mut verifier = OutboardVerifier {
             piece_size,
@@ -310,6 +351,7 @@ impl OutboardVerifier {
             partial_len: 0,
             stack,
             hashes: Vec::new(),
+            tail: None,
             failed: None,
         };
         // A file that is a single piece is proven by the id alone.
@@ -357,6 +399,9 @@ impl OutboardVerifier {
             });
         }
         // The walk takes exactly `expected_len` bytes, so it is complete here.
+        let Some(tail) = self.tail else {
+            return Err(VerifyError::Outboard { offset: self.received });
+        };
         if !self.stack.is_empty() || self.skip != 0 || self.partial_len != 0 {
             return Err(VerifyError::Outboard { offset: self.received });
         }
@@ -365,6 +410,7 @@ impl OutboardVerifier {
             piece_size: self.piece_size,
             size: self.size,
             hashes: self.hashes,
+            tail,
         })
     }
 
@@ -393,11 +439,26 @@ impl OutboardVerifier {
                 // Unreachable: the walk takes exactly `expected_len` bytes, checked by `feed`.
                 return Err(self.fail(VerifyError::Outboard { offset: self.received }));
             };
-            if node.start.is_multiple_of(self.piece_size) && node.len <= self.piece_size {
+            let last = node.start + node.len == self.size;
+            if !node.tail && node.start.is_multiple_of(self.piece_size) && node.len <= self.piece_size {
                 self.stack.pop();
                 self.hashes.push(blake3::Hash::from_bytes(node.expected));
-                // A subtree over n blocks holds n - 1 pairs, all below this piece.
-                self.skip = (blocks(node.len) - 1) * PAIR_BYTES as u64;
+                if last {
+                    // The last piece: its right edge is walked down to the last block.
+                    self.stack.push(Node { tail: true, ..node });
+                } else {
+                    // A subtree over n blocks holds n - 1 pairs, all below this piece.
+                    self.skip = (blocks(node.len) - 1) * PAIR_BYTES as u64;
+                }
+                continue;
+            }
+            if node.tail && node.len <= BLOCK_BYTES {
+                self.stack.pop();
+                self.tail = Some(Tail {
+                    range: node.start..node.start + node.len,
+                    hash: blake3::Hash::from_bytes(node.expected),
+                    root: node.is_root,
+                });
                 continue;
             }
             // Unreachable for valid piece sizes: every node above a piece is longer than a block.
@@ -436,13 +497,21 @@ impl OutboardVerifier {
                 len: node.len - left_len,
                 expected: right,
                 is_root: false,
+                tail: node.tail,
             });
-            self.stack.push(Node {
-                start: node.start,
-                len: left_len,
-                expected: left,
-                is_root: false,
-            });
+            if node.tail {
+                // On the last piece's right edge the left subtree's pairs (next in pre-order)
+                // are not needed: the piece's own hash checks those bytes.
+                self.skip = (blocks(left_len) - 1) * PAIR_BYTES as u64;
+            } else {
+                self.stack.push(Node {
+                    start: node.start,
+                    len: left_len,
+                    expected: left,
+                    is_root: false,
+                    tail: false,
+                });
+            }
         }
     }
 }
@@ -888,17 +957,52 @@ mod tests {
             let first = pieces.range(0);
             assert!(pieces.verify(0, &content[first.start as usize..first.end as usize]));
         }
-        // A single claimed piece is proven by the id alone, and the real data is not that piece.
+        // A single claimed piece is proven by the id alone, but the walk down to its last
+        // block needs a pair the shifted tree cannot have, whatever the piece size.
         let size = MIB + 1;
         let content = data(size);
         let hashed = hash_bytes(&content);
         let short = &hashed.outboard[..outboard_size(MIB) as usize];
-        let pieces = verify_in_slices(hashed.id, MIB, short, MIB, 64).unwrap();
-        assert_eq!(pieces.count(), 1);
-        assert!(!pieces.verify(0, &content[..MIB as usize]));
-        // With smaller pieces the shifted tree needs a pair it cannot have.
-        let err = verify_in_slices(hashed.id, MIB, short, 16 * KIB, 64).unwrap_err();
-        assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
+        for piece_size in [MIB, 16 * KIB] {
+            let err = verify_in_slices(hashed.id, MIB, short, piece_size, 64).unwrap_err();
+            assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_last_block_binds_the_size() {
+        for &size in SIZES {
+            let content = data(size);
+            let hashed = hash_bytes(&content);
+            for &piece_size in PIECE_SIZES {
+                let pieces = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+                let tail = &pieces.tail;
+                assert_eq!(tail.range.end, size, "size {size}");
+                assert!(tail.range.end - tail.range.start <= BLOCK_BYTES);
+                assert!(tail.range.start.is_multiple_of(BLOCK_BYTES));
+                assert_eq!(tail.root, size <= BLOCK_BYTES);
+                let block = &content[tail.range.start as usize..];
+                assert!(tail.verify(block), "size {size} piece {piece_size}");
+                if let Some((last, rest)) = block.split_last() {
+                    assert!(!tail.verify(rest));
+                    let mut flipped = block.to_vec();
+                    flipped[block.len() - 1] = last ^ 1;
+                    assert!(!tail.verify(&flipped));
+                }
+                let mut longer = block.to_vec();
+                longer.push(0);
+                assert!(!tail.verify(&longer));
+            }
+        }
+        // A claimed size with the same tree shape as the real one: the real last bytes do not
+        // check as the claimed last block.
+        let size = 5 * MIB + 123;
+        let content = data(size);
+        let hashed = hash_bytes(&content);
+        let pieces = verify_in_slices(hashed.id, 5 * MIB + 1, &hashed.outboard, MIB, 4096).unwrap();
+        let tail = &pieces.tail;
+        assert!(!tail.verify(&content[tail.range.start as usize..tail.range.end as usize]));
+        assert!(!tail.verify(&content[tail.range.start as usize..]));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod watch;
 #[cfg(target_os = "linux")]
 pub use beneath::{Dir, Root};
 pub use hash::{
-    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceCheck, PieceHashes, VerifyError,
+    BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceCheck, PieceHashes, Tail, VerifyError,
     hash_bytes, hash_file, piece_hashes,
 };
 pub use name::{NameError, SafeName, check_name, is_invisible};

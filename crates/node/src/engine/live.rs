@@ -147,8 +147,6 @@ pub(super) struct Live<'a> {
     record: Record,
     /// The caller's token; `shared.cancel` is its child.
     cancel: CancellationToken,
-    /// The last piece kept from binding the size, counted to the source that gave it.
-    kept: Option<(usize, u64)>,
 }
 
 impl<'a> Live<'a> {
@@ -165,7 +163,6 @@ impl<'a> Live<'a> {
             disk,
             pieces,
             record,
-            kept,
         } = prepared;
         let mut pieces = pieces;
         // A node's download checked piece by piece from peers is served to others fetching the
@@ -197,7 +194,6 @@ impl<'a> Live<'a> {
             sources,
             record,
             cancel,
-            kept,
         }
     }
 
@@ -301,24 +297,11 @@ impl<'a> Live<'a> {
     /// Shows a source to users and starts its task.
     fn spawn(&self, workers: &mut JoinSet<()>, source: Source) {
         let progress = &self.shared.tally.progress;
-        let kept = self.kept.filter(|(from, _)| *from == source.index).map_or(0, |(_, bytes)| bytes);
-        if kept > 0 {
-            // Checked against its hash when it bound the size.
-            self.shared.net.metrics().pieces_verified.inc();
-            self.shared
-                .net
-                .metrics()
-                .bytes_down
-                .get_or_create(&crate::net::metrics::KindLabel {
-                    kind: source.kind.name().to_string(),
-                })
-                .inc_by(kept);
-        }
         progress.sources.lock().unwrap_or_else(|p| p.into_inner()).push(SourceStat {
             url: source.shown(),
             kind: source.kind,
             state: SourceState::Connecting,
-            bytes: kept,
+            bytes: 0,
             bad_pieces: 0,
             failures: 0,
             last_error: None,

@@ -2,7 +2,7 @@
 //!
 //! [`Preparing::prepare`] admits the job's sources, binds the size (with a content id and
 //! holders, the size whose verification data streams in checked against the id and whose last
-//! piece checks too; from mirrors alone, what they say), decides what a resume record lets it
+//! block checks too; from mirrors alone, what they say), decides what a resume record lets it
 //! keep, opens the partial file and reserves its space, checks again the pieces the record calls
 //! done, and writes the first record. What it hands on is [`Prepared`]: the piece [`Layout`],
 //! the open [`PartFile`], the piece table and the record. Nothing is allocated from a size that
@@ -24,7 +24,7 @@ use super::{Engine, EngineError, Job, NewSource, PIECE_SIZE, Progress};
 use crate::net::Trust;
 use crate::proto::limits::MAX_SIZE;
 
-/// Most sizes tried and most sources asked for a last piece before a download gives up
+/// Most sizes tried and most sources asked for a last block before a download gives up
 /// (verification data is asked of every peer source).
 const MAX_LAYOUT_TRIES: usize = 4;
 /// Most holders asked for their size (`HEAD`) at the start of a download; the sizes they claim
@@ -69,8 +69,6 @@ pub(super) struct Prepared {
     pub pieces: Pieces,
     /// The resume record, as written.
     pub record: Record,
-    /// The last piece, kept from binding the size: the source that gave it, and its bytes.
-    pub kept: Option<(usize, u64)>,
 }
 
 /// A download before its first piece.
@@ -79,9 +77,6 @@ pub(super) struct Preparing<'a> {
     job: &'a Job,
     spot: Arc<Spot>,
     progress: &'a Progress,
-    /// The last piece as fetched and verified to bind the size: written as the first piece of
-    /// the download rather than fetched again.
-    last_piece: std::sync::Mutex<Option<(Vec<u8>, usize)>>,
 }
 
 impl<'a> Preparing<'a> {
@@ -91,7 +86,6 @@ impl<'a> Preparing<'a> {
             job,
             spot,
             progress,
-            last_piece: std::sync::Mutex::new(None),
         }
     }
 
@@ -131,27 +125,10 @@ impl<'a> Preparing<'a> {
                 .await
                 .map_err(|e| EngineError::Task(e.to_string()))??
         };
-        let mut done = recheck(&disk, &layout, done).await?;
+        let done = recheck(&disk, &layout, done).await?;
         let resumed: u64 = (0..count).filter(|i| done[*i as usize]).map(|i| layout.piece_len(i)).sum();
-        // The last piece, verified while binding the size, is kept rather than fetched again.
-        let last = self.last_piece.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut kept = 0;
-        let mut kept_from = None;
-        if let Some((bytes, from)) = last
-            && !done[count as usize - 1]
-            && bytes.len() as u64 == layout.piece_len(count - 1)
-            && !bytes.is_empty()
-        {
-            let (disk, offset) = (disk.clone(), layout.piece(count - 1).start);
-            tokio::task::spawn_blocking(move || disk.write_piece(offset, &[bytes::Bytes::from(bytes)]))
-                .await
-                .map_err(|e| EngineError::Task(e.to_string()))??;
-            done[count as usize - 1] = true;
-            kept = layout.piece_len(count - 1);
-            kept_from = Some((from, kept));
-        }
         self.progress.total.store(layout.size, Ordering::Relaxed);
-        self.progress.done.store(resumed + kept, Ordering::Relaxed);
+        self.progress.done.store(resumed, Ordering::Relaxed);
         self.progress.resumed.store(resumed, Ordering::Relaxed);
         let record = Record {
             target: job.target.to_string_lossy().into_owned(),
@@ -178,12 +155,11 @@ impl<'a> Preparing<'a> {
             layout,
             disk,
             record,
-            kept: kept_from,
         })
     }
 
     /// The size, never taken from a peer's word: with a content id and holders, it is the one
-    /// whose verification data and last piece check against the id; from mirrors alone (the
+    /// whose verification data and last block check against the id; from mirrors alone (the
     /// owner's choice) it is what they say, and the whole file is checked at the end.
     async fn bind_size(&self, sources: &Sources, previous: Option<&Record>) -> Result<Layout, EngineError> {
         let job = self.job;
@@ -362,15 +338,14 @@ impl<'a> Preparing<'a> {
         Ok((hashes, outboard))
     }
 
-    /// Checks a claimed size: the last piece, from any source, must pass its check against
-    /// `hashes` (which were proven for that size). The tree's shape depends on the size, so a
-    /// last piece that verifies binds the size exactly.
+    /// Checks a claimed size: the last block (at most 16 KiB), from any source, must pass its
+    /// check against `hashes` (which were proven for that size). The tree's shape depends on the
+    /// size, so a last block that checks binds the size exactly.
     ///
     /// The source that gave the verification data (`first`) is asked first, so that holders
     /// ahead of it in the list cannot crowd it out.
     async fn size_holds(&self, hashes: &PieceHashes, sources: &[Source], first: usize) -> bool {
-        let last = hashes.count() - 1;
-        let range = hashes.range(last);
+        let range = hashes.tail.range.clone();
         let order = sources
             .iter()
             .filter(|s| s.index == first)
@@ -400,8 +375,7 @@ impl<'a> Preparing<'a> {
             let Ok(body) = crate::net::client::read_body(response, source.url.as_str(), want).await else {
                 continue;
             };
-            if hashes.verify(last, &body) {
-                *self.last_piece.lock().unwrap_or_else(|p| p.into_inner()) = Some((body, source.index));
+            if hashes.tail.verify(&body) {
                 return true;
             }
         }
@@ -409,7 +383,7 @@ impl<'a> Preparing<'a> {
     }
 
     /// The size and verification data of content `id`, bound to the id: each claimed size is
-    /// tried until its verification data proves out and its last piece checks.
+    /// tried until its verification data proves out and its last block checks.
     async fn verified_layout(&self, id: ContentId, claims: Vec<u64>, sources: &Sources) -> Option<Layout> {
         let peers: Vec<&Source> = sources.of(SourceKind::Peer).collect();
         // Every holder is asked for its size at once; the sizes are tried most claimed first
