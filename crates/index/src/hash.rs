@@ -265,6 +265,36 @@ pub fn piece_hashes(id: &ContentId, size: u64, outboard: &[u8], piece_size: u64)
     verifier.finish()
 }
 
+/// Checks a whole `outboard` of `id` and returns its piece outboard: only the hash pairs a
+/// downloader with pieces of `piece_size` needs, those above the pieces and those down the last
+/// piece's right edge, in pre-order. This is what a holder answers to a request for one piece
+/// size: a few KiB for a 64 MiB file instead of 256 KiB.
+pub fn piece_outboard(id: &ContentId, size: u64, outboard: &[u8], piece_size: u64) -> Result<Vec<u8>, VerifyError> {
+    let mut verifier = OutboardVerifier::new(*id, size, piece_size)?.keeping_pairs();
+    if outboard.len() as u64 != verifier.expected_len() {
+        return Err(VerifyError::OutboardSize {
+            size,
+            expected: verifier.expected_len(),
+            actual: outboard.len() as u64,
+        });
+    }
+    verifier.feed(outboard)?;
+    verifier.finish_keeping().map(|(_, pairs)| pairs)
+}
+
+/// The length of the piece outboard ([`piece_outboard`]) of a file of `size` bytes: a pair per
+/// piece but one, and a pair per level of the last piece's right edge above its last block.
+pub fn piece_outboard_size(size: u64, piece_size: u64) -> u64 {
+    let pieces = piece_count(size, piece_size);
+    let mut last = size - (pieces - 1) * piece_size;
+    let mut edge = 0;
+    while last > BLOCK_BYTES {
+        last -= hazmat::left_subtree_len(last);
+        edge += 1;
+    }
+    (pieces - 1 + edge) * PAIR_BYTES as u64
+}
+
 fn piece_count(size: u64, piece_size: u64) -> u64 {
     size.div_ceil(piece_size).max(1)
 }
@@ -305,6 +335,10 @@ pub struct OutboardVerifier {
     hashes: Vec<blake3::Hash>,
     /// The last block, once the walk down the last piece's right edge reaches it.
     tail: Option<Tail>,
+    /// The outboard is a piece outboard: nothing inside a piece is sent, so nothing is skipped.
+    compact: bool,
+    /// The pairs read, kept when asked ([`Self::keeping_pairs`]): the piece outboard.
+    kept: Option<Vec<u8>>,
     /// The first failure, repeated by every later call.
     failed: Option<VerifyError>,
 }
@@ -327,6 +361,21 @@ impl OutboardVerifier {
     /// Refuses a piece size that is not a power of two of at least [`BLOCK_BYTES`] and a size
     /// above [`MAX_SIZE`]. Allocates nothing that grows with `size`.
     pub fn new(id: ContentId, size: u64, piece_size: u64) -> Result<Self, VerifyError> {
+        Self::start(id, size, piece_size, false)
+    }
+
+    /// Starts checking a piece outboard ([`piece_outboard`]) instead of a whole one.
+    pub fn new_compact(id: ContentId, size: u64, piece_size: u64) -> Result<Self, VerifyError> {
+        Self::start(id, size, piece_size, true)
+    }
+
+    /// Keeps the pairs read (the piece outboard), returned by [`Self::finish_keeping`].
+    pub fn keeping_pairs(mut self) -> Self {
+        self.kept = Some(Vec::new());
+        self
+    }
+
+    fn start(id: ContentId, size: u64, piece_size: u64, compact: bool) -> Result<Self, VerifyError> {
         if !piece_size.is_power_of_two() || piece_size < BLOCK_BYTES {
             return Err(VerifyError::PieceSize { piece_size });
         }
@@ -344,7 +393,11 @@ impl OutboardVerifier {
         let mut verifier = OutboardVerifier {
             piece_size,
             size,
-            expected_len: outboard_size(size),
+            expected_len: if compact {
+                piece_outboard_size(size, piece_size)
+            } else {
+                outboard_size(size)
+            },
             received: 0,
             skip: 0,
             partial: [0; PAIR_BYTES],
@@ -352,6 +405,8 @@ impl OutboardVerifier {
             stack,
             hashes: Vec::new(),
             tail: None,
+            compact,
+            kept: None,
             failed: None,
         };
         // A file that is a single piece is proven by the id alone.
@@ -388,6 +443,11 @@ impl OutboardVerifier {
     ///
     /// Fails with [`VerifyError::OutboardSize`] when fewer bytes than [`Self::expected_len`] came.
     pub fn finish(self) -> Result<PieceHashes, VerifyError> {
+        self.finish_keeping().map(|(hashes, _)| hashes)
+    }
+
+    /// [`Self::finish`], with the pairs read when they were kept (else empty).
+    pub fn finish_keeping(self) -> Result<(PieceHashes, Vec<u8>), VerifyError> {
         if let Some(error) = self.failed {
             return Err(error);
         }
@@ -406,12 +466,13 @@ impl OutboardVerifier {
             return Err(VerifyError::Outboard { offset: self.received });
         }
         debug_assert_eq!(self.hashes.len() as u64, piece_count(self.size, self.piece_size));
-        Ok(PieceHashes {
+        let hashes = PieceHashes {
             piece_size: self.piece_size,
             size: self.size,
             hashes: self.hashes,
             tail,
-        })
+        };
+        Ok((hashes, self.kept.unwrap_or_default()))
     }
 
     /// Records `error` as the verifier's fate and returns it.
@@ -446,7 +507,7 @@ impl OutboardVerifier {
                 if last {
                     // The last piece: its right edge is walked down to the last block.
                     self.stack.push(Node { tail: true, ..node });
-                } else {
+                } else if !self.compact {
                     // A subtree over n blocks holds n - 1 pairs, all below this piece.
                     self.skip = (blocks(node.len) - 1) * PAIR_BYTES as u64;
                 }
@@ -489,6 +550,9 @@ impl OutboardVerifier {
             if blake3::Hash::from_bytes(merged) != blake3::Hash::from_bytes(node.expected) {
                 return Err(self.fail(VerifyError::Outboard { offset }));
             }
+            if let Some(kept) = &mut self.kept {
+                kept.extend_from_slice(&self.partial);
+            }
             self.stack.pop();
             let left_len = hazmat::left_subtree_len(node.len);
             // Right first, so the left child is visited next, as pre-order wants.
@@ -502,7 +566,9 @@ impl OutboardVerifier {
             if node.tail {
                 // On the last piece's right edge the left subtree's pairs (next in pre-order)
                 // are not needed: the piece's own hash checks those bytes.
-                self.skip = (blocks(left_len) - 1) * PAIR_BYTES as u64;
+                if !self.compact {
+                    self.skip = (blocks(left_len) - 1) * PAIR_BYTES as u64;
+                }
             } else {
                 self.stack.push(Node {
                     start: node.start,
@@ -967,6 +1033,51 @@ mod tests {
             let err = verify_in_slices(hashed.id, MIB, short, piece_size, 64).unwrap_err();
             assert!(matches!(err, VerifyError::Outboard { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn a_piece_outboard_gives_the_same_hashes_as_the_whole_one() {
+        for &size in SIZES {
+            let content = data(size);
+            let hashed = hash_bytes(&content);
+            for &piece_size in PIECE_SIZES {
+                let whole = piece_hashes(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+                let compact = piece_outboard(&hashed.id, size, &hashed.outboard, piece_size).unwrap();
+                assert_eq!(
+                    compact.len() as u64,
+                    piece_outboard_size(size, piece_size),
+                    "size {size} piece {piece_size}"
+                );
+                assert!(compact.len() <= hashed.outboard.len());
+                for step in [1, 63, 64, 4096] {
+                    let mut verifier = OutboardVerifier::new_compact(hashed.id, size, piece_size).unwrap().keeping_pairs();
+                    for slice in compact.chunks(step) {
+                        verifier.feed(slice).unwrap();
+                    }
+                    let (hashes, kept) = verifier.finish_keeping().unwrap();
+                    assert_eq!(hashes, whole);
+                    assert_eq!(kept, compact);
+                }
+                // Every pair is checked: a flipped byte anywhere is refused.
+                for at in [0, compact.len() / 2, compact.len().saturating_sub(1)] {
+                    if compact.is_empty() {
+                        break;
+                    }
+                    let mut bad = compact.clone();
+                    bad[at] ^= 1;
+                    let mut verifier = OutboardVerifier::new_compact(hashed.id, size, piece_size).unwrap();
+                    assert!(verifier.feed(&bad).is_err() || verifier.finish().is_err());
+                }
+                // The whole outboard is not a piece outboard (unless they are the same).
+                if compact.len() != hashed.outboard.len() {
+                    let mut verifier = OutboardVerifier::new_compact(hashed.id, size, piece_size).unwrap();
+                    assert!(verifier.feed(&hashed.outboard).is_err());
+                }
+            }
+        }
+        // 64 MiB in 1 MiB pieces: 63 pairs above the pieces and 6 down to the last block.
+        assert_eq!(piece_outboard_size(64 * MIB, MIB), 69 * 64);
+        assert_eq!(outboard_size(64 * MIB), 4095 * 64);
     }
 
     #[test]

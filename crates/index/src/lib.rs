@@ -35,7 +35,7 @@ pub mod watch;
 pub use beneath::{Dir, Root};
 pub use hash::{
     BLOCK_BYTES, BLOCK_SIZE_LOG, ContentId, HashError, Hashed, MAX_SIZE, OutboardVerifier, PieceCheck, PieceHashes, Tail, VerifyError,
-    hash_bytes, hash_file, piece_hashes,
+    hash_bytes, hash_file, piece_hashes, piece_outboard, piece_outboard_size,
 };
 pub use name::{NameError, SafeName, check_name, is_invisible};
 pub use share::{ScanReport, Share, ShareError};

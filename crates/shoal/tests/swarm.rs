@@ -236,10 +236,17 @@ fn a_partial_holder_serves_exactly_the_pieces_it_has() {
         }
     }
     assert!(served >= 1);
-    // The verification data is served too, so a downloader that knows only this node can check.
-    let outboard = http(&partial.url, "GET", &format!("/outboard/{id}"), &[], "");
-    let whole = http(&holder.url, "GET", &format!("/outboard/{id}"), &[], "");
-    assert_eq!((outboard.status, outboard.body), (200, whole.body));
+    // The verification data is served too, so a downloader that knows only this node can check:
+    // the piece outboard it checked, the same as the holder's; not the whole outboard, which
+    // it never had.
+    let path = format!("/outboard/{id}?piece_size=1048576");
+    let outboard = http(&partial.url, "GET", &path, &[], "");
+    let holders = http(&holder.url, "GET", &path, &[], "");
+    assert_eq!(outboard.headers.get("shoal-piece-size").map(String::as_str), Some("1048576"));
+    assert_eq!((outboard.status, &outboard.body), (200, &holders.body));
+    // Five pairs above the six pieces and six down the last piece to its last 16 KiB block.
+    assert_eq!(outboard.body.len(), 11 * 64);
+    assert_eq!(http(&partial.url, "GET", &format!("/outboard/{id}"), &[], "").status, 404);
     // Partial content is for shoal peers only: not under its name, and the seed's query for a
     // name only a partial holder has (the holder left out by the history) is fault 100.
     assert_eq!(http(&partial.url, "GET", "/files/f.bin", &[], "").status, 404);

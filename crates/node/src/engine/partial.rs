@@ -75,9 +75,15 @@ impl Partial {
         self.disk.read_at(buf, offset)
     }
 
-    /// The verification data (bao outboard, pre-order), as the download checked it.
+    /// The verification data as the download checked it: the piece outboard for
+    /// [`Self::piece_size`] (`shoal_index::piece_outboard`).
     pub fn outboard(&self) -> &[u8] {
         &self.outboard
+    }
+
+    /// The piece size its verification data is for.
+    pub fn piece_size(&self) -> u64 {
+        PIECE_SIZE
     }
 
     /// Marks piece `index` held (it was verified and written).

@@ -22,6 +22,7 @@ use super::record::{self, Record};
 use super::source::{Source, SourceKind, Sources};
 use super::{Engine, EngineError, Job, NewSource, PIECE_SIZE, Progress};
 use crate::net::Trust;
+use crate::proto::have::PIECE_SIZE_HEADER;
 use crate::proto::limits::MAX_SIZE;
 
 /// Most sizes tried and most sources asked for a last block before a download gives up
@@ -281,7 +282,7 @@ impl<'a> Preparing<'a> {
     async fn piece_hashes(&self, id: ContentId, size: u64, peers: &[&Source]) -> Option<(PieceHashes, Option<Arc<[u8]>>, usize)> {
         let stall = self.engine.options.stall_timeout;
         for source in peers {
-            let Ok(url) = source.url.join(&format!("/outboard/{id}")) else {
+            let Ok(url) = source.url.join(&format!("/outboard/{id}?piece_size={PIECE_SIZE}")) else {
                 continue;
             };
             let peer = &source.url;
@@ -303,18 +304,30 @@ impl<'a> Preparing<'a> {
     }
 
     /// Streams an outboard through the verifier: every hash pair is checked against the content
-    /// id as it arrives, and one hash per piece comes out.
-    /// The outboard's bytes come back too when the download is served while it runs.
+    /// id as it arrives, and one hash per piece comes out. The answer is the piece outboard
+    /// when the holder says so ([`PIECE_SIZE_HEADER`]), else the whole outboard (a node that
+    /// does not know the query).
+    /// The piece outboard comes back too when the download is served while it runs.
     async fn read_outboard(
         &self,
         id: ContentId,
         size: u64,
         response: reqwest::Response,
     ) -> Result<(PieceHashes, Option<Arc<[u8]>>), String> {
-        let mut verifier = OutboardVerifier::new(id, size, PIECE_SIZE).map_err(|e| e.to_string())?;
-        let expected = verifier.expected_len();
-        // Kept only up to the length the verifier expects (it refuses more anyway).
-        let mut kept = self.engine.partials.is_some().then(Vec::new);
+        let compact = response
+            .headers()
+            .get(PIECE_SIZE_HEADER)
+            .is_some_and(|v| v.as_bytes() == PIECE_SIZE.to_string().as_bytes());
+        let verifier = if compact {
+            OutboardVerifier::new_compact(id, size, PIECE_SIZE)
+        } else {
+            OutboardVerifier::new(id, size, PIECE_SIZE)
+        };
+        let mut verifier = verifier.map_err(|e| e.to_string())?;
+        // The pairs read are the piece outboard, kept only when the download is served.
+        if self.engine.partials.is_some() {
+            verifier = verifier.keeping_pairs();
+        }
         let mut stream = response.bytes_stream();
         loop {
             let next = tokio::time::timeout(self.engine.options.stall_timeout, stream.next())
@@ -323,18 +336,11 @@ impl<'a> Preparing<'a> {
             match next {
                 None => break,
                 Some(Err(e)) => return Err(e.to_string()),
-                Some(Ok(chunk)) => {
-                    verifier.feed(&chunk).map_err(|e| e.to_string())?;
-                    if let Some(kept) = &mut kept
-                        && (kept.len() + chunk.len()) as u64 <= expected
-                    {
-                        kept.extend_from_slice(&chunk);
-                    }
-                }
+                Some(Ok(chunk)) => verifier.feed(&chunk).map_err(|e| e.to_string())?,
             }
         }
-        let hashes = verifier.finish().map_err(|e| e.to_string())?;
-        let outboard = kept.filter(|k| k.len() as u64 == expected).map(Arc::from);
+        let (hashes, pairs) = verifier.finish_keeping().map_err(|e| e.to_string())?;
+        let outboard = self.engine.partials.is_some().then(|| Arc::from(pairs));
         Ok((hashes, outboard))
     }
 

@@ -30,7 +30,8 @@ use super::faults::status_of;
 use super::guard::Caller;
 use super::range::{self, Wanted};
 use crate::proto::have::{
-    CHOKED_HEADER, FROM_HEADER, HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, PARTIAL_HEADER, SPREAD_HEADER, write_hints,
+    CHOKED_HEADER, FROM_HEADER, HAVE_HEADER, HINTS_HEADER, Have, LACKS_HEADER, MAX_PIECE_SIZE, PARTIAL_HEADER, PIECE_SIZE_HEADER,
+    SPREAD_HEADER, write_hints,
 };
 use crate::service::swarm::UploadSlot;
 use crate::service::{Api, ApiError, Partial};
@@ -171,13 +172,42 @@ pub async fn have(State(api): State<Api>, Path(id): Path<String>, Query(query): 
     no_sniffing(response).await
 }
 
-/// `GET /outboard/<id>`: the bao outboard (pre-order, 16 KiB chunk groups) of a file.
-pub async fn outboard(State(api): State<Api>, Path(id): Path<String>) -> Response {
+/// The query of `/outboard/<id>`.
+#[derive(serde::Deserialize)]
+pub struct OutboardQuery {
+    piece_size: Option<u64>,
+}
+
+/// `GET /outboard/<id>[?piece_size=<bytes>]`: the bao outboard (pre-order, 16 KiB chunk groups)
+/// of a file, or with `piece_size` only the pairs a downloader of pieces that size needs (marked
+/// by [`PIECE_SIZE_HEADER`]; a download in progress serves only that). Sent under the upload
+/// limit like the file's bytes.
+pub async fn outboard(State(api): State<Api>, Path(id): Path<String>, Query(query): Query<OutboardQuery>) -> Response {
     let Ok(id) = id.parse::<ContentId>() else {
         return no_sniffing(error_response(ApiError::NotFound(id))).await;
     };
-    let response = match api.outboard(id).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+    if let Some(size) = query.piece_size
+        && (!size.is_power_of_two() || !(shoal_index::BLOCK_BYTES..=MAX_PIECE_SIZE).contains(&size))
+    {
+        let reason = format!(
+            "piece_size must be a power of two from {} to {MAX_PIECE_SIZE} bytes",
+            shoal_index::BLOCK_BYTES
+        );
+        return no_sniffing(error_response(ApiError::BadRequest(reason))).await;
+    }
+    let response = match api.outboard(id, query.piece_size).await {
+        Ok(bytes) => {
+            if let Some(limit) = api.upload_limit() {
+                crate::net::rate::throttle(limit, bytes.len()).await;
+            }
+            let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+            if let Some(size) = query.piece_size {
+                response
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static(PIECE_SIZE_HEADER), HeaderValue::from(size));
+            }
+            response
+        }
         Err(error) => error_response(error),
     };
     no_sniffing(response).await

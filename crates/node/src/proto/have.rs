@@ -23,6 +23,14 @@
 //! Nothing here is believed: a bitfield of the wrong length, or with spare bits set, is refused,
 //! and a piece it claims is only a hint of where to ask (the bytes are checked against the id).
 
+/// The header on an answer to `GET /outboard/<id>?piece_size=<bytes>` that says the body is the
+/// piece outboard for that piece size (only the hash pairs above the pieces and down the last
+/// piece's right edge, `shoal_index::piece_outboard`), not the whole outboard. A node that does
+/// not send it sent the whole outboard.
+pub const PIECE_SIZE_HEADER: &str = "shoal-piece-size";
+/// The largest piece size a piece outboard is asked for (the engine's pieces are 1 MiB).
+pub const MAX_PIECE_SIZE: u64 = 1 << 30;
+
 /// The header that says what a node holds (`complete`, or the version of its bitfield).
 pub const HAVE_HEADER: &str = "shoal-have";
 /// The header on a `416` that means "I lack a piece of that range" (not "past the end").

@@ -332,18 +332,29 @@ impl Api {
     }
 
     /// The verification data (bao outboard) of a file of this share.
-    pub async fn outboard(&self, id: ContentId) -> Result<Vec<u8>, ApiError> {
+    pub async fn outboard(&self, id: ContentId, piece_size: Option<u64>) -> Result<Vec<u8>, ApiError> {
         let share = self.inner.share.clone();
-        let indexed = blocking(move || share.outboard(&id))
-            .await?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        match indexed {
-            Some(outboard) => Ok(outboard),
-            // A download in progress serves the verification data it checked.
-            None => self
+        let indexed = blocking(move || {
+            let Some((_, entry)) = share.lookup_id(&id)? else {
+                return Ok(None);
+            };
+            Ok::<_, shoal_index::ShareError>(share.outboard(&id)?.map(|outboard| (entry.size, outboard)))
+        })
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match (indexed, piece_size) {
+            (Some((_, outboard)), None) => Ok(outboard),
+            (Some((size, outboard)), Some(piece_size)) => blocking(move || shoal_index::piece_outboard(&id, size, &outboard, piece_size))
+                .await?
+                .map_err(|e| ApiError::Internal(e.to_string())),
+            // A download in progress serves the verification data it checked: the piece
+            // outboard for its own piece size, nothing else.
+            (None, Some(piece_size)) => self
                 .partial(&id)
+                .filter(|p| p.piece_size() == piece_size)
                 .map(|p| p.outboard().to_vec())
                 .ok_or_else(|| ApiError::NotFound(id.to_string())),
+            (None, None) => Err(ApiError::NotFound(id.to_string())),
         }
     }
 

@@ -152,6 +152,34 @@ async fn large_content_names_the_http_path() {
     assert_eq!(&body[..], &binary(5000)[..]);
 }
 
+/// `?piece_size=` asks for only the hash pairs a downloader of pieces that size needs: a few
+/// pairs instead of one per 16 KiB block, marked as such, and a bad piece size is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_outboard_is_served_for_a_piece_size() {
+    let a = TestNode::start().await;
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i: u32| (i % 251) as u8).collect();
+    a.add("big.bin", &data).await;
+    let hashed = shoal_index::hash_bytes(&data);
+    let id = hashed.id;
+    let size = data.len() as u64;
+    let answer = reqwest::get(format!("{}/outboard/{id}?piece_size=1048576", a.url)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["shoal-piece-size"], "1048576");
+    let body = answer.bytes().await.unwrap();
+    let expected = shoal_index::piece_outboard(&id, size, &hashed.outboard, 1 << 20).unwrap();
+    assert_eq!(body.as_ref(), expected.as_slice());
+    assert_eq!(body.len() as u64, shoal_index::piece_outboard_size(size, 1 << 20));
+    assert!(body.len() < hashed.outboard.len() / 10);
+    // Without the query: the whole outboard, unmarked.
+    let whole = reqwest::get(format!("{}/outboard/{id}", a.url)).await.unwrap();
+    assert!(whole.headers().get("shoal-piece-size").is_none());
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), hashed.outboard.as_slice());
+    for bad in ["1000", "1024", "2147483648", "x"] {
+        let answer = reqwest::get(format!("{}/outboard/{id}?piece_size={bad}", a.url)).await.unwrap();
+        assert_eq!(answer.status(), 400, "piece_size={bad}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_list_and_introspection() {
     let a = TestNode::start().await;
