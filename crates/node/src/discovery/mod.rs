@@ -32,6 +32,14 @@ pub const MAX_FANOUT: usize = 32;
 /// Most calls to peers a node's searches have in flight together: a search that finds no slot
 /// free asks fewer peers rather than letting a crowd of searches hold thousands of connections.
 pub const MAX_ASKS_IN_FLIGHT: usize = 128;
+/// What a pattern search forwarded for a caller found is the answer to every search for the same
+/// pattern this long after: a crowd of downloaders looking for more holders of one id at once
+/// costs the node they share about one forward, not one each (48 downloaders × 32 peers asked
+/// was 1,536 calls). Only finished forwards are shared: a search never waits on another, so
+/// two nodes forwarding the same pattern to each other cannot wait on each other.
+pub const SHARED_SEARCH_FOR: Duration = Duration::from_secs(2);
+/// Most patterns whose results are kept at once; past it a result is not kept.
+const MAX_SHARED_SEARCHES: usize = 256;
 /// Most matches a merged search result holds, and most holders a merged match keeps.
 pub use crate::proto::limits::{MAX_MERGED, MAX_MERGED_HOLDERS};
 
@@ -256,6 +264,8 @@ pub struct Flood {
     candidates: std::sync::Mutex<candidates::Candidates>,
     client: Client,
     asks: Arc<tokio::sync::Semaphore>,
+    /// What recent forwarded searches found and when, by pattern ([`SHARED_SEARCH_FOR`]).
+    shared: std::sync::Mutex<HashMap<String, (Instant, Vec<Match>)>>,
     options: DiscoveryOptions,
     stopping: CancellationToken,
 }
@@ -274,6 +284,7 @@ impl Flood {
             candidates: std::sync::Mutex::default(),
             client,
             asks: Arc::new(tokio::sync::Semaphore::new(MAX_ASKS_IN_FLIGHT)),
+            shared: std::sync::Mutex::default(),
             options,
             stopping,
         })
@@ -431,12 +442,38 @@ impl Flood {
     }
 
     /// Forwards a pattern search to the peers and merges what they answer into `merged`.
+    ///
+    /// What a forward found answers every search for the same pattern for [`SHARED_SEARCH_FOR`]
+    /// after it (`shoal.search` calls: a crowd looking for more holders of one id); a search
+    /// with a live view ([`Flood::forward_search_each`]) is always forwarded afresh.
     pub async fn forward_search(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged) {
-        self.forward_search_each(pattern, route, merged, |_| {}).await
+        let recent = {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            shared.retain(|_, (at, _)| at.elapsed() < SHARED_SEARCH_FOR);
+            shared.get(pattern).map(|(_, found)| found.clone())
+        };
+        if let Some(found) = recent {
+            for found in found {
+                merged.add(found);
+            }
+            return;
+        }
+        let mut fresh = Merged::default();
+        self.forward_search_each(pattern, route, &mut fresh, |_| {}).await;
+        let found = fresh.into_sorted();
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if shared.len() < MAX_SHARED_SEARCHES || shared.contains_key(pattern) {
+                shared.insert(pattern.to_string(), (Instant::now(), found.clone()));
+            }
+        }
+        for found in found {
+            merged.add(found);
+        }
     }
 
-    /// [`Flood::forward_search`], calling `each` with every peer's answer as it arrives (a live
-    /// view of the results).
+    /// Forwards a pattern search on its own, calling `each` with every peer's answer as it
+    /// arrives (a live view of the results), and merges them into `merged`.
     pub async fn forward_search_each(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged, mut each: impl FnMut(&[Match])) {
         let Some(Hop { next, exclude, deadline }) = route.next_hop(self.me()) else {
             return;

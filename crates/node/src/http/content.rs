@@ -23,8 +23,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
 use shoal_index::ContentId;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::faults::status_of;
 use super::guard::Caller;
@@ -40,6 +40,80 @@ use crate::service::{Api, ApiError, Partial};
 const SMALL_BODY: u64 = 64 * 1024;
 /// The chunk size of a streamed answer.
 const STREAM_CHUNK: usize = 256 * 1024;
+
+/// Where a streamed answer's bytes come from: a file of the share, or a download in progress.
+trait ReadAt: Send + Sync + 'static {
+    /// Fills `buf` from `offset` (blocking).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for Partial {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        Partial::read_at(self, buf, offset)
+    }
+}
+
+/// Counters a streamed answer adds its bytes to as they go.
+struct Sent {
+    bytes: Counter,
+    /// Bytes of downloads in progress.
+    partial: Option<Counter>,
+    /// Bytes to this downloader of a swarm.
+    to_asker: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// Streams `span` of `from` in chunks of at most [`STREAM_CHUNK`], each read on the blocking
+/// pool only once the upload limit lets it go: an answer waiting on the limit holds no buffer,
+/// so a crowd of askers costs memory only for the chunks on their way. `slot` (an upload slot)
+/// is held as long as the body.
+fn stream_range(
+    from: Arc<dyn ReadAt>,
+    span: std::ops::Range<u64>,
+    limit: Option<Arc<crate::net::rate::RateLimiter>>,
+    sent: Sent,
+    slot: Option<UploadSlot>,
+) -> Body {
+    let sent = Arc::new(sent);
+    let stream = futures_util::stream::unfold(span, move |left| {
+        let _slot = &slot;
+        let (from, limit, sent) = (from.clone(), limit.clone(), sent.clone());
+        async move {
+            if left.is_empty() {
+                return None;
+            }
+            let len = (left.end - left.start).min(STREAM_CHUNK as u64) as usize;
+            let offset = left.start;
+            if let Some(limit) = &limit {
+                crate::net::rate::throttle(limit, len).await;
+            }
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                from.read_at(&mut buf, offset).map(|()| buf)
+            })
+            .await;
+            let chunk = match read {
+                Ok(Ok(buf)) => buf,
+                Ok(Err(error)) => return Some((Err(error), left.end..left.end)),
+                Err(error) => return Some((Err(std::io::Error::other(error)), left.end..left.end)),
+            };
+            sent.bytes.inc_by(len as u64);
+            if let Some(partial) = &sent.partial {
+                partial.inc_by(len as u64);
+            }
+            if let Some(to_asker) = &sent.to_asker {
+                to_asker.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some((Ok(bytes::Bytes::from(chunk)), offset + len as u64..left.end))
+        }
+    });
+    Body::from_stream(stream)
+}
 
 fn error_response(error: ApiError) -> Response {
     let text = match &error {
@@ -310,43 +384,13 @@ async fn serve_partial(api: &Api, method: &Method, partial: &Arc<Partial>, heade
         return builder.body(Body::empty()).unwrap_or_default();
     }
     api.count_partial_served();
-    // Read in chunks on the blocking pool, each throttled like a complete file's.
-    let (partial, limit) = (partial.clone(), api.upload_limit().cloned());
-    let (sent, sent_partial) = (api.bytes_up_counter(), api.partial_bytes_up_counter());
-    let to_asker = asker.takes_hints.then(|| api.upload_counter(&partial.id, &asker.who)).flatten();
-    let stream = futures_util::stream::unfold(span, move |left| {
-        // The upload slot lives as long as the body does.
-        let _slot = &slot;
-        let (partial, limit) = (partial.clone(), limit.clone());
-        let (sent, sent_partial, to_asker) = (sent.clone(), sent_partial.clone(), to_asker.clone());
-        async move {
-            if left.is_empty() {
-                return None;
-            }
-            let len = (left.end - left.start).min(STREAM_CHUNK as u64) as usize;
-            let offset = left.start;
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
-                partial.read_at(&mut buf, offset).map(|()| buf)
-            })
-            .await;
-            let chunk = match read {
-                Ok(Ok(buf)) => buf,
-                Ok(Err(error)) => return Some((Err(error), left.end..left.end)),
-                Err(error) => return Some((Err(std::io::Error::other(error)), left.end..left.end)),
-            };
-            if let Some(limit) = &limit {
-                crate::net::rate::throttle(limit, chunk.len()).await;
-            }
-            sent.inc_by(chunk.len() as u64);
-            sent_partial.inc_by(chunk.len() as u64);
-            if let Some(to_asker) = &to_asker {
-                to_asker.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            Some((Ok(bytes::Bytes::from(chunk)), offset + len as u64..left.end))
-        }
-    });
-    builder.body(Body::from_stream(stream)).unwrap_or_default()
+    let sent = Sent {
+        bytes: api.bytes_up_counter(),
+        partial: Some(api.partial_bytes_up_counter()),
+        to_asker: asker.takes_hints.then(|| api.upload_counter(&partial.id, &asker.who)).flatten(),
+    };
+    let body = stream_range(partial.clone(), span, api.upload_limit().cloned(), sent, slot);
+    builder.body(body).unwrap_or_default()
 }
 
 async fn serve_opened(
@@ -356,7 +400,7 @@ async fn serve_opened(
     headers: &HeaderMap,
     asker: Option<&Asker>,
 ) -> Response {
-    let (name, entry) = (opened.name.as_str(), opened.entry);
+    let entry = opened.entry;
     let (etag, wanted) = wanted_of(headers, &entry.id, entry.size);
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
@@ -406,7 +450,6 @@ async fn serve_opened(
     if method == Method::HEAD {
         return builder.body(Body::empty()).unwrap_or_default();
     }
-    let len = span.end - span.start;
     if let Some(whole) = opened.whole {
         // A small file was read whole with the lookup: no further trip to the blocking pool.
         let bytes = bytes::Bytes::from(whole).slice(span.start as usize..span.end as usize);
@@ -416,40 +459,11 @@ async fn serve_opened(
         api.count_bytes_up(bytes.len() as u64);
         return builder.body(Body::from(bytes)).unwrap_or_default();
     }
-    let mut file = tokio::fs::File::from_std(opened.file);
-    if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
-        return error_response(ApiError::Internal(format!("seek {name}: {error}")));
-    }
-    let reader = file.take(len);
-    let sent = api.bytes_up_counter();
-    let to_asker = asker.filter(|a| a.takes_hints).and_then(|a| api.upload_counter(&entry.id, &a.who));
-    let stream = futures_util::StreamExt::inspect(
-        tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize)),
-        move |chunk| {
-            // The upload slot, if any, lives as long as the body does.
-            let _slot = &slot;
-            if let Ok(bytes) = chunk {
-                sent.inc_by(bytes.len() as u64);
-                if let Some(to_asker) = &to_asker {
-                    to_asker.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        },
-    );
-    match api.upload_limit().cloned() {
-        None => builder.body(Body::from_stream(stream)).unwrap_or_default(),
-        Some(limit) => {
-            use futures_util::StreamExt;
-            let throttled = stream.then(move |chunk| {
-                let limit = limit.clone();
-                async move {
-                    if let Ok(bytes) = &chunk {
-                        crate::net::rate::throttle(&limit, bytes.len()).await;
-                    }
-                    chunk
-                }
-            });
-            builder.body(Body::from_stream(throttled)).unwrap_or_default()
-        }
-    }
+    let sent = Sent {
+        bytes: api.bytes_up_counter(),
+        partial: None,
+        to_asker: asker.filter(|a| a.takes_hints).and_then(|a| api.upload_counter(&entry.id, &a.who)),
+    };
+    let body = stream_range(Arc::new(opened.file), span, api.upload_limit().cloned(), sent, slot);
+    builder.body(body).unwrap_or_default()
 }

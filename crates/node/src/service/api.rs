@@ -566,13 +566,19 @@ impl Api {
     }
 
     /// `shoal.search`: every file whose name matches `pattern`, across the network.
+    /// Its forward to the peers is shared with others' searches for the same pattern at about
+    /// the same time (`Flood::forward_search`).
     pub async fn search(&self, pattern: &str, route: Route) -> Result<Vec<Match>, ApiError> {
-        self.search_each(pattern, route, |_| {}).await
+        self.search_with(pattern, route, None::<fn(&[Match])>).await
     }
 
     /// [`Api::search`], calling `each` with this node's matches and then with every peer's
-    /// answer as it arrives.
-    pub async fn search_each(&self, pattern: &str, route: Route, mut each: impl FnMut(&[Match])) -> Result<Vec<Match>, ApiError> {
+    /// answer as it arrives (forwarded afresh, for this view alone).
+    pub async fn search_each(&self, pattern: &str, route: Route, each: impl FnMut(&[Match])) -> Result<Vec<Match>, ApiError> {
+        self.search_with(pattern, route, Some(each)).await
+    }
+
+    async fn search_with(&self, pattern: &str, route: Route, mut each: Option<impl FnMut(&[Match])>) -> Result<Vec<Match>, ApiError> {
         if pattern.len() > crate::proto::limits::MAX_PATTERN {
             return Err(ApiError::BadRequest("the pattern is too long".into()));
         }
@@ -592,13 +598,18 @@ impl Api {
                 urls: vec![self.url().to_string()],
             })
             .collect();
-        if !mine.is_empty() {
+        if let Some(each) = &mut each
+            && !mine.is_empty()
+        {
             each(&mine);
         }
         for found in mine {
             merged.add(found);
         }
-        self.inner.flood.forward_search_each(pattern, route, &mut merged, each).await;
+        match each {
+            Some(each) => self.inner.flood.forward_search_each(pattern, route, &mut merged, each).await,
+            None => self.inner.flood.forward_search(pattern, route, &mut merged).await,
+        }
         Ok(merged.into_sorted())
     }
 

@@ -75,6 +75,43 @@ async fn a_query_id_is_answered_once() {
     assert!(a.call("shoal.locate", params("q-2")).await.is_ok());
 }
 
+/// A crowd's identical searches through one node cost it about one forward: once one search
+/// for an id was forwarded, nine more from others for the same id, all at once, are answered
+/// from what it found, each with every holder. (Each forwarded alone was 10 × 3 calls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_searches_from_others_share_one_forward() {
+    let hub = TestNode::start().await;
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let holder = TestNode::start().await;
+        holder.add("f.bin", b"the same bytes").await;
+        holders.push(holder);
+    }
+    hub.knows(&holders.iter().collect::<Vec<_>>()).await;
+    let id = blake3::hash(b"the same bytes").to_hex().to_string();
+    let search = |query: String| {
+        let params = vec![
+            s(&id),
+            s(&query),
+            Value::Integer(6),
+            strings(&["http://127.0.0.1:9/"]),
+            Value::Integer(5000),
+        ];
+        hub.call("shoal.search", params)
+    };
+    let before = hub.node.api().messages_sent();
+    let mut answers = vec![search("crowd-0".into()).await];
+    answers.extend(futures_util::future::join_all((1..10).map(|i| search(format!("crowd-{i}")))).await);
+    let sent = hub.node.api().messages_sent() - before;
+    for answer in answers {
+        let text = format!("{:?}", answer.expect("a search answer"));
+        for holder in &holders {
+            assert!(text.contains(holder.url.trim_end_matches('/')), "{text}");
+        }
+    }
+    assert_eq!(sent, 3, "calls forwarded for 10 identical searches");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_downloads_verifies_and_never_overwrites() {
     let nodes = line(3).await;
