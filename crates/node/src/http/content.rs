@@ -43,19 +43,32 @@ const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Where a streamed answer's bytes come from: a file of the share, or a download in progress.
 trait ReadAt: Send + Sync + 'static {
-    /// Fills `buf` from `offset` (blocking).
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    /// Reads exactly `len` bytes from `offset` (blocking).
+    fn read_chunk(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>>;
 }
 
-impl ReadAt for std::fs::File {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+/// A file of the share opened for one answer alone: its position is this answer's own, so it is
+/// read in order into buffers that need no zeroing first.
+struct OwnFile(std::fs::File);
+
+impl ReadAt for OwnFile {
+    fn read_chunk(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut file = &self.0;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(buf)
     }
 }
 
 impl ReadAt for Partial {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        Partial::read_at(self, buf, offset)
+    fn read_chunk(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_at(&mut buf, offset).map(|()| buf)
     }
 }
 
@@ -92,11 +105,7 @@ fn stream_range(
             if let Some(limit) = &limit {
                 crate::net::rate::throttle(limit, len).await;
             }
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
-                from.read_at(&mut buf, offset).map(|()| buf)
-            })
-            .await;
+            let read = tokio::task::spawn_blocking(move || from.read_chunk(offset, len)).await;
             let chunk = match read {
                 Ok(Ok(buf)) => buf,
                 Ok(Err(error)) => return Some((Err(error), left.end..left.end)),
@@ -464,6 +473,37 @@ async fn serve_opened(
         partial: None,
         to_asker: asker.filter(|a| a.takes_hints).and_then(|a| api.upload_counter(&entry.id, &a.who)),
     };
-    let body = stream_range(Arc::new(opened.file), span, api.upload_limit().cloned(), sent, slot);
+    let body = match api.upload_limit() {
+        Some(limit) => stream_range(Arc::new(OwnFile(opened.file)), span, Some(limit.clone()), sent, slot),
+        None => stream_file(opened.file, span, sent, slot).await,
+    };
     builder.body(body).unwrap_or_default()
+}
+
+/// Streams `span` of a file of the share with no upload limit: read ahead by tokio's file in
+/// [`STREAM_CHUNK`]s, which keeps a single-source download over loopback at the speed of
+/// curl from nginx (a chunk read only on demand, [`stream_range`], was 10% slower).
+async fn stream_file(file: std::fs::File, span: std::ops::Range<u64>, sent: Sent, slot: Option<UploadSlot>) -> Body {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::from_std(file);
+    if let Err(error) = file.seek(std::io::SeekFrom::Start(span.start)).await {
+        let error = futures_util::stream::once(async move { Err::<bytes::Bytes, _>(error) });
+        return Body::from_stream(error);
+    }
+    let len = span.end - span.start;
+    let reader = file.take(len);
+    let stream = futures_util::StreamExt::inspect(
+        tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK.min(len as usize)),
+        move |chunk| {
+            // The upload slot, if any, lives as long as the body does.
+            let _slot = &slot;
+            if let Ok(bytes) = chunk {
+                sent.bytes.inc_by(bytes.len() as u64);
+                if let Some(to_asker) = &sent.to_asker {
+                    to_asker.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        },
+    );
+    Body::from_stream(stream)
 }
