@@ -837,6 +837,7 @@ async fn a_flood_of_holder_urls_reaches_few_of_them() {
             size: honest.data.len() as u64,
             id: honest.id,
             urls: vec![honest.node.url.clone()],
+            partial: Vec::new(),
         });
         let found = merged.into_sorted();
         assert_eq!(found.len(), 1);

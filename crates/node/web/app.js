@@ -208,6 +208,12 @@ async function loadFiles(fresh) {
       body.append(el("tr", {}, el("td", {}, rest), el("td", { class: "num" }, bytes(file.size)), el("td", { class: "id", title: file.id }, file.id.slice(0, 16) + "…")));
     }
   }
+  // Files being downloaded here (first page only): marked partial, with how much is held.
+  for (const file of page.partial || []) {
+    const name = file.path.slice(prefix.length);
+    const mark = el("span", { class: "partial", title: `${file.held} of ${file.pieces} pieces held; others may fetch them` }, `partial · ${Math.floor((100 * file.held) / file.pieces)}%`);
+    body.append(el("tr", { class: "partial" }, el("td", {}, name, " ", mark), el("td", { class: "num" }, bytes(file.size)), el("td", { class: "id", title: file.id }, file.id.slice(0, 16) + "…")));
+  }
   filesAfter = page.next;
   $("#files-more").hidden = !page.next;
   if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: "3" }, "Nothing shared here yet.")));
@@ -246,13 +252,14 @@ function showMatches(matches, groups, body) {
   for (const found of matches) {
     let group = groups.get(found.id);
     if (!group) {
-      group = { names: new Set(), holders: new Set(), size: found.size, row: el("tr") };
+      group = { names: new Set(), holders: new Set(), partial: new Set(), size: found.size, row: el("tr") };
       group.row.dataset.id = found.id;
       groups.set(found.id, group);
       body.append(group.row);
     }
     group.names.add(found.name);
     for (const holder of found.holders) group.holders.add(holder);
+    for (const part of found.partial || []) group.partial.add(part.url);
     renderResult(found.id, group);
   }
   $("#search-status").textContent = `${groups.size} file${groups.size === 1 ? "" : "s"} found so far…`;
@@ -265,7 +272,7 @@ function renderResult(id, group) {
   group.row.replaceChildren(
     el("td", {}, [...group.names].join(", ")),
     el("td", { class: "num" }, bytes(group.size)),
-    el("td", { title: holders.join("\n") }, `${holders.length} holder${holders.length === 1 ? "" : "s"}`),
+    el("td", { title: holders.join("\n") }, `${holders.length} holder${holders.length === 1 ? "" : "s"}${group.partial.size ? ` (${group.partial.size} partial)` : ""}`),
     el("td", { class: "id", title: id }, id.slice(0, 16) + "…"),
     el("td", {}, button),
   );

@@ -20,7 +20,17 @@ pub fn matches_table(found: &[shoal_node::service::Match], with_holders: bool) -
         .map(|m| {
             let mut row = vec![m.name.clone(), size(m.size)];
             if with_holders {
-                row.push(m.urls.len().to_string());
+                row.push(match m.partial.len() {
+                    0 => m.urls.len().to_string(),
+                    k => format!("{} ({k} partial)", m.urls.len()),
+                });
+            } else {
+                // This node's own downloads in progress are listed with the share, marked.
+                let pieces = m.size.div_ceil(1 << 20).max(1);
+                row.push(match m.partial.first() {
+                    Some((_, held)) => format!("partial {held}/{pieces}"),
+                    None => "whole".into(),
+                });
             }
             row.push(m.id.to_string());
             row
@@ -29,7 +39,7 @@ pub fn matches_table(found: &[shoal_node::service::Match], with_holders: bool) -
     if with_holders {
         table(&["NAME", "SIZE", "NODES", "CONTENT ID"], &rows)
     } else {
-        table(&["NAME", "SIZE", "CONTENT ID"], &rows)
+        table(&["NAME", "SIZE", "HELD", "CONTENT ID"], &rows)
     }
 }
 
@@ -238,7 +248,18 @@ pub fn man() -> anyhow::Result<()> {
 fn matches_json(found: &[shoal_node::service::Match]) -> serde_json::Value {
     found
         .iter()
-        .map(|m| serde_json::json!({"name": m.name, "size": m.size, "id": m.id.to_string(), "urls": m.urls}))
+        .map(|m| {
+            let mut row = serde_json::json!({"name": m.name, "size": m.size, "id": m.id.to_string(), "urls": m.urls});
+            if !m.partial.is_empty() {
+                let partial: Vec<_> = m
+                    .partial
+                    .iter()
+                    .map(|(url, held)| serde_json::json!({"url": url, "held": held}))
+                    .collect();
+                row["partial"] = serde_json::Value::Array(partial);
+            }
+            row
+        })
         .collect()
 }
 

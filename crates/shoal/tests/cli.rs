@@ -134,7 +134,7 @@ fn report_commands_print_tables_and_json() {
 
     // ls
     let out = against(&near, &["ls"], false).expect_code(0).stdout();
-    assert_eq!(header(&out), ["NAME", "SIZE", "CONTENT", "ID"], "{out}");
+    assert_eq!(header(&out), ["NAME", "SIZE", "HELD", "CONTENT", "ID"], "{out}");
     let files = against(&near, &["ls"], true).json();
     assert_eq!(names(&files), BTreeSet::from(["data.bin".to_string(), "hello.txt".to_string()]));
     for file in files.as_array().unwrap() {

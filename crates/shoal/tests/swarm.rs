@@ -203,8 +203,8 @@ fn a_partial_holder_serves_exactly_the_pieces_it_has() {
     let id = content_id(&holder, "f.bin");
     let partial = node(&tmp.path().join("p"), &[], &["--peer", &holder.url]);
     start_download(&partial, "f.bin");
-    // Bounded: the download holds its first piece within seconds (the last one, which bound the
-    // size), and the whole file only after ~12 s.
+    // Bounded: the download holds its first piece within seconds, and the whole file only after
+    // ~12 s.
     let deadline = Instant::now() + Duration::from_secs(60);
     let held = loop {
         if let Some(Some(bits)) = have(&partial.url, &id, 6)
@@ -256,6 +256,30 @@ fn a_partial_holder_serves_exactly_the_pieces_it_has() {
         answer.contains("<fault>") && (answer.contains("<i4>100</i4>") || answer.contains("<int>100</int>")),
         "query of a partial file: {answer}"
     );
+    // A shoal search for the id names the partial holder and how much it holds; the share's
+    // listings show the file being downloaded, marked partial.
+    let answer = rpc(
+        &partial.url,
+        "shoal.search",
+        &[string(&id), string("q-partial"), "<value><int>1</int></value>".into()],
+    );
+    assert!(answer.contains(&string(partial.url.trim_end_matches('/'))), "{answer}");
+    assert!(
+        answer.contains("<name>partial</name>") && answer.contains("<name>held</name>"),
+        "{answer}"
+    );
+    let files = http(&partial.url, "GET", "/api/v1/files", &[], "");
+    let files = json(&String::from_utf8_lossy(&files.body)).expect("a JSON page");
+    assert_eq!(files["files"].as_array().map(Vec::len), Some(0), "{files}");
+    assert_eq!(files["partial"][0]["id"].as_str(), Some(id.as_str()), "{files}");
+    assert_eq!(files["partial"][0]["pieces"].as_u64(), Some(6), "{files}");
+    assert!(
+        files["partial"][0]["held"].as_u64().is_some_and(|h| (1..=6).contains(&h)),
+        "{files}"
+    );
+    let (status, lines, stderr) = Proc::shoal(&["ls", "--node", &partial.url]).finish(Duration::from_secs(30));
+    assert!(status.success(), "shoal ls: {stderr}");
+    assert!(lines.iter().any(|l| l.starts_with("f.bin") && l.contains("partial ")), "{lines:?}");
     wait_all_done(&[&partial], "f.bin", &data, Duration::from_secs(120));
     assert_eq!(have(&partial.url, &id, 6), Some(None), "complete once it is done");
 }

@@ -64,6 +64,8 @@ pub struct Match {
     pub size: u64,
     pub id: ContentId,
     pub urls: Vec<String>,
+    /// Which of `urls` are downloading it, and how many 1 MiB pieces each holds (as they say).
+    pub partial: Vec<(String, u64)>,
 }
 
 impl From<SearchMatch> for Match {
@@ -73,6 +75,7 @@ impl From<SearchMatch> for Match {
             size: m.size,
             id: m.id,
             urls: m.holders,
+            partial: m.partial.into_iter().map(|p| (p.url, p.held)).collect(),
         }
     }
 }
@@ -84,6 +87,14 @@ impl From<&Match> for SearchMatch {
             size: m.size,
             id: m.id,
             holders: m.urls.clone(),
+            partial: m
+                .partial
+                .iter()
+                .map(|(url, held)| crate::proto::calls::PartialHolder {
+                    url: url.clone(),
+                    held: *held,
+                })
+                .collect(),
         }
     }
 }
@@ -132,6 +143,7 @@ impl Merged {
                 self.index.insert(key, self.rows.len());
                 self.rows.push(Match {
                     urls: Vec::new(),
+                    partial: Vec::new(),
                     ..found.clone()
                 });
                 self.holders.push(HashSet::new());
@@ -143,6 +155,9 @@ impl Merged {
                 break;
             }
             if self.holders[row].insert(host_port(&url).to_string()) {
+                if let Some((_, held)) = found.partial.iter().find(|(u, _)| *u == url) {
+                    self.rows[row].partial.push((url.clone(), *held));
+                }
                 self.rows[row].urls.push(url);
             }
         }

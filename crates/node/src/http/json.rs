@@ -335,15 +335,54 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Api> for Body<T>
 
 // ---- handlers --------------------------------------------------------------------------------
 
-/// A page of the share: `{files: [{path, size, id}], next}`, `next` (give it as `after` for the
-/// next page) null on the last page.
-async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FolderPage> {
+/// A page of the share as `GET /api/v1/files` gives it: the files, and on the first page the
+/// downloads in progress under the folder that others may fetch pieces of (`partial`).
+#[derive(Serialize)]
+struct FilesPage {
+    #[serde(flatten)]
+    page: FolderPage,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<PartialFile>,
+}
+
+/// A file being downloaded, as the share shows it.
+#[derive(Serialize)]
+struct PartialFile {
+    path: String,
+    size: u64,
+    id: String,
+    /// Pieces of 1 MiB held, of `pieces`.
+    held: u64,
+    pieces: u64,
+}
+
+/// A page of the share: `{files: [{path, size, id}], next, partial?}`, `next` (give it as
+/// `after` for the next page) null on the last page; `partial` (first page only): the files
+/// under the folder being downloaded, `[{path, size, id, held, pieces}]`.
+async fn files(State(api): State<Api>, Query(query): Query<FilesQuery>) -> Answer<FilesPage> {
     let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let folder = query.folder.as_deref().map(|f| f.trim_matches('/')).unwrap_or("");
+    let after = query.after.as_deref().unwrap_or("");
     // The same paged read of the index as `shoal.list_folder` (byte order, cursor exclusive).
-    let mut page = api.list_folder(folder, query.after.as_deref().unwrap_or("")).await?;
+    let mut page = api.list_folder(folder, after).await?;
     page.truncate(limit);
-    Ok(Json(page))
+    let prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+    let partial = if after.is_empty() {
+        api.partial_files()
+            .into_iter()
+            .filter(|m| m.name.starts_with(&prefix))
+            .map(|m| PartialFile {
+                held: m.partial.first().map_or(0, |(_, held)| *held),
+                pieces: m.size.div_ceil(1 << 20).max(1),
+                path: m.name,
+                size: m.size,
+                id: m.id.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Json(FilesPage { page, partial }))
 }
 
 /// Search results as Server-Sent Events: a `match` event per group of results as peers answer

@@ -596,7 +596,9 @@ impl Api {
                 size: entry.size,
                 id: entry.id,
                 urls: vec![self.url().to_string()],
+                partial: Vec::new(),
             })
+            .chain(self.partial_matches(pattern, by_id))
             .collect();
         if let Some(each) = &mut each
             && !mine.is_empty()
@@ -611,6 +613,39 @@ impl Api {
             None => self.inner.flood.forward_search(pattern, route, &mut merged).await,
         }
         Ok(merged.into_sorted())
+    }
+
+    /// This node's downloads in progress that `pattern` names (by content id, or by name), as
+    /// matches naming this node as a partial holder with the pieces it holds. Only downloads
+    /// served to others (not `--no-partial-upload`), and never offered to the seed's `query`.
+    /// This node's downloads in progress that others may fetch pieces of (`/api/v1/files`
+    /// lists them apart from the share, marked partial).
+    pub fn partial_files(&self) -> Vec<Match> {
+        self.partial_matches("", None)
+    }
+
+    fn partial_matches(&self, pattern: &str, by_id: Option<ContentId>) -> Vec<Match> {
+        let me = self.url().to_string();
+        let mut found: Vec<Match> = Vec::new();
+        for info in self.inner.fetcher.downloads().list() {
+            let Some(id) = info.id.as_deref().and_then(|id| id.parse::<ContentId>().ok()) else {
+                continue;
+            };
+            let named = by_id.map_or_else(|| search::matches(pattern, &info.name), |wanted| wanted == id);
+            if !named || self.indexed_size(&id).is_some() || found.iter().any(|m| m.id == id) {
+                continue;
+            }
+            if let Some(partial) = self.partial(&id) {
+                found.push(Match {
+                    name: info.name,
+                    size: partial.size,
+                    id,
+                    urls: vec![me.clone()],
+                    partial: vec![(me.clone(), partial.holding().bits.held())],
+                });
+            }
+        }
+        found
     }
 
     /// A fresh route for a search that starts at this node.

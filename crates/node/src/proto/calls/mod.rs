@@ -66,7 +66,7 @@ pub use locate::{Locate, LocateAnswer};
 pub use peer_table::{PeerActivity, PeerRow, PeerRows, PeerState, PeerTable};
 pub use peers::{PeerUrls, Peers, peers_answer};
 pub use query::{Content, Query};
-pub use search::{MatchLimits, Matches, Search, SearchMatch, search_answer};
+pub use search::{MatchLimits, Matches, PartialHolder, Search, SearchMatch, search_answer};
 pub use stats::{IrohName, NodeStats, Stats};
 pub use swarm::{Member, Members, Swarm};
 pub use system::{ListMethods, MethodHelp};

@@ -1,7 +1,10 @@
-//! `shoal.search(pattern, query_id, ttl, history, budget_ms) -> [{name, size, id, urls}]`:
+//! `shoal.search(pattern, query_id, ttl, history, budget_ms) -> [{name, size, id, urls, partial?}]`:
 //! files whose names match `pattern` (a glob with `*` and `?`, or a substring) or whose content
 //! id is `pattern`, across the network. Each node answers with its own matches and what its
-//! peers answered, merged; the answer names every holder it knows of each match.
+//! peers answered, merged; the answer names every holder it knows of each match. A node
+//! downloading a match names itself too, and says how much it holds in `partial`
+//! (`[{url, held}]`, `held` the 1 MiB pieces it holds; each `url` is one of `urls`): a seeker
+//! learns of the swarm, and reads what each partial holder has from its `/have`.
 //!
 //! Only `pattern` is needed: a caller that leaves out the rest starts a search at that node
 //! (`shoal search`); one with `ttl` 1 asks that node about its own files alone.
@@ -95,8 +98,24 @@ pub struct SearchMatch {
     pub size: u64,
     #[serde(serialize_with = "as_text")]
     pub id: ContentId,
-    /// Base URLs of nodes that hold it.
+    /// Base URLs of nodes that hold it, whole or in part.
     pub holders: Vec<String>,
+    /// Which of them are downloading it, and how much each holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partial: Vec<PartialHolder>,
+}
+
+/// A node that holds part of a match (it is downloading it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartialHolder {
+    pub url: String,
+    /// Pieces of 1 MiB it holds ([`crate::proto::have`]).
+    pub held: u64,
+}
+
+/// Pieces of a file of `size` bytes on the wire (1 MiB each, as `/have` counts them).
+fn wire_pieces(size: u64) -> u64 {
+    size.div_ceil(1 << 20).max(1)
 }
 
 impl SearchMatch {
@@ -109,6 +128,15 @@ impl SearchMatch {
             "urls".into(),
             Value::Array(self.holders.iter().cloned().map(Value::String).collect()),
         );
+        if !self.partial.is_empty() {
+            let partial = self.partial.iter().map(|p| {
+                let mut f = BTreeMap::new();
+                f.insert("url".into(), Value::String(p.url.clone()));
+                f.insert("held".into(), shoal_xmlrpc::size_value(p.held));
+                Value::Struct(f)
+            });
+            fields.insert("partial".into(), Value::Array(partial.collect()));
+        }
         Value::Struct(fields)
     }
 }
@@ -183,11 +211,38 @@ impl Matches {
                 }
             }
             if !holders.is_empty() {
-                out.push(SearchMatch { name, size, id, holders });
+                let partial = partial_holders(&fields, &holders, size);
+                out.push(SearchMatch {
+                    name,
+                    size,
+                    id,
+                    holders,
+                    partial,
+                });
             }
         }
         Matches(out)
     }
+}
+
+/// The `partial` field of a match: only holders the match names, each once, holding no more
+/// pieces than the size has; anything else is dropped.
+fn partial_holders(fields: &BTreeMap<String, Value>, holders: &[String], size: u64) -> Vec<PartialHolder> {
+    let Some(Value::Array(items)) = fields.get("partial") else {
+        return Vec::new();
+    };
+    let mut partial: Vec<PartialHolder> = Vec::new();
+    for item in items.iter().take(holders.len()) {
+        let Value::Struct(f) = item else { continue };
+        let (Some(Value::String(url)), Some(held)) = (f.get("url"), super::count(f, "held", wire_pieces(size))) else {
+            continue;
+        };
+        let Ok(url) = holder(url) else { continue };
+        if holders.contains(&url) && !partial.iter().any(|p| p.url == url) {
+            partial.push(PartialHolder { url, held });
+        }
+    }
+    partial
 }
 
 /// Reads a peer's `shoal.search` answer ([`Matches::from_value`]).
@@ -258,8 +313,42 @@ mod tests {
             size: 5 << 32,
             id: ID.parse().unwrap(),
             holders: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            partial: vec![PartialHolder {
+                url: "http://127.0.0.1:2".into(),
+                held: 7,
+            }],
         }]);
         assert_eq!(Matches::from_value(found.to_value()), found);
+    }
+
+    #[test]
+    fn partial_holders_are_believed_only_as_far_as_the_match_goes() {
+        let mut f = match item("f.bin", 3 << 20, vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()]) {
+            Value::Struct(f) => f,
+            _ => unreachable!(),
+        };
+        let partial = |url: &str, held: i64| {
+            let mut p = BTreeMap::new();
+            p.insert("url".to_string(), Value::String(url.into()));
+            p.insert("held".to_string(), Value::Long(held));
+            Value::Struct(p)
+        };
+        f.insert(
+            "partial".into(),
+            Value::Array(vec![
+                partial("http://127.0.0.1:1", 2),
+                partial("http://127.0.0.1:1", 1),
+                partial("http://10.9.9.9:1", 1),
+                partial("http://127.0.0.1:2", 4),
+            ]),
+        );
+        let found = search_answer(Value::Array(vec![Value::Struct(f)]));
+        let want = vec![PartialHolder {
+            url: "http://127.0.0.1:1".into(),
+            held: 2,
+        }];
+        // Named twice: the first; not among the holders: dropped; more pieces than 3 MiB has: dropped.
+        assert_eq!(found[0].partial, want);
     }
 
     #[test]
@@ -311,10 +400,22 @@ mod tests {
             size: 1,
             id: ID.parse().unwrap(),
             holders: vec!["http://h:1".into()],
+            partial: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&row).unwrap(),
             format!(r#"{{"name":"a","size":1,"id":"{ID}","holders":["http://h:1"]}}"#)
+        );
+        let row = SearchMatch {
+            partial: vec![PartialHolder {
+                url: "http://h:1".into(),
+                held: 3,
+            }],
+            ..row
+        };
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            format!(r#"{{"name":"a","size":1,"id":"{ID}","holders":["http://h:1"],"partial":[{{"url":"http://h:1","held":3}}]}}"#)
         );
     }
 }
