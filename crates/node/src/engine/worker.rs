@@ -26,7 +26,7 @@ use crate::net::rate::throttle;
 const SPREAD_PAUSE: Duration = Duration::from_millis(250);
 
 /// How long a choked source's connections wait before they ask again (up to twice this).
-const CHOKED_PAUSE: Duration = Duration::from_millis(1000);
+const CHOKED_PAUSE: Duration = Duration::from_millis(500);
 
 /// Why one range request ended early.
 enum RunError {
