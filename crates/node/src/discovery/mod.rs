@@ -32,11 +32,13 @@ pub const MAX_FANOUT: usize = 32;
 /// Most calls to peers a node's searches have in flight together: a search that finds no slot
 /// free asks fewer peers rather than letting a crowd of searches hold thousands of connections.
 pub const MAX_ASKS_IN_FLIGHT: usize = 128;
-/// What a pattern search forwarded for a caller found is the answer to every search for the same
-/// pattern this long after: a crowd of downloaders looking for more holders of one id at once
-/// costs the node they share about one forward, not one each (48 downloaders × 32 peers asked
-/// was 1,536 calls). Only finished forwards are shared: a search never waits on another, so
-/// two nodes forwarding the same pattern to each other cannot wait on each other.
+/// What a pattern search forwarded for a caller found is the answer to every search of the same
+/// shape (pattern, ttl, history and time budget) this long after: a crowd of downloaders looking
+/// for more holders of one id at once costs the node they share about one forward, not one each
+/// (48 downloaders × 32 peers asked was 1,536 calls). A search of another shape (a ttl of 1, a
+/// history naming every peer, a budget of 1 ms) cannot leave a poorer answer for the others.
+/// Only finished forwards are shared: a search never waits on another, so two nodes forwarding
+/// the same pattern to each other cannot wait on each other.
 pub const SHARED_SEARCH_FOR: Duration = Duration::from_secs(2);
 /// Most patterns whose results are kept at once; past it a result is not kept.
 const MAX_SHARED_SEARCHES: usize = 256;
@@ -279,10 +281,20 @@ pub struct Flood {
     candidates: std::sync::Mutex<candidates::Candidates>,
     client: Client,
     asks: Arc<tokio::sync::Semaphore>,
-    /// What recent forwarded searches found and when, by pattern ([`SHARED_SEARCH_FOR`]).
-    shared: std::sync::Mutex<HashMap<String, (Instant, Vec<Match>)>>,
+    /// What recent forwarded searches found and when, by their shape ([`SHARED_SEARCH_FOR`]).
+    shared: std::sync::Mutex<HashMap<SearchShape, (Instant, Vec<Match>)>>,
     options: DiscoveryOptions,
     stopping: CancellationToken,
+}
+
+/// What makes two forwarded searches ask the same peers the same thing: their pattern and
+/// route, but for the query id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SearchShape {
+    pattern: String,
+    ttl: u32,
+    history: Vec<String>,
+    budget: Duration,
 }
 
 /// True for the fault a server gives for a method it does not have (Python: `method "x" is not
@@ -458,14 +470,20 @@ impl Flood {
 
     /// Forwards a pattern search to the peers and merges what they answer into `merged`.
     ///
-    /// What a forward found answers every search for the same pattern for [`SHARED_SEARCH_FOR`]
+    /// What a forward found answers every search of the same shape for [`SHARED_SEARCH_FOR`]
     /// after it (`shoal.search` calls: a crowd looking for more holders of one id); a search
     /// with a live view ([`Flood::forward_search_each`]) is always forwarded afresh.
     pub async fn forward_search(self: &Arc<Self>, pattern: &str, route: Route, merged: &mut Merged) {
+        let shape = SearchShape {
+            pattern: pattern.to_string(),
+            ttl: route.ttl,
+            history: route.history.clone(),
+            budget: route.budget,
+        };
         let recent = {
             let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             shared.retain(|_, (at, _)| at.elapsed() < SHARED_SEARCH_FOR);
-            shared.get(pattern).map(|(_, found)| found.clone())
+            shared.get(&shape).map(|(_, found)| found.clone())
         };
         if let Some(found) = recent {
             for found in found {
@@ -478,8 +496,8 @@ impl Flood {
         let found = fresh.into_sorted();
         {
             let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            if shared.len() < MAX_SHARED_SEARCHES || shared.contains_key(pattern) {
-                shared.insert(pattern.to_string(), (Instant::now(), found.clone()));
+            if shared.len() < MAX_SHARED_SEARCHES || shared.contains_key(&shape) {
+                shared.insert(shape, (Instant::now(), found.clone()));
             }
         }
         for found in found {

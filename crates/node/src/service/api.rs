@@ -566,7 +566,7 @@ impl Api {
     }
 
     /// `shoal.search`: every file whose name matches `pattern`, across the network.
-    /// Its forward to the peers is shared with others' searches for the same pattern at about
+    /// Its forward to the peers is shared with others' searches of the same pattern and route at about
     /// the same time (`Flood::forward_search`).
     pub async fn search(&self, pattern: &str, route: Route) -> Result<Vec<Match>, ApiError> {
         self.search_with(pattern, route, None::<fn(&[Match])>).await
@@ -625,6 +625,10 @@ impl Api {
     }
 
     fn partial_matches(&self, pattern: &str, by_id: Option<ContentId>) -> Vec<Match> {
+        // Most searches come while nothing is downloading: the table is not read then.
+        if self.inner.partials.is_empty() {
+            return Vec::new();
+        }
         let me = self.url().to_string();
         let mut found: Vec<Match> = Vec::new();
         for info in self.inner.fetcher.downloads().list() {
