@@ -40,6 +40,8 @@ pub enum StartError {
     State(#[from] crate::state::StateError),
     #[error("{0}")]
     Iroh(String),
+    #[error(transparent)]
+    Dht(#[from] crate::net::dht::DhtError),
 }
 
 /// A running node.
@@ -108,6 +110,16 @@ impl Node {
         };
         let url = options.url.clone().unwrap_or_else(|| default_url(local_addr));
         let mut owner_keys = options.owner_keys.clone();
+        let dht = match &options.dht {
+            Some(dht_options) => {
+                let mut dht_options = dht_options.clone();
+                if dht_options.nodes_file.is_none() {
+                    dht_options.nodes_file = Some(options.state.join(crate::state::DHT_NODES_FILE));
+                }
+                Some(crate::net::dht::Dht::spawn(dht_options, Default::default()).await?)
+            }
+            None => None,
+        };
         let iroh = match &options.iroh {
             Some(iroh_options) => {
                 let key = node_key(&options.state)?;
@@ -185,7 +197,16 @@ impl Node {
         let fetcher = Fetcher::new(FetcherParts {
             downloads,
             client: flood.client().clone(),
-            discover: flood.clone(),
+            discover: match &dht {
+                Some(dht) => Arc::new(crate::discovery::dht::Both(
+                    flood.clone(),
+                    Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }),
+                )),
+                None => flood.clone(),
+            },
+            index: dht
+                .as_ref()
+                .map(|dht| Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }) as Arc<dyn crate::discovery::Discover>),
             me,
             find_more_every: crate::service::FIND_MORE_EVERY,
             finished: Some(crate::service::api::index_in_share(share.clone())),
@@ -207,6 +228,7 @@ impl Node {
             partials,
             swarms: Default::default(),
             stopping: shutdown.child_token(),
+            dht: dht.clone(),
         };
         let api = Api::new(inner);
         // Downloads the node had running when it stopped go on.
@@ -257,6 +279,15 @@ impl Node {
         tasks.spawn(crate::tasks::introduce(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::peer_exchange_loop(api.clone(), shutdown.child_token()));
         tasks.spawn(crate::tasks::candidates_loop(api.clone(), shutdown.child_token()));
+        if let Some(dht) = &dht {
+            // Holders are announced with the port of the URL others reach this node at.
+            let port = url::Url::parse(&own_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .and_then(|u| u.port_or_known_default())
+                .unwrap_or(local_addr.port());
+            tasks.spawn(crate::tasks::dht_loop(api.clone(), dht.clone(), port, shutdown.child_token()));
+        }
         // A small share is indexed before the node says it is up (it already answers while
         // it waits); a large one goes on being hashed in the background.
         let _ = tokio::time::timeout(FIRST_SCAN_WAIT, first_scan).await;
@@ -278,6 +309,11 @@ impl Node {
     /// The facade, for in-process callers (the CLI's shell, tests).
     pub fn api(&self) -> &Api {
         &self.api
+    }
+
+    /// The UDP address of this node's DHT node, when it runs one.
+    pub async fn dht_addr(&self) -> Option<std::net::SocketAddrV4> {
+        Some(self.api.dht()?.info().await.local)
     }
 
     /// This node's URL.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::discovery::peers::PeerOptions;
 use crate::engine::EngineOptions;
+pub use crate::net::dht::DhtOptions;
 pub use crate::net::iroh::IrohOptions;
 
 /// How a node runs. Built by the CLI from flags; tests build it directly.
@@ -83,6 +84,8 @@ pub struct NodeOptions {
     /// Node ids (hex) that are the owner when they call over iroh, besides the id of the
     /// state directory's own client key.
     pub owner_keys: Vec<String>,
+    /// The node's Mainline DHT node (content ids and holders); `None` runs none.
+    pub dht: Option<crate::net::dht::DhtOptions>,
 }
 
 impl NodeOptions {
@@ -115,6 +118,7 @@ impl NodeOptions {
             ca_certs: Vec::new(),
             iroh: None,
             owner_keys: Vec::new(),
+            dht: None,
             guard: GuardOptions::default(),
             stall_timeout: Duration::from_secs(60),
             max_per_address: 64,

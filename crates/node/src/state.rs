@@ -25,6 +25,8 @@ pub const URL_FILE: &str = "node.url";
 pub const KEY_FILE: &str = "node.key";
 /// The key the CLI uses when it dials a node over iroh; its id is an owner's.
 pub const CLIENT_KEY_FILE: &str = "client.key";
+/// The DHT's routing table, kept for a quick restart (addresses, one per line).
+pub const DHT_NODES_FILE: &str = "dht-nodes";
 
 /// The node key of `state`, made on first use (owner-only permissions).
 pub fn node_key(state: &Path) -> Result<iroh::SecretKey, StateError> {

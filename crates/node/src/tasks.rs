@@ -155,3 +155,105 @@ pub async fn lan_loop(api: Api, iroh: std::sync::Arc<crate::net::iroh::Iroh>, sh
         }
     }
 }
+
+/// How often an id is announced again on the DHT (BEP 5 nodes forget peers that stop
+/// announcing; 30 minutes is what BitTorrent clients use).
+pub const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Most DHT announces started per second, whatever the share's size: an announce is a lookup
+/// of the id's key and a store on its closest nodes (about 40-80 packets).
+pub const ANNOUNCES_PER_SECOND: u32 = 4;
+/// Announces in flight at once.
+const ANNOUNCES_AT_ONCE: usize = 8;
+/// How soon a failed announce is tried again.
+const ANNOUNCE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the routing table is kept in the state directory.
+const SAVE_NODES_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// Longest wait before the served ids are read again (new files are announced within it).
+const ANNOUNCE_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps the ids this node serves announced on the DHT: each at most every
+/// [`ANNOUNCE_EVERY`], ids never announced first, at most [`ANNOUNCES_PER_SECOND`]; keeps the
+/// routing table in the state directory every [`SAVE_NODES_EVERY`] and at shutdown.
+pub async fn dht_loop(api: Api, dht: std::sync::Arc<crate::net::dht::Dht>, port: u16, shutdown: CancellationToken) {
+    use futures_util::StreamExt;
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        _ = dht.bootstrapped() => {}
+    }
+    let pace = governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(ANNOUNCES_PER_SECOND).expect("not zero"),
+    ));
+    let mut last: HashMap<shoal_index::ContentId, Instant> = HashMap::new();
+    // When each id was last announced with success (what `shoal dht` counts).
+    let mut good: HashMap<shoal_index::ContentId, Instant> = HashMap::new();
+    let mut saved = Instant::now();
+    loop {
+        let served = match api.served_ids().await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "reading the share for the DHT failed");
+                Vec::new()
+            }
+        };
+        let now = Instant::now();
+        {
+            let served: std::collections::HashSet<_> = served.iter().collect();
+            last.retain(|id, _| served.contains(id));
+        }
+        let mut due: Vec<(Option<Instant>, shoal_index::ContentId)> = served
+            .into_iter()
+            .map(|id| (last.get(&id).copied(), id))
+            .filter(|(at, _)| at.is_none_or(|at| now.duration_since(at) >= ANNOUNCE_EVERY))
+            .collect();
+        // Never announced first, then the longest ago.
+        due.sort_unstable_by_key(|(at, _)| *at);
+        // A batch at a time, so that ids added meanwhile are not kept waiting behind a large
+        // share's whole cycle.
+        due.truncate(ANNOUNCES_PER_SECOND as usize * ANNOUNCE_CHECK.as_secs() as usize);
+        let batch = !due.is_empty();
+        let announced = futures_util::stream::iter(due)
+            .map(|(_, id)| {
+                let (dht, pace) = (&dht, &pace);
+                async move {
+                    pace.until_ready().await;
+                    (id, dht.announce(&id, port).await)
+                }
+            })
+            .buffer_unordered(ANNOUNCES_AT_ONCE)
+            .take_until(shutdown.cancelled())
+            .collect::<Vec<_>>()
+            .await;
+        let now = Instant::now();
+        for (id, ok) in announced {
+            // A failed announce is tried again after ANNOUNCE_RETRY, not at once.
+            let at = if ok {
+                Some(now)
+            } else {
+                now.checked_sub(ANNOUNCE_EVERY - ANNOUNCE_RETRY)
+            };
+            last.insert(id, at.unwrap_or(now));
+            if ok {
+                good.insert(id, now);
+            }
+        }
+        good.retain(|id, at| last.contains_key(id) && now.duration_since(*at) < 2 * ANNOUNCE_EVERY);
+        dht.set_announced_ids(good.len() as u64);
+        if saved.elapsed() >= SAVE_NODES_EVERY {
+            dht.save_nodes().await;
+            saved = Instant::now();
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if !batch {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(ANNOUNCE_CHECK) => {}
+            }
+        }
+    }
+    dht.save_nodes().await;
+}

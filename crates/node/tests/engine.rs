@@ -321,6 +321,7 @@ fn fetcher_in(dir: &std::path::Path, stop: &CancellationToken, peers: Vec<String
             peers,
             deadline: Duration::from_millis(200),
         }),
+        index: None,
         me: Vec::new(),
         find_more_every: every,
         finished: None,

@@ -158,9 +158,36 @@ pub struct NetArgs {
     /// No node key and no iroh endpoint: plain HTTP over TCP only.
     #[arg(long)]
     pub no_iroh: bool,
+    /// The UDP address (IPv4) of this node on the Mainline DHT; given, it answers others' queries from the start [default: every address, a free port, answering once others reach it].
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_dht")]
+    pub dht_listen: Option<std::net::SocketAddrV4>,
+    /// Join the Mainline DHT through this node (repeatable) [default: the public BitTorrent routers; with --local-only, no DHT unless this or --dht-listen is given].
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", conflicts_with = "no_dht")]
+    pub dht_bootstrap: Vec<String>,
+    /// Run no DHT node: holders of a content id are found through peers alone.
+    #[arg(long)]
+    pub no_dht: bool,
 }
 
 impl NetArgs {
+    /// The DHT settings these flags ask for; `None` with --no-dht, and with --local-only unless
+    /// a DHT flag names where to go.
+    pub fn dht_options(&self) -> Option<shoal_node::options::DhtOptions> {
+        if self.no_dht || (self.local_only && self.dht_listen.is_none() && self.dht_bootstrap.is_empty()) {
+            return None;
+        }
+        Some(shoal_node::options::DhtOptions {
+            listen: self.dht_listen,
+            // With --local-only the DHT talks only to the nodes named (and whom they lead to).
+            bootstrap: if self.dht_bootstrap.is_empty() && !self.local_only {
+                None
+            } else {
+                Some(self.dht_bootstrap.clone())
+            },
+            nodes_file: None,
+        })
+    }
+
     /// The iroh settings these flags ask for; `None` with --no-iroh.
     pub fn iroh_options(&self) -> anyhow::Result<Option<shoal_node::options::IrohOptions>> {
         if self.no_iroh {

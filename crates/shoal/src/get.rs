@@ -130,6 +130,17 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         headers: args.web.headers.clone(),
         location_trusted: args.web.location_trusted,
         engine: engine_options(&args, max_rate, beneath.clone()),
+        // The DHT is asked for content ids alone: names are searched on peers, URLs need none.
+        dht: if args.hash.is_some()
+            || args
+                .targets
+                .iter()
+                .any(|t| t.parse::<shoal_node::service::fetch::ContentId>().is_ok())
+        {
+            args.net.dht_options()
+        } else {
+            None
+        },
     };
     let session = match Session::open(options).await {
         Ok(session) => session,

@@ -53,6 +53,7 @@ pub fn node_options(args: &NodeArgs) -> anyhow::Result<(NodeOptions, SocketAddr,
     options.secret = layers.get("secret", None).value;
     options.partial_upload = !args.no_partial_upload;
     options.iroh = args.net.iroh_options()?;
+    options.dht = args.net.dht_options();
     // --ca-cert is trusted for https mirrors and for relays alike.
     for path in &args.ca_certs {
         options.trust_ca_file(path).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
@@ -102,6 +103,9 @@ pub async fn start(
         println!("secret for fetch is kept in {}", path.display());
     }
     println!("node URL {}", node.url());
+    if let Some(dht) = node.dht_addr().await {
+        println!("DHT node on udp {dht}");
+    }
     if let (Some(id), Some(ticket)) = (node.id(), node.ticket(std::time::Duration::from_secs(3)).await) {
         println!("node id {id}");
         println!("ticket {ticket}");

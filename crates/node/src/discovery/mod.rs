@@ -7,6 +7,7 @@
 //! client's budget; merged results are capped and merged in linear time.
 
 pub mod candidates;
+pub mod dht;
 pub mod listing;
 pub mod peers;
 pub mod search;

@@ -109,6 +109,11 @@ impl Partials {
         self.lock().get(id).cloned()
     }
 
+    /// The ids of the downloads being served now.
+    pub fn ids(&self) -> Vec<ContentId> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Downloads being served now.
     pub fn len(&self) -> usize {
         self.lock().len()

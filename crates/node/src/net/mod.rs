@@ -5,6 +5,7 @@
 //! the protocol's typed calls.
 
 pub mod client;
+pub mod dht;
 pub mod iroh;
 pub mod metrics;
 pub mod node;

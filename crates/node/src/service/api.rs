@@ -77,6 +77,8 @@ pub struct Inner {
     pub swarms: Swarms,
     /// Cancelled when the node begins to shut down.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The node's place on the Mainline DHT, when it runs one.
+    pub dht: Option<Arc<crate::net::dht::Dht>>,
 }
 
 /// The facade. Cheap to clone.
@@ -620,6 +622,21 @@ impl Api {
     /// served to others (not `--no-partial-upload`), and never offered to the seed's `query`.
     /// This node's downloads in progress that others may fetch pieces of (`/api/v1/files`
     /// lists them apart from the share, marked partial).
+    /// The content ids this node serves: its share's files and its downloads in progress
+    /// served to others (what it announces on the DHT).
+    pub async fn served_ids(&self) -> Result<Vec<ContentId>, ApiError> {
+        let mut ids: Vec<ContentId> = self.list().await?.into_iter().map(|(_, entry)| entry.id).collect();
+        ids.extend(self.inner.partials.ids());
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The node's DHT node, when it runs one.
+    pub fn dht(&self) -> Option<&Arc<crate::net::dht::Dht>> {
+        self.inner.dht.as_ref()
+    }
+
     pub fn partial_files(&self) -> Vec<Match> {
         self.partial_matches("", None)
     }

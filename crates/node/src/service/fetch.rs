@@ -208,6 +208,9 @@ pub struct FetcherParts {
     pub discover: Arc<dyn Discover>,
     /// URLs of this node, never used as sources.
     pub me: Vec<String>,
+    /// A content index asked for an id's holders before its download starts (the DHT), besides
+    /// the peers searched; `discover` should include it for the holders found later.
+    pub index: Option<Arc<dyn Discover>>,
     /// How often `discover` is asked ([`FIND_MORE_EVERY`]).
     pub find_more_every: Duration,
     pub finished: Option<Finished>,
@@ -241,7 +244,24 @@ impl Fetcher {
         hash: Option<ContentId>,
         output: Option<&Path>,
     ) -> Result<Job, ResolveError> {
-        let mut job = resolve::resolve(&self.inner.client, peers, targets, hash, output).await?;
+        // A content id is also looked up in the index (the DHT): the holders it names are
+        // searched for the id as the known peers are, which gives its size and name.
+        let ids: Vec<ContentId> = hash
+            .into_iter()
+            .chain(targets.iter().filter_map(|t| match resolve::classify(t) {
+                resolve::Target::Id(id) => Some(id),
+                _ => None,
+            }))
+            .collect();
+        let mut asked: Vec<String> = peers.to_vec();
+        if let (Some(index), Some(id)) = (&self.inner.index, ids.first()) {
+            for url in index.holders(*id).await {
+                if !asked.contains(&url) && !self.inner.me.contains(&url) {
+                    asked.push(url);
+                }
+            }
+        }
+        let mut job = resolve::resolve(&self.inner.client, &asked, targets, hash, output).await?;
         job.peers.retain(|u| !self.inner.me.contains(u));
         Ok(job)
     }

@@ -40,6 +40,9 @@ pub struct SessionOptions {
     pub location_trusted: bool,
     /// The engine's options: built once by the caller, the same for one file and for a queue.
     pub engine: EngineOptions,
+    /// A DHT node for the session's lookups of content ids (client mode unless it has a listen
+    /// address); `None` runs none.
+    pub dht: Option<crate::net::dht::DhtOptions>,
 }
 
 /// Why a session could not open.
@@ -65,6 +68,8 @@ pub enum SessionError {
     #[error("starting iroh: {0}")]
     Iroh(String),
     #[error(transparent)]
+    Dht(#[from] crate::net::dht::DhtError),
+    #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
@@ -74,6 +79,7 @@ pub struct Session {
     peers: Vec<String>,
     client: Client,
     stop: CancellationToken,
+    dht: Option<Arc<crate::net::dht::Dht>>,
 }
 
 impl Session {
@@ -88,6 +94,7 @@ impl Session {
             headers,
             location_trusted,
             engine,
+            dht,
         } = options;
         crate::state::prepare_state_dir(&state).map_err(|source| SessionError::StateDir {
             path: state.clone(),
@@ -139,14 +146,29 @@ impl Session {
         spelled.sort();
         spelled.dedup();
         let stop = CancellationToken::new();
+        let dht = match dht {
+            Some(mut options) => {
+                options.nodes_file.get_or_insert_with(|| state.join(crate::state::DHT_NODES_FILE));
+                Some(crate::net::dht::Dht::spawn(options, Default::default()).await?)
+            }
+            None => None,
+        };
+        let fixed: Arc<dyn crate::discovery::Discover> = Arc::new(FixedPeers {
+            client: client.clone(),
+            peers: spelled.clone(),
+            deadline: FIND_MORE_EVERY,
+        });
+        let index = dht
+            .as_ref()
+            .map(|dht| Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }) as Arc<dyn crate::discovery::Discover>);
         let fetcher = Fetcher::new(FetcherParts {
             downloads: Downloads::new(Engine::new(db, client.clone(), engine)?, TaskTracker::new(), stop.clone()),
             client: client.clone(),
-            discover: Arc::new(FixedPeers {
-                client: client.clone(),
-                peers: spelled.clone(),
-                deadline: FIND_MORE_EVERY,
-            }),
+            discover: match &index {
+                Some(index) => Arc::new(crate::discovery::dht::Both(fixed, index.clone())),
+                None => fixed,
+            },
+            index,
             me: Vec::new(),
             find_more_every: FIND_MORE_EVERY,
             finished: None,
@@ -156,6 +178,7 @@ impl Session {
             peers: spelled,
             client,
             stop,
+            dht,
         })
     }
 
@@ -182,6 +205,9 @@ impl Session {
     /// Ends the session; the iroh endpoint says goodbye to the nodes it reached, so they need
     /// not wait for a timeout.
     pub async fn close(self) {
+        if let Some(dht) = &self.dht {
+            dht.save_nodes().await;
+        }
         if let Some(iroh) = self.client.iroh() {
             iroh.close().await;
         }

@@ -215,6 +215,9 @@ impl Api {
     /// Adds the node's counters to `registry`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.client().metrics().register(registry);
+        if let Some(dht) = self.dht() {
+            dht.register(registry);
+        }
     }
 }
 

@@ -1,0 +1,475 @@
+//! The node's place on BitTorrent's Mainline DHT (BEP 5 with BEP 42's secure ids and BEP 44's
+//! signed records), through the `mainline` crate: who holds a content id, and where a node id
+//! can be reached, with no central server.
+//!
+//! The DHT speaks BEP 5 on one UDP socket (IPv4). A node starts in client mode (it asks, it
+//! does not answer) and turns to server mode once it has seen that others reach it; a node told
+//! `--dht-listen` serves from the start (the owner chose a port others can reach).
+//!
+//! A content id is announced and looked up under a 20-byte key derived from it ([`key`]): the
+//! first 20 bytes of `BLAKE3.derive_key("shoal 2026-12 content id on the Mainline DHT", id)`.
+//! The id is never the key itself, so shoal's keys cannot collide with a BitTorrent v2
+//! infohash (a truncated SHA-256) by construction, and a DHT node that sees the key learns the
+//! id only if it already knows it.
+//!
+//! Everything the DHT hands over is a stranger's word: a lookup takes at most
+//! [`MAX_PEERS_PER_LOOKUP`] addresses and runs at most [`LOOKUP_DEADLINE`]; the caller applies
+//! the address policy to each (`discovery::dht`); a holder proves itself only by serving bytes
+//! that check against the id. Inbound queries are limited per address and in all
+//! ([`InboundFilter`]), the values the node stores for others are bounded by count, and BEP 5's
+//! tokens (kept by `mainline`) mean an announce needs a round trip from the announcer's own
+//! address, so a forged source address cannot make this node store or send anything large.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use mainline::async_dht::AsyncDht;
+use mainline::{Id, RequestFilter, RequestSpecific, ServerSettings};
+use prometheus_client::metrics::counter::Counter;
+use shoal_index::ContentId;
+
+/// The context string of the key derivation ([`key`]); changing it moves every id on the DHT.
+pub const KEY_CONTEXT: &str = "shoal 2026-12 content id on the Mainline DHT";
+
+/// The DHT key (a BEP 5 infohash) of a content id.
+pub fn key(id: &ContentId) -> Id {
+    let derived = blake3::derive_key(KEY_CONTEXT, id.as_bytes());
+    Id::from_bytes(&derived[..20]).expect("20 bytes make an id")
+}
+
+/// Most addresses one lookup hands on (the first ones found; a lookup ends when it has them).
+pub const MAX_PEERS_PER_LOOKUP: usize = 64;
+/// Longest a lookup runs.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(15);
+/// Queries answered per second from one address (a burst of twice that).
+pub const INBOUND_PER_ADDRESS: u32 = 20;
+/// Queries answered per second from everyone together.
+pub const INBOUND_TOTAL: u32 = 1_000;
+/// Addresses followed by the per-address limiter before it forgets the quiet ones.
+const INBOUND_ADDRESSES: usize = 4_096;
+/// Content keys this node keeps announced peers for (for others), and peers per key.
+const STORE_KEYS: usize = 1_000;
+const STORE_PEERS_PER_KEY: usize = 100;
+/// BEP 44 items kept for others.
+const STORE_ITEMS: usize = 500;
+/// Recent lookups kept for `shoal dht`.
+const RECENT_LOOKUPS: usize = 32;
+/// Nodes of the routing table kept in the state directory for a quick restart.
+const SAVED_NODES: usize = 256;
+
+/// How the DHT node runs.
+#[derive(Debug, Clone, Default)]
+pub struct DhtOptions {
+    /// The UDP address to bind (`--dht-listen`); given, the node serves from the start.
+    pub listen: Option<SocketAddrV4>,
+    /// Nodes to join through (`--dht-bootstrap HOST:PORT`); `None` means the public routers,
+    /// whose names are resolved only then.
+    pub bootstrap: Option<Vec<String>>,
+    /// Where the routing table is kept between runs (`<state>/dht-nodes`).
+    pub nodes_file: Option<PathBuf>,
+}
+
+/// Why the DHT did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("--dht-bootstrap {0:?}: not HOST:PORT with an IPv4 address")]
+    Bootstrap(String),
+    #[error("binding the DHT's UDP socket: {0}")]
+    Bind(std::io::Error),
+}
+
+/// Counters the DHT adds to `/metrics`.
+#[derive(Clone, Default)]
+pub struct DhtCounters {
+    pub queries_in: Counter,
+    pub queries_refused: Counter,
+    pub announces: Counter,
+    pub announce_failures: Counter,
+    pub lookups: Counter,
+    pub peers_found: Counter,
+}
+
+/// One lookup, for `shoal dht`.
+#[derive(Debug, Clone)]
+pub struct LookupRecord {
+    pub id: ContentId,
+    pub at: SystemTime,
+    pub took: Duration,
+    /// Addresses found (before the address policy).
+    pub found: usize,
+}
+
+/// What `shoal dht` shows of the node.
+#[derive(Debug, Clone)]
+pub struct DhtInfo {
+    /// The UDP address the node listens on.
+    pub local: SocketAddrV4,
+    /// The address others see, as the answers to its queries say.
+    pub public: Option<SocketAddrV4>,
+    /// Others reached it unasked (it is not behind a NAT that drops them).
+    pub reachable: bool,
+    /// It answers queries (server mode).
+    pub serving: bool,
+    /// Nodes in its routing table.
+    pub nodes: usize,
+    /// Its estimate of the DHT's size.
+    pub size_estimate: usize,
+}
+
+/// The DHT node. Cheap to share; the `mainline` actor runs on its own thread.
+pub struct Dht {
+    dht: AsyncDht,
+    policy: super::Policy,
+    counters: DhtCounters,
+    nodes_file: Option<PathBuf>,
+    lookups: Mutex<VecDeque<LookupRecord>>,
+    /// Ids announced with success lately.
+    announced: AtomicU64,
+}
+
+impl std::fmt::Debug for Dht {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dht").finish_non_exhaustive()
+    }
+}
+
+/// Parses `HOST:PORT`s into IPv4 socket addresses (names are resolved here, blocking).
+fn resolve(entries: &[String]) -> Result<Vec<SocketAddrV4>, DhtError> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for entry in entries {
+        let addrs = entry.to_socket_addrs().map_err(|_| DhtError::Bootstrap(entry.clone()))?;
+        let v4: Vec<SocketAddrV4> = addrs
+            .filter_map(|a| match a {
+                std::net::SocketAddr::V4(v4) => Some(v4),
+                std::net::SocketAddr::V6(_) => None,
+            })
+            .collect();
+        if v4.is_empty() {
+            return Err(DhtError::Bootstrap(entry.clone()));
+        }
+        out.extend(v4);
+    }
+    Ok(out)
+}
+
+/// The nodes saved by an earlier run (at most [`SAVED_NODES`]; lines that do not parse are
+/// skipped).
+fn saved_nodes(path: &std::path::Path) -> Vec<SocketAddrV4> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .take(SAVED_NODES)
+        .filter_map(|l| l.trim().parse::<SocketAddrV4>().ok())
+        .collect()
+}
+
+impl Dht {
+    /// Starts the node: binds its socket and begins joining through the bootstrap nodes (and
+    /// those saved by the last run). Resolves bootstrap names, so call it off the runtime's
+    /// worker threads or accept a short block.
+    pub fn start(options: &DhtOptions, counters: DhtCounters) -> Result<Arc<Dht>, DhtError> {
+        let mut config = mainline::Config::default();
+        let mut bootstrap = match &options.bootstrap {
+            Some(entries) => resolve(entries)?,
+            // A public router whose name does not resolve is left out; the others may do.
+            None => mainline::DEFAULT_BOOTSTRAP_NODES
+                .iter()
+                .filter_map(|entry| resolve(&[entry.to_string()]).ok())
+                .flatten()
+                .collect(),
+        };
+        if let Some(path) = &options.nodes_file {
+            for node in saved_nodes(path) {
+                if !bootstrap.contains(&node) {
+                    bootstrap.push(node);
+                }
+            }
+        }
+        // Answers may name addresses of the scopes the owner pointed the DHT at: a DHT on
+        // loopback (tests, one machine) or a LAN reaches those; on the public routers, only
+        // public addresses.
+        let mut named: Vec<Ipv4Addr> = options
+            .listen
+            .map(|l| *l.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .into_iter()
+            .collect();
+        if options.bootstrap.is_some() {
+            named.extend(bootstrap.iter().map(|b| *b.ip()));
+        }
+        let mut policy = super::Policy {
+            loopback: false,
+            private: false,
+        };
+        for ip in named {
+            let scope = super::Policy::for_node(Some(std::net::IpAddr::V4(ip)));
+            policy.loopback |= scope.loopback;
+            policy.private |= scope.private;
+        }
+        config.bootstrap = Some(bootstrap);
+        if let Some(listen) = options.listen {
+            config.bind_address = Some(*listen.ip());
+            config.port = Some(listen.port());
+            config.server_mode = true;
+        }
+        config.server_settings = ServerSettings {
+            max_info_hashes: STORE_KEYS,
+            max_peers_per_info_hash: STORE_PEERS_PER_KEY,
+            max_immutable_values: STORE_ITEMS,
+            max_mutable_values: STORE_ITEMS,
+            filter: Box::new(InboundFilter::new(counters.clone())),
+        };
+        let dht = mainline::Dht::new(config).map_err(DhtError::Bind)?.as_async();
+        Ok(Arc::new(Dht {
+            dht,
+            policy,
+            counters,
+            nodes_file: options.nodes_file.clone(),
+            lookups: Mutex::new(VecDeque::new()),
+            announced: AtomicU64::new(0),
+        }))
+    }
+
+    /// [`Dht::start`] off the runtime's worker threads (bootstrap names are resolved there).
+    pub async fn spawn(options: DhtOptions, counters: DhtCounters) -> Result<Arc<Dht>, DhtError> {
+        tokio::task::spawn_blocking(move || Dht::start(&options, counters))
+            .await
+            .unwrap_or_else(|e| Err(DhtError::Bind(std::io::Error::other(e.to_string()))))
+    }
+
+    /// Which addresses a DHT answer may lead this node to: those of the scopes the owner
+    /// pointed the DHT at (its listen address and explicit bootstrap nodes), else public ones.
+    pub fn policy(&self) -> super::Policy {
+        self.policy
+    }
+
+    /// The `mainline` handle, for BEP 44 records (the iroh address look-up).
+    pub fn handle(&self) -> &AsyncDht {
+        &self.dht
+    }
+
+    /// Adds the DHT's counters to `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let c = &self.counters;
+        registry.register("dht_queries_received", "DHT queries from other nodes", c.queries_in.clone());
+        registry.register(
+            "dht_queries_refused",
+            "DHT queries left unanswered by the per-address and total limits",
+            c.queries_refused.clone(),
+        );
+        registry.register("dht_announces", "Content ids announced on the DHT", c.announces.clone());
+        registry.register(
+            "dht_announce_failures",
+            "DHT announces that reached no node",
+            c.announce_failures.clone(),
+        );
+        registry.register("dht_lookups", "Content id lookups on the DHT", c.lookups.clone());
+        registry.register(
+            "dht_peers_found",
+            "Addresses DHT lookups gave (before the address policy)",
+            c.peers_found.clone(),
+        );
+    }
+
+    /// Announces that this node serves `id` over HTTP on `port` (BEP 5 `announce_peer` to the
+    /// closest nodes of the id's key; they store the address they saw with this port).
+    pub async fn announce(&self, id: &ContentId, port: u16) -> bool {
+        self.counters.announces.inc();
+        match self.dht.announce_peer(key(id), Some(port)).await {
+            Ok(_) => true,
+            Err(error) => {
+                self.counters.announce_failures.inc();
+                tracing::debug!(%id, %error, "a DHT announce failed");
+                false
+            }
+        }
+    }
+
+    /// Sets how many ids the node has announced with success lately.
+    pub fn set_announced_ids(&self, ids: u64) {
+        self.announced.store(ids, Ordering::Relaxed);
+    }
+
+    /// Ids the node has announced with success lately (within twice the announce period).
+    pub fn announced_ids(&self) -> u64 {
+        self.announced.load(Ordering::Relaxed)
+    }
+
+    /// Addresses that say they hold `id`: at most [`MAX_PEERS_PER_LOOKUP`], distinct, within
+    /// [`LOOKUP_DEADLINE`]. Unchecked: the caller applies its address policy.
+    pub async fn peers(&self, id: &ContentId) -> Vec<SocketAddrV4> {
+        self.counters.lookups.inc();
+        let started = Instant::now();
+        let mut found: Vec<SocketAddrV4> = Vec::new();
+        let mut stream = self.dht.get_peers(key(id));
+        let deadline = tokio::time::sleep(LOOKUP_DEADLINE);
+        tokio::pin!(deadline);
+        'lookup: loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                next = stream.next() => match next {
+                    None => break,
+                    Some(batch) => {
+                        for addr in batch {
+                            if !found.contains(&addr) {
+                                found.push(addr);
+                                if found.len() >= MAX_PEERS_PER_LOOKUP {
+                                    break 'lookup;
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        self.counters.peers_found.inc_by(found.len() as u64);
+        let record = LookupRecord {
+            id: *id,
+            at: SystemTime::now(),
+            took: started.elapsed(),
+            found: found.len(),
+        };
+        let mut recent = self.lookups.lock().expect("lookups lock");
+        if recent.len() >= RECENT_LOOKUPS {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+        found
+    }
+
+    /// The latest lookups, newest first.
+    pub fn recent_lookups(&self) -> Vec<LookupRecord> {
+        self.lookups.lock().expect("lookups lock").iter().rev().cloned().collect()
+    }
+
+    /// The node's state.
+    pub async fn info(&self) -> DhtInfo {
+        let info = self.dht.info().await;
+        let nodes = self.dht.to_bootstrap().await.len();
+        DhtInfo {
+            local: info.local_addr(),
+            public: info.public_address(),
+            reachable: !info.firewalled(),
+            serving: info.server_mode(),
+            nodes,
+            size_estimate: info.dht_size_estimate().0,
+        }
+    }
+
+    /// Waits until the first round of joining is done; true when it found other nodes.
+    pub async fn bootstrapped(&self) -> bool {
+        self.dht.bootstrapped().await
+    }
+
+    /// Keeps the routing table's nodes in the state directory (at most [`SAVED_NODES`]).
+    pub async fn save_nodes(&self) {
+        let Some(path) = &self.nodes_file else { return };
+        let nodes = self.dht.to_bootstrap().await;
+        if nodes.is_empty() {
+            return;
+        }
+        let text: String = nodes.iter().take(SAVED_NODES).map(|n| format!("{n}\n")).collect();
+        let temporary = path.with_extension("tmp");
+        let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            tracing::debug!(%error, "could not keep the DHT's nodes");
+        }
+    }
+}
+
+/// Limits the queries this node answers: [`INBOUND_PER_ADDRESS`] per second from one address
+/// (loopback, the machine's own nodes, exempt) and [`INBOUND_TOTAL`] in all. A refused query gets no answer (as a lost packet).
+#[derive(Clone)]
+pub struct InboundFilter {
+    per_address: Arc<DefaultKeyedRateLimiter<Ipv4Addr>>,
+    total: Arc<DefaultDirectRateLimiter>,
+    counters: DhtCounters,
+}
+
+impl std::fmt::Debug for InboundFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundFilter").finish_non_exhaustive()
+    }
+}
+
+impl InboundFilter {
+    pub fn new(counters: DhtCounters) -> InboundFilter {
+        let per = NonZeroU32::new(INBOUND_PER_ADDRESS).expect("not zero");
+        let burst = NonZeroU32::new(2 * INBOUND_PER_ADDRESS).expect("not zero");
+        let total = NonZeroU32::new(INBOUND_TOTAL).expect("not zero");
+        InboundFilter {
+            per_address: Arc::new(governor::RateLimiter::keyed(Quota::per_second(per).allow_burst(burst))),
+            total: Arc::new(governor::RateLimiter::direct(Quota::per_second(total))),
+            counters,
+        }
+    }
+
+    /// True when a query from `from` may be answered now.
+    pub fn allows(&self, from: Ipv4Addr) -> bool {
+        self.counters.queries_in.inc();
+        if self.per_address.len() > INBOUND_ADDRESSES {
+            self.per_address.retain_recent();
+        }
+        // Loopback is this machine's own nodes (tests, several nodes on one host): only the
+        // total applies to it.
+        let allowed = (from.is_loopback() || self.per_address.check_key(&from).is_ok()) && self.total.check().is_ok();
+        if !allowed {
+            self.counters.queries_refused.inc();
+        }
+        allowed
+    }
+}
+
+impl RequestFilter for InboundFilter {
+    fn allow_request(&self, _request: &RequestSpecific, from: SocketAddrV4) -> bool {
+        self.allows(*from.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_derived_not_truncated() {
+        let id = ContentId([7; 32]);
+        let k = key(&id);
+        assert_eq!(k.as_bytes().len(), 20);
+        assert_ne!(&k.as_bytes()[..], &id.as_bytes()[..20]);
+        assert_eq!(key(&id), key(&ContentId([7; 32])));
+        assert_ne!(key(&id), key(&ContentId([8; 32])));
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_answer() {
+        let filter = InboundFilter::new(DhtCounters::default());
+        let loud = Ipv4Addr::new(203, 0, 113, 9);
+        let answered = (0..1_000).filter(|_| filter.allows(loud)).count();
+        assert!(answered <= 2 * INBOUND_PER_ADDRESS as usize + 1, "{answered}");
+        assert!(filter.allows(Ipv4Addr::new(198, 51, 100, 1)), "another address is still answered");
+        assert_eq!(filter.counters.queries_refused.get() as usize, 1_000 - answered);
+    }
+
+    #[test]
+    fn saved_nodes_are_bounded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dht-nodes");
+        let mut text = String::from("not an address\n[::1]:6881\n");
+        for i in 0..1_000u32 {
+            text.push_str(&format!("10.0.{}.{}:6881\n", i / 250, i % 250 + 1));
+        }
+        std::fs::write(&path, text).unwrap();
+        let nodes = saved_nodes(&path);
+        assert_eq!(nodes.len(), SAVED_NODES - 2);
+        assert_eq!(nodes[0], "10.0.0.1:6881".parse().unwrap());
+    }
+}
