@@ -124,7 +124,11 @@ impl Node {
             Some(iroh_options) => {
                 let key = node_key(&options.state)?;
                 owner_keys.push(crate::net::iroh::id_of(&client_key(&options.state)?));
-                Some(Arc::new(Iroh::bind(key, iroh_options, true).await.map_err(StartError::Iroh)?))
+                Some(Arc::new(
+                    Iroh::bind_with_dht(key, iroh_options, true, dht.clone())
+                        .await
+                        .map_err(StartError::Iroh)?,
+                ))
             }
             None => None,
         };
@@ -200,13 +204,19 @@ impl Node {
             discover: match &dht {
                 Some(dht) => Arc::new(crate::discovery::dht::Both(
                     flood.clone(),
-                    Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }),
+                    Arc::new(crate::discovery::dht::DhtHolders {
+                        dht: dht.clone(),
+                        by_id: iroh.is_some(),
+                    }),
                 )),
                 None => flood.clone(),
             },
-            index: dht
-                .as_ref()
-                .map(|dht| Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }) as Arc<dyn crate::discovery::Discover>),
+            index: dht.as_ref().map(|dht| {
+                Arc::new(crate::discovery::dht::DhtHolders {
+                    dht: dht.clone(),
+                    by_id: iroh.is_some(),
+                }) as Arc<dyn crate::discovery::Discover>
+            }),
             me,
             find_more_every: crate::service::FIND_MORE_EVERY,
             finished: Some(crate::service::api::index_in_share(share.clone())),
@@ -286,7 +296,17 @@ impl Node {
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .and_then(|u| u.port_or_known_default())
                 .unwrap_or(local_addr.port());
-            tasks.spawn(crate::tasks::dht_loop(api.clone(), dht.clone(), port, shutdown.child_token()));
+            let nat_as = iroh
+                .as_ref()
+                .and_then(|iroh| hex::decode(iroh.id()).ok())
+                .and_then(|id| <[u8; 32]>::try_from(id).ok());
+            tasks.spawn(crate::tasks::dht_loop(
+                api.clone(),
+                dht.clone(),
+                port,
+                nat_as,
+                shutdown.child_token(),
+            ));
         }
         // A small share is indexed before the node says it is up (it already answers while
         // it waits); a large one goes on being hashed in the background.

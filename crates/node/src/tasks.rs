@@ -174,7 +174,17 @@ const ANNOUNCE_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 /// Keeps the ids this node serves announced on the DHT: each at most every
 /// [`ANNOUNCE_EVERY`], ids never announced first, at most [`ANNOUNCES_PER_SECOND`]; keeps the
 /// routing table in the state directory every [`SAVE_NODES_EVERY`] and at shutdown.
-pub async fn dht_loop(api: Api, dht: std::sync::Arc<crate::net::dht::Dht>, port: u16, shutdown: CancellationToken) {
+///
+/// A node reached by id (`nat_as`, its iroh node id) whose DHT node others cannot reach unasked
+/// is behind NAT: its address in a BEP 5 announce leads nowhere, so it also puts its node id in
+/// each id's record of holders behind NAT ([`crate::net::dht::Dht::add_nat_holder`]).
+pub async fn dht_loop(
+    api: Api,
+    dht: std::sync::Arc<crate::net::dht::Dht>,
+    port: u16,
+    nat_as: Option<[u8; 32]>,
+    shutdown: CancellationToken,
+) {
     use futures_util::StreamExt;
     use std::collections::HashMap;
     use std::time::Instant;
@@ -214,12 +224,21 @@ pub async fn dht_loop(api: Api, dht: std::sync::Arc<crate::net::dht::Dht>, port:
         // share's whole cycle.
         due.truncate(ANNOUNCES_PER_SECOND as usize * ANNOUNCE_CHECK.as_secs() as usize);
         let batch = !due.is_empty();
+        let behind_nat = match nat_as {
+            Some(me) if batch && !dht.info().await.reachable => Some(me),
+            _ => None,
+        };
         let announced = futures_util::stream::iter(due)
             .map(|(_, id)| {
                 let (dht, pace) = (&dht, &pace);
                 async move {
                     pace.until_ready().await;
-                    (id, dht.announce(&id, port).await)
+                    let announced = dht.announce(&id, port).await;
+                    let recorded = match behind_nat {
+                        Some(me) => dht.add_nat_holder(&id, me).await,
+                        None => false,
+                    };
+                    (id, announced || recorded)
                 }
             })
             .buffer_unordered(ANNOUNCES_AT_ONCE)

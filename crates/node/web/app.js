@@ -433,6 +433,26 @@ async function loadPeers() {
     ),
   );
   if (!peers.length) body.append(el("tr", {}, el("td", { colspan: "7" }, "No peers yet.")));
+  loadDht();
+}
+
+// The node on the Mainline DHT (the owner's view: the status holds it).
+async function loadDht() {
+  const line = $("#dht-state");
+  const status = owner ? await api("/status").catch(() => null) : null;
+  if (!status || !status.dht) {
+    line.hidden = true;
+    return;
+  }
+  const dht = status.dht;
+  let text = "Mainline DHT: off.";
+  if (dht.running) {
+    const reach = dht.reachable ? "reachable" : dht.serving ? "serving, not known to be reachable yet" : "not reachable (client mode)";
+    const last = dht.lookups.length ? ` · last lookup ${dht.lookups[0].ms} ms, ${dht.lookups[0].found} found` : "";
+    text = `Mainline DHT: ${dht.nodes} nodes · ${reach} · ${dht.announced} ids announced${last}`;
+  }
+  line.textContent = text;
+  line.hidden = false;
 }
 
 // ---- owner login -----------------------------------------------------------------------------

@@ -53,6 +53,9 @@ pub enum Command {
     /// Show the node's URL, counters and health.
     #[command(after_help = "Example:\n  shoal status --node http://127.0.0.1:4242")]
     Status(RemoteArgs),
+    /// Show the node on the Mainline DHT: routing table, reachability, ids announced, recent lookups.
+    #[command(after_help = "Example:\n  shoal dht --json")]
+    Dht(RemoteArgs),
     /// Print this state directory's node id and ticket (and the id its CLI proves ownership with).
     #[command(
         after_help = "Examples:\n  shoal id\n  shoal id --state ./a-state\n\nWith a node running on the state directory the ticket holds its relay and addresses;\notherwise only the id. Give the ticket to another machine: shoal get NAME --peer TICKET"
@@ -89,6 +92,7 @@ impl Command {
                 | Command::Peers(_)
                 | Command::Downloads(_)
                 | Command::Status(_)
+                | Command::Dht(_)
                 | Command::Config(_)
                 | Command::Id(_)
                 | Command::Completions { .. }
@@ -167,6 +171,9 @@ pub struct NetArgs {
     /// Run no DHT node: holders of a content id are found through peers alone.
     #[arg(long)]
     pub no_dht: bool,
+    /// Where a node named by id alone is looked up, and this node's addresses published: `dht` (the Mainline DHT, when a DHT node runs), `n0` (number 0's DNS service), both, or `none` [default: dht,n0; dht alone with --local-only].
+    #[arg(long, value_name = "dht,n0", value_delimiter = ',')]
+    pub address_lookup: Option<Vec<String>>,
 }
 
 impl NetArgs {
@@ -211,6 +218,19 @@ impl NetArgs {
         options.portmap &= !self.no_portmap;
         options.mdns = (options.mdns || self.mdns) && !self.no_mdns;
         options.bind = self.iroh_listen;
+        if let Some(lookups) = &self.address_lookup {
+            for lookup in lookups {
+                if !matches!(lookup.as_str(), "dht" | "n0" | "none") {
+                    anyhow::bail!("--address-lookup: {lookup:?} is not one of dht, n0, none");
+                }
+            }
+            let named = |what: &str| lookups.iter().any(|l| l == what);
+            if named("n0") && self.local_only {
+                anyhow::bail!("--address-lookup n0 reaches number 0's public service, which --local-only rules out");
+            }
+            options.public_lookup = named("n0");
+            options.dht_lookup = named("dht");
+        }
         Ok(Some(options))
     }
 }

@@ -182,14 +182,85 @@ pub async fn status(args: RemoteArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let dht = node.dht().await.unwrap_or(None);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&crate::remote::to_json(&stats.to_value()))?);
+        let mut json = crate::remote::to_json(&stats.to_value());
+        if let (Some(dht), Some(fields)) = (&dht, json.as_object_mut()) {
+            fields.insert("dht".into(), serde_json::to_value(dht)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("node      {}", stats.url);
         println!("files     {}", stats.files);
         println!("peers     {}", stats.peers);
         println!("messages  {} sent", stats.messages_sent);
+        if let Some(dht) = &dht {
+            println!("dht       {}", dht_summary(dht));
+        }
     }
+    Ok(())
+}
+
+/// One line about the node on the DHT.
+fn dht_summary(dht: &shoal_node::service::remote::DhtState) -> String {
+    if !dht.running {
+        return "off".to_string();
+    }
+    format!(
+        "{} nodes, {}, {} ids announced",
+        dht.nodes,
+        match (dht.reachable, dht.serving) {
+            (true, _) => "reachable",
+            (false, true) => "serving, not known to be reachable yet",
+            (false, false) => "not reachable (client mode)",
+        },
+        dht.announced
+    )
+}
+
+/// `shoal dht`: the node on the Mainline DHT.
+pub async fn dht(args: RemoteArgs) -> anyhow::Result<()> {
+    let node = remote(&args)?;
+    let Some(dht) = node.dht().await? else {
+        anyhow::bail!(
+            "the node at {} does not say how it is on the DHT (an older or a foreign node)",
+            printable(&node.url)
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&dht)?);
+        return Ok(());
+    }
+    println!("dht        {}", dht_summary(&dht));
+    if !dht.running {
+        return Ok(());
+    }
+    println!("size       about {} nodes in the DHT", dht.size_estimate);
+    if let Some(local) = &dht.local {
+        let public = dht.public.as_ref().map(|p| format!(" (others see {p})")).unwrap_or_default();
+        println!("address    udp {local}{public}");
+    }
+    if dht.lookups.is_empty() {
+        println!("lookups    none yet");
+        return Ok(());
+    }
+    println!("lookups    newest first");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rows: Vec<Vec<String>> = dht
+        .lookups
+        .iter()
+        .map(|l| {
+            vec![
+                format!("{} s ago", now.saturating_sub(l.at)),
+                format!("{} ms", l.ms),
+                l.found.to_string(),
+                l.id.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", crate::output::table(&["WHEN", "TOOK", "FOUND", "CONTENT ID"], &rows));
     Ok(())
 }
 

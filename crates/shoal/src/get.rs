@@ -130,12 +130,14 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         headers: args.web.headers.clone(),
         location_trusted: args.web.location_trusted,
         engine: engine_options(&args, max_rate, beneath.clone()),
-        // The DHT is asked for content ids alone: names are searched on peers, URLs need none.
+        // The DHT is asked for content ids' holders and for the addresses of peers named by id
+        // alone: names are searched on peers, and URLs need none.
         dht: if args.hash.is_some()
             || args
                 .targets
                 .iter()
                 .any(|t| t.parse::<shoal_node::service::fetch::ContentId>().is_ok())
+            || args.peers.iter().any(|p| !p.starts_with("http://") && !p.starts_with("https://"))
         {
             args.net.dht_options()
         } else {

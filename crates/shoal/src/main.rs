@@ -81,6 +81,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Peers(args) => commands::peers(args).await,
             cli::Command::Downloads(args) => commands::downloads(args).await,
             cli::Command::Status(args) => commands::status(args).await,
+            cli::Command::Dht(args) => commands::dht(args).await,
             cli::Command::Config(args) => commands::config(args),
             cli::Command::Id(args) => commands::id(args).await,
             cli::Command::Relay(args) => relay::relay(args).await,

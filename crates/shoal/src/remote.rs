@@ -199,6 +199,16 @@ impl Remote {
         self.must("shoal.stats", self.node.stats().await)
     }
 
+    /// The node on the DHT (its addresses and lookups when this command holds the secret);
+    /// `None` from a node that does not know `shoal.dht` or answers something else.
+    pub async fn dht(&self) -> anyhow::Result<Option<shoal_node::service::remote::DhtState>> {
+        match self.node.dht(self.secret.as_deref()).await {
+            Err(CallError::Unexpected { .. }) => Ok(None),
+            Err(CallError::Fault { fault, .. }) if fault.message.contains("not supported") => Ok(None),
+            other => self.must("shoal.dht", other).map(Some),
+        }
+    }
+
     /// The node's counters; `None` when it answered with something that is not them.
     pub async fn stats_checked(&self) -> anyhow::Result<Option<NodeStats>> {
         match self.node.stats().await {

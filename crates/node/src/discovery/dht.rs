@@ -14,6 +14,8 @@ use crate::net::dht::Dht;
 /// The DHT as a [`Discover`].
 pub struct DhtHolders {
     pub dht: Arc<Dht>,
+    /// This node reaches nodes by id (iroh): holders behind NAT are asked for too.
+    pub by_id: bool,
 }
 
 /// The holder URLs of `addrs` that `policy` allows (distinct, in order).
@@ -32,11 +34,25 @@ pub fn holder_urls(addrs: &[std::net::SocketAddrV4], policy: crate::net::Policy)
     urls
 }
 
+/// `iroh://<id>` for each valid node id (32 bytes that are a public key).
+pub fn nat_holder_urls(ids: &[[u8; 32]]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| iroh::EndpointId::from_bytes(id).is_ok())
+        .map(|id| format!("iroh://{}", hex::encode(id)))
+        .collect()
+}
+
 impl Discover for DhtHolders {
     fn holders(&self, id: ContentId) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let addrs = self.dht.peers(&id).await;
-            holder_urls(&addrs, self.dht.policy())
+            let nat = async { if self.by_id { self.dht.nat_holders(&id).await } else { Vec::new() } };
+            let (addrs, nat) = futures_util::future::join(self.dht.peers(&id), nat).await;
+            let mut urls = holder_urls(&addrs, self.dht.policy());
+            self.dht.count_refused((addrs.len() - urls.len()) as u64);
+            // A node id is a holder's word about itself: it is dialled by key, and proves
+            // itself by the bytes it serves.
+            urls.extend(nat_holder_urls(&nat));
+            urls
         })
     }
 }

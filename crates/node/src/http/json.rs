@@ -145,6 +145,7 @@ pub fn routes() -> axum::Router<Api> {
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/session", get(session))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/dht", get(dht))
         .route("/api/v1/downloads", get(downloads).post(start_download))
         .route("/api/v1/downloads/events", get(download_events))
         .route("/api/v1/downloads/pause", post(pause))
@@ -219,6 +220,8 @@ struct StatusBody {
     peers: u64,
     downloads_running: u64,
     messages_sent: u64,
+    /// The node on the Mainline DHT (`running: false` when it runs none).
+    dht: crate::proto::calls::DhtState,
 }
 
 #[derive(Deserialize)]
@@ -484,7 +487,13 @@ async fn status(State(api): State<Api>, _owner: Owner) -> Answer<StatusBody> {
         peers: api.peers().len() as u64,
         downloads_running: api.downloads().iter().filter(|d| d.status == Status::Running).count() as u64,
         messages_sent: api.messages_sent(),
+        dht: api.dht_state(Viewer::Owner).await,
     }))
+}
+
+/// `GET /api/v1/dht`: the node on the Mainline DHT, with its addresses and recent lookups.
+async fn dht(State(api): State<Api>, _owner: Owner) -> Answer<crate::proto::calls::DhtState> {
+    Ok(Json(api.dht_state(Viewer::Owner).await))
 }
 
 /// The owner's view of the downloads, with each download's and source's speed since the

@@ -78,6 +78,31 @@ pub(super) async fn metrics(State(api): State<Api>, _owner: super::json::Owner) 
     }
     registry.register("peers", "Known peers, by kind and state", peers);
 
+    if api.dht().is_some() {
+        let dht = api.dht_state(crate::service::Viewer::Anyone).await;
+        let gauge = |value: u64| {
+            let g = Gauge::<i64>::default();
+            g.set(value as i64);
+            g
+        };
+        registry.register("dht_nodes", "Nodes in the DHT routing table", gauge(dht.nodes));
+        registry.register(
+            "dht_reachable",
+            "1 when others reached this DHT node unasked (not behind a NAT that drops them)",
+            gauge(dht.reachable as u64),
+        );
+        registry.register(
+            "dht_serving",
+            "1 when this DHT node answers queries (server mode)",
+            gauge(dht.serving as u64),
+        );
+        registry.register(
+            "dht_ids_announced",
+            "Content ids announced on the DHT with success lately",
+            gauge(dht.announced),
+        );
+    }
+
     let files = api.list().await.unwrap_or_default();
     let indexed = Gauge::<i64>::default();
     indexed.set(files.len() as i64);

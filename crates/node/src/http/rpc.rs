@@ -125,6 +125,11 @@ pub static METHODS: &[Method] = &[
         handler: |r| Box::pin(download(r)),
     },
     Method {
+        name: calls::Dht::METHOD,
+        help: "shoal.dht([secret]) -> {running, nodes, reachable, serving, size_estimate, announced, lookups}. The node on the Mainline DHT; with the secret also its UDP addresses and its recent lookups.",
+        handler: |r| Box::pin(dht(r)),
+    },
+    Method {
         name: calls::Downloads::METHOD,
         help: "shoal.downloads([secret]) -> [{name, size, done, live_sources, sources, status}]. The node's downloads and their progress; with the secret also their local paths, full source URLs and errors.",
         handler: |r| Box::pin(downloads(r)),
@@ -330,6 +335,18 @@ async fn download(r: Request) -> Answer {
         target: target.to_string_lossy().into_owned(),
     }
     .to_value())
+}
+
+async fn dht(r: Request) -> Answer {
+    let call = calls::Dht::decode(r.params)?;
+    let viewer = match &call.secret {
+        Some(secret) => {
+            r.guard.check_secret(&r.api, &r.caller, secret)?;
+            Viewer::Owner
+        }
+        None => Viewer::Anyone,
+    };
+    Ok(r.api.dht_state(viewer).await.to_value())
 }
 
 async fn downloads(r: Request) -> Answer {

@@ -44,8 +44,25 @@ pub fn key(id: &ContentId) -> Id {
     Id::from_bytes(&derived[..20]).expect("20 bytes make an id")
 }
 
+/// The context string of the key pair of a content id's record of holders behind NAT
+/// ([`holders_key`]).
+pub const HOLDERS_CONTEXT: &str = "shoal 2026-12 holders behind NAT of a content id";
+
+/// The key pair of a content id's open record of holders behind NAT (BEP 44, mutable): its
+/// secret is derived from the id, so anyone who knows the id can read and write it. Its value
+/// is at most [`MAX_NAT_HOLDERS`] node ids of 32 bytes, newest first.
+pub fn holders_key(id: &ContentId) -> mainline::SigningKey {
+    mainline::SigningKey::from_bytes(&blake3::derive_key(HOLDERS_CONTEXT, id.as_bytes()))
+}
+
+/// Most node ids in a record of holders behind NAT (768 bytes, under BEP 44's 1,000).
+pub const MAX_NAT_HOLDERS: usize = 24;
+
 /// Most addresses one lookup hands on (the first ones found; a lookup ends when it has them).
 pub const MAX_PEERS_PER_LOOKUP: usize = 64;
+/// Most addresses taken from one node's answer: a single liar cannot fill a lookup's
+/// [`MAX_PEERS_PER_LOOKUP`] and crowd out the holders other nodes name.
+pub const MAX_PEERS_PER_ANSWER: usize = 16;
 /// Longest a lookup runs.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(15);
 /// Queries answered per second from one address (a burst of twice that).
@@ -94,6 +111,7 @@ pub struct DhtCounters {
     pub announce_failures: Counter,
     pub lookups: Counter,
     pub peers_found: Counter,
+    pub peers_refused: Counter,
 }
 
 /// One lookup, for `shoal dht`.
@@ -278,6 +296,54 @@ impl Dht {
             "Addresses DHT lookups gave (before the address policy)",
             c.peers_found.clone(),
         );
+        registry.register(
+            "dht_peers_refused",
+            "Addresses DHT lookups gave that the address policy refused (never contacted)",
+            c.peers_refused.clone(),
+        );
+    }
+
+    /// The node ids (32 bytes each) that the id's record of holders behind NAT names, newest
+    /// first, at most [`MAX_NAT_HOLDERS`]. Unchecked: anyone may write the record.
+    pub async fn nat_holders(&self, id: &ContentId) -> Vec<[u8; 32]> {
+        let key = holders_key(id).verifying_key().to_bytes();
+        let lookup = self.dht.get_mutable_most_recent(&key, None);
+        let Ok(Some(item)) = tokio::time::timeout(LOOKUP_DEADLINE, lookup).await else {
+            return Vec::new();
+        };
+        nat_holders_of(item.value())
+    }
+
+    /// Puts `me` first in the id's record of holders behind NAT (read, then written with the
+    /// sequence number read, so a concurrent writer's update fails ours rather than being
+    /// lost; one retry).
+    pub async fn add_nat_holder(&self, id: &ContentId, me: [u8; 32]) -> bool {
+        let signer = holders_key(id);
+        let key = signer.verifying_key().to_bytes();
+        for _ in 0..2 {
+            let current = tokio::time::timeout(LOOKUP_DEADLINE, self.dht.get_mutable_most_recent(&key, None))
+                .await
+                .ok()
+                .flatten();
+            let (mut holders, cas) = match &current {
+                Some(item) => (nat_holders_of(item.value()), Some(item.seq())),
+                None => (Vec::new(), None),
+            };
+            holders.retain(|h| *h != me);
+            holders.insert(0, me);
+            holders.truncate(MAX_NAT_HOLDERS);
+            let value: Vec<u8> = holders.concat();
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let seq = cas.map_or(now, |seq| now.max(seq.saturating_add(1)));
+            let item = mainline::MutableItem::new(signer.clone(), &value, seq, None);
+            match self.dht.put_mutable(item, cas).await {
+                Ok(_) => return true,
+                Err(error) => tracing::debug!(%id, %error, "writing the record of holders behind NAT failed"),
+            }
+        }
+        false
     }
 
     /// Announces that this node serves `id` over HTTP on `port` (BEP 5 `announce_peer` to the
@@ -304,8 +370,8 @@ impl Dht {
         self.announced.load(Ordering::Relaxed)
     }
 
-    /// Addresses that say they hold `id`: at most [`MAX_PEERS_PER_LOOKUP`], distinct, within
-    /// [`LOOKUP_DEADLINE`]. Unchecked: the caller applies its address policy.
+    /// Addresses that say they hold `id`: at most [`MAX_PEERS_PER_LOOKUP`], distinct, at most
+    /// [`MAX_PEERS_PER_ANSWER`] from one node's answer, within [`LOOKUP_DEADLINE`]. Unchecked: the caller applies its address policy.
     pub async fn peers(&self, id: &ContentId) -> Vec<SocketAddrV4> {
         self.counters.lookups.inc();
         let started = Instant::now();
@@ -319,7 +385,7 @@ impl Dht {
                 next = stream.next() => match next {
                     None => break,
                     Some(batch) => {
-                        for addr in batch {
+                        for addr in batch.into_iter().take(MAX_PEERS_PER_ANSWER) {
                             if !found.contains(&addr) {
                                 found.push(addr);
                                 if found.len() >= MAX_PEERS_PER_LOOKUP {
@@ -344,6 +410,11 @@ impl Dht {
         }
         recent.push_back(record);
         found
+    }
+
+    /// Counts addresses a lookup gave that the address policy refused.
+    pub fn count_refused(&self, addresses: u64) {
+        self.counters.peers_refused.inc_by(addresses);
     }
 
     /// The latest lookups, newest first.
@@ -384,6 +455,19 @@ impl Dht {
             tracing::debug!(%error, "could not keep the DHT's nodes");
         }
     }
+}
+
+/// The node ids a record's value names: whole 32-byte ids, at most [`MAX_NAT_HOLDERS`],
+/// distinct.
+fn nat_holders_of(value: &[u8]) -> Vec<[u8; 32]> {
+    let mut out: Vec<[u8; 32]> = Vec::new();
+    for chunk in value.chunks_exact(32).take(MAX_NAT_HOLDERS) {
+        let id: [u8; 32] = chunk.try_into().expect("32 bytes");
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// Limits the queries this node answers: [`INBOUND_PER_ADDRESS`] per second from one address
@@ -447,6 +531,25 @@ mod tests {
         assert_ne!(&k.as_bytes()[..], &id.as_bytes()[..20]);
         assert_eq!(key(&id), key(&ContentId([7; 32])));
         assert_ne!(key(&id), key(&ContentId([8; 32])));
+    }
+
+    #[test]
+    fn a_record_of_holders_is_read_with_its_bounds() {
+        let mut value: Vec<u8> = Vec::new();
+        for i in 0..40u8 {
+            value.extend([i; 32]);
+        }
+        value.extend([1u8; 32]);
+        value.extend([9u8; 5]);
+        let holders = nat_holders_of(&value);
+        assert_eq!(holders.len(), MAX_NAT_HOLDERS);
+        assert_eq!(holders[0], [0u8; 32]);
+        assert_eq!(nat_holders_of(&[[3u8; 32], [3u8; 32]].concat()), vec![[3u8; 32]]);
+        assert!(nat_holders_of(&[7u8; 31]).is_empty());
+        // Anyone who knows the id derives the same key, and only that id's.
+        let id = ContentId([5; 32]);
+        assert_eq!(holders_key(&id).to_bytes(), holders_key(&ContentId([5; 32])).to_bytes());
+        assert_ne!(holders_key(&id).to_bytes(), holders_key(&ContentId([6; 32])).to_bytes());
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct IrohOptions {
     pub mdns: bool,
     /// Publishing and resolving addresses through iroh's public DNS (so a bare id can be dialled).
     pub public_lookup: bool,
+    /// Publishing and resolving addresses on the Mainline DHT, when the node runs a DHT node
+    /// (`--address-lookup dht`).
+    pub dht_lookup: bool,
     /// The UDP address to bind (by default any address, a free port).
     pub bind: Option<SocketAddr>,
     /// Certificate authorities trusted for relays besides the built-in web roots (`--ca-cert`:
@@ -69,6 +72,7 @@ impl IrohOptions {
             portmap: true,
             mdns: true,
             public_lookup: true,
+            dht_lookup: true,
             bind: None,
             extra_roots: Vec::new(),
         }
@@ -82,6 +86,7 @@ impl IrohOptions {
             portmap: false,
             mdns: false,
             public_lookup: false,
+            dht_lookup: true,
             bind: None,
             extra_roots: Vec::new(),
         }
@@ -186,6 +191,17 @@ impl std::fmt::Debug for Iroh {
 impl Iroh {
     /// Binds an endpoint with `key`. With `accept`, it takes connections for [`ALPN`].
     pub async fn bind(key: SecretKey, options: &IrohOptions, accept: bool) -> Result<Iroh, String> {
+        Iroh::bind_with_dht(key, options, accept, None).await
+    }
+
+    /// [`Iroh::bind`], with node addresses published and resolved on `dht` too (when
+    /// `options.dht_lookup`); an endpoint that accepts publishes its own.
+    pub async fn bind_with_dht(
+        key: SecretKey,
+        options: &IrohOptions,
+        accept: bool,
+        dht: Option<std::sync::Arc<super::dht::Dht>>,
+    ) -> Result<Iroh, String> {
         let memory = MemoryLookup::new();
         let relay_mode = options.relay_mode()?;
         let with_relays = !matches!(relay_mode, RelayMode::Disabled);
@@ -206,6 +222,11 @@ impl Iroh {
                 .address_lookup(::iroh::address_lookup::PkarrPublisher::n0_dns())
                 .address_lookup(::iroh::address_lookup::PkarrResolver::n0_dns())
                 .address_lookup(::iroh::address_lookup::DnsAddressLookup::n0_dns());
+        }
+        if let Some(dht) = dht.filter(|_| options.dht_lookup) {
+            let relays: Vec<String> = relays.urls::<Vec<RelayUrl>>().iter().map(|r| r.to_string()).collect();
+            let publisher = accept.then(|| key.clone());
+            builder = builder.address_lookup(super::dht_lookup::DhtAddressLookup::new(dht, publisher, relays));
         }
         if !options.portmap {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod dht;
+pub mod dht_lookup;
 pub mod iroh;
 pub mod metrics;
 pub mod node;

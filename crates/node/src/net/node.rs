@@ -13,9 +13,9 @@ use shoal_xmlrpc::Value;
 
 use super::{CallError, Client};
 use crate::proto::calls::{
-    Call, Content, Control, Download, DownloadRow, DownloadRows, DownloadStarted, Downloads, Fetch, FolderPage, Hello, ListFolder,
-    ListMethods, Locate, LocateAnswer, MatchLimits, Matches, Member, Members, Names, NodeStats, PeerRow, PeerRows, PeerTable, PeerUrls,
-    Peers, Query, Search, SearchMatch, Stats, Swarm,
+    Call, Content, Control, Dht, DhtState, Download, DownloadRow, DownloadRows, DownloadStarted, Downloads, Fetch, FolderPage, Hello,
+    ListFolder, ListMethods, Locate, LocateAnswer, MatchLimits, Matches, Member, Members, Names, NodeStats, PeerRow, PeerRows, PeerTable,
+    PeerUrls, Peers, Query, Search, SearchMatch, Stats, Swarm,
 };
 use crate::proto::limits::{
     LIST_ANSWER_BYTES, LOCATE_ANSWER_BYTES, PEERS_ANSWER_BYTES, SEARCH_ANSWER_BYTES, SMALL_ANSWER_BYTES, SWARM_ANSWER_BYTES,
@@ -158,6 +158,15 @@ impl<'a> NodeClient<'a> {
     pub async fn stats(&self) -> Result<NodeStats, CallError> {
         let answer = self.send(&Stats, OWNER_DEADLINE, SMALL_ANSWER_BYTES).await?;
         NodeStats::from_value(answer).ok_or_else(|| self.unexpected(Stats::METHOD))
+    }
+
+    /// `shoal.dht`: the node on the DHT (its addresses and lookups with the owner's secret).
+    pub async fn dht(&self, secret: Option<&str>) -> Result<DhtState, CallError> {
+        let call = Dht {
+            secret: secret.map(String::from),
+        };
+        let answer = self.send(&call, OWNER_DEADLINE, SMALL_ANSWER_BYTES).await?;
+        DhtState::from_value(answer).ok_or_else(|| self.unexpected(Dht::METHOD))
     }
 
     /// The seed's `fetch`: the node downloads into its share and answers when it is done.

@@ -254,14 +254,25 @@ impl Fetcher {
             }))
             .collect();
         let mut asked: Vec<String> = peers.to_vec();
+        let mut indexed: Vec<String> = Vec::new();
         if let (Some(index), Some(id)) = (&self.inner.index, ids.first()) {
             for url in index.holders(*id).await {
                 if !asked.contains(&url) && !self.inner.me.contains(&url) {
-                    asked.push(url);
+                    asked.push(url.clone());
+                    indexed.push(url);
                 }
             }
         }
         let mut job = resolve::resolve(&self.inner.client, &asked, targets, hash, output).await?;
+        // Every holder the index named is a source, whether or not it answered the search:
+        // the engine checks what each serves against the id.
+        if job.id.is_some_and(|id| ids.contains(&id)) {
+            for url in indexed {
+                if !job.peers.contains(&url) {
+                    job.peers.push(url);
+                }
+            }
+        }
         job.peers.retain(|u| !self.inner.me.contains(u));
         Ok(job)
     }

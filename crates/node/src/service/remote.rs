@@ -13,7 +13,9 @@ use crate::options::IrohOptions;
 use crate::proto::calls::{Control, Fetch, Search};
 
 pub use crate::net::CallError;
-pub use crate::proto::calls::{Action, Download, DownloadRow, DownloadRows, DownloadStarted, NodeStats, PeerRow, PeerRows};
+pub use crate::proto::calls::{
+    Action, DhtState, Download, DownloadRow, DownloadRows, DownloadStarted, LookupRow, NodeStats, PeerRow, PeerRows,
+};
 /// The fault codes a command tells apart.
 pub use crate::proto::faults;
 
@@ -178,6 +180,11 @@ impl RemoteNode {
     /// The node's counters.
     pub async fn stats(&self) -> Result<NodeStats, CallError> {
         self.node().await?.stats().await
+    }
+
+    /// The node on the DHT (in full with the secret).
+    pub async fn dht(&self, secret: Option<&str>) -> Result<crate::proto::calls::DhtState, CallError> {
+        self.node().await?.dht(secret).await
     }
 }
 

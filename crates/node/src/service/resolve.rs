@@ -195,11 +195,18 @@ pub async fn resolve(
         && job.peers.is_empty()
         && !peers.is_empty()
     {
-        let found: Vec<Match> = search_peers(client, peers, &id.to_string(), deadline)
-            .await
-            .into_iter()
-            .filter(|m| m.id == id)
-            .collect();
+        // A hop asks at most MAX_FANOUT peers; holders from an index (the DHT) may be more,
+        // so they are asked in a few such groups at once.
+        let pattern = id.to_string();
+        let groups = peers
+            .chunks(crate::discovery::MAX_FANOUT)
+            .take(4)
+            .map(|group| search_peers(client, group, &pattern, deadline));
+        let mut merged = crate::discovery::Merged::default();
+        for found in futures_util::future::join_all(groups).await.into_iter().flatten() {
+            merged.add(found);
+        }
+        let found: Vec<Match> = merged.into_sorted().into_iter().filter(|m| m.id == id).collect();
         for m in &found {
             job.size = Some(m.size);
             job.peers.extend(m.urls.iter().cloned());

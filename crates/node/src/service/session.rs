@@ -123,17 +123,29 @@ impl Session {
             }
             peers.retain(|p| !is_keyed(p));
         }
-        // An endpoint is bound only when some peer is named by id: a download from http peers
-        // and mirrors alone opens none.
+        // The DHT first: the iroh endpoint resolves node ids on it.
+        let dht = match dht {
+            Some(mut options) => {
+                options.nodes_file.get_or_insert_with(|| state.join(crate::state::DHT_NODES_FILE));
+                Some(crate::net::dht::Dht::spawn(options, Default::default()).await?)
+            }
+            None => None,
+        };
+        // An endpoint is bound only when some peer is named by id, or the DHT may name holders
+        // by id: a download from http peers and mirrors alone opens none.
         let iroh = match iroh {
-            Some(mut options) if peers.iter().any(is_keyed) => {
+            Some(mut options) if peers.iter().any(is_keyed) || dht.is_some() => {
                 for path in &ca_certs {
                     options
                         .extra_roots
                         .extend(crate::net::load_ca_der(path).map_err(SessionError::CaCert)?);
                 }
                 let key = crate::state::client_key(&state)?;
-                Some(Arc::new(Iroh::bind(key, &options, false).await.map_err(SessionError::Iroh)?))
+                Some(Arc::new(
+                    Iroh::bind_with_dht(key, &options, false, dht.clone())
+                        .await
+                        .map_err(SessionError::Iroh)?,
+                ))
             }
             _ => None,
         };
@@ -146,21 +158,17 @@ impl Session {
         spelled.sort();
         spelled.dedup();
         let stop = CancellationToken::new();
-        let dht = match dht {
-            Some(mut options) => {
-                options.nodes_file.get_or_insert_with(|| state.join(crate::state::DHT_NODES_FILE));
-                Some(crate::net::dht::Dht::spawn(options, Default::default()).await?)
-            }
-            None => None,
-        };
         let fixed: Arc<dyn crate::discovery::Discover> = Arc::new(FixedPeers {
             client: client.clone(),
             peers: spelled.clone(),
             deadline: FIND_MORE_EVERY,
         });
-        let index = dht
-            .as_ref()
-            .map(|dht| Arc::new(crate::discovery::dht::DhtHolders { dht: dht.clone() }) as Arc<dyn crate::discovery::Discover>);
+        let index = dht.as_ref().map(|dht| {
+            Arc::new(crate::discovery::dht::DhtHolders {
+                dht: dht.clone(),
+                by_id: client.iroh().is_some(),
+            }) as Arc<dyn crate::discovery::Discover>
+        });
         let fetcher = Fetcher::new(FetcherParts {
             downloads: Downloads::new(Engine::new(db, client.clone(), engine)?, TaskTracker::new(), stop.clone()),
             client: client.clone(),

@@ -15,7 +15,9 @@ use super::downloads::DownloadInfo;
 use crate::discovery::Route;
 use crate::discovery::peers::PeerInfo;
 use crate::net::metrics::{MethodLabel, RouteLabel};
-use crate::proto::calls::{DownloadRow, IrohName, NodeStats, PeerActivity, PeerRow, PeerState, RouteParams, SourceRow};
+use crate::proto::calls::{
+    DhtState, DownloadRow, IrohName, LookupRow, NodeStats, PeerActivity, PeerRow, PeerState, RouteParams, SourceRow,
+};
 use crate::proto::url::redact;
 
 /// Who a view is for.
@@ -161,6 +163,39 @@ impl Api {
             peers: self.peers().len() as u64,
             messages_sent: self.messages_sent(),
         })
+    }
+
+    /// The node on the Mainline DHT (`shoal.dht`); the owner also sees its addresses and its
+    /// recent lookups.
+    pub async fn dht_state(&self, viewer: Viewer) -> DhtState {
+        let Some(dht) = self.dht() else {
+            return DhtState::default();
+        };
+        let info = dht.info().await;
+        let owner = viewer == Viewer::Owner;
+        DhtState {
+            running: true,
+            nodes: info.nodes as u64,
+            reachable: info.reachable,
+            serving: info.serving,
+            size_estimate: info.size_estimate as u64,
+            announced: dht.announced_ids(),
+            local: owner.then(|| info.local.to_string()),
+            public: info.public.filter(|_| owner).map(|a| a.to_string()),
+            lookups: if owner {
+                dht.recent_lookups()
+                    .into_iter()
+                    .map(|l| LookupRow {
+                        id: l.id.to_string(),
+                        at: l.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                        ms: l.took.as_millis() as u64,
+                        found: l.found as u64,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     /// The route a caller of a forwarded search asked for, clamped to this node's own limits.

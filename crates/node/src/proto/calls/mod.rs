@@ -21,6 +21,7 @@
 //! | [`peers`] | `shoal.peers()`, peer exchange | peer URLs ([`PeerUrls`]) |
 //! | [`peer_table`] | `shoal.peer_table()` | the table ([`PeerRows`]) |
 //! | [`stats`] | `shoal.stats()` | counters ([`NodeStats`]) |
+//! | [`dht`] | `shoal.dht([secret])` | the node on the Mainline DHT ([`DhtState`]) |
 //! | [`download`] | `shoal.download(secret, targets, {output, hash, force, peers})` | [`DownloadStarted`] |
 //! | [`downloads`] | `shoal.downloads([secret])` | the downloads ([`DownloadRows`]) |
 //! | [`swarm`] | `shoal.swarm(id, url, pieces)`, who else fetches an id | members ([`Members`]) |
@@ -31,6 +32,7 @@
 //! (`serde::Serialize`, with the JSON API's own field names and shape where the two differ).
 
 pub mod control;
+pub mod dht;
 pub mod download;
 pub mod downloads;
 pub mod fetch;
@@ -55,6 +57,7 @@ use shoal_xmlrpc::Value;
 use super::limits::{MAX_QUERY_ID, MAX_SIZE};
 
 pub use control::{Action, Control};
+pub use dht::{Dht, DhtState, LookupRow};
 pub use download::{Download, DownloadStarted};
 pub use downloads::{DownloadRow, DownloadRows, Downloads, SourceRow, UploadRow};
 pub use fetch::Fetch;
