@@ -236,6 +236,9 @@ pub async fn dht(args: RemoteArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("size       about {} nodes in the DHT", dht.size_estimate);
+    if dht.published {
+        println!("by id      this node's addresses are on the DHT: its node id alone leads to it");
+    }
     if let Some(local) = &dht.local {
         let public = dht.public.as_ref().map(|p| format!(" (others see {p})")).unwrap_or_default();
         println!("address    udp {local}{public}");

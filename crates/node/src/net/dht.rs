@@ -150,6 +150,8 @@ pub struct Dht {
     lookups: Mutex<VecDeque<LookupRecord>>,
     /// Ids announced with success lately.
     announced: AtomicU64,
+    /// The node's address record (BEP 44, under its node key) was put on the DHT.
+    published: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Dht {
@@ -254,6 +256,7 @@ impl Dht {
             nodes_file: options.nodes_file.clone(),
             lookups: Mutex::new(VecDeque::new()),
             announced: AtomicU64::new(0),
+            published: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -363,6 +366,16 @@ impl Dht {
     /// Sets how many ids the node has announced with success lately.
     pub fn set_announced_ids(&self, ids: u64) {
         self.announced.store(ids, Ordering::Relaxed);
+    }
+
+    /// Notes that the node's address record was put on the DHT.
+    pub fn set_published(&self) {
+        self.published.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the node's address record is on the DHT (a node id alone leads to it).
+    pub fn published(&self) -> bool {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Ids the node has announced with success lately (within twice the announce period).

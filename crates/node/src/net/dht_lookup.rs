@@ -134,10 +134,11 @@ impl DhtAddressLookup {
             };
             if due {
                 tracing::debug!(reachable, "putting this node's address record on the DHT");
-                if let Some(item) = record(&key, &data, reachable)
-                    && let Err(error) = self.inner.dht.handle().put_mutable(item, None).await
-                {
-                    tracing::debug!(%error, "publishing this node's addresses on the DHT failed");
+                if let Some(item) = record(&key, &data, reachable) {
+                    match self.inner.dht.handle().put_mutable(item, None).await {
+                        Ok(_) => self.inner.dht.set_published(),
+                        Err(error) => tracing::debug!(%error, "publishing this node's addresses on the DHT failed"),
+                    }
                 }
                 last = Some((reachable, std::time::Instant::now()));
             }

@@ -180,6 +180,7 @@ impl Api {
             serving: info.serving,
             size_estimate: info.size_estimate as u64,
             announced: dht.announced_ids(),
+            published: dht.published(),
             local: owner.then(|| info.local.to_string()),
             public: info.public.filter(|_| owner).map(|a| a.to_string()),
             lookups: if owner {

@@ -271,6 +271,12 @@ impl Node {
         self.line_after("ticket ")
     }
 
+    /// The UDP address of the node's DHT node, from its `DHT node on udp ...` line (before the
+    /// node id and ticket lines).
+    pub fn dht_addr(&mut self) -> String {
+        self.line_after("DHT node on udp ")
+    }
+
     /// The node's id, from its `node id ...` line (before the ticket line).
     pub fn id(&mut self) -> String {
         self.line_after("node id ")

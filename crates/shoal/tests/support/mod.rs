@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -245,4 +248,121 @@ impl Drop for Tmpfs {
 /// The fields of a JSON line from `shoal get --json`.
 pub fn json(line: &str) -> Option<serde_json::Value> {
     serde_json::from_str(line).ok()
+}
+
+/// A stranger that says it holds every piece of one file, and then serves wrong bytes
+/// (`lie = Wrong`) or says it lacks them (`lie = Lacks`).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Lie {
+    Wrong,
+    Lacks,
+}
+
+pub struct Liar {
+    pub url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Liar {
+    pub fn start(id: &str, size: usize, lie: Lie) -> Liar {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (id, flag) = (id.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => Liar::answer(stream, &id, size, lie),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Liar {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn answer(mut stream: TcpStream, id: &str, size: usize, lie: Lie) {
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut words = text.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let range = text
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
+            .and_then(|r| {
+                r.split_once('-')
+                    .map(|(a, b)| (a.parse::<usize>().ok(), b.trim().parse::<usize>().ok()))
+            });
+        let count = size.div_ceil(MIB);
+        let reply = |stream: &mut TcpStream, status: &str, headers: &[String], body: &[u8]| {
+            let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+            for h in headers {
+                out.push_str(h);
+                out.push_str("\r\n");
+            }
+            out.push_str("\r\n");
+            let _ = stream.write_all(out.as_bytes());
+            if method != "HEAD" {
+                let _ = stream.write_all(body);
+            }
+        };
+        if path.starts_with(&format!("/have/{id}")) {
+            let mut bits = vec![0xffu8; count.div_ceil(8)];
+            let spare = count.div_ceil(8) * 8 - count;
+            if spare > 0 {
+                *bits.last_mut().unwrap() &= 0xff << spare;
+            }
+            if path.contains("since=") {
+                // A long poll: nothing new, after a while.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            reply(&mut stream, "200 OK", &["shoal-have: 1".into()], &bits);
+        } else if path == format!("/content/{id}") {
+            match (lie, range) {
+                (_, None) => reply(&mut stream, "200 OK", &[], &[]),
+                (Lie::Lacks, Some(_)) => reply(
+                    &mut stream,
+                    "416 Range Not Satisfiable",
+                    &[format!("content-range: bytes */{size}"), "shoal-lacks: 1".into()],
+                    &[],
+                ),
+                (Lie::Wrong, Some((Some(start), Some(end)))) => {
+                    let junk = random_bytes(end + 1 - start, start as u64 + 7);
+                    reply(
+                        &mut stream,
+                        "206 Partial Content",
+                        &[format!("content-range: bytes {start}-{end}/{size}")],
+                        &junk,
+                    );
+                }
+                _ => reply(&mut stream, "400 Bad Request", &[], &[]),
+            }
+        } else {
+            reply(&mut stream, "404 Not Found", &[], &[]);
+        }
+    }
+}
+
+impl Drop for Liar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

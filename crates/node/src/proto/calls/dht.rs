@@ -70,6 +70,8 @@ pub struct DhtState {
     pub size_estimate: u64,
     /// Content ids it announced with success lately.
     pub announced: u64,
+    /// Its address record is on the DHT: other nodes reach it by its node id alone.
+    pub published: bool,
     /// Its UDP address (the owner's view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local: Option<String>,
@@ -89,6 +91,7 @@ impl DhtState {
         f.insert("serving".into(), Value::Boolean(self.serving));
         f.insert("size_estimate".into(), shoal_xmlrpc::size_value(self.size_estimate));
         f.insert("announced".into(), shoal_xmlrpc::size_value(self.announced));
+        f.insert("published".into(), Value::Boolean(self.published));
         if let Some(local) = &self.local {
             f.insert("local".into(), Value::String(local.clone()));
         }
@@ -140,6 +143,7 @@ impl DhtState {
             serving: flag(&f, "serving")?,
             size_estimate: count(&f, "size_estimate", u64::MAX)?,
             announced: count(&f, "announced", u64::MAX)?,
+            published: flag(&f, "published").unwrap_or(false),
             local: text(&f, "local", MAX_TEXT),
             public: text(&f, "public", MAX_TEXT),
             lookups,
@@ -163,6 +167,7 @@ mod tests {
             serving: true,
             size_estimate: 70,
             announced: 2,
+            published: true,
             local: Some("127.0.0.1:6881".into()),
             public: None,
             lookups: vec![LookupRow {
