@@ -238,7 +238,8 @@ pub async fn dht_loop(
                         Some(me) => dht.add_nat_holder(&id, me).await,
                         None => false,
                     };
-                    (id, announced || recorded)
+                    // Behind NAT the BEP 5 address leads nowhere: the record is what counts.
+                    (id, if behind_nat.is_some() { recorded } else { announced })
                 }
             })
             .buffer_unordered(ANNOUNCES_AT_ONCE)
