@@ -42,7 +42,7 @@ fn the_seed_flow_works_from_the_browser_alone() {
     let mine = Serve::start(
         &mine_dir,
         &root.path().join("mine-state"),
-        &["--secret", "owner-secret", "--peer", &holder.url],
+        &["--secret", "owner-secret", "--peer", &holder.url, "--dht-listen", "127.0.0.1:0"],
     );
     mine.wait_indexed("my-photo.jpg");
 

@@ -8,7 +8,7 @@ Checks, in order: the page lists the node's files; owner actions are refused wit
 search finds a file only the peer holds; a click downloads it and its bar reaches 100%; a reload
 keeps the session and another tab asks for the login; the session cookie, which the browser
 sends to another web server on another port of the host, is not the owner when replayed alone;
-a slow download is paused and resumed and reaches 100%; the peers view lists the peer; logging
+a slow download is paused and resumed and reaches 100%; the peers view lists the peer and shows the DHT; logging
 out forgets the session; no JavaScript error reached the console.
 Every wait is bounded. Exit status 0 when every check held; the failure is printed otherwise.
 """
@@ -186,6 +186,10 @@ def main():
         # 6. The peers view lists the peer this node was started with, as a shoal node.
         browser.get(url + "/#peers")
         wait.until(lambda b: "shoal" in b.find_element(By.ID, "peers-table").text)
+        # The owner sees the node on the Mainline DHT there (it runs one: --dht-listen).
+        wait.until(lambda b: "Mainline DHT:" in b.find_element(By.ID, "dht-state").text)
+        dht = browser.find_element(By.ID, "dht-state").text
+        assert " nodes · " in dht and "ids announced" in dht, dht
         shot("peers.png")
 
         # 7. Logging out ends the session and forgets the token.
