@@ -144,6 +144,20 @@ fn a_fresh_get_that_knows_only_a_bootstrap_finds_the_holder_among_dozens_of_node
         lookups.iter().any(|l| l["id"] == id.as_str() && l["found"].as_u64() >= Some(1)),
         "{state}"
     );
+    // The seed's own call, from Python's xmlrpc: `fetch(id, secret)` on another node of the
+    // DHT answers once the file is in its share, under the name its holder gives.
+    let fetcher = &others[DOZENS - 2].0;
+    let mut python = Command::new("python3");
+    python.args([
+        "-c",
+        "import sys, xmlrpc.client as x; print(x.ServerProxy(sys.argv[1]).fetch(sys.argv[2], 'x'))",
+        &fetcher.url,
+        &id,
+    ]);
+    let answered = run(python, "").expect_code(0);
+    assert_eq!(answered.stdout().trim(), "0", "{}", answered.describe());
+    assert_eq!(read(&fetcher.dir.join("found.bin")), data);
+
     // The holder says what it announced; status, the JSON API and /metrics show the DHT.
     assert!(dht_state(&holder)["announced"].as_u64() >= Some(1));
     let status = run_args(["status", "--node", &seeker.url, "--secret", "x"]).expect_code(0);

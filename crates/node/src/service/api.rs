@@ -682,6 +682,9 @@ impl Api {
         if name.ends_with('/') {
             return self.fetch_folder(name).await;
         }
+        if let Ok(id) = name.parse::<ContentId>() {
+            return self.fetch_id(id).await;
+        }
         let name = check_name(name)?;
         let target = self.share_target(&name).await?;
         if tokio::fs::symlink_metadata(&target).await.is_ok() {
@@ -696,6 +699,32 @@ impl Api {
             }
         }
         result
+    }
+
+    /// `fetch(content_id, secret)`: the file of that id, from its holders among the peers and on
+    /// the DHT, into the share under the name its holders give (the id when none does).
+    async fn fetch_id(&self, id: ContentId) -> Result<(), ApiError> {
+        let peers = self.live_peer_urls();
+        let root = self.inner.share.root().to_path_buf();
+        let mut job = self
+            .inner
+            .fetcher
+            .resolve(&peers, &[id.to_string()], None, Some(&root))
+            .await
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        let file_name = job
+            .target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| id.to_string());
+        let name = check_name(&file_name)?;
+        let target = self.share_target(&name).await?;
+        if tokio::fs::symlink_metadata(&target).await.is_ok() {
+            return Err(ApiError::Exists(name.to_string()));
+        }
+        job.target = target;
+        job.name = name.to_string();
+        self.run_job(job).await
     }
 
     /// `fetch("photos/", secret)`: every file under the folder on the live peers, each to the
