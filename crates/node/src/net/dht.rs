@@ -63,6 +63,8 @@ pub const MAX_PEERS_PER_LOOKUP: usize = 64;
 /// Most addresses taken from one node's answer: a single liar cannot fill a lookup's
 /// [`MAX_PEERS_PER_LOOKUP`] and crowd out the holders other nodes name.
 pub const MAX_PEERS_PER_ANSWER: usize = 16;
+/// How long a lookup goes on after its first address, for more.
+pub const AFTER_FIRST_PEER: Duration = Duration::from_millis(500);
 /// Longest a lookup runs.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(15);
 /// Queries answered per second from one address (a burst of twice that).
@@ -384,7 +386,8 @@ impl Dht {
     }
 
     /// Addresses that say they hold `id`: at most [`MAX_PEERS_PER_LOOKUP`], distinct, at most
-    /// [`MAX_PEERS_PER_ANSWER`] from one node's answer, within [`LOOKUP_DEADLINE`]. Unchecked: the caller applies its address policy.
+    /// [`MAX_PEERS_PER_ANSWER`] from one node's answer, within [`LOOKUP_DEADLINE`] and at most
+    /// [`AFTER_FIRST_PEER`] after the first. Unchecked: the caller applies its address policy.
     pub async fn peers(&self, id: &ContentId) -> Vec<SocketAddrV4> {
         self.counters.lookups.inc();
         let started = Instant::now();
@@ -392,9 +395,16 @@ impl Dht {
         let mut stream = self.dht.get_peers(key(id));
         let deadline = tokio::time::sleep(LOOKUP_DEADLINE);
         tokio::pin!(deadline);
+        // Once an address is found the lookup waits only a moment for more: its last steps
+        // wait on nodes that are gone (2 s each in `mainline`), and a running download asks
+        // again for more holders every 15 s.
+        let grace = tokio::time::sleep(LOOKUP_DEADLINE);
+        tokio::pin!(grace);
+        let mut grace_set = false;
         'lookup: loop {
             tokio::select! {
                 () = &mut deadline => break,
+                () = &mut grace, if grace_set => break,
                 next = stream.next() => match next {
                     None => break,
                     Some(batch) => {
@@ -405,6 +415,10 @@ impl Dht {
                                     break 'lookup;
                                 }
                             }
+                        }
+                        if !grace_set && !found.is_empty() {
+                            grace.as_mut().reset(tokio::time::Instant::now() + AFTER_FIRST_PEER);
+                            grace_set = true;
                         }
                     }
                 },
