@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, pattern, read, run, run_args, shoal};
+use common::{Node, in_ns, ip, pattern, read, run, run_args, shoal};
 use support::{Liar, Lie};
 
 /// How many nodes make the DHT of the first test, the bootstrap and the holder aside.
@@ -424,25 +424,6 @@ fn hostile_dht_answers_leave_the_file_right_and_reach_nothing_forbidden() {
 /// A network namespace made for one test, deleted when dropped.
 struct Netns(String);
 
-fn ip(args: &[&str]) {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("running ip {args:?} (iproute2 is needed, and root): {e}"));
-    assert!(status.success(), "ip {args:?} failed");
-}
-
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?} in {ns}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} in {ns} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 impl Netns {
     /// A namespace with loopback up, an interface (one end of a veth pair) with an address and a default route (so
     /// a packet for anywhere would go out), and iptables rules that count and drop every UDP
@@ -474,16 +455,7 @@ impl Netns {
     }
 
     fn shoal(&self) -> Command {
-        let template = shoal();
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0, common::bin()]);
-        for (key, value) in template.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        command
+        common::shoal_in(&self.0)
     }
 }
 

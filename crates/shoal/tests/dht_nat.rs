@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Output, START_TIMEOUT, read, run, shoal};
+use common::{Output, START_TIMEOUT, in_ns, ip, read, run, shoal_in};
 
 /// The lab's "internet" (a documentation range would be refused by shoal's address policy).
 const RELAY_IP: &str = "11.22.0.10";
@@ -30,37 +30,6 @@ const HOST_A_IP: &str = "10.1.0.2";
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest the seeker's `shoal get` may run.
 const GET_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("running ip {args:?} (iproute2 is needed, and root): {e}"));
-    assert!(status.success(), "ip {args:?} failed");
-}
-
-fn in_ns(ns: &str, program: &str, args: &[&str]) {
-    let status = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program} {args:?} in {ns}: {e}"));
-    assert!(status.success(), "{program} {args:?} in {ns} failed");
-}
-
-/// `shoal` inside namespace `ns`, with the environment of [`common::shoal`].
-fn shoal_in(ns: &str) -> Command {
-    let template = shoal();
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns, common::bin()]);
-    for (key, value) in template.get_envs() {
-        match value {
-            Some(value) => command.env(key, value),
-            None => command.env_remove(key),
-        };
-    }
-    command
-}
 
 /// The lab's namespaces, deleted (with whatever still runs in them) when dropped, in reverse
 /// order of creation. A namespace is recorded as soon as it exists, so a set-up that fails

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, pattern, read, run, run_args, shoal};
+use common::{Node, in_ns, ip, pattern, read, run, run_args, shoal};
 
 /// A node sharing `files`, started with `extra` flags; the temporary directory lives as long as
 /// the returned guard.
@@ -270,23 +270,6 @@ fn one_download_mixes_an_iroh_peer_a_tcp_peer_and_a_mirror() {
 /// A network namespace made for one test, deleted when dropped.
 struct Netns(String);
 
-fn ip(args: &[&str]) {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("running ip {args:?} (iproute2 is needed, and root): {e}"));
-    assert!(status.success(), "ip {args:?} failed");
-}
-
-fn in_ns(ns: &str, program: &str, args: &[&str]) {
-    let status = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program} {args:?} in {ns}: {e}"));
-    assert!(status.success(), "{program} {args:?} in {ns} failed");
-}
-
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("shoal-{tag}-{}", std::process::id());
@@ -299,16 +282,7 @@ impl Netns {
 
     /// `shoal` inside the namespace, with the environment of [`common::shoal`].
     fn shoal(&self) -> Command {
-        let template = shoal();
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0, common::bin()]);
-        for (key, value) in template.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        command
+        common::shoal_in(&self.0)
     }
 }
 

@@ -357,3 +357,38 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
         .collect()
 }
+
+/// `ip ARGS` (iproute2; the namespace tests need root).
+pub fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running ip {args:?} (iproute2 is needed, and root): {e}"));
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// `PROGRAM ARGS` inside the network namespace `ns`; its standard output.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?} in {ns}: {e}"));
+    assert!(out.status.success(), "{program} {args:?} in {ns} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `shoal` inside the network namespace `ns`, with the environment of [`shoal`].
+pub fn shoal_in(ns: &str) -> Command {
+    let template = shoal();
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, bin()]);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+}
