@@ -28,16 +28,8 @@ fn node(files: &[(&str, &[u8])], flags: &[&str]) -> (Node, tempfile::TempDir) {
     node_with(shoal(), files, flags)
 }
 
-fn node_with(mut command: Command, files: &[(&str, &[u8])], flags: &[&str]) -> (Node, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, state) = (tmp.path().join("shared"), tmp.path().join("state"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents).unwrap();
-    }
-    command.arg("serve").arg("--dir").arg(&dir).arg("--state").arg(&state);
-    command.args(["--listen", "127.0.0.1:0", "--secret", "x"]).args(flags);
-    (Node::spawn(command, dir, state), tmp)
+fn node_with(command: Command, files: &[(&str, &[u8])], flags: &[&str]) -> (Node, tempfile::TempDir) {
+    common::serve_with(command, files, flags)
 }
 
 /// `shoal dht --json` of a node, as its owner.
@@ -84,6 +76,18 @@ fn owner_get(base: &str, path: &str) -> String {
     text
 }
 
+/// `shoal get ID` on `node`'s state directory: the node runs the download (the hand-over).
+fn hand_over(node: &Node, id: &str) -> common::Output {
+    let mut handed = shoal();
+    handed
+        .args(["get", id, "--no-iroh"])
+        .arg("--state")
+        .arg(&node.state)
+        .env("SHOAL_SECRET", "x");
+    handed.arg("-o").arg(&node.dir);
+    run(handed, "").expect_code(0)
+}
+
 /// `shoal get ARGS -o out --state out/state`.
 fn get_into(out: &std::path::Path, args: &[&str]) -> common::Output {
     let mut command = shoal();
@@ -127,14 +131,7 @@ fn a_fresh_get_that_knows_only_a_bootstrap_finds_the_holder_among_dozens_of_node
     // A node of the DHT fetches the id too (handed over through its state directory), and
     // shows the lookup it made.
     let seeker = &others[DOZENS - 1].0;
-    let mut handed = shoal();
-    handed
-        .args(["get", &id, "--no-iroh"])
-        .arg("--state")
-        .arg(&seeker.state)
-        .env("SHOAL_SECRET", "x");
-    handed.arg("-o").arg(&seeker.dir);
-    run(handed, "").expect_code(0);
+    hand_over(seeker, &id);
     assert_eq!(read(&seeker.dir.join("found.bin")), data);
     let state = dht_state(seeker);
     assert_eq!(state["running"], true, "{state}");
@@ -384,14 +381,7 @@ fn hostile_dht_answers_leave_the_file_right_and_reach_nothing_forbidden() {
             "--no-iroh",
         ],
     );
-    let mut handed = shoal();
-    handed
-        .args(["get", &id, "--no-iroh"])
-        .arg("--state")
-        .arg(&seeker.state)
-        .env("SHOAL_SECRET", "x");
-    handed.arg("-o").arg(&seeker.dir);
-    let got = run(handed, "").expect_code(0);
+    let got = hand_over(&seeker, &id);
     assert_eq!(read(&seeker.dir.join("true.bin")), data, "{}", got.describe());
 
     // The forbidden addresses were refused before any request; the wrong bytes were thrown

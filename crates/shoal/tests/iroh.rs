@@ -19,17 +19,8 @@ fn start(files: &[(&str, &[u8])], extra: &[&str]) -> (Node, tempfile::TempDir) {
     start_with(shoal(), files, extra)
 }
 
-fn start_with(mut command: Command, files: &[(&str, &[u8])], extra: &[&str]) -> (Node, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, state) = (tmp.path().join("shared"), tmp.path().join("state"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents).unwrap();
-    }
-    command.arg("serve").arg("--dir").arg(&dir).arg("--state").arg(&state);
-    command.args(["--listen", "127.0.0.1:0", "--secret", "x"]).args(extra);
-    let node = Node::spawn(command, dir, state);
-    (node, tmp)
+fn start_with(command: Command, files: &[(&str, &[u8])], extra: &[&str]) -> (Node, tempfile::TempDir) {
+    common::serve_with(command, files, extra)
 }
 
 /// `shoal get ARGS` saving into `out`, with a state directory of its own there.

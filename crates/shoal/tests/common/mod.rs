@@ -392,3 +392,17 @@ pub fn shoal_in(ns: &str) -> Command {
     }
     command
 }
+
+/// `command` (a `shoal` or [`shoal_in`]) as `serve` of a node sharing `files`, with the owner's
+/// secret `x`, on `127.0.0.1:0`, with `flags`; its directories live in the returned guard.
+pub fn serve_with(mut command: Command, files: &[(&str, &[u8])], flags: &[&str]) -> (Node, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, state) = (tmp.path().join("shared"), tmp.path().join("state"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+    command.arg("serve").arg("--dir").arg(&dir).arg("--state").arg(&state);
+    command.args(["--listen", "127.0.0.1:0", "--secret", "x"]).args(flags);
+    (Node::spawn(command, dir, state), tmp)
+}
