@@ -401,17 +401,25 @@ impl Dht {
         let grace = tokio::time::sleep(LOOKUP_DEADLINE);
         tokio::pin!(grace);
         let mut grace_set = false;
+        let mut ended = "the deadline";
         'lookup: loop {
             tokio::select! {
                 () = &mut deadline => break,
-                () = &mut grace, if grace_set => break,
+                () = &mut grace, if grace_set => {
+                    ended = "the grace after the first address";
+                    break;
+                }
                 next = stream.next() => match next {
-                    None => break,
+                    None => {
+                        ended = "its end";
+                        break;
+                    }
                     Some(batch) => {
                         for addr in batch.into_iter().take(MAX_PEERS_PER_ANSWER) {
                             if !found.contains(&addr) {
                                 found.push(addr);
                                 if found.len() >= MAX_PEERS_PER_LOOKUP {
+                                    ended = "enough addresses";
                                     break 'lookup;
                                 }
                             }
@@ -425,6 +433,7 @@ impl Dht {
             }
         }
         self.counters.peers_found.inc_by(found.len() as u64);
+        tracing::debug!(%id, found = found.len(), took = ?started.elapsed(), ended, "a DHT lookup");
         let record = LookupRecord {
             id: *id,
             at: SystemTime::now(),
