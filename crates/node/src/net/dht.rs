@@ -35,6 +35,8 @@ use mainline::{Id, RequestFilter, RequestSpecific, ServerSettings};
 use prometheus_client::metrics::counter::Counter;
 use shoal_index::ContentId;
 
+use super::policy::Scope;
+
 /// The context string of the key derivation ([`key`]); changing it moves every id on the DHT.
 pub const KEY_CONTEXT: &str = "shoal 2026-12 content id on the Mainline DHT";
 
@@ -182,6 +184,34 @@ fn resolve(entries: &[String]) -> Result<Vec<SocketAddrV4>, DhtError> {
     Ok(out)
 }
 
+/// The nodes a run joins through: `bootstrap` (named or the public routers), then the nodes
+/// an earlier run kept, but only those of a scope this run was pointed at, so a private DHT
+/// (--local-only with a LAN bootstrap) never rejoins the public nodes a run on the public
+/// routers kept.
+fn join_list(options: &DhtOptions, mut bootstrap: Vec<SocketAddrV4>, saved: Vec<SocketAddrV4>) -> Vec<SocketAddrV4> {
+    let mut scopes: Vec<Scope> = options
+        .listen
+        .map(|l| *l.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .map(scope_of)
+        .into_iter()
+        .collect();
+    match &options.bootstrap {
+        Some(_) => scopes.extend(bootstrap.iter().map(|b| scope_of(*b.ip()))),
+        None => scopes.push(Scope::Public),
+    }
+    for node in saved {
+        if scopes.contains(&scope_of(*node.ip())) && !bootstrap.contains(&node) {
+            bootstrap.push(node);
+        }
+    }
+    bootstrap
+}
+
+fn scope_of(ip: Ipv4Addr) -> Scope {
+    super::policy::scope(std::net::IpAddr::V4(ip))
+}
+
 /// The nodes saved by an earlier run (at most [`SAVED_NODES`]; lines that do not parse are
 /// skipped).
 fn saved_nodes(path: &std::path::Path) -> Vec<SocketAddrV4> {
@@ -210,11 +240,7 @@ impl Dht {
                 .collect(),
         };
         if let Some(path) = &options.nodes_file {
-            for node in saved_nodes(path) {
-                if !bootstrap.contains(&node) {
-                    bootstrap.push(node);
-                }
-            }
+            bootstrap = join_list(options, bootstrap, saved_nodes(path));
         }
         // Answers may name addresses of the scopes the owner pointed the DHT at: a DHT on
         // loopback (tests, one machine) or a LAN reaches those; on the public routers, only
@@ -391,6 +417,7 @@ impl Dht {
     pub async fn peers(&self, id: &ContentId) -> Vec<SocketAddrV4> {
         self.counters.lookups.inc();
         let started = Instant::now();
+        let at = SystemTime::now();
         let mut found: Vec<SocketAddrV4> = Vec::new();
         let mut stream = self.dht.get_peers(key(id));
         let deadline = tokio::time::sleep(LOOKUP_DEADLINE);
@@ -436,7 +463,7 @@ impl Dht {
         tracing::debug!(%id, found = found.len(), took = ?started.elapsed(), ended, "a DHT lookup");
         let record = LookupRecord {
             id: *id,
-            at: SystemTime::now(),
+            at,
             took: started.elapsed(),
             found: found.len(),
         };
@@ -596,6 +623,31 @@ mod tests {
         assert!(answered <= 2 * INBOUND_PER_ADDRESS as usize + 1, "{answered}");
         assert!(filter.allows(Ipv4Addr::new(198, 51, 100, 1)), "another address is still answered");
         assert_eq!(filter.counters.queries_refused.get() as usize, 1_000 - answered);
+    }
+
+    #[test]
+    fn a_private_dht_does_not_rejoin_public_nodes_kept_by_another_run() {
+        let saved: Vec<SocketAddrV4> = ["8.8.8.8:6881", "10.1.0.9:6881", "127.0.0.1:7000"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let lan: SocketAddrV4 = "10.1.0.1:6881".parse().unwrap();
+        let private = DhtOptions {
+            bootstrap: Some(vec![lan.to_string()]),
+            ..DhtOptions::default()
+        };
+        let joined = join_list(&private, vec![lan], saved.clone());
+        assert_eq!(joined, [lan, saved[1]]);
+        // On the public routers, only public nodes rejoin.
+        let public = join_list(&DhtOptions::default(), Vec::new(), saved.clone());
+        assert_eq!(public, [saved[0]]);
+        // A DHT on loopback (tests, one machine) rejoins loopback nodes.
+        let here = DhtOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            bootstrap: Some(Vec::new()),
+            nodes_file: None,
+        };
+        assert_eq!(join_list(&here, Vec::new(), saved.clone()), [saved[2]]);
     }
 
     #[test]
