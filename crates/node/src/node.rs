@@ -201,16 +201,7 @@ impl Node {
         let fetcher = Fetcher::new(FetcherParts {
             downloads,
             client: flood.client().clone(),
-            discover: match &dht {
-                Some(dht) => Arc::new(crate::discovery::dht::Both(
-                    flood.clone(),
-                    Arc::new(crate::discovery::dht::DhtHolders {
-                        dht: dht.clone(),
-                        by_id: iroh.is_some(),
-                    }),
-                )),
-                None => flood.clone(),
-            },
+            discover: flood.clone(),
             index: dht.as_ref().map(|dht| {
                 Arc::new(crate::discovery::dht::DhtHolders {
                     dht: dht.clone(),

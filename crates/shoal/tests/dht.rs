@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, in_ns, ip, pattern, read, run, run_args, shoal};
+use common::{Node, get_into, in_ns, ip, pattern, read, run, run_args, shoal};
 use support::{Liar, Lie};
 
 /// How many nodes make the DHT of the first test, the bootstrap and the holder aside.
@@ -86,19 +86,6 @@ fn hand_over(node: &Node, id: &str) -> common::Output {
         .env("SHOAL_SECRET", "x");
     handed.arg("-o").arg(&node.dir);
     run(handed, "").expect_code(0)
-}
-
-/// `shoal get ARGS -o out --state out/state`.
-fn get_into(out: &std::path::Path, args: &[&str]) -> common::Output {
-    let mut command = shoal();
-    command
-        .arg("get")
-        .args(args)
-        .arg("--state")
-        .arg(out.join("state"))
-        .arg("-o")
-        .arg(out);
-    run(command, "")
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, in_ns, ip, pattern, read, run, run_args, shoal};
+use common::{Node, get_into, in_ns, ip, pattern, read, run, run_args, shoal};
 
 /// A node sharing `files`, started with `extra` flags; the temporary directory lives as long as
 /// the returned guard.
@@ -21,19 +21,6 @@ fn start(files: &[(&str, &[u8])], extra: &[&str]) -> (Node, tempfile::TempDir) {
 
 fn start_with(command: Command, files: &[(&str, &[u8])], extra: &[&str]) -> (Node, tempfile::TempDir) {
     common::serve_with(command, files, extra)
-}
-
-/// `shoal get ARGS` saving into `out`, with a state directory of its own there.
-fn get_into(out: &Path, args: &[&str]) -> common::Output {
-    let mut command = shoal();
-    command
-        .arg("get")
-        .args(args)
-        .arg("--state")
-        .arg(out.join("state"))
-        .arg("-o")
-        .arg(out);
-    run(command, "")
 }
 
 #[test]

@@ -704,6 +704,23 @@ impl Discover for Flood {
     }
 }
 
+/// Two [`Discover`]s asked at once, their answers joined (the flood and the DHT).
+pub struct Both(pub Arc<dyn Discover>, pub Arc<dyn Discover>);
+
+impl Discover for Both {
+    fn holders(&self, id: ContentId) -> futures_util::future::BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let (mut first, second) = futures_util::future::join(self.0.holders(id), self.1.holders(id)).await;
+            for url in second {
+                if !first.contains(&url) {
+                    first.push(url);
+                }
+            }
+            first
+        })
+    }
+}
+
 /// A fixed list of peers asked in one hop (`shoal get` without a node, tests).
 pub struct FixedPeers {
     pub client: Client,

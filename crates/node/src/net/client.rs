@@ -691,7 +691,7 @@ async fn read_capped_within(
 
 /// True when `relay` names its host by an address the policy allows (a host name is never
 /// enough: it is resolved by iroh, past the policy's resolver).
-fn relay_literal_allowed(relay: &str, policy: Policy) -> bool {
+pub(crate) fn relay_literal_allowed(relay: &str, policy: Policy) -> bool {
     let Ok(url) = url::Url::parse(relay) else { return false };
     match url.host() {
         Some(url::Host::Ipv4(ip)) => policy.allows(std::net::IpAddr::V4(ip)),

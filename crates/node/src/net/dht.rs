@@ -75,6 +75,8 @@ pub const INBOUND_PER_ADDRESS: u32 = 20;
 pub const INBOUND_TOTAL: u32 = 1_000;
 /// Addresses followed by the per-address limiter before it forgets the quiet ones.
 const INBOUND_ADDRESSES: usize = 4_096;
+/// Addresses followed at most: beyond, strangers are not answered until quiet ones are gone.
+const INBOUND_ADDRESSES_MAX: usize = 65_536;
 /// Content keys this node keeps announced peers for (for others), and peers per key.
 const STORE_KEYS: usize = 1_000;
 const STORE_PEERS_PER_KEY: usize = 100;
@@ -512,9 +514,10 @@ impl Dht {
             return;
         }
         let text: String = nodes.iter().take(SAVED_NODES).map(|n| format!("{n}\n")).collect();
-        let temporary = path.with_extension("tmp");
-        let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
-        if let Err(error) = written {
+        let (path, temporary) = (path.clone(), path.with_extension("tmp"));
+        let written =
+            tokio::task::spawn_blocking(move || std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path))).await;
+        if let Ok(Err(error)) = written {
             tracing::debug!(%error, "could not keep the DHT's nodes");
         }
     }
@@ -540,6 +543,9 @@ pub struct InboundFilter {
     per_address: Arc<DefaultKeyedRateLimiter<Ipv4Addr>>,
     total: Arc<DefaultDirectRateLimiter>,
     counters: DhtCounters,
+    /// When the per-address table was last tidied, in seconds since `started`.
+    tidied: Arc<AtomicU64>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for InboundFilter {
@@ -557,18 +563,32 @@ impl InboundFilter {
             per_address: Arc::new(governor::RateLimiter::keyed(Quota::per_second(per).allow_burst(burst))),
             total: Arc::new(governor::RateLimiter::direct(Quota::per_second(total))),
             counters,
+            tidied: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
         }
+    }
+
+    /// Forgets quiet addresses once the table holds more than [`INBOUND_ADDRESSES`], at most
+    /// once a second (a scan of the table); true while it still holds more than
+    /// [`INBOUND_ADDRESSES_MAX`] (a flood from that many addresses within two seconds).
+    fn overfull(&self) -> bool {
+        if self.per_address.len() <= INBOUND_ADDRESSES {
+            return false;
+        }
+        let now = self.started.elapsed().as_secs();
+        if self.tidied.swap(now, Ordering::Relaxed) != now {
+            self.per_address.retain_recent();
+        }
+        self.per_address.len() > INBOUND_ADDRESSES_MAX
     }
 
     /// True when a query from `from` may be answered now.
     pub fn allows(&self, from: Ipv4Addr) -> bool {
         self.counters.queries_in.inc();
-        if self.per_address.len() > INBOUND_ADDRESSES {
-            self.per_address.retain_recent();
-        }
         // Loopback is this machine's own nodes (tests, several nodes on one host): only the
-        // total applies to it.
-        let allowed = (from.is_loopback() || self.per_address.check_key(&from).is_ok()) && self.total.check().is_ok();
+        // total applies to it. While the table is overfull, strangers get no answer: its memory
+        // stays bounded whatever the flood.
+        let allowed = (from.is_loopback() || (!self.overfull() && self.per_address.check_key(&from).is_ok())) && self.total.check().is_ok();
         if !allowed {
             self.counters.queries_refused.inc();
         }
@@ -648,6 +668,20 @@ mod tests {
             nodes_file: None,
         };
         assert_eq!(join_list(&here, Vec::new(), saved.clone()), [saved[2]]);
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_keeps_the_table_bounded() {
+        let filter = InboundFilter::new(DhtCounters::default());
+        for i in 0..(INBOUND_ADDRESSES_MAX as u32 + 10_000) {
+            filter.allows(Ipv4Addr::from(0x0b00_0000 + i));
+        }
+        assert!(
+            filter.per_address.len() <= INBOUND_ADDRESSES_MAX + 1,
+            "{}",
+            filter.per_address.len()
+        );
+        assert!(filter.counters.queries_refused.get() > 0);
     }
 
     #[test]

@@ -21,7 +21,6 @@ use iroh::address_lookup::{AddressLookup, EndpointData, Error as LookupError, It
 use iroh::endpoint_info::EndpointInfo;
 use iroh::{EndpointId, SecretKey, TransportAddr};
 
-use super::Policy;
 use super::dht::Dht;
 
 /// How long a published record says it holds (seconds), as iroh's look-ups use.
@@ -88,7 +87,7 @@ impl DhtAddressLookup {
                 TransportAddr::Ip(ip) => policy.allows(ip.ip()),
                 TransportAddr::Relay(relay) => {
                     let spelled = relay.to_string();
-                    self.uses(&spelled) || literal_allowed(&spelled, policy)
+                    self.uses(&spelled) || super::client::relay_literal_allowed(&spelled, policy)
                 }
                 _ => false,
             })
@@ -167,16 +166,6 @@ fn record(key: &SecretKey, data: &EndpointData, reachable: bool) -> Option<mainl
         packet.timestamp().as_micros() as i64,
         None,
     ))
-}
-
-/// True when `relay` names its host by an address literal `policy` allows.
-fn literal_allowed(relay: &str, policy: Policy) -> bool {
-    let Ok(url) = url::Url::parse(relay) else { return false };
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => policy.allows(std::net::IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => policy.allows(std::net::IpAddr::V6(ip)),
-        _ => false,
-    }
 }
 
 impl AddressLookup for DhtAddressLookup {

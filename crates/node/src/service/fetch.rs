@@ -208,8 +208,8 @@ pub struct FetcherParts {
     pub discover: Arc<dyn Discover>,
     /// URLs of this node, never used as sources.
     pub me: Vec<String>,
-    /// A content index asked for an id's holders before its download starts (the DHT), besides
-    /// the peers searched; `discover` should include it for the holders found later.
+    /// A content index (the DHT) asked for an id's holders before its download starts, besides
+    /// the peers searched, and with `discover` while it runs.
     pub index: Option<Arc<dyn Discover>>,
     /// How often `discover` is asked ([`FIND_MORE_EVERY`]).
     pub find_more_every: Duration,
@@ -355,13 +355,11 @@ impl Fetcher {
             // download drops its channel.
             let mut known = job.peers.clone();
             known.extend(self.inner.me.iter().cloned());
-            let finder = crate::discovery::find_more(
-                self.inner.discover.clone(),
-                id,
-                known,
-                self.inner.find_more_every,
-                entry.more.clone(),
-            );
+            let discover: Arc<dyn Discover> = match &self.inner.index {
+                Some(index) => Arc::new(crate::discovery::Both(self.inner.discover.clone(), index.clone())),
+                None => self.inner.discover.clone(),
+            };
+            let finder = crate::discovery::find_more(discover, id, known, self.inner.find_more_every, entry.more.clone());
             self.inner.downloads.spawn(finder);
             // Other downloaders of the id, through the nodes it fetches from (the swarm).
             let progress = entry.progress.clone();

@@ -172,10 +172,7 @@ impl Session {
         let fetcher = Fetcher::new(FetcherParts {
             downloads: Downloads::new(Engine::new(db, client.clone(), engine)?, TaskTracker::new(), stop.clone()),
             client: client.clone(),
-            discover: match &index {
-                Some(index) => Arc::new(crate::discovery::dht::Both(fixed, index.clone())),
-                None => fixed,
-            },
+            discover: fixed,
             index,
             me: Vec::new(),
             find_more_every: FIND_MORE_EVERY,

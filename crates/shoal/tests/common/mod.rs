@@ -406,3 +406,16 @@ pub fn serve_with(mut command: Command, files: &[(&str, &[u8])], flags: &[&str])
     command.args(["--listen", "127.0.0.1:0", "--secret", "x"]).args(flags);
     (Node::spawn(command, dir, state), tmp)
 }
+
+/// `shoal get ARGS` saving into `out`, with a state directory of its own there.
+pub fn get_into(out: &Path, args: &[&str]) -> Output {
+    let mut command = shoal();
+    command
+        .arg("get")
+        .args(args)
+        .arg("--state")
+        .arg(out.join("state"))
+        .arg("-o")
+        .arg(out);
+    run(command, "")
+}
