@@ -162,7 +162,7 @@ pub struct NetArgs {
     /// No node key and no iroh endpoint: plain HTTP over TCP only.
     #[arg(long)]
     pub no_iroh: bool,
-    /// The UDP address (IPv4) of this node on the Mainline DHT; given, it answers others' queries from the start [default: every address, a free port, answering once others reach it].
+    /// The UDP address (IPv4) of this node on the Mainline DHT; given, it answers others' queries from the start [default: every address, port 6881 (BitTorrent's) when free, else a free one; answering once others reach it].
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_dht")]
     pub dht_listen: Option<std::net::SocketAddrV4>,
     /// Join the Mainline DHT through this node (repeatable) [default: the public BitTorrent routers; with --local-only, no DHT unless this or --dht-listen is given].
