@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, Quota};
 use mainline::async_dht::AsyncDht;
 use mainline::{Id, RequestFilter, RequestSpecific, ServerSettings};
 use prometheus_client::metrics::counter::Counter;
@@ -538,9 +538,8 @@ fn nat_holders_of(value: &[u8]) -> Vec<[u8; 32]> {
 
 /// Limits the queries this node answers: [`INBOUND_PER_ADDRESS`] per second from one address
 /// (loopback, the machine's own nodes, exempt) and [`INBOUND_TOTAL`] in all. A refused query gets no answer (as a lost packet).
-#[derive(Clone)]
-pub struct InboundFilter {
-    per_address: Arc<DefaultKeyedRateLimiter<Ipv4Addr>>,
+pub struct InboundFilter<C: governor::clock::Clock = governor::clock::DefaultClock> {
+    per_address: Arc<PerAddress<C>>,
     total: Arc<DefaultDirectRateLimiter>,
     counters: DhtCounters,
     /// When the per-address table was last tidied, in seconds since `started`.
@@ -548,7 +547,27 @@ pub struct InboundFilter {
     started: Instant,
 }
 
-impl std::fmt::Debug for InboundFilter {
+/// The per-address limiter on the clock `C` (a fake one in tests).
+type PerAddress<C> = governor::RateLimiter<
+    Ipv4Addr,
+    governor::state::keyed::HashMapStateStore<Ipv4Addr>,
+    C,
+    governor::middleware::NoOpMiddleware<<C as governor::clock::Clock>::Instant>,
+>;
+
+impl<C: governor::clock::Clock> Clone for InboundFilter<C> {
+    fn clone(&self) -> Self {
+        InboundFilter {
+            per_address: self.per_address.clone(),
+            total: self.total.clone(),
+            counters: self.counters.clone(),
+            tidied: self.tidied.clone(),
+            started: self.started,
+        }
+    }
+}
+
+impl<C: governor::clock::Clock> std::fmt::Debug for InboundFilter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundFilter").finish_non_exhaustive()
     }
@@ -556,11 +575,21 @@ impl std::fmt::Debug for InboundFilter {
 
 impl InboundFilter {
     pub fn new(counters: DhtCounters) -> InboundFilter {
+        InboundFilter::with_clock(counters, governor::clock::DefaultClock::default())
+    }
+}
+
+impl<C: governor::clock::Clock> InboundFilter<C> {
+    /// A filter whose per-address limits run on `clock`.
+    pub fn with_clock(counters: DhtCounters, clock: C) -> InboundFilter<C> {
         let per = NonZeroU32::new(INBOUND_PER_ADDRESS).expect("not zero");
         let burst = NonZeroU32::new(2 * INBOUND_PER_ADDRESS).expect("not zero");
         let total = NonZeroU32::new(INBOUND_TOTAL).expect("not zero");
         InboundFilter {
-            per_address: Arc::new(governor::RateLimiter::keyed(Quota::per_second(per).allow_burst(burst))),
+            per_address: Arc::new(governor::RateLimiter::hashmap_with_clock(
+                Quota::per_second(per).allow_burst(burst),
+                clock,
+            )),
             total: Arc::new(governor::RateLimiter::direct(Quota::per_second(total))),
             counters,
             tidied: Arc::new(AtomicU64::new(0)),
@@ -596,7 +625,7 @@ impl InboundFilter {
     }
 }
 
-impl RequestFilter for InboundFilter {
+impl<C: governor::clock::Clock + Send + Sync + 'static> RequestFilter for InboundFilter<C> {
     fn allow_request(&self, _request: &RequestSpecific, from: SocketAddrV4) -> bool {
         self.allows(*from.ip())
     }
@@ -672,7 +701,8 @@ mod tests {
 
     #[test]
     fn a_flood_from_many_addresses_keeps_the_table_bounded() {
-        let filter = InboundFilter::new(DhtCounters::default());
+        // No time passes for the limits: nothing a tidy could forget is quiet yet.
+        let filter = InboundFilter::with_clock(DhtCounters::default(), governor::clock::FakeRelativeClock::default());
         for i in 0..(INBOUND_ADDRESSES_MAX as u32 + 10_000) {
             filter.allows(Ipv4Addr::from(0x0b00_0000 + i));
         }
